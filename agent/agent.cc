@@ -1,0 +1,367 @@
+// The agent's core: start-up, the ring writer and the record paths.
+//
+// Rules that hold for every function reachable from a hook (STYLE.md, "The
+// agent is a different world"): no allocation, no stdio, no blocking lock, no
+// exceptions. Start-up (Initialize) and the fork child handler run single
+// threaded and may take slow paths; they are kept out of line.
+#include "agent/agent.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <link.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "agent/ring.h"
+#include "symbolize/elf_image.h"
+#include "symbolize/gopclntab.h"
+
+namespace cgoheap::agent {
+namespace {
+
+__attribute__((tls_model("initial-exec"))) thread_local int t_hook_depth = 0;
+
+constinit std::atomic<ring::RingHeader*> g_ring{nullptr};
+constinit GoBoundary g_boundary{};
+constinit uint64_t g_self_lo = 0, g_self_hi = 0;
+constinit uint64_t g_full_wait_ns = 2'000'000'000;
+// The tail value at which a writer last gave up waiting: while the reader has
+// not moved past it, further writers drop at once instead of waiting again.
+constinit std::atomic<uint64_t> g_stalled_tail{~uint64_t{0}};
+
+// ---- small allocation-free string helpers (start-up only) ----
+
+size_t AppendStr(char* buf, size_t pos, size_t cap, const char* s) {
+  while (*s && pos + 1 < cap) buf[pos++] = *s++;
+  buf[pos < cap ? pos : cap - 1] = 0;
+  return pos;
+}
+
+size_t AppendU64(char* buf, size_t pos, size_t cap, uint64_t v, int base) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = "0123456789abcdef"[v % base];
+    v /= base;
+  } while (v);
+  while (n && pos + 1 < cap) buf[pos++] = tmp[--n];
+  buf[pos < cap ? pos : cap - 1] = 0;
+  return pos;
+}
+
+uint64_t EnvU64(const char* name, uint64_t fallback) {
+  const char* s = getenv(name);
+  if (s == nullptr || *s == 0) return fallback;
+  uint64_t v = 0;
+  for (; *s; ++s) {
+    if (*s < '0' || *s > '9') return fallback;
+    v = v * 10 + (*s - '0');
+  }
+  return v;
+}
+
+uint64_t NowNanos(clockid_t clock) {
+  timespec ts;
+  clock_gettime(clock, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+uint64_t ParseHex(const char*& p, const char* end) {
+  uint64_t v = 0;
+  for (; p < end; ++p) {
+    char c = *p;
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) break;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+// Copies the executable file-backed mappings of /proc/self/maps into the
+// ring header as "start end offset path" lines.
+void SnapshotMaps(ring::RingHeader* h) {
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  h->maps_seq.fetch_add(1, std::memory_order_acq_rel);  // odd: writing
+  static char buf[8192];  // start-up / fork only: single threaded
+  size_t have = 0, out = 0;
+  for (;;) {
+    ssize_t r = read(fd, buf + have, sizeof buf - have);
+    if (r <= 0) break;
+    have += r;
+    size_t start = 0;
+    for (;;) {
+      char* nl = static_cast<char*>(memchr(buf + start, '\n', have - start));
+      if (nl == nullptr) break;
+      const char* p = buf + start;
+      const char* e = nl;
+      uint64_t lo = ParseHex(p, e);
+      ++p;
+      uint64_t hi = ParseHex(p, e);
+      ++p;
+      bool exec = p + 4 <= e && p[2] == 'x';
+      p += 5;
+      uint64_t off = ParseHex(p, e);
+      const char* path = static_cast<const char*>(memchr(p, '/', e - p));
+      if (exec && path != nullptr && out + (e - path) + 64 < ring::kMapsBytes) {
+        out = AppendU64(h->maps, out, ring::kMapsBytes, lo, 16);
+        out = AppendStr(h->maps, out, ring::kMapsBytes, " ");
+        out = AppendU64(h->maps, out, ring::kMapsBytes, hi, 16);
+        out = AppendStr(h->maps, out, ring::kMapsBytes, " ");
+        out = AppendU64(h->maps, out, ring::kMapsBytes, off, 16);
+        out = AppendStr(h->maps, out, ring::kMapsBytes, " ");
+        memcpy(h->maps + out, path, e - path);
+        out += e - path;
+        h->maps[out++] = '\n';
+      }
+      start = nl + 1 - buf;
+    }
+    memmove(buf, buf + start, have - start);
+    have -= start;
+    if (have == sizeof buf) have = 0;  // an absurd line: drop it
+  }
+  close(fd);
+  h->maps_len = static_cast<uint32_t>(out);
+  h->maps_seq.fetch_add(1, std::memory_order_acq_rel);
+}
+
+int FindSelf(dl_phdr_info* info, size_t, void*) {
+  auto here = reinterpret_cast<uint64_t>(&FindSelf);
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const auto& ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+    uint64_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
+    if (here >= lo && here < hi) {
+      g_self_lo = lo;
+      g_self_hi = hi;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int MainBias(dl_phdr_info* info, size_t, void* out) {
+  *static_cast<uint64_t*>(out) = info->dlpi_addr;
+  return 1;  // the first object is the main program
+}
+
+// Creates DIR/PID-NANOS.ring and maps it; the forwarder only looks at files
+// ending in ".ring", so the header is complete before the rename publishes it.
+ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
+  uint64_t mb = EnvU64("CGOHEAP_RING_MB", 64);
+  if (mb < 1) mb = 1;
+  if (mb > 4096) mb = 4096;
+  uint64_t words = 1;
+  while (words * 8 < mb * 1024 * 1024) words <<= 1;
+  char tmp[512], final_path[512];
+  size_t n = AppendStr(tmp, 0, sizeof tmp, dir);
+  n = AppendStr(tmp, n, sizeof tmp, "/");
+  n = AppendU64(tmp, n, sizeof tmp, getpid(), 10);
+  n = AppendStr(tmp, n, sizeof tmp, "-");
+  n = AppendU64(tmp, n, sizeof tmp, NowNanos(CLOCK_MONOTONIC), 10);
+  memcpy(final_path, tmp, n + 1);
+  AppendStr(final_path, n, sizeof final_path, ".ring");
+  AppendStr(tmp, n, sizeof tmp, ".tmp");
+  int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return nullptr;
+  size_t bytes = ring::RingFileBytes(words);
+  if (ftruncate(fd, bytes) != 0) {
+    close(fd);
+    unlink(tmp);
+    return nullptr;
+  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) {
+    unlink(tmp);
+    return nullptr;
+  }
+  auto* h = static_cast<ring::RingHeader*>(p);
+  h->version = ring::kVersion;
+  h->header_bytes = ring::kHeaderBytes;
+  h->capacity_words = words;
+  h->pid = getpid();
+  h->ppid = getppid();
+  h->start_unix_nanos = static_cast<int64_t>(NowNanos(CLOCK_REALTIME));
+  h->sample_bytes = sample_bytes;
+  SnapshotMaps(h);
+  std::atomic_thread_fence(std::memory_order_release);
+  h->magic = ring::kMagic;
+  if (rename(tmp, final_path) != 0) {
+    munmap(p, bytes);
+    unlink(tmp);
+    return nullptr;
+  }
+  return h;
+}
+
+void ReleaseRing() {
+  ring::RingHeader* h = g_ring.exchange(nullptr, std::memory_order_acq_rel);
+  if (h != nullptr) munmap(h, ring::RingFileBytes(h->capacity_words));
+}
+
+bool ShouldTrack() {
+  const char* dir = getenv("CGOHEAP_RING_DIR");
+  if (dir == nullptr || *dir == 0) return false;
+  uint64_t root = EnvU64("CGOHEAP_ROOT_PID", 0);
+  return root == 0 || root == static_cast<uint64_t>(getpid()) ||
+         EnvU64("CGOHEAP_TRACE_CHILDREN", 0) == 1;
+}
+
+void StartTracking() {
+  if (!ShouldTrack()) return;
+  g_full_wait_ns = EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000;
+  ring::RingHeader* h = CreateRing(getenv("CGOHEAP_RING_DIR"),
+                                   EnvU64("CGOHEAP_SAMPLE_BYTES", 0));
+  g_ring.store(h, std::memory_order_release);
+}
+
+// The child of a fork shares the parent's ring mapping: detach from it at
+// once, then start over as a process of its own (if children are traced).
+void AtForkChild() {
+  HookGuard guard;
+  ReleaseRing();
+  g_stalled_tail.store(~uint64_t{0}, std::memory_order_relaxed);
+  StartTracking();
+}
+
+// Reserves n words, waiting a bounded time when the ring is full (exact mode
+// only: a sampled process must never slow down). Returns false if dropped.
+bool Reserve(ring::RingHeader* h, unsigned n, uint64_t* pos_out) {
+  const uint64_t cap = h->capacity_words;
+  uint64_t pos = h->reserve.load(std::memory_order_relaxed);
+  uint64_t deadline = 0;
+  for (;;) {
+    uint64_t tail = h->tail.load(std::memory_order_acquire);
+    if (pos + n - tail > cap) {
+      if (h->sample_bytes != 0 || tail == g_stalled_tail.load(std::memory_order_relaxed)) {
+        return false;
+      }
+      uint64_t now = NowNanos(CLOCK_MONOTONIC);
+      if (deadline == 0) deadline = now + g_full_wait_ns;
+      if (now >= deadline) {
+        g_stalled_tail.store(tail, std::memory_order_relaxed);
+        return false;
+      }
+      timespec ts{0, 50'000};
+      nanosleep(&ts, nullptr);
+      pos = h->reserve.load(std::memory_order_relaxed);
+      continue;
+    }
+    if (h->reserve.compare_exchange_weak(pos, pos + n, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed)) {
+      *pos_out = pos;
+      return true;
+    }
+  }
+}
+
+void Publish(ring::RingHeader* h, const uint64_t* words, unsigned n, uint64_t size) {
+  uint64_t pos;
+  if (!Reserve(h, n, &pos)) {
+    h->dropped_events.fetch_add(1, std::memory_order_relaxed);
+    h->dropped_bytes.fetch_add(size, std::memory_order_relaxed);
+    return;
+  }
+  uint64_t* ring = ring::RingWords(h);
+  const uint64_t mask = h->capacity_words - 1;
+  for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
+  std::atomic_ref<uint64_t>(ring[pos & mask]).store(words[0], std::memory_order_release);
+  h->recorded_events.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+HookGuard::HookGuard() : entered_(t_hook_depth++ == 0) {}
+HookGuard::~HookGuard() { --t_hook_depth; }
+
+const GoBoundary& Boundary() { return g_boundary; }
+
+void AgentRange(uint64_t* lo, uint64_t* hi) {
+  *lo = g_self_lo;
+  *hi = g_self_hi;
+}
+
+bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out) {
+  ElfImage elf;
+  if (!elf.Open(exe)) return false;
+  uint64_t value = 0, size = 0;
+  ElfSection pcln, text;
+  GoPclntab tab;
+  bool have_tab = elf.FindSection(".gopclntab", &pcln) && elf.FindSection(".text", &text) &&
+                  tab.Init(pcln.data, pcln.size, text.addr);
+  if (elf.FindSymbol("runtime.asmcgocall.abi0", &value, &size) ||
+      elf.FindSymbol("runtime.asmcgocall", &value, &size)) {
+    out->asmcgocall_lo = value + bias;
+    out->asmcgocall_hi = value + bias + (size ? size : 1);
+  } else if (have_tab) {
+    GoPclntab::Func f;
+    if (!tab.FindByName("runtime.asmcgocall.abi0", &f) &&
+        !tab.FindByName("runtime.asmcgocall", &f)) {
+      return false;
+    }
+    out->asmcgocall_lo = f.entry + bias;
+    out->asmcgocall_hi = f.end + bias;
+  } else {
+    return false;
+  }
+  if (have_tab) {
+    out->text_lo = tab.text_start() + bias;
+    out->text_hi = tab.text_end() + bias;
+  }
+  return true;
+}
+
+__attribute__((cold, noinline)) void Initialize() {
+  HookGuard guard;
+  dl_iterate_phdr(FindSelf, nullptr);
+  uint64_t bias = 0;
+  dl_iterate_phdr(MainBias, &bias);
+  FindGoBoundary("/proc/self/exe", bias, &g_boundary);
+  pthread_atfork(nullptr, nullptr, AtForkChild);
+  StartTracking();
+}
+
+}  // namespace cgoheap::agent
+
+using cgoheap::agent::g_ring;
+
+extern "C" bool cgoheap_active() {
+  return g_ring.load(std::memory_order_relaxed) != nullptr;
+}
+
+extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size) {
+  using namespace cgoheap;
+  ring::RingHeader* h = g_ring.load(std::memory_order_acquire);
+  if (h == nullptr) return;
+  agent::HookGuard guard;
+  if (!guard.entered()) return;
+  uint64_t words[ring::kRecordFixedWords + ring::kMaxFrames];
+  int nframes = cgoheap_capture_stack(words + ring::kRecordFixedWords, ring::kMaxFrames);
+  if (nframes == 0) h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
+  unsigned nwords = ring::kRecordFixedWords + nframes;
+  words[0] = ring::EncodeHeader(ring::Kind::kAlloc, static_cast<ring::Api>(api), nframes, nwords);
+  words[1] = reinterpret_cast<uint64_t>(ptr);
+  words[2] = size;
+  agent::Publish(h, words, nwords, size);
+}
+
+extern "C" void cgoheap_on_free(void* ptr) {
+  using namespace cgoheap;
+  ring::RingHeader* h = g_ring.load(std::memory_order_acquire);
+  if (h == nullptr) return;
+  agent::HookGuard guard;
+  if (!guard.entered()) return;
+  uint64_t words[ring::kRecordFixedWords];
+  words[0] = ring::EncodeHeader(ring::Kind::kFree, ring::Api::kFree, 0, ring::kRecordFixedWords);
+  words[1] = reinterpret_cast<uint64_t>(ptr);
+  words[2] = 0;
+  agent::Publish(h, words, ring::kRecordFixedWords, 0);
+}

@@ -1,0 +1,57 @@
+// The agent's C core. The preload shim (preload.cc) and tests drive the same
+// functions (heaptrack's libheaptrack.h / heaptrack_preload.cpp split).
+//
+// Environment read at start-up:
+//   CGOHEAP_RING_DIR        directory where this process creates its ring file;
+//                           unset: the agent stays dormant (pure pass-through)
+//   CGOHEAP_ROOT_PID        only this pid is tracked, unless
+//   CGOHEAP_TRACE_CHILDREN  is 1: children (fork, exec) get rings of their own
+//   CGOHEAP_SAMPLE_BYTES    0 (default): every allocation; N: Poisson sampling
+//   CGOHEAP_RING_MB         ring size in MiB (default 64)
+//   CGOHEAP_FULL_WAIT_MS    exact mode: how long a writer waits for a full ring
+//                           to drain before dropping (default 2000)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+extern "C" {
+
+// Called after the real allocator returned ptr (never null) for size bytes.
+void cgoheap_on_alloc(int api, void* ptr, size_t size);
+// Called before the real free of ptr (never null).
+void cgoheap_on_free(void* ptr);
+// True when the agent is recording for this process.
+bool cgoheap_active();
+// Captures the calling thread's stack (C frames, then Go frames across the cgo
+// boundary). Returns the number of return addresses written.
+int cgoheap_capture_stack(uint64_t* pcs, int max);
+
+}  // extern "C"
+
+namespace cgoheap::agent {
+
+// Per-thread recursion guard: allocations made while a hook is recording
+// (by libunwind, by the ring code) pass straight through.
+struct HookGuard {
+  HookGuard();
+  ~HookGuard();
+  bool entered() const { return entered_; }
+
+ private:
+  bool entered_;
+};
+
+// Boundaries learnt once from the main executable.
+struct GoBoundary {
+  uint64_t asmcgocall_lo = 0, asmcgocall_hi = 0;
+  uint64_t text_lo = 0, text_hi = 0;  // Go text (runtime bias applied)
+};
+const GoBoundary& Boundary();
+
+// Start-up and fork entry points (agent.cc).
+void Initialize();
+bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out);
+void AgentRange(uint64_t* lo, uint64_t* hi);
+
+}  // namespace cgoheap::agent

@@ -1,0 +1,111 @@
+// Stack capture across the cgo boundary.
+//
+// A cgo call runs C on the thread's g0 stack, entered through
+// runtime.asmcgocall, which leaves RBP untouched (ARCHITECTURE.md fact 2).
+// So: DWARF-unwind the C frames with libunwind until the return address lies
+// inside asmcgocall; the RBP recovered for that frame is the Go caller's frame
+// pointer on the goroutine stack, and Go always keeps frame pointers on amd64,
+// so the rest is a frame-pointer walk. The boundary is recognised by address
+// (learnt from .symtab or .gopclntab at start-up), never by name: libunwind
+// names that frame `main` in a `-s -w` binary.
+//
+// The walk must never fault inside someone else's process. asmcgocall saves
+// the goroutine's g at 48(SP) and the depth below stack.hi at 40(SP) of its
+// g0 frame (runtime/asm_amd64.s). g->stack is g's first field, [lo, hi).
+// Every frame pointer is checked against those bounds (aligned, strictly
+// increasing) before it is read; g itself is read with process_vm_readv the
+// first time a thread sees it, so a corrupt value costs an error, not a crash.
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "agent/agent.h"
+
+namespace cgoheap::agent {
+namespace {
+
+// The last g this thread read safely. g structs are never unmapped (the
+// runtime recycles them), so once readable a g stays readable; its stack
+// bounds are not cached, because a growing goroutine stack is copied.
+__attribute__((tls_model("initial-exec"))) thread_local uint64_t t_known_g = 0;
+
+bool SafeRead(uint64_t addr, void* out, size_t len) {
+  iovec local{out, len};
+  iovec remote{reinterpret_cast<void*>(addr), len};
+  return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len);
+}
+
+bool GoroutineStack(uint64_t g, uint64_t* lo, uint64_t* hi) {
+  if (g == 0 || (g & 7) != 0) return false;
+  uint64_t bounds[2];
+  if (g == t_known_g) {
+    const auto* stack = reinterpret_cast<const uint64_t*>(g);
+    bounds[0] = stack[0];
+    bounds[1] = stack[1];
+  } else if (!SafeRead(g, bounds, sizeof bounds)) {
+    return false;
+  }
+  if (bounds[0] >= bounds[1] || bounds[1] - bounds[0] > (uint64_t{1} << 31)) return false;
+  t_known_g = g;
+  *lo = bounds[0];
+  *hi = bounds[1];
+  return true;
+}
+
+// sp, bp: registers of the asmcgocall frame (the state right after the C
+// function it called returned).
+int WalkGoFrames(uint64_t sp, uint64_t bp, uint64_t* pcs, int max) {
+  const uint64_t* frame = reinterpret_cast<const uint64_t*>(sp);
+  uint64_t depth = frame[5];  // 40(SP); sp is on this thread's own g0 stack
+  uint64_t g = frame[6];      // 48(SP)
+  uint64_t lo, hi;
+  if (!GoroutineStack(g, &lo, &hi) || depth == 0 || depth > hi - lo) return 0;
+  uint64_t old_sp = hi - depth;  // SP at asmcgocall's entry: return into cgocall
+  int n = 0;
+  if ((old_sp & 7) == 0 && old_sp + 8 <= hi && n < max) {
+    pcs[n++] = *reinterpret_cast<const uint64_t*>(old_sp);
+  }
+  uint64_t prev = old_sp;
+  while (n < max) {
+    if ((bp & 7) != 0 || bp < prev || bp < lo || bp + 16 > hi) break;
+    const uint64_t* f = reinterpret_cast<const uint64_t*>(bp);
+    uint64_t ret = f[1];
+    if (ret == 0) break;
+    pcs[n++] = ret;
+    prev = bp + 16;
+    bp = f[0];
+  }
+  return n;
+}
+
+}  // namespace
+}  // namespace cgoheap::agent
+
+extern "C" int cgoheap_capture_stack(uint64_t* pcs, int max) {
+  using namespace cgoheap::agent;
+  const GoBoundary& b = Boundary();
+  uint64_t self_lo, self_hi;
+  AgentRange(&self_lo, &self_hi);
+  unw_context_t ctx;
+  unw_cursor_t cursor;
+  if (unw_getcontext(&ctx) != 0 || unw_init_local(&cursor, &ctx) != 0) return 0;
+  int n = 0;
+  while (n < max && unw_step(&cursor) > 0) {
+    unw_word_t ip = 0;
+    if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || ip == 0) break;
+    if (ip >= self_lo && ip < self_hi) continue;  // the agent's own frames
+    pcs[n++] = ip;
+    if (ip >= b.asmcgocall_lo && ip < b.asmcgocall_hi) {
+      unw_word_t sp = 0, bp = 0;
+      if (unw_get_reg(&cursor, UNW_REG_SP, &sp) == 0 &&
+          unw_get_reg(&cursor, UNW_X86_64_RBP, &bp) == 0) {
+        n += WalkGoFrames(sp, bp, pcs + n, max - n);
+      }
+      break;
+    }
+  }
+  return n;
+}

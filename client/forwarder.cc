@@ -1,0 +1,383 @@
+#include "client/forwarder.h"
+
+#include <dirent.h>
+#include <poll.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+
+namespace cgoheap::client {
+namespace {
+
+int64_t NowNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+uint64_t Fnv(uint64_t h, std::string_view s) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  h ^= 0xff;  // field separator
+  h *= 0x100000001b3ULL;
+  return h;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+uint64_t RandomId() {
+  uint64_t v = 0;
+  while (v == 0) {
+    if (getrandom(&v, sizeof v, 0) != sizeof v) v = static_cast<uint64_t>(NowNanos()) * 2654435761u;
+  }
+  return v;
+}
+
+int PidfdOpen(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
+bool PidfdExited(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, 0) == 1;
+}
+
+// An exited process whose parent is this process: waitpid will report it.
+bool IsOurZombie(pid_t pid) {
+  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  size_t close_paren = stat.rfind(')');
+  if (close_paren == std::string::npos) return false;
+  // after "pid (comm) ": state, then ppid
+  int ppid = 0;
+  return sscanf(stat.c_str() + close_paren + 1, " %*c %d", &ppid) == 1 && ppid == getpid();
+}
+
+}  // namespace
+
+uint64_t StackId(const v1::Stack& stack) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (const v1::Frame& f : stack.frames()) {
+    h = Fnv(h, f.function());
+    h = Fnv(h, f.file());
+    h = Fnv(h, std::to_string(f.line()));
+  }
+  return h == 0 ? 1 : h;
+}
+
+struct Forwarder::Tracked {
+  explicit Tracked(ObjectCache* objects) : sym(objects) {}
+
+  std::string path;
+  pid_t pid = 0;
+  uint64_t process_id = 0;
+  RingReader ring;
+  ProcessSymbolizer sym;
+  std::unique_ptr<IngestStream> stream;
+  int pidfd = -1;
+  bool ended = false;      // the process is gone: drain, then End
+  bool end_sent = false;
+  v1::ProcessEnd end;
+
+  // Raw stacks (api + return addresses) already interned, by their hash.
+  absl::flat_hash_map<uint64_t, uint64_t> raw_to_stack;
+  absl::flat_hash_set<uint64_t> stacks_sent;
+  // The batch being built.
+  v1::EventBatch batch;
+  absl::flat_hash_map<uint64_t, int> batch_allocs;  // address -> index in batch
+  int live_events = 0;
+  uint64_t cancelled = 0;
+  absl::Time first_event;
+};
+
+Forwarder::Forwarder(ForwarderOptions options) : options_(std::move(options)) {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  host_ = host;
+}
+
+Forwarder::~Forwarder() {
+  for (auto& [path, t] : tracked_) {
+    if (t->pidfd >= 0) close(t->pidfd);
+  }
+}
+
+std::vector<std::string> Forwarder::process_ids() const {
+  std::vector<std::string> out;
+  for (const std::string& path : order_) {
+    out.push_back(absl::StrFormat("%016x", tracked_.at(path)->process_id));
+  }
+  return out;
+}
+
+uint64_t Forwarder::dropped_events() const {
+  uint64_t n = 0;
+  for (const auto& [path, t] : tracked_) n += t->ring.dropped_events();
+  return n;
+}
+
+void Forwarder::Discover() {
+  DIR* dir = opendir(options_.ring_dir.c_str());
+  if (dir == nullptr) return;
+  std::vector<std::string> fresh;
+  while (dirent* e = readdir(dir)) {
+    std::string name = e->d_name;
+    if (!absl::EndsWith(name, ".ring")) continue;
+    std::string path = options_.ring_dir + "/" + name;
+    if (!tracked_.contains(path)) fresh.push_back(path);
+  }
+  closedir(dir);
+  std::sort(fresh.begin(), fresh.end(), [](const std::string& a, const std::string& b) {
+    auto nanos = [](const std::string& p) {
+      std::string_view base = std::string_view(p).substr(p.rfind('/') + 1);
+      unsigned long long pid = 0, v = 0;
+      return sscanf(std::string(base).c_str(), "%llu-%llu", &pid, &v) == 2 ? v : 0ull;
+    };
+    return nanos(a) < nanos(b);
+  });
+  for (const std::string& path : fresh) {
+    auto t = std::make_unique<Tracked>(&objects_);
+    t->path = path;
+    if (!t->ring.Open(path)) continue;  // not a ring of ours: ignore it
+    t->pid = t->ring.header().pid;
+    // An exec replaces the image but keeps the pid: the older ring is done.
+    for (auto& [p, other] : tracked_) {
+      if (other->pid == t->pid && !other->ended) {
+        other->ended = true;
+        other->end.set_exec(true);
+        other->end.set_unix_nanos(NowNanos());
+      }
+    }
+    t->pidfd = PidfdOpen(t->pid);
+    t->process_id = RandomId();
+    std::string pid_dir = "/proc/" + std::to_string(t->pid);
+    std::string maps = ReadFile(pid_dir + "/maps");
+    t->sym.SetMappings(maps.empty() ? t->ring.Maps() : maps);
+    t->sym.OpenAll();  // now, while the files certainly exist
+
+    v1::ProcessHello hello;
+    hello.set_process_id(t->process_id);
+    hello.set_host(host_);
+    hello.set_pid(t->pid);
+    hello.set_start_unix_nanos(t->ring.header().start_unix_nanos);
+    hello.set_sample_bytes(t->ring.header().sample_bytes);
+    char exe[4096] = {};
+    if (readlink((pid_dir + "/exe").c_str(), exe, sizeof exe - 1) > 0) {
+      std::string_view e = exe;
+      if (e.ends_with(" (deleted)")) e.remove_suffix(10);
+      hello.set_executable(std::string(e));
+      if (ObjectFile* obj = objects_.Get(hello.executable())) hello.set_build_id(obj->build_id());
+    }
+    std::string cmdline = ReadFile(pid_dir + "/cmdline");
+    for (absl::string_view a : absl::StrSplit(cmdline, '\0', absl::SkipEmpty())) {
+      hello.add_args(std::string(a));
+    }
+    std::string service = options_.service;
+    if (service.empty()) {
+      std::string env = ReadFile(pid_dir + "/environ");
+      for (absl::string_view kv : absl::StrSplit(env, '\0', absl::SkipEmpty())) {
+        if (absl::StartsWith(kv, "CGOHEAP_SERVICE=")) service = std::string(kv.substr(16));
+      }
+    }
+    if (service.empty()) {
+      std::string_view exe_path = hello.executable();
+      service = std::string(exe_path.substr(exe_path.rfind('/') + 1));
+    }
+    if (service.empty()) service = "unknown";
+    hello.set_service(service);
+    t->stream = std::make_unique<IngestStream>(options_.channel, hello);
+    order_.push_back(path);
+    tracked_[path] = std::move(t);
+  }
+}
+
+uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
+  uint64_t raw = 0xcbf29ce484222325ULL ^ static_cast<uint64_t>(rec.api);
+  for (int i = 0; i < rec.nframes; ++i) {
+    raw ^= rec.frames[i];
+    raw *= 0x100000001b3ULL;
+    raw ^= raw >> 29;
+  }
+  if (auto it = t.raw_to_stack.find(raw); it != t.raw_to_stack.end()) return it->second;
+
+  v1::Stack stack;
+  stack.add_frames()->set_function(ring::ApiName(rec.api));
+  std::vector<SymbolizedFrame> frames;
+  for (int i = 0; i < rec.nframes; ++i) {
+    uint64_t pc = rec.frames[i];
+    frames.clear();
+    if (!t.sym.Symbolize(pc, true, &frames) && !t.ended) {
+      // Mapped after the snapshot (dlopen): the process is alive, look again.
+      std::string maps = ReadFile("/proc/" + std::to_string(t.pid) + "/maps");
+      if (!maps.empty()) t.sym.SetMappings(maps);
+      t.sym.Symbolize(pc, true, &frames);
+    }
+    if (frames.empty()) frames.push_back(SymbolizedFrame{"??", "", 0, "", false});
+    for (SymbolizedFrame& f : frames) {
+      v1::Frame* out = stack.add_frames();
+      out->set_function(std::move(f.function));
+      out->set_file(std::move(f.file));
+      out->set_line(f.line);
+      out->set_object(std::move(f.object));
+      out->set_pc(pc);
+      out->set_go(f.go);
+    }
+  }
+  uint64_t id = StackId(stack);
+  stack.set_id(id);
+  t.raw_to_stack.emplace(raw, id);
+  if (t.stacks_sent.insert(id).second) *t.batch.add_new_stacks() = std::move(stack);
+  return id;
+}
+
+void Forwarder::Drain(Tracked& t) {
+  RingRecord rec;
+  size_t n = 0;
+  while (t.ring.Next(&rec)) {
+    if (t.live_events == 0 && t.batch.kinds_size() == 0) t.first_event = absl::Now();
+    if (rec.kind == ring::Kind::kAlloc) {
+      uint64_t stack = Intern(t, rec);
+      t.batch_allocs[rec.address] = t.batch.kinds_size();
+      t.batch.add_kinds(v1::EVENT_KIND_ALLOC);
+      t.batch.add_addresses(rec.address);
+      t.batch.add_sizes(rec.size);
+      t.batch.add_stack_ids(stack);
+      ++t.live_events;
+    } else {
+      // Freed in the same batch it was allocated in: neither event is sent.
+      if (auto it = t.batch_allocs.find(rec.address); it != t.batch_allocs.end()) {
+        t.batch.set_kinds(it->second, v1::EVENT_KIND_UNSPECIFIED);
+        t.batch_allocs.erase(it);
+        --t.live_events;
+        ++t.cancelled;
+      } else {
+        t.batch.add_kinds(v1::EVENT_KIND_FREE);
+        t.batch.add_addresses(rec.address);
+        t.batch.add_sizes(0);
+        t.batch.add_stack_ids(0);
+        ++t.live_events;
+      }
+    }
+    if (++n % 4096 == 0) t.ring.Release();
+    if (t.live_events >= static_cast<int>(options_.max_batch_events)) Flush(t, true);
+  }
+  t.ring.Release();
+}
+
+void Forwarder::Flush(Tracked& t, bool force) {
+  if (t.batch.kinds_size() == 0 && t.batch.new_stacks_size() == 0) return;
+  if (!force && absl::Now() - t.first_event < options_.max_batch_delay) return;
+  v1::AgentMessage msg;
+  v1::EventBatch* b = msg.mutable_batch();
+  *b->mutable_new_stacks() = std::move(*t.batch.mutable_new_stacks());
+  for (int i = 0; i < t.batch.kinds_size(); ++i) {
+    if (t.batch.kinds(i) == v1::EVENT_KIND_UNSPECIFIED) continue;  // cancelled pair
+    b->add_kinds(t.batch.kinds(i));
+    b->add_addresses(t.batch.addresses(i));
+    b->add_sizes(t.batch.sizes(i));
+    b->add_stack_ids(t.batch.stack_ids(i));
+  }
+  b->set_unix_nanos(NowNanos());
+  b->set_dropped_events(t.ring.dropped_events());
+  b->set_cancelled_pairs(t.cancelled);
+  t.batch.Clear();
+  t.batch_allocs.clear();
+  t.live_events = 0;
+  t.stream->Send(std::move(msg));
+}
+
+void Forwarder::End(Tracked& t) {
+  Drain(t);
+  Flush(t, true);
+  v1::AgentMessage msg;
+  *msg.mutable_end() = t.end;
+  if (msg.end().unix_nanos() == 0) msg.mutable_end()->set_unix_nanos(NowNanos());
+  msg.mutable_end()->set_dropped_events(t.ring.dropped_events());
+  msg.mutable_end()->set_torn_records(t.ring.Uncommitted() > 0 ? 1 : 0);
+  t.stream->Send(std::move(msg));
+  t.end_sent = true;
+  unlink(t.path.c_str());
+  if (t.pidfd >= 0) {
+    close(t.pidfd);
+    t.pidfd = -1;
+  }
+}
+
+void Forwarder::OnExit(pid_t pid, int status) {
+  // Every ring of pid has ended; the newest one carries the exit status
+  // (older ones were replaced by exec and were marked when it appeared).
+  Discover();
+  Tracked* newest = nullptr;
+  for (auto& [path, t] : tracked_) {
+    if (t->pid == pid && !t->ended) newest = t.get();
+  }
+  if (newest == nullptr) return;
+  newest->ended = true;
+  if (WIFEXITED(status)) {
+    newest->end.set_exited(true);
+    newest->end.set_exit_code(WEXITSTATUS(status));
+  } else if (WIFSIGNALED(status)) {
+    newest->end.set_signal(WTERMSIG(status));
+  }
+  newest->end.set_unix_nanos(NowNanos());
+}
+
+void Forwarder::Poll() {
+  Discover();
+  for (auto& [path, t] : tracked_) {
+    if (t->end_sent) continue;
+    // A process that is not our child (nor reparented to us) ends without a
+    // status we can read. Our children's status comes through OnExit.
+    if (!t->ended && PidfdExited(t->pidfd) && !IsOurZombie(t->pid)) {
+      t->ended = true;
+      t->end.set_status_unknown(true);
+      t->end.set_unix_nanos(NowNanos());
+    }
+    if (t->ended) {
+      End(*t);
+    } else {
+      Drain(*t);
+      Flush(*t, false);
+    }
+  }
+}
+
+absl::Status Forwarder::Finish(absl::Duration timeout) {
+  Poll();
+  for (auto& [path, t] : tracked_) {
+    if (!t->end_sent) {
+      Drain(*t);
+      Flush(*t, true);
+    }
+  }
+  absl::Time deadline = absl::Now() + timeout;
+  absl::Status result;
+  for (auto& [path, t] : tracked_) {
+    absl::Status st = t->stream->WaitAcked(std::max(deadline - absl::Now(), absl::ZeroDuration()));
+    if (!st.ok() && result.ok()) result = st;
+  }
+  // Close the streams: everything is acknowledged (or given up on).
+  for (auto& [path, t] : tracked_) t->stream.reset();
+  return result;
+}
+
+}  // namespace cgoheap::client

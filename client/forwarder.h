@@ -1,0 +1,78 @@
+// The forwarder: drains the rings that agents create in one directory,
+// symbolizes their stacks, and streams each process to cgoheapd.
+//
+// It runs beside the target (in `cgoheap run`, in the launcher itself), so it
+// can read the target's files and /proc entries, and it outlives the target:
+// it reports the end of each process, which the target cannot do for itself
+// (ARCHITECTURE.md fact 1).
+//
+//   Forwarder fwd(options);
+//   while (running) { fwd.Poll(); ...waitpid... fwd.OnExit(pid, status); }
+//   absl::Status st = fwd.Finish(absl::Seconds(30));
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "cgoheap.pb.h"
+#include "client/ingest_stream.h"
+#include "client/ring_reader.h"
+#include "symbolize/symbolizer.h"
+
+namespace cgoheap::client {
+
+struct ForwarderOptions {
+  std::string ring_dir;
+  std::string service;  // empty: CGOHEAP_SERVICE, else the executable's name
+  std::shared_ptr<grpc::Channel> channel;
+  size_t max_batch_events = 8192;
+  absl::Duration max_batch_delay = absl::Milliseconds(20);
+};
+
+// Stable 64-bit hash of symbolized frames (FNV-1a): the same leak gets the
+// same stack id in every process, on every host, in every build.
+uint64_t StackId(const v1::Stack& stack);
+
+// Not thread-safe: one thread polls.
+class Forwarder {
+ public:
+  explicit Forwarder(ForwarderOptions options);
+  ~Forwarder();
+
+  // Discovers new rings, drains every ring, sends batches that are due, and
+  // ends processes known to have exited.
+  void Poll();
+  // The process pid ended with this waitpid status.
+  void OnExit(pid_t pid, int wait_status);
+  // Ends what is known to have ended, flushes everything, and waits for the
+  // server to acknowledge it all.
+  absl::Status Finish(absl::Duration timeout);
+
+  // Process ids (16 hex digits) of every process seen, in discovery order.
+  std::vector<std::string> process_ids() const;
+  uint64_t dropped_events() const;
+
+ private:
+  struct Tracked;
+  void Discover();
+  void Drain(Tracked& t);
+  uint64_t Intern(Tracked& t, const RingRecord& rec);
+  void Flush(Tracked& t, bool force);
+  void End(Tracked& t);
+
+  ForwarderOptions options_;
+  ObjectCache objects_;
+  std::string host_;
+  std::map<std::string, std::unique_ptr<Tracked>> tracked_;  // by ring path
+  std::vector<std::string> order_;
+};
+
+}  // namespace cgoheap::client

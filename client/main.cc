@@ -1,0 +1,35 @@
+// cgoheap: the command-line tool. Dispatches to a subcommand.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "client/commands.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(cgoheap: find C memory leaks in Go programs that use cgo.
+
+  cgoheap run [flags] -- PROGRAM [ARGS...]   run PROGRAM under the agent; print its leaks
+  cgoheap ps [--server=ADDR] [--json]        list the processes a cgoheapd knows
+  cgoheap leaks [--server=ADDR] [--service=NAME] [--process=ID] [--all] [--json]
+                                             show leaks, grouped by stack across processes
+
+Run `cgoheap COMMAND --help` for a command's flags.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  std::string cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "run") return cgoheap::client::RunCommand(args);
+  if (cmd == "ps") return cgoheap::client::PsCommand(args);
+  if (cmd == "leaks") return cgoheap::client::LeaksCommand(args);
+  std::cerr << "cgoheap: unknown command '" << cmd << "'\n\n" << kUsage;
+  return 2;
+}

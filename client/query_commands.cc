@@ -1,0 +1,102 @@
+// cgoheap ps and cgoheap leaks: queries against a running cgoheapd.
+#include <grpcpp/grpcpp.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "cgoheap.grpc.pb.h"
+#include "client/commands.h"
+#include "client/report.h"
+#include "common/flags.h"
+
+namespace cgoheap::client {
+
+// Shared by the query commands: flag errors and --help.
+int FlagError(const absl::Status& st, const char* command) {
+  if (st.code() == absl::StatusCode::kCancelled) {
+    std::cout << st.message();
+    return 0;
+  }
+  std::cerr << command << ": " << st.message() << "\n";
+  return 2;
+}
+
+std::string DefaultServer() {
+  const char* env = getenv("CGOHEAP_SERVER");
+  return env != nullptr && *env != 0 ? env : "127.0.0.1:7070";
+}
+
+std::string RpcError(const grpc::Status& st, const std::string& server) {
+  if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::StrCat("cannot reach cgoheapd at ", server, " (", st.error_message(),
+                        "): is it running? Start one with `cgoheapd --listen=", server,
+                        " --data=DIR`, or pass --server=HOST:PORT");
+  }
+  return st.error_message();
+}
+
+namespace {
+
+std::unique_ptr<v1::Query::Stub> Connect(const std::string& server) {
+  return v1::Query::NewStub(grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+}
+
+void SetDeadline(grpc::ClientContext* ctx) {
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+}
+
+}  // namespace
+
+int PsCommand(const std::vector<std::string>& args) {
+  std::string server = DefaultServer(), service;
+  bool json = false;
+  FlagSet flags("cgoheap ps");
+  flags.String("server", &server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+  flags.String("service", &service, "NAME", "only processes of this service");
+  flags.Bool("json", &json, "print one JSON document");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return FlagError(rest.status(), "cgoheap ps");
+  v1::ListProcessesRequest req;
+  req.set_service(service);
+  v1::ListProcessesResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  grpc::Status st = Connect(server)->ListProcesses(&ctx, req, &resp);
+  if (!st.ok()) {
+    std::cerr << "cgoheap ps: " << RpcError(st, server) << "\n";
+    return 1;
+  }
+  std::cout << (json ? ProcessesJson(resp) : ProcessesText(resp));
+  return 0;
+}
+
+int LeaksCommand(const std::vector<std::string>& args) {
+  std::string server = DefaultServer(), service, process;
+  bool json = false, all = false;
+  FlagSet flags("cgoheap leaks");
+  flags.String("server", &server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+  flags.String("service", &service, "NAME", "only processes of this service");
+  flags.String("process", &process, "ID", "only this process (an id from cgoheap ps)");
+  flags.Bool("all", &all, "include allocations of the Go runtime and the C library");
+  flags.Bool("json", &json, "print one JSON document");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return FlagError(rest.status(), "cgoheap leaks");
+  v1::LeaksRequest req;
+  req.set_service(service);
+  req.set_process_id(process);
+  req.set_all(all);
+  v1::LeaksResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  grpc::Status st = Connect(server)->Leaks(&ctx, req, &resp);
+  if (!st.ok()) {
+    std::cerr << "cgoheap leaks: " << RpcError(st, server) << "\n";
+    return 1;
+  }
+  std::cout << (json ? LeaksJson(resp) : LeaksText(resp, TextOptions{"==", all}));
+  return 0;
+}
+
+}  // namespace cgoheap::client

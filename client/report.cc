@@ -1,0 +1,181 @@
+#include "client/report.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace cgoheap::client {
+namespace {
+
+std::string Plural(uint64_t n, const char* one, const char* many) {
+  return absl::StrCat(Thousands(n), " ", n == 1 ? one : many);
+}
+
+std::string Location(const v1::Frame& f) {
+  if (!f.file().empty()) {
+    return f.line() ? absl::StrCat(f.file(), ":", f.line()) : f.file();
+  }
+  if (!f.object().empty()) return absl::StrCat("in ", f.object());
+  return "";
+}
+
+std::string StateText(const v1::ProcessInfo& p) {
+  if (p.state() == "exited") return absl::StrCat("exited(", p.end().exit_code(), ")");
+  if (p.state() == "killed") return absl::StrCat("killed(", p.end().signal(), ")");
+  return p.state();
+}
+
+}  // namespace
+
+std::string Thousands(uint64_t v) {
+  std::string digits = std::to_string(v), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20) {
+          absl::StrAppendFormat(&out, "\\u%04x", c);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out += "\"";
+  return out;
+}
+
+std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
+  const std::string& p = o.prefix;
+  std::string out;
+  uint64_t total_bytes = 0, total_blocks = 0;
+  int n = r.leaks_size();
+  for (int i = 0; i < n; ++i) {
+    const v1::Leak& leak = r.leaks(i);
+    total_bytes += leak.bytes();
+    total_blocks += leak.blocks();
+    absl::StrAppend(&out, p, " ", Plural(leak.bytes(), "byte", "bytes"), " in ",
+                    Plural(leak.blocks(), "block", "blocks"),
+                    leak.kind() == "exit" ? " never freed" : " growing", " (", i + 1, " of ", n,
+                    n == 1 ? " leak" : " leaks", ")");
+    if (r.processes() > 1 || leak.processes() > 1) {
+      absl::StrAppend(&out, ", in ", Plural(leak.processes(), "process", "processes"));
+    }
+    if (leak.internal()) absl::StrAppend(&out, " [internal: ", leak.internal_reason(), "]");
+    out += "\n";
+    size_t width = 0;
+    for (const auto& f : leak.stack().frames()) width = std::max(width, f.function().size());
+    for (int j = 0; j < leak.stack().frames_size(); ++j) {
+      const v1::Frame& f = leak.stack().frames(j);
+      std::string loc = Location(f);
+      std::string line = absl::StrCat(p, "    ", j == 0 ? "at " : "by ", f.function());
+      if (!loc.empty()) {
+        line.append(width - f.function().size() + 2, ' ');
+        absl::StrAppend(&line, "(", loc, ")");
+      }
+      if (j == leak.user_frame()) absl::StrAppend(&line, "   <- your code");
+      absl::StrAppend(&out, line, "\n");
+    }
+    absl::StrAppend(&out, p, "\n");
+  }
+  absl::StrAppend(&out, p, " LEAK SUMMARY: ");
+  if (n == 0) {
+    absl::StrAppend(&out, "no leaks");
+  } else {
+    absl::StrAppend(&out, Plural(total_bytes, "byte", "bytes"), " in ",
+                    Plural(total_blocks, "block", "blocks"), " never freed, from ",
+                    Plural(n, "stack", "stacks"));
+  }
+  if (r.processes() != 1) absl::StrAppend(&out, " across ", Plural(r.processes(), "process", "processes"));
+  out += "\n";
+  if (r.hidden() > 0) {
+    absl::StrAppend(&out, p, " (", Plural(r.hidden_bytes(), "byte", "bytes"), " in ",
+                    Plural(r.hidden(), "stack", "stacks"),
+                    " allocated for the Go runtime and the C library itself are hidden; --all shows "
+                    "them)\n");
+  }
+  if (r.dropped_events() > 0) {
+    absl::StrAppend(&out, p, " WARNING: ", Thousands(r.dropped_events()),
+                    " events were dropped because the forwarder fell behind: this report is "
+                    "incomplete\n");
+  }
+  return out;
+}
+
+std::string LeaksJson(const v1::LeaksResponse& r) {
+  std::vector<std::string> leaks;
+  for (const v1::Leak& leak : r.leaks()) {
+    std::vector<std::string> frames;
+    for (const v1::Frame& f : leak.stack().frames()) {
+      frames.push_back(absl::StrCat("{\"function\":", JsonString(f.function()),
+                                    ",\"file\":", JsonString(f.file()), ",\"line\":", f.line(),
+                                    ",\"object\":", JsonString(f.object()), "}"));
+    }
+    std::vector<std::string> pids;
+    for (const auto& id : leak.process_ids()) pids.push_back(JsonString(id));
+    leaks.push_back(absl::StrCat(
+        "{\"kind\":", JsonString(leak.kind()), ",\"bytes\":", leak.bytes(),
+        ",\"blocks\":", leak.blocks(), ",\"processes\":", leak.processes(),
+        ",\"internal\":", leak.internal() ? "true" : "false",
+        ",\"internal_reason\":", JsonString(leak.internal_reason()),
+        ",\"user_frame\":", leak.user_frame(),
+        ",\"stack_id\":", JsonString(absl::StrFormat("%016x", leak.stack().id())),
+        ",\"process_ids\":[", absl::StrJoin(pids, ","), "]",
+        ",\"frames\":[", absl::StrJoin(frames, ","), "]}"));
+  }
+  return absl::StrCat("{\"leaks\":[", absl::StrJoin(leaks, ","), "],\"processes\":", r.processes(),
+                      ",\"hidden\":", r.hidden(), ",\"hidden_bytes\":", r.hidden_bytes(),
+                      ",\"dropped_events\":", r.dropped_events(), "}\n");
+}
+
+std::string ProcessesText(const v1::ListProcessesResponse& list) {
+  std::string out = absl::StrFormat("%-16s  %7s  %-14s  %-10s  %6s  %14s  %10s  %10s  %s\n",
+                                    "PROCESS", "PID", "SERVICE", "STATE", "MODE", "LIVE BYTES",
+                                    "EVENTS", "DROPPED", "COMMAND");
+  for (const auto& p : list.processes()) {
+    std::string mode = p.hello().sample_bytes() == 0
+                           ? "exact"
+                           : absl::StrCat("1/", p.hello().sample_bytes());
+    absl::StrAppendFormat(&out, "%-16s  %7d  %-14s  %-10s  %6s  %14s  %10s  %10s  %s\n",
+                          p.process_id(), p.hello().pid(), p.hello().service(), StateText(p), mode,
+                          Thousands(p.live_bytes()), Thousands(p.events()),
+                          Thousands(p.dropped_events()), absl::StrJoin(p.hello().args(), " "));
+  }
+  if (list.processes_size() == 0) out += "(no processes)\n";
+  return out;
+}
+
+std::string ProcessesJson(const v1::ListProcessesResponse& list) {
+  std::vector<std::string> procs;
+  for (const auto& p : list.processes()) {
+    std::vector<std::string> args;
+    for (const auto& a : p.hello().args()) args.push_back(JsonString(a));
+    procs.push_back(absl::StrCat(
+        "{\"process_id\":", JsonString(p.process_id()), ",\"pid\":", p.hello().pid(),
+        ",\"service\":", JsonString(p.hello().service()), ",\"host\":", JsonString(p.hello().host()),
+        ",\"executable\":", JsonString(p.hello().executable()),
+        ",\"build_id\":", JsonString(p.hello().build_id()), ",\"state\":", JsonString(p.state()),
+        ",\"exit_code\":", p.end().exit_code(), ",\"signal\":", p.end().signal(),
+        ",\"sample_bytes\":", p.hello().sample_bytes(), ",\"live_bytes\":", p.live_bytes(),
+        ",\"live_blocks\":", p.live_blocks(), ",\"events\":", p.events(),
+        ",\"dropped_events\":", p.dropped_events(), ",\"args\":[", absl::StrJoin(args, ","),
+        "]}"));
+  }
+  return absl::StrCat("{\"processes\":[", absl::StrJoin(procs, ","), "]}\n");
+}
+
+}  // namespace cgoheap::client

@@ -1,0 +1,26 @@
+// What the CLI prints: leak reports (valgrind-like text, or one JSON
+// document) and process listings.
+#pragma once
+
+#include <string>
+
+#include "cgoheap.pb.h"
+
+namespace cgoheap::client {
+
+struct TextOptions {
+  std::string prefix = "==";  // "==PID==" in `cgoheap run`
+  bool all = false;
+};
+
+std::string LeaksText(const v1::LeaksResponse& leaks, const TextOptions& opts);
+// {"leaks": [{"kind","bytes","blocks","processes","frames":[...]}], ...}
+std::string LeaksJson(const v1::LeaksResponse& leaks);
+std::string ProcessesText(const v1::ListProcessesResponse& list);
+std::string ProcessesJson(const v1::ListProcessesResponse& list);
+
+std::string JsonString(std::string_view s);
+// 1234567 -> "1,234,567"
+std::string Thousands(uint64_t v);
+
+}  // namespace cgoheap::client

@@ -1,0 +1,264 @@
+// cgoheap run: start a program under the agent, forward its events, and
+// print its leak report (or where to query it) once the server has
+// acknowledged everything.
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "cgoheap.grpc.pb.h"
+#include "client/commands.h"
+#include "client/forwarder.h"
+#include "client/report.h"
+#include "server/server.h"
+
+namespace cgoheap::client {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string SelfDir() {
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : self.parent_path().string();
+}
+
+// The agent sits at ../lib/cgoheap/ relative to bin/, in the build tree and
+// in an installed prefix alike.
+std::string FindAgent(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* env = getenv("CGOHEAP_AGENT"); env != nullptr && *env) return env;
+  return SelfDir() + "/../lib/cgoheap/libcgoheap_agent.so";
+}
+
+std::string MakeTempDir(const char* what) {
+  const char* tmp = getenv("TMPDIR");
+  std::string templ = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp", "/cgoheap-", what, "-XXXXXX");
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back(0);
+  return mkdtemp(buf.data()) != nullptr ? std::string(buf.data()) : std::string();
+}
+
+struct Child {
+  pid_t pid = -1;
+  std::string error;  // set when the program could not be started
+};
+
+Child Launch(const std::vector<std::string>& argv, const std::string& agent,
+             const std::string& ring_dir, uint64_t sample_bytes, bool trace_children,
+             const std::string& service) {
+  Child c;
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) != 0) {
+    c.error = absl::StrCat("pipe: ", strerror(errno));
+    return c;
+  }
+  std::string preload = agent;
+  if (const char* old = getenv("LD_PRELOAD"); old != nullptr && *old) {
+    preload = absl::StrCat(agent, ":", old);
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    c.error = absl::StrCat("fork: ", strerror(errno));
+    return c;
+  }
+  if (pid == 0) {
+    close(pipefd[0]);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGQUIT, SIG_DFL);
+    setenv("LD_PRELOAD", preload.c_str(), 1);
+    setenv("CGOHEAP_RING_DIR", ring_dir.c_str(), 1);
+    setenv("CGOHEAP_ROOT_PID", std::to_string(getpid()).c_str(), 1);
+    setenv("CGOHEAP_SAMPLE_BYTES", std::to_string(sample_bytes).c_str(), 1);
+    setenv("CGOHEAP_TRACE_CHILDREN", trace_children ? "1" : "0", 1);
+    if (!service.empty()) setenv("CGOHEAP_SERVICE", service.c_str(), 1);
+    std::vector<char*> cargv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    execvp(cargv[0], cargv.data());
+    int err = errno;
+    (void)!write(pipefd[1], &err, sizeof err);
+    _exit(127);
+  }
+  close(pipefd[1]);
+  int err = 0;
+  ssize_t n;
+  do {
+    n = read(pipefd[0], &err, sizeof err);
+  } while (n < 0 && errno == EINTR);
+  close(pipefd[0]);
+  if (n == sizeof err) {
+    waitpid(pid, nullptr, 0);
+    c.error = absl::StrCat("cannot run '", argv[0], "': ", strerror(err),
+                           err == ENOENT ? " (check the path, or that it is on $PATH)" : "");
+    return c;
+  }
+  c.pid = pid;
+  return c;
+}
+
+int ExitCodeOf(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+}  // namespace
+
+int RunCommand(const std::vector<std::string>& args) {
+  std::string server_addr, service, report_path, data_dir, agent_flag;
+  uint64_t sample_bytes = 0;
+  bool all = false, json = false, trace_children = false;
+  double ack_timeout = 60;
+  FlagSet flags("cgoheap run");
+  flags.String("server", &server_addr, "HOST:PORT",
+               "send events to this cgoheapd (default: a local one, for this run only)");
+  flags.String("service", &service, "NAME", "service name (default $CGOHEAP_SERVICE or the program's name)");
+  flags.Uint("sample-bytes", &sample_bytes, "N", "sample one allocation per N bytes on average (default 0: every allocation)");
+  flags.Bool("all", &all, "also report allocations of the Go runtime and the C library");
+  flags.Bool("json", &json, "print the report as one JSON document");
+  flags.String("report", &report_path, "FILE", "write the report to FILE instead of stderr");
+  flags.String("data", &data_dir, "DIR", "RocksDB directory of the local server (default: temporary, removed)");
+  flags.String("agent", &agent_flag, "PATH", "the agent library (default: ../lib/cgoheap/ beside cgoheap)");
+  flags.Bool("trace-children", &trace_children, "also track child processes (fork, exec)");
+  flags.Duration("ack-timeout", &ack_timeout, "how long to wait for the server to acknowledge everything (default 60s)");
+  auto rest = flags.Parse(args, /*stop_at_positional=*/true);
+  if (!rest.ok()) return FlagError(rest.status(), "cgoheap run");
+  if (rest->empty()) {
+    std::cerr << "cgoheap run: nothing to run: cgoheap run [flags] -- PROGRAM [ARGS...]\n";
+    return 2;
+  }
+  std::string agent = FindAgent(agent_flag);
+  if (access(agent.c_str(), R_OK) != 0) {
+    std::cerr << "cgoheap run: agent library not found at " << agent
+              << ": reinstall cgoheap, or pass --agent=PATH (or set CGOHEAP_AGENT)\n";
+    return 2;
+  }
+
+  // The server: the one given, which must answer now, or a local one.
+  std::unique_ptr<server::Server> local;
+  std::string temp_data;
+  if (server_addr.empty()) {
+    if (data_dir.empty()) data_dir = temp_data = MakeTempDir("data");
+    server::ServerOptions opts;
+    opts.listen = "127.0.0.1:0";
+    opts.data_dir = data_dir;
+    auto s = server::Server::Start(opts);
+    if (!s.ok()) {
+      std::cerr << "cgoheap run: cannot start the local server: " << s.status().message() << "\n";
+      return 2;
+    }
+    local = std::move(*s);
+  }
+  std::string target = local ? local->address() : server_addr;
+  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
+    std::cerr << "cgoheap run: cannot reach cgoheapd at " << target
+              << ": is it running? Start one with `cgoheapd --listen=" << target
+              << " --data=DIR`, or leave out --server to use a local one\n";
+    return 2;
+  }
+
+  std::string ring_dir = MakeTempDir("rings");
+  if (ring_dir.empty()) {
+    std::cerr << "cgoheap run: cannot create a temporary directory: " << strerror(errno) << "\n";
+    return 2;
+  }
+  // Orphaned descendants are reparented to us, so their exit status is ours
+  // to read.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  ForwarderOptions fwd_opts;
+  fwd_opts.ring_dir = ring_dir;
+  fwd_opts.service = service;
+  fwd_opts.channel = channel;
+  Forwarder fwd(fwd_opts);
+  Child child = Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service);
+  auto cleanup = [&] {
+    std::error_code ec;
+    fs::remove_all(ring_dir, ec);
+    local.reset();
+    if (!temp_data.empty()) fs::remove_all(temp_data, ec);
+  };
+  if (child.pid < 0) {
+    std::cerr << "cgoheap run: " << child.error << "\n";
+    cleanup();
+    return 127;
+  }
+  // Like a shell: ^C goes to the program, and we stay to report.
+  signal(SIGINT, SIG_IGN);
+  signal(SIGQUIT, SIG_IGN);
+
+  int exit_code = 1;
+  for (bool root_done = false; !root_done;) {
+    fwd.Poll();
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      fwd.OnExit(pid, status);
+      if (pid == child.pid) {
+        exit_code = ExitCodeOf(status);
+        root_done = true;
+      }
+    }
+    if (!root_done) usleep(2000);
+  }
+  absl::Status st = fwd.Finish(absl::Seconds(ack_timeout));
+  if (!st.ok()) {
+    std::cerr << "cgoheap run: the server did not acknowledge every event: " << st.message()
+              << "\n";
+    cleanup();
+    return exit_code;
+  }
+
+  std::vector<std::string> ids = fwd.process_ids();
+  std::string report;
+  if (!local) {
+    std::string first = ids.empty() ? "" : ids[0];
+    report = absl::StrCat("==", child.pid, "== cgoheap: ", ids.size(),
+                          ids.size() == 1 ? " process" : " processes",
+                          " recorded on ", server_addr, "; see: cgoheap leaks --server=", server_addr,
+                          first.empty() ? "" : " --process=", first, "\n");
+  } else {
+    v1::LeaksRequest req;
+    req.set_all(all);
+    if (!temp_data.empty() || ids.empty()) {
+      // a fresh store holds this run only
+    } else if (ids.size() == 1) {
+      req.set_process_id(ids[0]);
+    }
+    v1::LeaksResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    grpc::Status qs = v1::Query::NewStub(channel)->Leaks(&ctx, req, &resp);
+    if (!qs.ok()) {
+      std::cerr << "cgoheap run: " << RpcError(qs, target) << "\n";
+      cleanup();
+      return exit_code;
+    }
+    report = json ? LeaksJson(resp)
+                  : LeaksText(resp, TextOptions{absl::StrCat("==", child.pid, "=="), all});
+  }
+  if (report_path.empty()) {
+    std::cerr << report;
+  } else {
+    std::ofstream out(report_path, std::ios::trunc);
+    out << report;
+    if (!out) std::cerr << "cgoheap run: cannot write the report to " << report_path << "\n";
+  }
+  cleanup();
+  return exit_code;
+}
+
+}  // namespace cgoheap::client

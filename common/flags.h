@@ -1,0 +1,58 @@
+// A strict command-line flag parser for cgoheap and cgoheapd.
+//
+// Accepts --name=value and --name value (booleans: --name, --name=true|false).
+// Anything unknown or malformed is an error that names the flag and the
+// command, so the user knows what to fix; nothing is silently ignored.
+//
+//   FlagSet flags("cgoheap leaks");
+//   std::string server;
+//   flags.String("server", &server, "ADDR", "cgoheapd address");
+//   absl::StatusOr<std::vector<std::string>> rest = flags.Parse(args);
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace cgoheap {
+
+// Not thread-safe.
+class FlagSet {
+ public:
+  explicit FlagSet(std::string command) : command_(std::move(command)) {}
+
+  void String(const std::string& name, std::string* dst, const std::string& metavar,
+              const std::string& help);
+  void Bool(const std::string& name, bool* dst, const std::string& help);
+  void Uint(const std::string& name, uint64_t* dst, const std::string& metavar,
+            const std::string& help);
+  // Durations like 90s, 5m, 1h, 250ms; stored as seconds.
+  void Duration(const std::string& name, double* seconds, const std::string& help);
+
+  // Parses args. With stop_at_positional, parsing ends at the first argument
+  // that is not a flag, or after "--"; the rest is returned untouched.
+  // Otherwise positional arguments are an error. --help returns a
+  // kCancelled status whose message is the usage text.
+  absl::StatusOr<std::vector<std::string>> Parse(const std::vector<std::string>& args,
+                                                 bool stop_at_positional = false);
+  std::string Usage() const;
+
+ private:
+  struct Flag {
+    std::string name, metavar, help;
+    bool is_bool = false;
+    std::function<absl::Status(const std::string&)> set;
+  };
+  const Flag* Find(const std::string& name) const;
+
+  std::string command_;
+  std::vector<Flag> flags_;
+};
+
+// "5m" -> 300. Accepts ms, s, m, h; a bare number is seconds.
+absl::StatusOr<double> ParseDuration(const std::string& text);
+
+}  // namespace cgoheap

@@ -1,0 +1,379 @@
+#include "server/ingest/heap_state.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/metrics/metrics.h"
+
+namespace cgoheap::server {
+namespace {
+
+int64_t NowNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string StateOf(const v1::StoredProcess& rec) {
+  if (!rec.ended()) return "running";
+  if (rec.end().exec()) return "exec";
+  if (rec.end().status_unknown()) return "ended";
+  if (rec.end().signal() != 0) return "killed";
+  return "exited";
+}
+
+constexpr int kMaxListedProcessIds = 20;
+
+}  // namespace
+
+std::string HeapState::FormatProcessId(uint64_t id) { return absl::StrFormat("%016x", id); }
+
+bool HeapState::ParseProcessId(std::string_view text, uint64_t* id) {
+  if (text.empty() || text.size() > 16) return false;
+  uint64_t v = 0;
+  for (char c : text) {
+    int d = c >= '0' && c <= '9' ? c - '0'
+            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                   : -1;
+    if (d < 0) return false;
+    v = v * 16 + d;
+  }
+  *id = v;
+  return true;
+}
+
+absl::Status HeapState::Load() {
+  absl::Status st = store_->ForEachStack([this](v1::Stack&& s) { AddStack(std::move(s)); });
+  if (!st.ok()) return st;
+  std::vector<std::pair<uint64_t, v1::StoredProcess>> recs;
+  st = store_->ForEachProcess(
+      [&](uint64_t id, v1::StoredProcess&& p) { recs.emplace_back(id, std::move(p)); });
+  if (!st.ok()) return st;
+  for (auto& [id, rec] : recs) {
+    auto p = std::make_shared<Process>();
+    absl::MutexLock lock(&p->mu);
+    p->rec = std::move(rec);
+    p->last_seq = p->rec.last_seq();
+    if (!p->rec.ended()) {
+      Process& proc = *p;
+      st = store_->ForEachBatch(id, [&proc](uint64_t seq, v1::EventBatch&& b)
+                                        ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                          ApplyEvents(proc, b);
+                                          proc.last_seq = seq;
+                                        });
+      if (!st.ok()) return st;
+    }
+    absl::MutexLock map_lock(&mu_);
+    procs_[id] = std::move(p);
+  }
+  return absl::OkStatus();
+}
+
+void HeapState::AddStack(v1::Stack&& st) {
+  auto entry = std::make_shared<StackEntry>();
+  entry->cls = ClassifyStack(st);
+  entry->stack = std::move(st);
+  absl::MutexLock lock(&stacks_mu_);
+  stacks_.try_emplace(entry->stack.id(), std::move(entry));
+}
+
+bool HeapState::HaveStack(uint64_t id) const {
+  absl::MutexLock lock(&stacks_mu_);
+  return stacks_.contains(id);
+}
+
+std::shared_ptr<HeapState::Process> HeapState::Find(uint64_t id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = procs_.find(id);
+  return it == procs_.end() ? nullptr : it->second;
+}
+
+absl::StatusOr<uint64_t> HeapState::Hello(const v1::ProcessHello& hello) {
+  if (hello.process_id() == 0) {
+    return absl::InvalidArgumentError("hello: process_id must be non-zero");
+  }
+  std::shared_ptr<Process> p;
+  {
+    absl::MutexLock lock(&mu_);
+    auto& slot = procs_[hello.process_id()];
+    if (slot == nullptr) slot = std::make_shared<Process>();
+    p = slot;
+  }
+  absl::MutexLock lock(&p->mu);
+  if (p->rec.has_hello()) return p->last_seq;  // reconnect: resume after last_seq
+  v1::StoredProcess rec;
+  *rec.mutable_hello() = hello;
+  rec.set_received_unix_nanos(NowNanos());
+  absl::Status st = store_->PutProcess(hello.process_id(), rec);
+  if (!st.ok()) return st;
+  p->rec = std::move(rec);
+  return p->last_seq;
+}
+
+absl::Status HeapState::ValidateBatch(uint64_t seq, const v1::EventBatch& b) const {
+  int n = b.kinds_size();
+  if (b.addresses_size() != n || b.sizes_size() != n || b.stack_ids_size() != n) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "batch %d: kinds, addresses, sizes and stack_ids must have the same length (%d, %d, %d, "
+        "%d)",
+        seq, n, b.addresses_size(), b.sizes_size(), b.stack_ids_size()));
+  }
+  absl::flat_hash_map<uint64_t, bool> introduced;
+  for (const v1::Stack& st : b.new_stacks()) {
+    if (st.id() == 0 || st.frames_size() == 0 || st.frames_size() > kMaxFramesPerStack) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch %d: stack %016x must have a non-zero id and 1 to %d frames", seq, st.id(),
+          kMaxFramesPerStack));
+    }
+    introduced[st.id()] = true;
+  }
+  for (int i = 0; i < n; ++i) {
+    if (b.kinds(i) == v1::EVENT_KIND_ALLOC) {
+      uint64_t id = b.stack_ids(i);
+      if (!introduced.contains(id) && !HaveStack(id)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "batch %d: event %d refers to stack %016x, which no batch defined", seq, i, id));
+      }
+    } else if (b.kinds(i) != v1::EVENT_KIND_FREE) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("batch %d: event %d has unknown kind %d", seq, i, b.kinds(i)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void HeapState::ApplyEvents(Process& p, const v1::EventBatch& b) {
+  for (int i = 0; i < b.kinds_size(); ++i) {
+    uint64_t addr = b.addresses(i);
+    if (b.kinds(i) == v1::EVENT_KIND_ALLOC) {
+      Block blk{b.stack_ids(i), b.sizes(i)};
+      auto [it, inserted] = p.live.try_emplace(addr, blk);
+      if (!inserted) {  // its free was lost (dropped): the old block is gone
+        Totals& old = p.by_stack[it->second.stack_id];
+        old.bytes -= it->second.size;
+        old.blocks -= 1;
+        p.total.bytes -= it->second.size;
+        p.total.blocks -= 1;
+        it->second = blk;
+      }
+      Totals& t = p.by_stack[blk.stack_id];
+      t.bytes += blk.size;
+      t.blocks += 1;
+      p.total.bytes += blk.size;
+      p.total.blocks += 1;
+    } else {
+      auto it = p.live.find(addr);
+      if (it == p.live.end()) {
+        // Allocated before the agent started, or inside the agent itself.
+        p.rec.set_unknown_frees(p.rec.unknown_frees() + 1);
+        continue;
+      }
+      Totals& t = p.by_stack[it->second.stack_id];
+      t.bytes -= it->second.size;
+      t.blocks -= 1;
+      if (t.blocks == 0) p.by_stack.erase(it->second.stack_id);
+      p.total.bytes -= it->second.size;
+      p.total.blocks -= 1;
+      p.live.erase(it);
+    }
+  }
+  p.rec.set_events(p.rec.events() + b.kinds_size());
+  p.rec.set_dropped_events(std::max(p.rec.dropped_events(), b.dropped_events()));
+}
+
+absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentMessage& msg) {
+  if (msg.has_hello()) {
+    if (stream_process_id != 0 && stream_process_id != msg.hello().process_id()) {
+      return absl::InvalidArgumentError("a stream carries one process: second hello differs");
+    }
+    return Hello(msg.hello());
+  }
+  if (!msg.has_batch() && !msg.has_end()) {
+    return absl::InvalidArgumentError("message has no hello, batch or end");
+  }
+  std::shared_ptr<Process> p = stream_process_id ? Find(stream_process_id) : nullptr;
+  if (p == nullptr) {
+    return absl::FailedPreconditionError("the first message of a stream must be a hello");
+  }
+  absl::MutexLock lock(&p->mu);
+  const uint64_t seq = msg.seq();
+  if (seq <= p->last_seq) return p->last_seq;  // a resend of something durable
+  if (p->rec.ended()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "process %s already ended at seq %d", FormatProcessId(stream_process_id), p->last_seq));
+  }
+  if (seq != p->last_seq + 1) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "seq %d arrived after %d: messages must be numbered 1, 2, 3, ... without gaps", seq,
+        p->last_seq));
+  }
+  if (msg.has_batch()) {
+    v1::EventBatch& b = *msg.mutable_batch();
+    absl::Status st = ValidateBatch(seq, b);
+    if (!st.ok()) return st;
+    std::vector<const v1::Stack*> fresh;
+    for (const v1::Stack& s : b.new_stacks()) {
+      if (!HaveStack(s.id())) fresh.push_back(&s);
+    }
+    v1::EventBatch events = b;
+    events.clear_new_stacks();
+    st = store_->AppendBatch(stream_process_id, seq, events, fresh);
+    if (!st.ok()) return st;
+    for (v1::Stack& s : *b.mutable_new_stacks()) AddStack(std::move(s));
+    ApplyEvents(*p, events);
+    p->last_seq = seq;
+    if (metrics_ != nullptr) metrics_->OnBatch(events.kinds_size());
+    return seq;
+  }
+  // End: the live heap at this point is the exit leak report.
+  v1::StoredProcess rec = p->rec;
+  *rec.mutable_end() = msg.end();
+  rec.set_ended(true);
+  rec.set_last_seq(seq);
+  rec.set_dropped_events(std::max(rec.dropped_events(), msg.end().dropped_events()));
+  for (const auto& [stack_id, t] : p->by_stack) {
+    if (t.blocks == 0) continue;
+    v1::StackTotal* e = rec.add_exit_leaks();
+    e->set_stack_id(stack_id);
+    e->set_bytes(t.bytes);
+    e->set_blocks(t.blocks);
+  }
+  absl::Status st = store_->EndProcess(stream_process_id, rec);
+  if (!st.ok()) return st;
+  p->rec = std::move(rec);
+  p->last_seq = seq;
+  p->live.clear();
+  p->by_stack.clear();
+  p->total = {};
+  return seq;
+}
+
+v1::ProcessInfo HeapState::Info(uint64_t id, const Process& p) const {
+  absl::MutexLock lock(&p.mu);
+  v1::ProcessInfo info;
+  info.set_process_id(FormatProcessId(id));
+  *info.mutable_hello() = p.rec.hello();
+  info.set_state(StateOf(p.rec));
+  if (p.rec.ended()) *info.mutable_end() = p.rec.end();
+  uint64_t bytes = p.total.bytes, blocks = p.total.blocks;
+  if (p.rec.ended()) {
+    for (const auto& e : p.rec.exit_leaks()) {
+      bytes += e.bytes();
+      blocks += e.blocks();
+    }
+  }
+  info.set_live_bytes(bytes);
+  info.set_live_blocks(blocks);
+  info.set_events(p.rec.events());
+  info.set_dropped_events(p.rec.dropped_events());
+  info.set_last_seq(p.last_seq);
+  return info;
+}
+
+v1::ListProcessesResponse HeapState::ListProcesses(const v1::ListProcessesRequest& req) const {
+  std::vector<std::pair<uint64_t, std::shared_ptr<Process>>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    all.assign(procs_.begin(), procs_.end());
+  }
+  v1::ListProcessesResponse resp;
+  for (const auto& [id, p] : all) {
+    v1::ProcessInfo info = Info(id, *p);
+    if (!info.has_hello()) continue;  // hello still being written
+    if (!req.service().empty() && info.hello().service() != req.service()) continue;
+    *resp.add_processes() = std::move(info);
+  }
+  std::sort(resp.mutable_processes()->begin(), resp.mutable_processes()->end(),
+            [](const v1::ProcessInfo& a, const v1::ProcessInfo& b) {
+              if (a.hello().start_unix_nanos() != b.hello().start_unix_nanos()) {
+                return a.hello().start_unix_nanos() < b.hello().start_unix_nanos();
+              }
+              return a.process_id() < b.process_id();
+            });
+  return resp;
+}
+
+absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) const {
+  uint64_t only = 0;
+  if (!req.process_id().empty() && !ParseProcessId(req.process_id(), &only)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "process id '", req.process_id(), "' is not hex: use an id from `cgoheap ps`"));
+  }
+  std::vector<std::pair<uint64_t, std::shared_ptr<Process>>> chosen;
+  {
+    absl::MutexLock lock(&mu_);
+    if (only != 0) {
+      auto it = procs_.find(only);
+      if (it == procs_.end()) {
+        return absl::NotFoundError(absl::StrCat("no process ", req.process_id(),
+                                                " on this server: `cgoheap ps` lists them"));
+      }
+      chosen.emplace_back(*it);
+    } else {
+      chosen.assign(procs_.begin(), procs_.end());
+    }
+  }
+  struct Group {
+    uint64_t bytes = 0, blocks = 0;
+    std::vector<uint64_t> processes;
+  };
+  absl::flat_hash_map<uint64_t, Group> groups;
+  v1::LeaksResponse resp;
+  for (const auto& [id, p] : chosen) {
+    absl::MutexLock lock(&p->mu);
+    if (!p->rec.has_hello()) continue;
+    if (!req.service().empty() && p->rec.hello().service() != req.service()) continue;
+    resp.set_processes(resp.processes() + 1);
+    resp.set_dropped_events(resp.dropped_events() + p->rec.dropped_events());
+    for (const v1::StackTotal& e : p->rec.exit_leaks()) {
+      Group& g = groups[e.stack_id()];
+      g.bytes += e.bytes();
+      g.blocks += e.blocks();
+      g.processes.push_back(id);
+    }
+  }
+  for (auto& [stack_id, g] : groups) {
+    std::shared_ptr<const StackEntry> entry;
+    {
+      absl::MutexLock lock(&stacks_mu_);
+      auto it = stacks_.find(stack_id);
+      if (it != stacks_.end()) entry = it->second;
+    }
+    bool internal = entry != nullptr && entry->cls.internal;
+    if (internal && !req.all()) {
+      resp.set_hidden(resp.hidden() + 1);
+      resp.set_hidden_bytes(resp.hidden_bytes() + g.bytes);
+      continue;
+    }
+    v1::Leak* leak = resp.add_leaks();
+    leak->set_kind("exit");
+    leak->set_bytes(g.bytes);
+    leak->set_blocks(g.blocks);
+    leak->set_processes(static_cast<uint32_t>(g.processes.size()));
+    std::sort(g.processes.begin(), g.processes.end());
+    for (size_t i = 0; i < g.processes.size() && i < kMaxListedProcessIds; ++i) {
+      leak->add_process_ids(FormatProcessId(g.processes[i]));
+    }
+    if (entry != nullptr) {
+      *leak->mutable_stack() = entry->stack;
+      leak->set_internal(internal);
+      leak->set_internal_reason(entry->cls.reason);
+      leak->set_user_frame(entry->cls.user_frame);
+    } else {
+      leak->mutable_stack()->set_id(stack_id);
+      leak->set_user_frame(-1);
+    }
+  }
+  std::sort(resp.mutable_leaks()->begin(), resp.mutable_leaks()->end(),
+            [](const v1::Leak& a, const v1::Leak& b) {
+              if (a.bytes() != b.bytes()) return a.bytes() > b.bytes();
+              if (a.blocks() != b.blocks()) return a.blocks() > b.blocks();
+              return a.stack().id() < b.stack().id();
+            });
+  return resp;
+}
+
+}  // namespace cgoheap::server

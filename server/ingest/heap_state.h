@@ -1,0 +1,92 @@
+// What cgoheapd knows about every process: the live heap of running processes
+// (derived from their acknowledged batches) and the exit leaks of ended ones.
+//
+// Every mutation is written to the Store before it is applied in memory and
+// acknowledged, so the state after a restart (Load) is the state that was
+// acknowledged. Messages are numbered per process: a seq at or below the last
+// applied one is a resend and is acknowledged without being applied again.
+//
+//   HeapState state(store.get(), metrics.get());
+//   CHECK_OK(state.Load());
+//   absl::StatusOr<uint64_t> acked = state.Apply(msg);   // hello, batch or end
+//   v1::LeaksResponse leaks = state.Leaks(request);
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "cgoheap.pb.h"
+#include "server/leak/classify.h"
+#include "server/storage/store.h"
+
+namespace cgoheap::server {
+
+class ServerMetrics;
+
+inline constexpr int kMaxFramesPerStack = 256;
+
+// Thread-safe.
+class HeapState {
+ public:
+  HeapState(Store* store, ServerMetrics* metrics) : store_(store), metrics_(metrics) {}
+
+  // Rebuilds memory from the store. Call once, before serving.
+  absl::Status Load();
+
+  // Applies one message of a process's stream. hello: process_id comes from
+  // the message. Returns the seq acknowledged (durable) after it.
+  absl::StatusOr<uint64_t> Apply(uint64_t stream_process_id, v1::AgentMessage& msg);
+
+  v1::ListProcessesResponse ListProcesses(const v1::ListProcessesRequest& req) const;
+  absl::StatusOr<v1::LeaksResponse> Leaks(const v1::LeaksRequest& req) const;
+
+  static std::string FormatProcessId(uint64_t id);
+  static bool ParseProcessId(std::string_view text, uint64_t* id);
+
+ private:
+  struct Block {
+    uint64_t stack_id;
+    uint64_t size;
+  };
+  struct Totals {
+    uint64_t bytes = 0;
+    uint64_t blocks = 0;
+  };
+  struct Process {
+    mutable absl::Mutex mu;
+    v1::StoredProcess rec ABSL_GUARDED_BY(mu);
+    uint64_t last_seq ABSL_GUARDED_BY(mu) = 0;
+    absl::flat_hash_map<uint64_t, Block> live ABSL_GUARDED_BY(mu);
+    absl::flat_hash_map<uint64_t, Totals> by_stack ABSL_GUARDED_BY(mu);
+    Totals total ABSL_GUARDED_BY(mu);
+  };
+  struct StackEntry {
+    v1::Stack stack;
+    StackClass cls;
+  };
+
+  absl::StatusOr<uint64_t> Hello(const v1::ProcessHello& hello);
+  absl::Status ValidateBatch(uint64_t seq, const v1::EventBatch& b) const;
+  static void ApplyEvents(Process& p, const v1::EventBatch& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
+  void AddStack(v1::Stack&& st);
+  bool HaveStack(uint64_t id) const;
+  std::shared_ptr<Process> Find(uint64_t id) const;
+  v1::ProcessInfo Info(uint64_t id, const Process& p) const;
+
+  Store* const store_;
+  ServerMetrics* const metrics_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Process>> procs_ ABSL_GUARDED_BY(mu_);
+
+  mutable absl::Mutex stacks_mu_;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<const StackEntry>> stacks_
+      ABSL_GUARDED_BY(stacks_mu_);
+};
+
+}  // namespace cgoheap::server

@@ -1,0 +1,101 @@
+#include "server/leak/classify.h"
+
+#include <array>
+#include <string_view>
+
+#include "absl/strings/str_cat.h"
+
+namespace cgoheap::server {
+namespace {
+
+// The frames that carry a cgo call from Go into C; they belong to nobody.
+constexpr std::array<std::string_view, 5> kCgoBridge = {
+    "runtime.asmcgocall", "runtime.cgocall", "runtime.systemstack", "runtime.mcall",
+    "runtime.asmcgocall_no_g"};
+
+// One-time allocations of glibc and the dynamic loader.
+constexpr std::array<std::pair<std::string_view, std::string_view>, 8> kLibcInternal = {{
+    {"_IO_file_doallocate", "stdio buffer"},
+    {"_dl_allocate_tls", "thread-local storage"},
+    {"_dl_allocate_tls_storage", "thread-local storage"},
+    {"_dl_init", "shared library initialization"},
+    {"_dl_map_object", "dynamic loader"},
+    {"__tzfile_read", "time zone data"},
+    {"_nl_find_locale", "locale data"},
+    {"__libc_setlocale", "locale data"},
+}};
+
+// Files and functions that cgo generates: not the user's code.
+bool IsCgoGenerated(const v1::Frame& f) {
+  std::string_view fn = f.function(), file = f.file();
+  return fn.starts_with("_cgo_") || (fn.find("._Cfunc_") != std::string_view::npos) ||
+         (fn.find("._cgo_") != std::string_view::npos) || fn.starts_with("x_cgo_") ||
+         file.ends_with("_cgo_gotypes.go") || file.ends_with("_cgo_export.c") ||
+         file.ends_with("cgo-gcc-prolog") || file.ends_with("cgo-generated-wrappers");
+}
+
+bool IsSystemObject(std::string_view object) {
+  return object.starts_with("/lib/") || object.starts_with("/lib64/") ||
+         object.starts_with("/usr/lib/") || object.starts_with("/usr/lib64/");
+}
+
+bool IsUserFrame(const v1::Frame& f) {
+  if (f.function().empty() || f.function() == "??" || IsCgoGenerated(f)) return false;
+  if (f.go()) return !IsGoStdlibFunction(f.function());
+  return !f.file().empty() && !IsSystemObject(f.object()) &&
+         !(f.file().find("/runtime/cgo/") != std::string_view::npos);
+}
+
+bool InBridge(std::string_view fn) {
+  for (std::string_view b : kCgoBridge) {
+    if (fn == b) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool IsGoStdlibFunction(const std::string& function) {
+  // "net/http.(*conn).serve": the package path ends at the last '/' and the
+  // first '.' after it.
+  std::string_view fn = function;
+  size_t slash = fn.rfind('/');
+  size_t dot = fn.find('.', slash == std::string_view::npos ? 0 : slash);
+  if (dot == std::string_view::npos) return false;
+  std::string_view pkg = fn.substr(0, dot);
+  if (pkg == "main") return false;
+  std::string_view first = pkg.substr(0, pkg.find('/'));
+  return first.find('.') == std::string_view::npos;
+}
+
+StackClass ClassifyStack(const v1::Stack& stack) {
+  StackClass c;
+  bool saw_go = false, saw_caller = false;
+  for (int i = 0; i < stack.frames_size(); ++i) {
+    const v1::Frame& f = stack.frames(i);
+    if (i > 0 && c.user_frame < 0 && IsUserFrame(f)) c.user_frame = i;
+    for (const auto& [fn, why] : kLibcInternal) {
+      if (f.function() == fn && !c.internal) {
+        c.internal = true;
+        c.reason = absl::StrCat("C library: ", std::string(why), " (", std::string(fn), ")");
+      }
+    }
+    if (!f.go()) continue;
+    saw_go = true;
+    if (saw_caller || InBridge(f.function())) continue;
+    saw_caller = true;
+    if (f.function().starts_with("runtime.") || f.function().starts_with("runtime/")) {
+      if (!c.internal) {
+        c.internal = true;
+        c.reason = absl::StrCat("Go runtime (", f.function(), ")");
+      }
+    }
+  }
+  if (saw_go && !saw_caller && !c.internal) {
+    c.internal = true;
+    c.reason = "Go runtime (cgo call from the system stack)";
+  }
+  return c;
+}
+
+}  // namespace cgoheap::server

@@ -1,0 +1,108 @@
+#include "server/metrics/metrics.h"
+
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace cgoheap::server {
+namespace {
+
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+
+}  // namespace
+
+ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  using namespace prometheus;
+  events_ = &BuildCounter()
+                 .Name("cgoheap_ingest_events_total")
+                 .Help("Allocation and free events acknowledged")
+                 .Register(*registry_)
+                 .Add({});
+  batches_ = &BuildCounter()
+                  .Name("cgoheap_ingest_batches_total")
+                  .Help("Event batches acknowledged")
+                  .Register(*registry_)
+                  .Add({});
+  errors_ = &BuildCounter()
+                 .Name("cgoheap_ingest_errors_total")
+                 .Help("Ingest messages rejected (malformed, out of order, storage failure)")
+                 .Register(*registry_)
+                 .Add({});
+  ack_latency_ = &BuildHistogram()
+                      .Name("cgoheap_ack_latency_seconds")
+                      .Help("Time from receiving a message to acknowledging it durable")
+                      .Register(*registry_)
+                      .Add({}, kLatencyBuckets);
+  query_latency_ = &BuildHistogram()
+                        .Name("cgoheap_query_latency_seconds")
+                        .Help("Query RPC latency")
+                        .Register(*registry_);
+  storage_bytes_ = &BuildGauge()
+                        .Name("cgoheap_storage_bytes")
+                        .Help("RocksDB SST bytes on disk")
+                        .Register(*registry_)
+                        .Add({});
+  processes_ = &BuildGauge()
+                    .Name("cgoheap_processes")
+                    .Help("Processes known to the server, by service and state")
+                    .Register(*registry_);
+  live_bytes_ = &BuildGauge()
+                     .Name("cgoheap_live_bytes")
+                     .Help("C heap bytes live in running processes (estimated when sampled)")
+                     .Register(*registry_);
+  dropped_ = &BuildGauge()
+                  .Name("cgoheap_agent_dropped_events")
+                  .Help("Events the agents dropped because the ring was full, by service")
+                  .Register(*registry_);
+}
+
+absl::Status ServerMetrics::Serve(const std::string& address) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(address);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", address, ": ", e.what(),
+                     " (is the port in use? choose another with --metrics=HOST:PORT)"));
+  }
+  exposer_->RegisterCollectable(registry_);
+  return absl::OkStatus();
+}
+
+std::string ServerMetrics::BoundAddress() const {
+  if (exposer_ == nullptr) return "";
+  auto ports = exposer_->GetListeningPorts();
+  return ports.empty() ? "" : absl::StrCat(ports[0]);
+}
+
+void ServerMetrics::OnBatch(int events) {
+  batches_->Increment();
+  events_->Increment(events);
+}
+void ServerMetrics::OnIngestError() { errors_->Increment(); }
+void ServerMetrics::ObserveAck(double seconds) { ack_latency_->Observe(seconds); }
+void ServerMetrics::ObserveQuery(const std::string& method, double seconds) {
+  query_latency_->Add({{"method", method}}, kLatencyBuckets).Observe(seconds);
+}
+void ServerMetrics::SetStorageBytes(double bytes) { storage_bytes_->Set(bytes); }
+
+void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list) {
+  std::map<std::pair<std::string, std::string>, double> counts;
+  std::map<std::string, double> live, dropped;
+  for (const auto& p : list.processes()) {
+    const std::string& svc = p.hello().service();
+    for (const char* state : {"running", "exited", "killed", "exec"}) counts[{svc, state}] += 0;
+    counts[{svc, p.state()}] += 1;
+    if (p.state() == "running") live[svc] += static_cast<double>(p.live_bytes());
+    live.try_emplace(svc, 0);
+    dropped[svc] += static_cast<double>(p.dropped_events());
+  }
+  for (const auto& [key, n] : counts) {
+    processes_->Add({{"service", key.first}, {"state", key.second}}).Set(n);
+  }
+  for (const auto& [svc, v] : live) live_bytes_->Add({{"service", svc}}).Set(v);
+  for (const auto& [svc, v] : dropped) dropped_->Add({{"service", svc}}).Set(v);
+}
+
+}  // namespace cgoheap::server

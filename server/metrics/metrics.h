@@ -1,0 +1,57 @@
+// Prometheus metrics of cgoheapd, declared in one place.
+//
+// Server health: cgoheap_ingest_events_total, cgoheap_ingest_batches_total,
+// cgoheap_ingest_errors_total, cgoheap_ack_latency_seconds,
+// cgoheap_query_latency_seconds{method}, cgoheap_storage_bytes.
+// Fleet (per service, refreshed from HeapState): cgoheap_processes{service,state},
+// cgoheap_live_bytes{service}, cgoheap_agent_dropped_events{service}.
+// Labels are bounded: service and state only, never a pid, an address or a stack.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/status/status.h"
+#include "cgoheap.pb.h"
+
+namespace cgoheap::server {
+
+// Thread-safe (prometheus-cpp metrics are).
+class ServerMetrics {
+ public:
+  ServerMetrics();
+  // Serves /metrics on host:port. Returns an error naming the address.
+  absl::Status Serve(const std::string& address);
+  std::string BoundAddress() const;
+
+  void OnBatch(int events);
+  void OnIngestError();
+  void ObserveAck(double seconds);
+  void ObserveQuery(const std::string& method, double seconds);
+  void SetStorageBytes(double bytes);
+  // Replaces the per-service gauges from a process listing.
+  void RefreshFleet(const v1::ListProcessesResponse& processes);
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Counter* events_;
+  prometheus::Counter* batches_;
+  prometheus::Counter* errors_;
+  prometheus::Histogram* ack_latency_;
+  prometheus::Family<prometheus::Histogram>* query_latency_;
+  prometheus::Gauge* storage_bytes_;
+  prometheus::Family<prometheus::Gauge>* processes_;
+  prometheus::Family<prometheus::Gauge>* live_bytes_;
+  prometheus::Family<prometheus::Gauge>* dropped_;
+};
+
+}  // namespace cgoheap::server

@@ -1,0 +1,87 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/ingest/heap_state.h"
+#include "server/ingest/ingest_service.h"
+#include "server/metrics/metrics.h"
+#include "server/query/query_service.h"
+#include "server/storage/store.h"
+
+namespace cgoheap::server {
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  if (options.data_dir.empty()) {
+    return absl::InvalidArgumentError("--data=DIR is required: where RocksDB keeps its files");
+  }
+  std::unique_ptr<Server> s(new Server);
+  auto store = Store::Open(options.data_dir, StoreOptions{.sync = options.sync});
+  if (!store.ok()) return store.status();
+  s->store_ = std::move(*store);
+  s->metrics_ = std::make_unique<ServerMetrics>();
+  if (!options.metrics.empty()) {
+    absl::Status st = s->metrics_->Serve(options.metrics);
+    if (!st.ok()) return st;
+  }
+  s->state_ = std::make_unique<HeapState>(s->store_.get(), s->metrics_.get());
+  absl::Status st = s->state_->Load();
+  if (!st.ok()) return st;
+  s->ingest_ = std::make_unique<IngestService>(s->state_.get(), s->metrics_.get());
+  s->query_ = std::make_unique<QueryService>(s->state_.get(), s->metrics_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.RegisterService(s->ingest_.get());
+  builder.RegisterService(s->query_.get());
+  s->grpc_ = builder.BuildAndStart();
+  if (s->grpc_ == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", options.listen,
+        ": the address is in use or not local (choose another with --listen=HOST:PORT)"));
+  }
+  std::string host = options.listen.substr(0, options.listen.rfind(':'));
+  s->address_ = absl::StrCat(host, ":", port);
+  s->refresher_ = std::thread([srv = s.get()] { srv->RefreshLoop(); });
+  return s;
+}
+
+std::string Server::metrics_address() const { return metrics_->BoundAddress(); }
+
+void Server::RefreshLoop() {
+  do {
+    metrics_->RefreshFleet(state_->ListProcesses({}));
+    metrics_->SetStorageBytes(static_cast<double>(store_->DiskBytes()));
+  } while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(2)));
+}
+
+void Server::Wait() {
+  if (grpc_ != nullptr) grpc_->Wait();
+}
+
+void Server::Shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    stop_.Notify();
+    if (grpc_ != nullptr) {
+      grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    }
+    if (refresher_.joinable()) refresher_.join();
+  });
+}
+
+Server::~Server() {
+  Shutdown();
+  grpc_.reset();
+  query_.reset();
+  ingest_.reset();
+  state_.reset();
+  store_.reset();
+}
+
+}  // namespace cgoheap::server

@@ -1,0 +1,67 @@
+// cgoheapd assembled: storage, state, gRPC services (ingest, query, health,
+// reflection) and metrics. Used by cgoheapd's main and embedded by
+// `cgoheap run` when no --server is given.
+//
+//   ServerOptions opts{.listen = "127.0.0.1:0", .data_dir = dir};
+//   auto server = Server::Start(opts);
+//   if (!server.ok()) ...;
+//   std::string addr = (*server)->address();   // "127.0.0.1:40123"
+//   (*server)->Wait();                          // or Shutdown()
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace cgoheap::server {
+
+class Store;
+class HeapState;
+class ServerMetrics;
+class IngestService;
+class QueryService;
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:7070";
+  std::string data_dir;
+  std::string metrics;          // empty: no /metrics endpoint
+  bool sync = false;            // fsync the WAL on each acknowledged write
+  int max_message_bytes = 16 << 20;
+};
+
+// Thread-safe.
+class Server {
+ public:
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  ~Server();
+
+  const std::string& address() const { return address_; }
+  std::string metrics_address() const;
+  void Wait();
+  void Shutdown();
+
+ private:
+  Server() = default;
+  void RefreshLoop();
+
+  std::string address_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<HeapState> state_;
+  std::unique_ptr<IngestService> ingest_;
+  std::unique_ptr<QueryService> query_;
+  std::unique_ptr<grpc::Server> grpc_;
+  absl::Notification stop_;
+  std::once_flag shutdown_once_;
+  std::thread refresher_;
+};
+
+}  // namespace cgoheap::server

@@ -1,0 +1,173 @@
+#include "server/storage/store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace cgoheap::server {
+namespace {
+
+enum Cf { kDefault = 0, kProcesses, kStacks, kBatches };
+
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg = absl::StrCat(std::string(what), ": ", s.ToString());
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(msg, " (is another cgoheapd using this --data directory?)"));
+  }
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsIOError()) return absl::UnavailableError(msg);
+  return absl::InternalError(msg);
+}
+
+void PutBE(std::string* out, uint64_t v) {
+  for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>(v >> (i * 8)));
+}
+
+uint64_t GetBE(std::string_view s) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8 && i < s.size(); ++i) v = (v << 8) | static_cast<uint8_t>(s[i]);
+  return v;
+}
+
+}  // namespace
+
+std::string ProcessKey(uint64_t process_id) {
+  std::string k;
+  PutBE(&k, process_id);
+  return k;
+}
+
+std::string BatchKey(uint64_t process_id, uint64_t seq) {
+  std::string k;
+  PutBE(&k, process_id);
+  PutBE(&k, seq);
+  return k;
+}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, StoreOptions options) {
+  rocksdb::Options db_opts;
+  db_opts.create_if_missing = true;
+  db_opts.create_missing_column_families = true;
+  db_opts.IncreaseParallelism(2);
+  db_opts.max_total_wal_size = 256 << 20;
+  db_opts.keep_log_file_num = 4;
+  rocksdb::ColumnFamilyOptions cf_opts;
+  cf_opts.OptimizeLevelStyleCompaction(64 << 20);
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, cf_opts},
+      {"processes", cf_opts},
+      {"stacks", cf_opts},
+      {"batches", cf_opts},
+  };
+  std::unique_ptr<Store> store(new Store);
+  store->options_ = options;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_opts, dir, cfs, &store->handles_, &db);
+  if (!s.ok()) return FromRocks(s, absl::StrCat("opening RocksDB in ", dir));
+  store->db_.reset(db);
+  return store;
+}
+
+Store::~Store() {
+  if (db_ != nullptr) {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    db_->Close();
+  }
+}
+
+absl::Status Store::Write(void* batch) {
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync;
+  return FromRocks(db_->Write(wo, static_cast<rocksdb::WriteBatch*>(batch)), "RocksDB write");
+}
+
+void Store::DeleteBatches(void* batch, uint64_t process_id) {
+  auto* wb = static_cast<rocksdb::WriteBatch*>(batch);
+  wb->DeleteRange(handles_[kBatches], BatchKey(process_id, 0), BatchKey(process_id, ~uint64_t{0}));
+  wb->Delete(handles_[kBatches], BatchKey(process_id, ~uint64_t{0}));
+}
+
+absl::Status Store::PutProcess(uint64_t process_id, const v1::StoredProcess& p) {
+  rocksdb::WriteBatch wb;
+  wb.Put(handles_[kProcesses], ProcessKey(process_id), p.SerializeAsString());
+  return Write(&wb);
+}
+
+absl::Status Store::AppendBatch(uint64_t process_id, uint64_t seq, const v1::EventBatch& events,
+                                const std::vector<const v1::Stack*>& new_stacks) {
+  rocksdb::WriteBatch wb;
+  for (const v1::Stack* st : new_stacks) {
+    wb.Put(handles_[kStacks], ProcessKey(st->id()), st->SerializeAsString());
+  }
+  wb.Put(handles_[kBatches], BatchKey(process_id, seq), events.SerializeAsString());
+  return Write(&wb);
+}
+
+absl::Status Store::EndProcess(uint64_t process_id, const v1::StoredProcess& final_record) {
+  rocksdb::WriteBatch wb;
+  wb.Put(handles_[kProcesses], ProcessKey(process_id), final_record.SerializeAsString());
+  DeleteBatches(&wb, process_id);
+  return Write(&wb);
+}
+
+absl::Status Store::DeleteProcess(uint64_t process_id) {
+  rocksdb::WriteBatch wb;
+  wb.Delete(handles_[kProcesses], ProcessKey(process_id));
+  DeleteBatches(&wb, process_id);
+  return Write(&wb);
+}
+
+absl::Status Store::ForEachProcess(
+    const std::function<void(uint64_t, v1::StoredProcess&&)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kProcesses]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    v1::StoredProcess p;
+    if (!p.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError(
+          absl::StrCat("unreadable process record ", GetBE(it->key().ToStringView())));
+    }
+    fn(GetBE(it->key().ToStringView()), std::move(p));
+  }
+  return FromRocks(it->status(), "reading processes");
+}
+
+absl::Status Store::ForEachStack(const std::function<void(v1::Stack&&)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kStacks]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    v1::Stack st;
+    if (!st.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError("unreadable stack record");
+    }
+    fn(std::move(st));
+  }
+  return FromRocks(it->status(), "reading stacks");
+}
+
+absl::Status Store::ForEachBatch(
+    uint64_t process_id, const std::function<void(uint64_t, v1::EventBatch&&)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kBatches]));
+  std::string prefix = ProcessKey(process_id);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    v1::EventBatch b;
+    if (!b.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError(absl::StrCat("unreadable batch of process ", process_id));
+    }
+    fn(GetBE(it->key().ToStringView().substr(8)), std::move(b));
+  }
+  return FromRocks(it->status(), "reading batches");
+}
+
+uint64_t Store::DiskBytes() const {
+  uint64_t total = 0;
+  for (auto* h : handles_) {
+    uint64_t v = 0;
+    if (db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
+  }
+  return total;
+}
+
+}  // namespace cgoheap::server

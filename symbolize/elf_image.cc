@@ -1,0 +1,211 @@
+#include "symbolize/elf_image.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace cgoheap {
+namespace {
+
+template <typename T>
+bool ReadAt(const uint8_t* data, size_t size, uint64_t off, T* out) {
+  if (off > size || size - off < sizeof(T)) return false;
+  std::memcpy(out, data + off, sizeof(T));
+  return true;
+}
+
+std::string_view CStrAt(const uint8_t* base, uint64_t size, uint64_t off) {
+  if (off >= size) return {};
+  const char* s = reinterpret_cast<const char*>(base + off);
+  const void* nul = std::memchr(s, 0, size - off);
+  if (nul == nullptr) return {};
+  return std::string_view(s, static_cast<const char*>(nul) - s);
+}
+
+}  // namespace
+
+ElfImage::~ElfImage() {
+  if (owned_ && data_ != nullptr) munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+bool ElfImage::Open(const char* path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(Elf64_Ehdr))) {
+    close(fd);
+    return false;
+  }
+  void* p = mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return false;
+  data_ = static_cast<const uint8_t*>(p);
+  size_ = st.st_size;
+  owned_ = true;
+  return Parse();
+}
+
+bool ElfImage::OpenMemory(const uint8_t* data, size_t size) {
+  data_ = data;
+  size_ = size;
+  owned_ = false;
+  return Parse();
+}
+
+bool ElfImage::Parse() {
+  Elf64_Ehdr eh;
+  if (!ReadAt(data_, size_, 0, &eh)) return false;
+  if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+      eh.e_ident[EI_DATA] != ELFDATA2LSB) {
+    return false;
+  }
+  shoff_ = eh.e_shoff;
+  shnum_ = eh.e_shnum;
+  shentsize_ = eh.e_shentsize;
+  shstrndx_ = eh.e_shstrndx;
+  if (shnum_ != 0 && shentsize_ != sizeof(Elf64_Shdr)) shnum_ = 0;
+  if (shoff_ > size_ || (size_ - shoff_) / sizeof(Elf64_Shdr) < shnum_) shnum_ = 0;
+  return true;
+}
+
+bool ElfImage::IsSharedObject() const {
+  Elf64_Ehdr eh;
+  return ReadAt(data_, size_, 0, &eh) && eh.e_type == ET_DYN;
+}
+
+bool ElfImage::FindSection(std::string_view name, ElfSection* out) const {
+  Elf64_Shdr strsh;
+  if (shnum_ == 0 || shstrndx_ >= shnum_ ||
+      !ReadAt(data_, size_, shoff_ + uint64_t{shstrndx_} * sizeof(Elf64_Shdr), &strsh)) {
+    return false;
+  }
+  if (strsh.sh_offset > size_ || size_ - strsh.sh_offset < strsh.sh_size) return false;
+  for (uint16_t i = 0; i < shnum_; ++i) {
+    Elf64_Shdr sh;
+    if (!ReadAt(data_, size_, shoff_ + uint64_t{i} * sizeof(Elf64_Shdr), &sh)) return false;
+    if (CStrAt(data_ + strsh.sh_offset, strsh.sh_size, sh.sh_name) != name) continue;
+    out->addr = sh.sh_addr;
+    out->size = sh.sh_size;
+    if (sh.sh_type == SHT_NOBITS) {
+      out->data = nullptr;
+      return true;
+    }
+    if (sh.sh_offset > size_ || size_ - sh.sh_offset < sh.sh_size) return false;
+    out->data = data_ + sh.sh_offset;
+    return true;
+  }
+  return false;
+}
+
+bool ElfImage::SymbolTable(const char* tab, const char* strtab, ElfSection* syms,
+                           ElfSection* strs) const {
+  return FindSection(tab, syms) && syms->data != nullptr && FindSection(strtab, strs) &&
+         strs->data != nullptr;
+}
+
+bool ElfImage::FindSymbol(std::string_view name, uint64_t* value, uint64_t* size) const {
+  static constexpr const char* kTables[][2] = {{".symtab", ".strtab"}, {".dynsym", ".dynstr"}};
+  for (const auto& t : kTables) {
+    ElfSection syms, strs;
+    if (!SymbolTable(t[0], t[1], &syms, &strs)) continue;
+    size_t n = syms.size / sizeof(Elf64_Sym);
+    for (size_t i = 0; i < n; ++i) {
+      Elf64_Sym s;
+      std::memcpy(&s, syms.data + i * sizeof(Elf64_Sym), sizeof s);
+      if (s.st_shndx == SHN_UNDEF) continue;
+      if (CStrAt(strs.data, strs.size, s.st_name) == name) {
+        *value = s.st_value;
+        *size = s.st_size;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+bool ElfImage::SymbolFor(uint64_t addr, std::string_view* name, uint64_t* start) const {
+  static constexpr const char* kTables[][2] = {{".symtab", ".strtab"}, {".dynsym", ".dynstr"}};
+  for (const auto& t : kTables) {
+    ElfSection syms, strs;
+    if (!SymbolTable(t[0], t[1], &syms, &strs)) continue;
+    size_t n = syms.size / sizeof(Elf64_Sym);
+    uint64_t best = 0;
+    bool found = false;
+    for (size_t i = 0; i < n; ++i) {
+      Elf64_Sym s;
+      std::memcpy(&s, syms.data + i * sizeof(Elf64_Sym), sizeof s);
+      if (ELF64_ST_TYPE(s.st_info) != STT_FUNC || s.st_shndx == SHN_UNDEF) continue;
+      bool inside = addr >= s.st_value &&
+                    (addr < s.st_value + s.st_size || (s.st_size == 0 && addr == s.st_value));
+      if (!inside || (found && s.st_value < best)) continue;
+      std::string_view nm = CStrAt(strs.data, strs.size, s.st_name);
+      if (nm.empty()) continue;
+      *name = nm;
+      *start = best = s.st_value;
+      found = true;
+    }
+    if (found) return true;
+  }
+  return false;
+}
+
+bool ElfImage::ExecSegment(uint64_t* vaddr, uint64_t* offset, uint64_t* filesz) const {
+  Elf64_Ehdr eh;
+  if (!ReadAt(data_, size_, 0, &eh) || eh.e_phentsize != sizeof(Elf64_Phdr)) return false;
+  for (uint16_t i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph;
+    if (!ReadAt(data_, size_, eh.e_phoff + uint64_t{i} * sizeof ph, &ph)) return false;
+    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X)) {
+      *vaddr = ph.p_vaddr;
+      *offset = ph.p_offset;
+      *filesz = ph.p_filesz;
+      return true;
+    }
+  }
+  return false;
+}
+
+size_t ElfImage::BuildId(char* out, size_t cap) const {
+  if (cap == 0) return 0;
+  out[0] = 0;
+  static constexpr char kHex[] = "0123456789abcdef";
+  ElfSection note;
+  if (FindSection(".note.gnu.build-id", &note) && note.data != nullptr && note.size >= 16) {
+    uint32_t namesz, descsz;
+    std::memcpy(&namesz, note.data, 4);
+    std::memcpy(&descsz, note.data + 4, 4);
+    uint64_t desc = 12 + ((uint64_t{namesz} + 3) & ~uint64_t{3});
+    if (desc + descsz <= note.size) {
+      size_t n = 0;
+      for (uint32_t i = 0; i < descsz && n + 2 < cap; ++i) {
+        out[n++] = kHex[note.data[desc + i] >> 4];
+        out[n++] = kHex[note.data[desc + i] & 15];
+      }
+      out[n] = 0;
+      return n;
+    }
+  }
+  // Go's own note: name "Go\0\0", type 4, desc is the build id string.
+  if (FindSection(".note.go.buildid", &note) && note.data != nullptr && note.size >= 16) {
+    uint32_t namesz, descsz;
+    std::memcpy(&namesz, note.data, 4);
+    std::memcpy(&descsz, note.data + 4, 4);
+    uint64_t desc = 12 + ((uint64_t{namesz} + 3) & ~uint64_t{3});
+    if (desc + descsz <= note.size) {
+      size_t n = 0;
+      for (uint32_t i = 0; i < descsz && n + 1 < cap; ++i) {
+        char c = static_cast<char>(note.data[desc + i]);
+        out[n++] = (c >= 0x20 && c < 0x7f) ? c : '?';
+      }
+      out[n] = 0;
+      return n;
+    }
+  }
+  return 0;
+}
+
+}  // namespace cgoheap

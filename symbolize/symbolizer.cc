@@ -1,0 +1,258 @@
+#include "symbolize/symbolizer.h"
+
+#include <dwarf.h>
+#include <elfutils/libdw.h>
+#include <elfutils/libdwfl.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cxxabi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "symbolize/elf_image.h"
+#include "symbolize/gopclntab.h"
+
+namespace cgoheap {
+namespace {
+
+const Dwfl_Callbacks kOfflineCallbacks = {
+    .find_elf = nullptr,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .section_address = dwfl_offline_section_address,
+    .debuginfo_path = nullptr,
+};
+
+// Go names assembly functions "pkg.fn.abi0" in some tables and not others;
+// show one name whatever the binary kept.
+std::string GoName(std::string_view name) {
+  constexpr std::string_view kAbi0 = ".abi0";
+  if (name.size() > kAbi0.size() && name.substr(name.size() - kAbi0.size()) == kAbi0) {
+    name.remove_suffix(kAbi0.size());
+  }
+  return std::string(name);
+}
+
+std::string Demangle(const char* name) {
+  if (name == nullptr) return {};
+  int status = 0;
+  char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  std::string out = status == 0 && d != nullptr ? d : name;
+  free(d);
+  return out;
+}
+
+const char* DieName(Dwarf_Die* die) {
+  Dwarf_Attribute attr;
+  Dwarf_Die origin;
+  const char* name = dwarf_diename(die);
+  if (name != nullptr) return name;
+  if (dwarf_attr_integrate(die, DW_AT_abstract_origin, &attr) != nullptr &&
+      dwarf_formref_die(&attr, &origin) != nullptr) {
+    return dwarf_diename(&origin);
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+struct ObjectFile::Impl {
+  absl::Mutex mu;
+  ElfImage elf;
+  GoPclntab go;
+  bool has_go = false;
+  uint64_t exec_vaddr = 0, exec_offset = 0;
+  bool et_dyn = false;
+  Dwfl* dwfl = nullptr;
+  Dwfl_Module* module = nullptr;
+  int fd = -1;
+
+  ~Impl() {
+    if (dwfl != nullptr) dwfl_end(dwfl);
+    if (fd >= 0) close(fd);
+  }
+};
+
+ObjectFile::ObjectFile(std::string path) : path_(std::move(path)), impl_(new Impl) {}
+ObjectFile::~ObjectFile() = default;
+
+std::unique_ptr<ObjectFile> ObjectFile::Open(const std::string& path) {
+  std::unique_ptr<ObjectFile> obj(new ObjectFile(path));
+  Impl& im = *obj->impl_;
+  if (!im.elf.Open(path.c_str())) return obj;  // unreadable: names stay "??"
+  char id[128];
+  if (im.elf.BuildId(id, sizeof id) > 0) obj->build_id_ = id;
+  uint64_t filesz;
+  im.elf.ExecSegment(&im.exec_vaddr, &im.exec_offset, &filesz);
+  im.et_dyn = im.elf.IsSharedObject();
+  ElfSection pcln, text;
+  if (im.elf.FindSection(".gopclntab", &pcln) && im.elf.FindSection(".text", &text)) {
+    im.has_go = im.go.Init(pcln.data, pcln.size, text.addr);
+  }
+  im.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (im.fd >= 0) {
+    im.dwfl = dwfl_begin(&kOfflineCallbacks);
+    if (im.dwfl != nullptr) {
+      dwfl_report_begin(im.dwfl);
+      // base 0: addresses of an ET_DYN file are its link-time addresses.
+      im.module = dwfl_report_elf(im.dwfl, path.c_str(), path.c_str(), dup(im.fd), 0, false);
+      dwfl_report_end(im.dwfl, nullptr, nullptr);
+    }
+  }
+  return obj;
+}
+
+uint64_t ObjectFile::LinkAddress(uint64_t pc, uint64_t map_start, uint64_t map_offset) const {
+  // file offset of pc, then the virtual address at that offset.
+  uint64_t file_off = pc - map_start + map_offset;
+  return file_off - impl_->exec_offset + impl_->exec_vaddr;
+}
+
+void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
+  Impl& im = *impl_;
+  absl::MutexLock lock(&im.mu);
+  GoPclntab::Func f;
+  if (im.has_go && im.go.FindFunc(addr, &f)) {
+    SymbolizedFrame fr;
+    fr.function = GoName(im.go.FuncName(f));
+    std::string_view file;
+    int32_t line = 0;
+    if (im.go.Line(f, addr, &file, &line)) {
+      fr.file = std::string(file);
+      fr.line = line > 0 ? line : 0;
+    }
+    fr.object = path_;
+    fr.go = true;
+    out->push_back(std::move(fr));
+    return;
+  }
+  size_t first = out->size();
+  if (im.module != nullptr) {
+    Dwarf_Addr bias = 0;
+    Dwarf_Die* cu = dwfl_module_addrdie(im.module, addr, &bias);
+    Dwarf_Die* scopes = nullptr;
+    int n = cu != nullptr ? dwarf_getscopes(cu, addr - bias, &scopes) : 0;
+    // The innermost location comes from the line table; each inlined scope's
+    // DW_AT_call_file/call_line is the location in the scope around it.
+    const char* file = nullptr;
+    int line = 0;
+    if (Dwfl_Line* l = dwfl_module_getsrc(im.module, addr)) {
+      file = dwfl_lineinfo(l, nullptr, &line, nullptr, nullptr, nullptr);
+    }
+    Dwarf_Files* files = nullptr;
+    size_t nfiles = 0;
+    if (cu != nullptr) dwarf_getsrcfiles(cu, &files, &nfiles);
+    for (int i = 0; i < n; ++i) {
+      int tag = dwarf_tag(&scopes[i]);
+      if (tag != DW_TAG_inlined_subroutine && tag != DW_TAG_subprogram) continue;
+      SymbolizedFrame fr;
+      fr.function = Demangle(DieName(&scopes[i]));
+      fr.file = file ? file : "";
+      fr.line = line > 0 ? line : 0;
+      fr.object = path_;
+      out->push_back(std::move(fr));
+      if (tag == DW_TAG_subprogram) break;
+      Dwarf_Attribute attr;
+      Dwarf_Word cf = 0, cl = 0;
+      file = nullptr;
+      line = 0;
+      if (dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_file, &attr), &cf) == 0 &&
+          files != nullptr && cf < nfiles) {
+        file = dwarf_filesrc(files, cf, nullptr, nullptr);
+      }
+      if (dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_line, &attr), &cl) == 0) {
+        line = static_cast<int>(cl);
+      }
+    }
+    free(scopes);
+    if (out->size() == first) {  // no DWARF scope: symbol table, maybe a line
+      const char* name = dwfl_module_addrname(im.module, addr);
+      if (name != nullptr) {
+        SymbolizedFrame fr;
+        fr.function = Demangle(name);
+        fr.file = file ? file : "";
+        fr.line = line > 0 ? line : 0;
+        fr.object = path_;
+        out->push_back(std::move(fr));
+      }
+    } else if (out->back().function.empty()) {
+      out->back().function = Demangle(dwfl_module_addrname(im.module, addr));
+    }
+  }
+  if (out->size() == first) {
+    std::string_view name;
+    uint64_t start;
+    SymbolizedFrame fr;
+    fr.function = im.elf.SymbolFor(addr, &name, &start) ? std::string(name) : "??";
+    fr.object = path_;
+    out->push_back(std::move(fr));
+  }
+}
+
+ObjectFile* ObjectCache::Get(const std::string& path) {
+  absl::MutexLock lock(&mu_);
+  auto& slot = objects_[path];
+  if (slot == nullptr) slot = ObjectFile::Open(path);
+  return slot.get();
+}
+
+void ProcessSymbolizer::SetMappings(std::string_view text) {
+  mappings_.clear();
+  cache_.clear();
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    std::string line(text.substr(pos, nl - pos));
+    pos = nl + 1;
+    unsigned long long start, end, offset;
+    char perms[8];
+    int path_at = -1;
+    // /proc/PID/maps: "start-end perms offset dev inode   path"
+    if (sscanf(line.c_str(), "%llx-%llx %7s %llx %*s %*s %n", &start, &end, perms, &offset,
+               &path_at) == 4 && path_at > 0) {
+      if (strlen(perms) < 3 || perms[2] != 'x') continue;
+    } else if (sscanf(line.c_str(), "%llx %llx %llx %n", &start, &end, &offset, &path_at) != 3 ||
+               path_at <= 0) {
+      continue;  // neither form: the ring's snapshot is "start end offset path"
+    }
+    std::string_view path = std::string_view(line).substr(path_at);
+    if (path.empty() || path[0] != '/') continue;
+    if (path.ends_with(" (deleted)")) path.remove_suffix(10);
+    mappings_[start] = Mapping{end, offset, std::string(path)};
+  }
+}
+
+bool ProcessSymbolizer::Covers(uint64_t pc) const {
+  auto it = mappings_.upper_bound(pc);
+  if (it == mappings_.begin()) return false;
+  --it;
+  return pc < it->second.end;
+}
+
+void ProcessSymbolizer::OpenAll() {
+  for (const auto& [start, m] : mappings_) objects_->Get(m.path);
+}
+
+bool ProcessSymbolizer::Symbolize(uint64_t pc, bool return_address,
+                                  std::vector<SymbolizedFrame>* out) {
+  uint64_t lookup = return_address ? pc - 1 : pc;
+  if (auto hit = cache_.find(lookup); hit != cache_.end()) {
+    out->insert(out->end(), hit->second.begin(), hit->second.end());
+    return true;
+  }
+  auto it = mappings_.upper_bound(lookup);
+  if (it == mappings_.begin()) return false;
+  --it;
+  if (lookup >= it->second.end) return false;
+  ObjectFile* obj = objects_->Get(it->second.path);
+  std::vector<SymbolizedFrame> frames;
+  obj->Symbolize(obj->LinkAddress(lookup, it->first, it->second.offset), &frames);
+  out->insert(out->end(), frames.begin(), frames.end());
+  cache_.emplace(lookup, std::move(frames));
+  return true;
+}
+
+}  // namespace cgoheap

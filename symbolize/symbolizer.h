@@ -1,0 +1,91 @@
+// Turns the raw return addresses of one process into functions, files and
+// lines. Runs in the forwarder, never in the target.
+//
+// Go PCs come from .gopclntab (right, and present in `-s -w` binaries); C PCs
+// from DWARF through libdw, with inline chains expanded, else from the ELF
+// symbol tables. A return address is looked up minus one (the call).
+//
+//   ProcessSymbolizer sym(&objects);
+//   sym.SetMappings(ring_maps_text);           // "start end offset path" lines
+//   std::vector<SymbolizedFrame> out;
+//   sym.Symbolize(pc, /*return_address=*/true, &out);
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+
+namespace cgoheap {
+
+struct SymbolizedFrame {
+  std::string function;
+  std::string file;
+  uint32_t line = 0;
+  std::string object;
+  bool go = false;
+};
+
+// One ELF file, opened once and shared by every process that maps it.
+// Thread-safe (symbolization is serialized per object: libdw is not).
+class ObjectFile {
+ public:
+  static std::unique_ptr<ObjectFile> Open(const std::string& path);
+  ~ObjectFile();
+
+  // link_addr: the address as linked (runtime pc minus the load bias).
+  void Symbolize(uint64_t link_addr, std::vector<SymbolizedFrame>* out);
+  const std::string& path() const { return path_; }
+  const std::string& build_id() const { return build_id_; }
+  // Converts a runtime pc in a mapping (start, file offset) to a link address.
+  uint64_t LinkAddress(uint64_t pc, uint64_t map_start, uint64_t map_offset) const;
+
+ private:
+  struct Impl;
+  explicit ObjectFile(std::string path);
+  std::string path_;
+  std::string build_id_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Cache of opened objects by path. Thread-safe.
+class ObjectCache {
+ public:
+  ObjectFile* Get(const std::string& path);
+
+ private:
+  absl::Mutex mu_;
+  std::unordered_map<std::string, std::unique_ptr<ObjectFile>> objects_ ABSL_GUARDED_BY(mu_);
+};
+
+// The address space of one process. Not thread-safe.
+class ProcessSymbolizer {
+ public:
+  explicit ProcessSymbolizer(ObjectCache* objects) : objects_(objects) {}
+
+  // Replaces the mappings with "start end offset path" lines (hex numbers), or
+  // /proc/PID/maps content (detected by its "start-end perms" form).
+  void SetMappings(std::string_view text);
+  bool Covers(uint64_t pc) const;
+  // Appends the frames of pc (more than one when calls were inlined);
+  // innermost first. Returns false when no mapping covers pc.
+  bool Symbolize(uint64_t pc, bool return_address, std::vector<SymbolizedFrame>* out);
+  // Opens every mapped object now, while the files certainly still exist.
+  void OpenAll();
+
+ private:
+  struct Mapping {
+    uint64_t end, offset;
+    std::string path;
+  };
+  ObjectCache* objects_;
+  std::map<uint64_t, Mapping> mappings_;  // by start
+  std::unordered_map<uint64_t, std::vector<SymbolizedFrame>> cache_;
+};
+
+}  // namespace cgoheap
