@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "agent/ring.h"
+#include "agent/ring_writer.h"
 #include "symbolize/elf_image.h"
 #include "symbolize/gopclntab.h"
 
@@ -29,12 +30,9 @@ namespace {
 __attribute__((tls_model("initial-exec"))) thread_local int t_hook_depth = 0;
 
 constinit std::atomic<ring::RingHeader*> g_ring{nullptr};
+constinit ring::RingWriter g_writer;
 constinit GoBoundary g_boundary{};
 constinit uint64_t g_self_lo = 0, g_self_hi = 0;
-constinit uint64_t g_full_wait_ns = 2'000'000'000;
-// The tail value at which a writer last gave up waiting: while the reader has
-// not moved past it, further writers drop at once instead of waiting again.
-constinit std::atomic<uint64_t> g_stalled_tail{~uint64_t{0}};
 
 // ---- small allocation-free string helpers (start-up only) ----
 
@@ -217,9 +215,10 @@ bool ShouldTrack() {
 
 void StartTracking() {
   if (!ShouldTrack()) return;
-  g_full_wait_ns = EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000;
   ring::RingHeader* h = CreateRing(getenv("CGOHEAP_RING_DIR"),
                                    EnvU64("CGOHEAP_SAMPLE_BYTES", 0));
+  if (h == nullptr) return;
+  g_writer.Reset(h, EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000);
   g_ring.store(h, std::memory_order_release);
 }
 
@@ -228,59 +227,22 @@ void StartTracking() {
 void AtForkChild() {
   HookGuard guard;
   ReleaseRing();
-  g_stalled_tail.store(~uint64_t{0}, std::memory_order_relaxed);
   StartTracking();
-}
-
-// Reserves n words, waiting a bounded time when the ring is full (exact mode
-// only: a sampled process must never slow down). Returns false if dropped.
-bool Reserve(ring::RingHeader* h, unsigned n, uint64_t* pos_out) {
-  const uint64_t cap = h->capacity_words;
-  uint64_t pos = h->reserve.load(std::memory_order_relaxed);
-  uint64_t deadline = 0;
-  for (;;) {
-    uint64_t tail = h->tail.load(std::memory_order_acquire);
-    if (pos + n - tail > cap) {
-      if (h->sample_bytes != 0 || tail == g_stalled_tail.load(std::memory_order_relaxed)) {
-        return false;
-      }
-      uint64_t now = NowNanos(CLOCK_MONOTONIC);
-      if (deadline == 0) deadline = now + g_full_wait_ns;
-      if (now >= deadline) {
-        g_stalled_tail.store(tail, std::memory_order_relaxed);
-        return false;
-      }
-      timespec ts{0, 50'000};
-      nanosleep(&ts, nullptr);
-      pos = h->reserve.load(std::memory_order_relaxed);
-      continue;
-    }
-    if (h->reserve.compare_exchange_weak(pos, pos + n, std::memory_order_acq_rel,
-                                         std::memory_order_relaxed)) {
-      *pos_out = pos;
-      return true;
-    }
-  }
-}
-
-void Publish(ring::RingHeader* h, const uint64_t* words, unsigned n, uint64_t size) {
-  uint64_t pos;
-  if (!Reserve(h, n, &pos)) {
-    h->dropped_events.fetch_add(1, std::memory_order_relaxed);
-    h->dropped_bytes.fetch_add(size, std::memory_order_relaxed);
-    return;
-  }
-  uint64_t* ring = ring::RingWords(h);
-  const uint64_t mask = h->capacity_words - 1;
-  for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
-  std::atomic_ref<uint64_t>(ring[pos & mask]).store(words[0], std::memory_order_release);
-  h->recorded_events.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace
 
 HookGuard::HookGuard() : entered_(t_hook_depth++ == 0) {}
 HookGuard::~HookGuard() { --t_hook_depth; }
+
+bool InHook() { return t_hook_depth > 0; }
+
+void AllocatedInsideHook() {
+  static constexpr char kMsg[] =
+      "cgoheap agent: the allocator was called from inside a hook (allocation guard)\n";
+  (void)!write(2, kMsg, sizeof kMsg - 1);
+  abort();
+}
 
 const GoBoundary& Boundary() { return g_boundary; }
 
@@ -332,6 +294,7 @@ __attribute__((cold, noinline)) void Initialize() {
 }  // namespace cgoheap::agent
 
 using cgoheap::agent::g_ring;
+using cgoheap::agent::g_writer;
 
 extern "C" bool cgoheap_active() {
   return g_ring.load(std::memory_order_relaxed) != nullptr;
@@ -350,7 +313,7 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size) {
   words[0] = ring::EncodeHeader(ring::Kind::kAlloc, static_cast<ring::Api>(api), nframes, nwords);
   words[1] = reinterpret_cast<uint64_t>(ptr);
   words[2] = size;
-  agent::Publish(h, words, nwords, size);
+  g_writer.Publish(words, nwords, size);
 }
 
 extern "C" void cgoheap_on_free(void* ptr) {
@@ -363,5 +326,5 @@ extern "C" void cgoheap_on_free(void* ptr) {
   words[0] = ring::EncodeHeader(ring::Kind::kFree, ring::Api::kFree, 0, ring::kRecordFixedWords);
   words[1] = reinterpret_cast<uint64_t>(ptr);
   words[2] = 0;
-  agent::Publish(h, words, ring::kRecordFixedWords, 0);
+  g_writer.Publish(words, ring::kRecordFixedWords, 0);
 }

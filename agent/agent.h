@@ -42,6 +42,25 @@ struct HookGuard {
   bool entered_;
 };
 
+// True while this thread is inside a hook's recording path.
+bool InHook();
+
+// The allocation guard (tcmalloc's AllocationGuard): a build with
+// CGOHEAP_ALLOC_GUARD aborts when the allocator is entered from inside a
+// hook's recording path, which must never allocate. Called at the top of
+// every allocator entry point of the preload shim.
+#ifdef CGOHEAP_ALLOC_GUARD
+inline constexpr bool kAllocGuard = true;
+#else
+inline constexpr bool kAllocGuard = false;
+#endif
+[[noreturn]] void AllocatedInsideHook();
+inline void CheckNotInHook() {
+  if constexpr (kAllocGuard) {
+    if (InHook()) AllocatedInsideHook();
+  }
+}
+
 // Boundaries learnt once from the main executable.
 struct GoBoundary {
   uint64_t asmcgocall_lo = 0, asmcgocall_hi = 0;

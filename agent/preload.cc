@@ -97,6 +97,7 @@ __attribute__((constructor(101))) void AgentStart() {
 extern "C" {
 
 __attribute__((visibility("default"))) void* malloc(size_t size) {
+  cgoheap::agent::CheckNotInHook();
   EnsureReal();
   if (__builtin_expect(g_real.malloc == nullptr, 0)) return BootstrapAlloc(size);
   void* p = g_real.malloc(size);
@@ -105,6 +106,7 @@ __attribute__((visibility("default"))) void* malloc(size_t size) {
 }
 
 __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
+  cgoheap::agent::CheckNotInHook();
   if (__builtin_expect(g_real.calloc == nullptr, 0)) {
     if (g_resolving) {
       size_t total;
@@ -126,6 +128,7 @@ __attribute__((visibility("default"))) void free(void* p) {
 }
 
 __attribute__((visibility("default"))) void* realloc(void* old, size_t size) {
+  cgoheap::agent::CheckNotInHook();
   EnsureReal();
   if (FromBootstrap(old)) {
     void* p = malloc(size);
@@ -163,6 +166,7 @@ __attribute__((visibility("default"))) void* reallocarray(void* old, size_t n, s
 }
 
 __attribute__((visibility("default"))) int posix_memalign(void** out, size_t align, size_t size) {
+  cgoheap::agent::CheckNotInHook();
   EnsureReal();
   int rc = g_real.posix_memalign(out, align, size);
   if (rc == 0) Allocated(Api::kPosixMemalign, *out, size);
@@ -170,6 +174,7 @@ __attribute__((visibility("default"))) int posix_memalign(void** out, size_t ali
 }
 
 __attribute__((visibility("default"))) void* aligned_alloc(size_t align, size_t size) {
+  cgoheap::agent::CheckNotInHook();
   EnsureReal();
   void* p = g_real.aligned_alloc(align, size);
   Allocated(Api::kAlignedAlloc, p, size);
@@ -177,6 +182,7 @@ __attribute__((visibility("default"))) void* aligned_alloc(size_t align, size_t 
 }
 
 __attribute__((visibility("default"))) void* memalign(size_t align, size_t size) {
+  cgoheap::agent::CheckNotInHook();
   EnsureReal();
   void* p = g_real.memalign(align, size);
   Allocated(Api::kMemalign, p, size);
@@ -184,6 +190,7 @@ __attribute__((visibility("default"))) void* memalign(size_t align, size_t size)
 }
 
 __attribute__((visibility("default"))) void* valloc(size_t size) {
+  cgoheap::agent::CheckNotInHook();
   EnsureReal();
   void* p = g_real.valloc(size);
   Allocated(Api::kValloc, p, size);
@@ -191,6 +198,7 @@ __attribute__((visibility("default"))) void* valloc(size_t size) {
 }
 
 __attribute__((visibility("default"))) void* pvalloc(size_t size) {
+  cgoheap::agent::CheckNotInHook();
   EnsureReal();
   void* p = g_real.pvalloc(size);
   Allocated(Api::kPvalloc, p, size);

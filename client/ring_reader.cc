@@ -41,6 +41,9 @@ bool RingReader::Open(const std::string& path) {
 
 bool RingReader::Next(RingRecord* rec) {
   if (corrupt_) return false;
+  // Never look past what writers reserved: a slot beyond it may still hold
+  // a record this reader consumed a lap ago and has not released yet.
+  if (pos_ >= header_->reserve.load(std::memory_order_acquire)) return false;
   uint64_t* words = ring::RingWords(header_);
   const uint64_t mask = header_->capacity_words - 1;
   uint64_t h = std::atomic_ref<uint64_t>(words[pos_ & mask]).load(std::memory_order_acquire);

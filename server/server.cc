@@ -38,6 +38,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  // gRPC sets SO_REUSEPORT by default: a second cgoheapd on the same port
+  // would silently share it and split the agents' streams between the two.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(s->ingest_.get());
   builder.RegisterService(s->query_.get());
   s->grpc_ = builder.BuildAndStart();

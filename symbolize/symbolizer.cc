@@ -134,6 +134,15 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
     Dwarf_Die* cu = dwfl_module_addrdie(im.module, addr, &bias);
     Dwarf_Die* scopes = nullptr;
     int n = cu != nullptr ? dwarf_getscopes(cu, addr - bias, &scopes) : 0;
+    if (n > 0) {
+      // After an inlined instance, dwarf_getscopes continues with the scopes
+      // of its abstract definition; the concrete chain (where it was inlined)
+      // comes from walking out of the innermost DIE itself.
+      Dwarf_Die inner = scopes[0];
+      free(scopes);
+      scopes = nullptr;
+      n = dwarf_getscopes_die(&inner, &scopes);
+    }
     // The innermost location comes from the line table; each inlined scope's
     // DW_AT_call_file/call_line is the location in the scope around it.
     const char* file = nullptr;

@@ -1,0 +1,86 @@
+#include "client/report.h"
+
+#include <gtest/gtest.h>
+
+#include "client/forwarder.h"
+#include "tests/testing/test_util.h"
+
+namespace cgoheap::client {
+namespace {
+
+v1::LeaksResponse Sample() {
+  v1::LeaksResponse r;
+  r.set_processes(1);
+  r.set_hidden(2);
+  r.set_hidden_bytes(1280);
+  v1::Leak* l = r.add_leaks();
+  l->set_kind("exit");
+  l->set_bytes(17);
+  l->set_blocks(1);
+  l->set_processes(1);
+  l->set_user_frame(2);
+  auto add = [&](const char* fn, const char* file, int line) {
+    v1::Frame* f = l->mutable_stack()->add_frames();
+    f->set_function(fn);
+    f->set_file(file);
+    f->set_line(line);
+  };
+  add("malloc", "", 0);
+  add("main._Cfunc_CString", "_cgo_gotypes.go", 55);
+  add("main.main", "/src/demo/main.go", 12);
+  return r;
+}
+
+TEST(ReportTest, TextReadsLikeValgrind) {
+  EXPECT_EQ(LeaksText(Sample(), {"==7==", false}),
+            "==7== 17 bytes in 1 block never freed (1 of 1 leak)\n"
+            "==7==    at malloc\n"
+            "==7==    by main._Cfunc_CString  (_cgo_gotypes.go:55)\n"
+            "==7==    by main.main            (/src/demo/main.go:12)   <- your code\n"
+            "==7==\n"
+            "==7== LEAK SUMMARY: 17 bytes in 1 block never freed, from 1 stack\n"
+            "==7== (1,280 bytes in 2 stacks allocated for the Go runtime and the C library "
+            "itself are hidden; --all shows them)\n");
+  v1::LeaksResponse none;
+  none.set_processes(1);
+  none.set_dropped_events(3);
+  EXPECT_EQ(LeaksText(none, {"==", false}),
+            "== LEAK SUMMARY: no leaks\n"
+            "== WARNING: 3 events were dropped because the forwarder fell behind: this report is "
+            "incomplete\n");
+}
+
+TEST(ReportTest, JsonHasTheDocumentedShape) {
+  google::protobuf::Value v = testing::ParseJson(LeaksJson(Sample()));
+  const auto& leak = v.struct_value().fields().at("leaks").list_value().values(0).struct_value();
+  EXPECT_EQ(leak.fields().at("kind").string_value(), "exit");
+  EXPECT_EQ(leak.fields().at("bytes").number_value(), 17);
+  EXPECT_EQ(leak.fields().at("blocks").number_value(), 1);
+  EXPECT_EQ(leak.fields().at("processes").number_value(), 1);
+  const auto& frames = leak.fields().at("frames").list_value();
+  ASSERT_EQ(frames.values_size(), 3);
+  const auto& f = frames.values(2).struct_value().fields();
+  EXPECT_EQ(f.at("function").string_value(), "main.main");
+  EXPECT_EQ(f.at("file").string_value(), "/src/demo/main.go");
+  EXPECT_EQ(f.at("line").number_value(), 12);
+  EXPECT_EQ(JsonString("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\"");
+  EXPECT_EQ(Thousands(134217728), "134,217,728");
+  EXPECT_EQ(Thousands(999), "999");
+}
+
+TEST(ReportTest, StackIdDependsOnSymbolsNotAddresses) {
+  v1::Stack a = Sample().leaks(0).stack();
+  v1::Stack b = a;
+  for (auto& f : *b.mutable_frames()) f.set_pc(f.pc() + 0x1000);  // another build, same code
+  b.mutable_frames(0)->set_object("/other/path");
+  EXPECT_EQ(StackId(a), StackId(b));
+  b.mutable_frames(2)->set_line(13);
+  EXPECT_NE(StackId(a), StackId(b));
+  v1::Stack c = a;  // moving text between fields changes the id
+  c.mutable_frames(1)->set_function("main._Cfunc_CStrin");
+  c.mutable_frames(1)->set_file("g_cgo_gotypes.go");
+  EXPECT_NE(StackId(a), StackId(c));
+}
+
+}  // namespace
+}  // namespace cgoheap::client

@@ -1,0 +1,66 @@
+#include "common/flags.h"
+
+#include <gtest/gtest.h>
+
+namespace cgoheap {
+namespace {
+
+TEST(FlagsTest, ParsesEveryFormAndStopsAtTheProgram) {
+  FlagSet f("cgoheap run");
+  std::string server;
+  bool json = false, all = true;
+  uint64_t rate = 7;
+  double window = 0;
+  f.String("server", &server, "ADDR", "");
+  f.Bool("json", &json, "");
+  f.Bool("all", &all, "");
+  f.Uint("sample-bytes", &rate, "N", "");
+  f.Duration("window", &window, "");
+  auto rest = f.Parse({"--server", "h:1", "--json", "--all=false", "--sample-bytes=524288",
+                       "--window=5m", "prog", "--json", "x"},
+                      true);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(server, "h:1");
+  EXPECT_TRUE(json);
+  EXPECT_FALSE(all);
+  EXPECT_EQ(rate, 524288u);
+  EXPECT_EQ(window, 300);
+  EXPECT_EQ(*rest, (std::vector<std::string>{"prog", "--json", "x"}));
+  auto after_dashes = f.Parse({"--json", "--", "--not-a-flag"}, true);
+  ASSERT_TRUE(after_dashes.ok());
+  EXPECT_EQ(*after_dashes, (std::vector<std::string>{"--not-a-flag"}));
+}
+
+TEST(FlagsTest, ErrorsNameTheFlagAndTheCommand) {
+  FlagSet f("cgoheap leaks");
+  std::string s;
+  uint64_t n;
+  bool b;
+  f.String("server", &s, "ADDR", "");
+  f.Uint("n", &n, "N", "");
+  f.Bool("b", &b, "");
+  EXPECT_EQ(f.Parse({"--nope"}).status().message(),
+            "unknown flag --nope for cgoheap leaks (see cgoheap leaks --help)");
+  EXPECT_EQ(f.Parse({"--server"}).status().message(), "flag --server needs a value: --server=ADDR");
+  EXPECT_EQ(f.Parse({"--n=-3"}).status().message(),
+            "--n takes a non-negative whole number, not '-3'");
+  EXPECT_EQ(f.Parse({"--b=maybe"}).status().message(), "--b takes true or false, not 'maybe'");
+  EXPECT_EQ(f.Parse({"stray"}).status().message(),
+            "unexpected argument 'stray' for cgoheap leaks (see cgoheap leaks --help)");
+  auto help = f.Parse({"--help"});
+  EXPECT_EQ(help.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_NE(help.status().message().find("--server=ADDR"), std::string::npos);
+}
+
+TEST(FlagsTest, Durations) {
+  EXPECT_EQ(*ParseDuration("250ms"), 0.25);
+  EXPECT_EQ(*ParseDuration("90s"), 90);
+  EXPECT_EQ(*ParseDuration("2h"), 7200);
+  EXPECT_EQ(*ParseDuration("12"), 12);
+  EXPECT_FALSE(ParseDuration("soon").ok());
+  EXPECT_FALSE(ParseDuration("-5s").ok());
+  EXPECT_FALSE(ParseDuration("0").ok());
+}
+
+}  // namespace
+}  // namespace cgoheap

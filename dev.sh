@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# cgoheap developer entry point. Every command installs what is missing
+# (Debian packages), configures and builds first, so each works on a fresh
+# machine.
+#
+#   ./dev.sh demo              run a seed program under the agent, print its leaks
+#   ./dev.sh test              build and run every test (ctest, in parallel)
+#   ./dev.sh build             configure and build into build/
+#   ./dev.sh sanitize KIND     build into build-KIND with -fsanitize=KIND
+#                              (address, thread, undefined) and run the unit tests
+#   ./dev.sh deps              only install the packages
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(
+  cmake ninja-build g++ pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  librocksdb-dev prometheus-cpp-dev libabsl-dev
+  libunwind-dev libdw-dev libelf-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev
+)
+BUILD_DIR=${CGOHEAP_BUILD_DIR:-build}
+JOBS=$(nproc)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  log "installing ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+configure() {  # configure DIR [cmake args...]
+  local dir=$1
+  shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    log "configuring $dir"
+    cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+  fi
+}
+
+build() {
+  deps
+  configure "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  log "building $BUILD_DIR"
+  cmake --build "$BUILD_DIR" -j"$JOBS"
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+  deps) deps ;;
+  build) build ;;
+  test)
+    build
+    log "testing"
+    cd "$BUILD_DIR"
+    ctest -j"$JOBS" --output-on-failure --timeout 600 "$@"
+    ;;
+  demo)
+    build
+    prog="$BUILD_DIR/tests/programs/seed_cmalloc"
+    log "cgoheap run -- $prog   (source: tests/programs/seed_cmalloc/main.go)"
+    "$BUILD_DIR/bin/cgoheap" run -- "$prog" "$@"
+    ;;
+  sanitize)
+    kind=${1:?usage: ./dev.sh sanitize address|thread|undefined}
+    shift
+    deps
+    dir="build-$kind"
+    configure "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCGOHEAP_SANITIZE="$kind"
+    log "building $dir"
+    cmake --build "$dir" -j"$JOBS"
+    cd "$dir"
+    ctest -j"$JOBS" --output-on-failure -R "${1:-^(FlagsTest|GoPclntabTest|SymbolizerTest|RingTest|ClassifyTest|HeapStateTest|ReportTest|IngestProtocolTest|ServerTest)\\.}"
+    ;;
+  *)
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    [ "$cmd" = help ] || exit 2
+    ;;
+esac

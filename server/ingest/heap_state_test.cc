@@ -1,0 +1,224 @@
+#include "server/ingest/heap_state.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "server/storage/store.h"
+#include "tests/testing/test_util.h"
+
+namespace cgoheap::server {
+namespace {
+
+constexpr uint64_t kUserStack = 0x1111, kRuntimeStack = 0x2222;
+
+v1::Stack UserStack() {
+  v1::Stack s;
+  s.set_id(kUserStack);
+  s.add_frames()->set_function("malloc");
+  v1::Frame* f = s.add_frames();
+  f->set_function("main.main");
+  f->set_file("/src/main.go");
+  f->set_line(12);
+  f->set_go(true);
+  return s;
+}
+
+v1::Stack RuntimeStack() {
+  v1::Stack s;
+  s.set_id(kRuntimeStack);
+  s.add_frames()->set_function("malloc");
+  v1::Frame* f = s.add_frames();
+  f->set_function("runtime.newm1");
+  f->set_go(true);
+  return s;
+}
+
+v1::AgentMessage Hello(uint64_t id, const std::string& service) {
+  v1::AgentMessage m;
+  m.mutable_hello()->set_process_id(id);
+  m.mutable_hello()->set_service(service);
+  return m;
+}
+
+struct Ev {
+  bool alloc;
+  uint64_t addr, size, stack;
+};
+
+v1::AgentMessage Batch(uint64_t seq, std::vector<Ev> events, std::vector<v1::Stack> stacks = {}) {
+  v1::AgentMessage m;
+  m.set_seq(seq);
+  for (auto& s : stacks) *m.mutable_batch()->add_new_stacks() = s;
+  for (const Ev& e : events) {
+    m.mutable_batch()->add_kinds(e.alloc ? v1::EVENT_KIND_ALLOC : v1::EVENT_KIND_FREE);
+    m.mutable_batch()->add_addresses(e.addr);
+    m.mutable_batch()->add_sizes(e.size);
+    m.mutable_batch()->add_stack_ids(e.stack);
+  }
+  return m;
+}
+
+v1::AgentMessage End(uint64_t seq, int code) {
+  v1::AgentMessage m;
+  m.set_seq(seq);
+  m.mutable_end()->set_exited(true);
+  m.mutable_end()->set_exit_code(code);
+  return m;
+}
+
+class HeapStateTest : public ::testing::Test {
+ protected:
+  void Open() {
+    state_.reset();
+    store_.reset();
+    auto s = Store::Open(dir_.path());
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = std::move(*s);
+    state_ = std::make_unique<HeapState>(store_.get(), nullptr);
+    ASSERT_TRUE(state_->Load().ok());
+  }
+  void SetUp() override { Open(); }
+
+  uint64_t Apply(uint64_t pid, v1::AgentMessage m) {
+    auto r = state_->Apply(pid, m);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : ~uint64_t{0};
+  }
+  v1::LeaksResponse Leaks(bool all = false, const std::string& service = "") {
+    v1::LeaksRequest req;
+    req.set_all(all);
+    req.set_service(service);
+    auto r = state_->Leaks(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return *r;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<HeapState> state_;
+};
+
+TEST_F(HeapStateTest, ExitLeaksAreWhatIsLiveAtTheEnd) {
+  EXPECT_EQ(Apply(0, Hello(1, "svc")), 0u);
+  EXPECT_EQ(Apply(1, Batch(1, {{true, 0x10, 100, kUserStack}, {true, 0x20, 50, kUserStack},
+                               {false, 0x10, 0, 0}, {true, 0x30, 24, kRuntimeStack},
+                               {false, 0x999, 0, 0}},
+                            {UserStack(), RuntimeStack()})),
+            1u);
+  auto procs = state_->ListProcesses({});
+  ASSERT_EQ(procs.processes_size(), 1);
+  EXPECT_EQ(procs.processes(0).state(), "running");
+  EXPECT_EQ(procs.processes(0).live_bytes(), 74u);
+  EXPECT_EQ(procs.processes(0).live_blocks(), 2u);
+  EXPECT_EQ(Leaks().leaks_size(), 0) << "no exit leaks while running";
+
+  EXPECT_EQ(Apply(1, End(2, 0)), 2u);
+  v1::LeaksResponse r = Leaks();
+  ASSERT_EQ(r.leaks_size(), 1);
+  EXPECT_EQ(r.leaks(0).bytes(), 50u);
+  EXPECT_EQ(r.leaks(0).blocks(), 1u);
+  EXPECT_EQ(r.leaks(0).processes(), 1u);
+  EXPECT_EQ(r.leaks(0).user_frame(), 1);
+  EXPECT_EQ(r.hidden(), 1u);
+  EXPECT_EQ(r.hidden_bytes(), 24u);
+  EXPECT_EQ(Leaks(true).leaks_size(), 2);
+  EXPECT_EQ(state_->ListProcesses({}).processes(0).state(), "exited");
+}
+
+TEST_F(HeapStateTest, ResendsAreIdempotentAndGapsAreRefused) {
+  Apply(0, Hello(1, "svc"));
+  v1::AgentMessage b1 = Batch(1, {{true, 0x10, 100, kUserStack}}, {UserStack()});
+  EXPECT_EQ(Apply(1, b1), 1u);
+  EXPECT_EQ(Apply(1, b1), 1u);  // resend
+  EXPECT_EQ(Apply(0, Hello(1, "svc")), 1u) << "hello after reconnect tells the last seq";
+  v1::AgentMessage gap = Batch(3, {{true, 0x20, 1, kUserStack}});
+  auto r = state_->Apply(1, gap);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(state_->ListProcesses({}).processes(0).live_bytes(), 100u);
+}
+
+TEST_F(HeapStateTest, InvalidBatchesChangeNothing) {
+  Apply(0, Hello(1, "svc"));
+  v1::AgentMessage unknown_stack = Batch(1, {{true, 0x10, 100, 0x7777}});
+  auto unknown = state_->Apply(1, unknown_stack);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  v1::AgentMessage ragged = Batch(1, {{true, 0x10, 100, kUserStack}}, {UserStack()});
+  ragged.mutable_batch()->add_addresses(5);
+  EXPECT_EQ(state_->Apply(1, ragged).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::AgentMessage zero_stack = Batch(1, {}, {v1::Stack()});
+  EXPECT_EQ(state_->Apply(1, zero_stack).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::AgentMessage no_hello = Batch(1, {{false, 0x10, 0, 0}});
+  EXPECT_EQ(state_->Apply(2, no_hello).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(state_->ListProcesses({}).processes(0).live_bytes(), 0u);
+  EXPECT_EQ(state_->ListProcesses({}).processes(0).last_seq(), 0u);
+}
+
+TEST_F(HeapStateTest, RestartRebuildsRunningProcessesAndKeepsEndedOnes) {
+  Apply(0, Hello(1, "a"));
+  Apply(1, Batch(1, {{true, 0x10, 100, kUserStack}}, {UserStack()}));
+  Apply(1, Batch(2, {{true, 0x20, 7, kUserStack}, {false, 0x10, 0, 0}}));
+  Apply(0, Hello(2, "b"));
+  Apply(2, Batch(1, {{true, 0x10, 33, kUserStack}}));
+  Apply(2, End(2, 1));
+  Open();  // a new process reading the same directory
+  auto procs = state_->ListProcesses({});
+  ASSERT_EQ(procs.processes_size(), 2);
+  for (const auto& p : procs.processes()) {
+    if (p.hello().service() == "a") {
+      EXPECT_EQ(p.state(), "running");
+      EXPECT_EQ(p.live_bytes(), 7u);
+      EXPECT_EQ(p.last_seq(), 2u);
+    } else {
+      EXPECT_EQ(p.state(), "exited");
+      EXPECT_EQ(p.end().exit_code(), 1);
+    }
+  }
+  v1::LeaksResponse r = Leaks(false, "b");
+  ASSERT_EQ(r.leaks_size(), 1);
+  EXPECT_EQ(r.leaks(0).bytes(), 33u);
+  EXPECT_EQ(r.leaks(0).stack().frames(1).function(), "main.main");
+  // The running one continues where it was.
+  EXPECT_EQ(Apply(0, Hello(1, "a")), 2u);
+  EXPECT_EQ(Apply(1, End(3, 0)), 3u);
+  EXPECT_EQ(Leaks(false, "a").leaks(0).bytes(), 7u);
+}
+
+TEST_F(HeapStateTest, SameStackInManyProcessesIsOneLeak) {
+  for (uint64_t id = 1; id <= 3; ++id) {
+    Apply(0, Hello(id, "fleet"));
+    Apply(id, Batch(1, {{true, 0x10 * id, 10 * id, kUserStack}}, {UserStack()}));
+    Apply(id, End(2, 0));
+  }
+  v1::LeaksResponse r = Leaks(false, "fleet");
+  EXPECT_EQ(r.processes(), 3u);
+  ASSERT_EQ(r.leaks_size(), 1);
+  EXPECT_EQ(r.leaks(0).processes(), 3u);
+  EXPECT_EQ(r.leaks(0).bytes(), 60u);
+  EXPECT_EQ(r.leaks(0).blocks(), 3u);
+  EXPECT_EQ(r.leaks(0).process_ids_size(), 3);
+}
+
+TEST_F(HeapStateTest, ConcurrentStreamsOfDifferentProcesses) {
+  constexpr int kProcs = 8, kBatches = 50;
+  std::vector<std::thread> threads;
+  for (int p = 1; p <= kProcs; ++p) {
+    threads.emplace_back([this, p] {
+      Apply(0, Hello(p, "many"));
+      for (int b = 1; b <= kBatches; ++b) {
+        std::vector<Ev> ev = {{true, uint64_t(b) * 16, 8, kUserStack}};
+        if (b % 2 == 0) ev.push_back({false, uint64_t(b - 1) * 16, 0, 0});
+        Apply(p, Batch(b, ev, b == 1 ? std::vector<v1::Stack>{UserStack()} : std::vector<v1::Stack>{}));
+      }
+      Apply(p, End(kBatches + 1, 0));
+    });
+  }
+  for (auto& t : threads) t.join();
+  v1::LeaksResponse r = Leaks(false, "many");
+  ASSERT_EQ(r.leaks_size(), 1);
+  EXPECT_EQ(r.leaks(0).blocks(), uint64_t(kProcs * kBatches / 2));
+  EXPECT_EQ(r.leaks(0).processes(), uint64_t(kProcs));
+}
+
+}  // namespace
+}  // namespace cgoheap::server

@@ -1,0 +1,100 @@
+#include "symbolize/symbolizer.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "symbolize/elf_image.h"
+#include "symbolize/gopclntab.h"
+#include "tests/testing/test_util.h"
+
+namespace cgoheap {
+namespace {
+
+// The return address of the first call instruction in [start, start+size).
+uint64_t FirstCallReturn(const ElfImage& elf, uint64_t start, uint64_t size) {
+  ElfSection text;
+  if (!elf.FindSection(".text", &text) || start < text.addr) return 0;
+  const uint8_t* code = text.data + (start - text.addr);
+  for (uint64_t i = 0; i + 5 <= size; ++i) {
+    if (code[i] == 0xe8) return start + i + 5;
+  }
+  return 0;
+}
+
+// The cgo wrapper of f1 is named _cgo_<hash>_Cfunc_f1.
+bool FindWrapper(const ElfImage& elf, std::string* name, uint64_t* start, uint64_t* size) {
+  ElfSection text;
+  if (!elf.FindSection(".text", &text)) return false;
+  std::string_view n;
+  uint64_t s;
+  for (uint64_t a = text.addr; a < text.addr + text.size; a += 16) {
+    if (elf.SymbolFor(a, &n, &s) && n.starts_with("_cgo_") && n.ends_with("_Cfunc_f1")) {
+      *name = std::string(n);
+      return elf.FindSymbol(*name, start, size);
+    }
+  }
+  return false;
+}
+
+TEST(SymbolizerTest, InlinedCFunctionGetsItsLineAndTheWrapper) {
+  std::string exe = testing::Program("seed_cmalloc");
+  ElfImage elf;
+  ASSERT_TRUE(elf.Open(exe.c_str()));
+  std::string wrapper;
+  uint64_t start = 0, size = 0;
+  ASSERT_TRUE(FindWrapper(elf, &wrapper, &start, &size));
+  uint64_t ret = FirstCallReturn(elf, start, size);  // the call to malloc
+  ASSERT_NE(ret, 0u);
+  ObjectCache cache;
+  ObjectFile* obj = cache.Get(exe);
+  EXPECT_FALSE(obj->build_id().empty());
+  std::vector<SymbolizedFrame> frames;
+  obj->Symbolize(ret - 1, &frames);
+  ASSERT_EQ(frames.size(), 2u);
+  std::string src = testing::ProgramSource("seed_cmalloc");
+  EXPECT_EQ(frames[0].function, "f1");
+  EXPECT_EQ(frames[0].file, src);
+  EXPECT_EQ(frames[0].line, static_cast<uint32_t>(testing::LineOf(src, "// CLEAK")));
+  EXPECT_FALSE(frames[0].go);
+  EXPECT_EQ(frames[1].function, wrapper);
+  EXPECT_TRUE(frames[1].file.ends_with("cgo-gcc-prolog")) << frames[1].file;
+}
+
+TEST(SymbolizerTest, GoFramesComeFromPclntabInBothMappingForms) {
+  std::string exe = testing::Program("seed_cmalloc_stripped");
+  ElfImage elf;
+  ASSERT_TRUE(elf.Open(exe.c_str()));
+  ElfSection pcln, text;
+  GoPclntab tab;
+  ASSERT_TRUE(elf.FindSection(".gopclntab", &pcln) && elf.FindSection(".text", &text));
+  ASSERT_TRUE(tab.Init(pcln.data, pcln.size, text.addr));
+  GoPclntab::Func main_main;
+  ASSERT_TRUE(tab.FindByName("main.main", &main_main));
+  uint64_t vaddr, offset, filesz;
+  ASSERT_TRUE(elf.ExecSegment(&vaddr, &offset, &filesz));
+  std::string src = testing::ProgramSource("seed_cmalloc");
+  char ring_form[512], proc_form[512];
+  snprintf(ring_form, sizeof ring_form, "%lx %lx %lx %s\n", vaddr, vaddr + filesz, offset,
+           exe.c_str());
+  snprintf(proc_form, sizeof proc_form, "%lx-%lx r-xp %08lx 08:01 1234   %s\n", vaddr,
+           vaddr + filesz, offset, exe.c_str());
+  ObjectCache cache;
+  for (const char* maps : {ring_form, proc_form}) {
+    ProcessSymbolizer sym(&cache);
+    sym.SetMappings(maps);
+    EXPECT_TRUE(sym.Covers(main_main.entry));
+    std::vector<SymbolizedFrame> frames;
+    ASSERT_TRUE(sym.Symbolize(main_main.entry, /*return_address=*/false, &frames)) << maps;
+    ASSERT_EQ(frames.size(), 1u);
+    EXPECT_EQ(frames[0].function, "main.main");
+    EXPECT_EQ(frames[0].file, src);
+    EXPECT_EQ(frames[0].line, static_cast<uint32_t>(testing::LineOf(src, "func main()")));
+    EXPECT_TRUE(frames[0].go);
+    frames.clear();
+    EXPECT_FALSE(sym.Symbolize(0x10, true, &frames));
+  }
+}
+
+}  // namespace
+}  // namespace cgoheap

@@ -1,0 +1,309 @@
+// `cgoheap run` on real cgo programs: the seed article's four cases and more,
+// checked to the byte, the block and the file:line.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/testing/test_util.h"
+
+namespace cgoheap::testing {
+namespace {
+
+using google::protobuf::Value;
+
+struct Report {
+  RunResult run;
+  Value doc;
+  const Value& leaks() const { return doc.struct_value().fields().at("leaks"); }
+  int num_leaks() const { return leaks().list_value().values_size(); }
+  const Value& leak(int i) const { return leaks().list_value().values(i); }
+};
+
+const Value& Field(const Value& v, const std::string& name) {
+  static const Value kNull;
+  auto& f = v.struct_value().fields();
+  auto it = f.find(name);
+  return it == f.end() ? kNull : it->second;
+}
+double Num(const Value& v, const std::string& name) { return Field(v, name).number_value(); }
+std::string Str(const Value& v, const std::string& name) { return Field(v, name).string_value(); }
+
+struct FrameRef {
+  std::string function, file;
+  int line = 0;
+};
+
+std::vector<FrameRef> Frames(const Value& leak) {
+  std::vector<FrameRef> out;
+  for (const Value& f : Field(leak, "frames").list_value().values()) {
+    out.push_back({Str(f, "function"), Str(f, "file"), static_cast<int>(Num(f, "line"))});
+  }
+  return out;
+}
+
+// Index of the first frame with this function, or -1.
+int FindFrame(const std::vector<FrameRef>& frames, const std::string& function) {
+  for (size_t i = 0; i < frames.size(); ++i) {
+    if (frames[i].function == function) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+Report RunUnder(const std::string& program, const std::vector<std::string>& args = {},
+                const std::vector<std::string>& flags = {}) {
+  TempDir dir;
+  std::string report_path = dir.path() + "/report.json";
+  std::vector<std::string> argv = {BinDir() + "/cgoheap", "run", "--json",
+                                   "--report=" + report_path};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  argv.push_back("--");
+  argv.push_back(program);
+  argv.insert(argv.end(), args.begin(), args.end());
+  Report r;
+  r.run = RunProcess(argv);
+  std::string json = ReadFile(report_path);
+  EXPECT_FALSE(json.empty()) << "no report; stderr:\n" << r.run.err;
+  if (!json.empty()) r.doc = ParseJson(json);
+  return r;
+}
+
+void ExpectFrameAt(const std::vector<FrameRef>& frames, const std::string& function,
+                   const std::string& file, int line) {
+  int i = FindFrame(frames, function);
+  ASSERT_GE(i, 0) << "no frame " << function;
+  EXPECT_EQ(frames[i].file, file) << function;
+  EXPECT_EQ(frames[i].line, line) << function;
+}
+
+TEST(RunTest, SeedCStringLeakReachesTheGoLine) {
+  std::string src = ProgramSource("seed_cstring");
+  Report r = RunUnder(Program("seed_cstring"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
+  const Value& leak = r.leak(0);
+  EXPECT_EQ(Str(leak, "kind"), "exit");
+  EXPECT_EQ(Num(leak, "bytes"), 17);
+  EXPECT_EQ(Num(leak, "blocks"), 1);
+  EXPECT_EQ(Num(leak, "processes"), 1);
+  std::vector<FrameRef> frames = Frames(leak);
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames[0].function, "malloc");
+  int cstring = FindFrame(frames, "main._Cfunc_CString");
+  int main_main = FindFrame(frames, "main.main");
+  ASSERT_GE(cstring, 0);
+  ASSERT_GT(main_main, cstring);
+  ExpectFrameAt(frames, "main.main", src, LineOf(src, "// LEAK: 17 bytes"));
+  EXPECT_EQ(Num(leak, "user_frame"), main_main);
+  EXPECT_GT(Num(r.doc, "hidden"), 0);  // runtime thread TLS, the stdio buffer
+}
+
+TEST(RunTest, SeedCMallocLeakHasTheCLineAndTheGoCaller) {
+  std::string src = ProgramSource("seed_cmalloc");
+  Report r = RunUnder(Program("seed_cmalloc"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  ASSERT_EQ(r.num_leaks(), 2) << r.run.err;
+  // Largest first.
+  EXPECT_EQ(Num(r.leak(0), "bytes"), 134217728);
+  EXPECT_EQ(Num(r.leak(0), "blocks"), 1);
+  std::vector<FrameRef> frames = Frames(r.leak(0));
+  ExpectFrameAt(frames, "f1", src, LineOf(src, "// CLEAK"));
+  EXPECT_EQ(frames[1].function, "f1") << "f1 is the allocator's caller";
+  // f1 is inlined into cgo's wrapper: both frames are shown.
+  ASSERT_GE(frames.size(), 3u);
+  EXPECT_EQ(frames[2].function.rfind("_cgo_", 0), 0u) << frames[2].function;
+  ExpectFrameAt(frames, "main.main", src, LineOf(src, "// CALLS-F1"));
+  EXPECT_EQ(Num(r.leak(0), "user_frame"), 1);
+
+  EXPECT_EQ(Num(r.leak(1), "bytes"), 17);
+  EXPECT_EQ(Num(r.leak(1), "blocks"), 1);
+  ExpectFrameAt(Frames(r.leak(1)), "main.main", src, LineOf(src, "// LEAK: 17 bytes"));
+}
+
+TEST(RunTest, SeedThreadLeakHasNoGoFramesToInvent) {
+  std::string src = ProgramSource("seed_thread");
+  Report r = RunUnder(Program("seed_thread"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  ASSERT_EQ(r.num_leaks(), 2) << r.run.err;
+  EXPECT_EQ(Num(r.leak(0), "bytes"), 134217728);
+  EXPECT_EQ(Num(r.leak(0), "blocks"), 1);
+  std::vector<FrameRef> frames = Frames(r.leak(0));
+  ExpectFrameAt(frames, "f1", src, LineOf(src, "// CLEAK"));
+  EXPECT_EQ(frames[1].function, "f1");
+  for (const FrameRef& f : frames) {
+    EXPECT_EQ(f.function.find("main."), std::string::npos) << f.function;
+    EXPECT_EQ(f.function.find("runtime."), std::string::npos) << f.function;
+  }
+  EXPECT_GE(FindFrame(frames, "start_thread"), 0);
+  ExpectFrameAt(Frames(r.leak(1)), "main.main", src, LineOf(src, "// LEAK: 17 bytes"));
+}
+
+TEST(RunTest, SeedPprofServerStoppedWithInterruptReportsItsLeaks) {
+  std::string src = ProgramSource("seed_pprof");
+  TempDir dir;
+  std::string report_path = dir.path() + "/report.json";
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);  // a process group of its own, like a terminal job
+    dup2(out[1], 1);
+    close(out[0]);
+    execl((BinDir() + "/cgoheap").c_str(), "cgoheap", "run", "--json",
+          ("--report=" + report_path).c_str(), "--", Program("seed_pprof").c_str(), nullptr);
+    _exit(127);
+  }
+  close(out[1]);
+  std::string printed;
+  char c;
+  while (printed.find("READY") == std::string::npos && read(out[0], &c, 1) == 1) printed += c;
+  ASSERT_NE(printed.find("READY"), std::string::npos);
+  kill(-pid, SIGINT);  // ^C: the launcher ignores it, the program dies of it
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(out[0]);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT);
+  Value doc = ParseJson(ReadFile(report_path));
+  const auto& leaks = Field(doc, "leaks").list_value();
+  ASSERT_EQ(leaks.values_size(), 2);
+  EXPECT_EQ(Num(leaks.values(0), "bytes"), 134217728);
+  ExpectFrameAt(Frames(leaks.values(0)), "f1", src, LineOf(src, "// CLEAK"));
+  EXPECT_EQ(Num(leaks.values(1), "bytes"), 17);
+  ExpectFrameAt(Frames(leaks.values(1)), "main.main", src, LineOf(src, "// LEAK: 17 bytes"));
+}
+
+TEST(RunTest, ProgramThatFreesEverythingHasNoLeak) {
+  Report r = RunUnder(Program("noleak"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "total 7890\n");
+  EXPECT_EQ(r.num_leaks(), 0) << r.run.err;
+  EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
+}
+
+TEST(RunTest, ConcurrentGoroutinesLeakAnExactCount) {
+  std::string src = ProgramSource("goroutines");
+  const int workers = 8, iterations = 5000;
+  Report r = RunUnder(Program("goroutines"), {std::to_string(workers), std::to_string(iterations)});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  const int expected_blocks = workers * (iterations / 100);
+  EXPECT_EQ(r.run.out, "leaked " + std::to_string(expected_blocks) + "\n");
+  ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
+  EXPECT_EQ(Num(r.leak(0), "blocks"), expected_blocks);
+  EXPECT_EQ(Num(r.leak(0), "bytes"), expected_blocks * 48);
+  std::vector<FrameRef> frames = Frames(r.leak(0));
+  ExpectFrameAt(frames, "main.worker", src, LineOf(src, "// LEAK: 48 bytes"));
+  EXPECT_EQ(frames[1].function, "make_buffer");
+  EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
+}
+
+TEST(RunTest, RealCgoLibraryBehavesIdentically) {
+  RunResult plain = RunProcess({Program("sqlite")});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  Report r = RunUnder(Program("sqlite"));
+  EXPECT_EQ(r.run.exit_code, plain.exit_code);
+  EXPECT_EQ(r.run.out, plain.out);
+  EXPECT_TRUE(r.run.out.ends_with("rows 200 last name-199\n")) << r.run.out;
+  EXPECT_EQ(r.num_leaks(), 0);
+}
+
+TEST(RunTest, StrippedBinaryGetsTheSameGoFunctionsAndLines) {
+  auto go_frames = [](const Value& leak) {
+    std::vector<std::string> out;
+    for (const FrameRef& f : Frames(leak)) {
+      if (f.function.find('.') != std::string::npos) {
+        out.push_back(f.function + " " + f.file + ":" + std::to_string(f.line));
+      }
+    }
+    return out;
+  };
+  Report full = RunUnder(Program("seed_cmalloc"));
+  Report stripped = RunUnder(Program("seed_cmalloc_stripped"));
+  ASSERT_EQ(full.num_leaks(), 2);
+  ASSERT_EQ(stripped.num_leaks(), 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(Num(stripped.leak(i), "bytes"), Num(full.leak(i), "bytes"));
+    std::vector<std::string> a = go_frames(full.leak(i)), b = go_frames(stripped.leak(i));
+    EXPECT_GE(a.size(), 4u);
+    EXPECT_EQ(a, b);
+  }
+}
+
+TEST(RunTest, AllShowsWhatTheGoRuntimeAndLibcAllocate) {
+  Report def = RunUnder(Program("seed_cstring"));
+  Report all = RunUnder(Program("seed_cstring"), {}, {"--all"});
+  ASSERT_EQ(def.num_leaks(), 1);
+  ASSERT_EQ(all.num_leaks(), 1 + static_cast<int>(Num(def.doc, "hidden")));
+  int internal = 0;
+  bool runtime_reason = false, stdio_reason = false;
+  for (const Value& l : all.leaks().list_value().values()) {
+    if (!Field(l, "internal").bool_value()) continue;
+    ++internal;
+    runtime_reason |= Str(l, "internal_reason").find("thread-local storage") != std::string::npos ||
+                      Str(l, "internal_reason").find("Go runtime") != std::string::npos;
+    stdio_reason |= Str(l, "internal_reason").find("stdio buffer") != std::string::npos;
+  }
+  EXPECT_EQ(internal, Num(def.doc, "hidden"));
+  EXPECT_TRUE(runtime_reason);
+  EXPECT_TRUE(stdio_reason);
+}
+
+TEST(RunTest, GuardedAgentNeverAllocatesInsideAHook) {
+  std::string agent = std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent_guard.so";
+  Report r = RunUnder(Program("goroutines"), {"4", "2000"}, {"--agent=" + agent});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  ASSERT_EQ(r.num_leaks(), 1);
+  EXPECT_EQ(Num(r.leak(0), "blocks"), 4 * 20);
+  Report seed = RunUnder(Program("seed_thread"), {}, {"--agent=" + agent});
+  EXPECT_EQ(seed.run.exit_code, 0) << seed.run.err;
+  EXPECT_EQ(seed.num_leaks(), 2);
+}
+
+TEST(RunTest, ExitCodeAndSignalArePassedThrough) {
+  RunResult code = RunProcess({BinDir() + "/cgoheap", "run", "--", "sh", "-c", "exit 3"});
+  EXPECT_EQ(code.exit_code, 3) << code.err;
+  EXPECT_NE(code.err.find("LEAK SUMMARY"), std::string::npos) << code.err;
+  RunResult killed = RunProcess({BinDir() + "/cgoheap", "run", "--", "sh", "-c", "kill -KILL $$"});
+  EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.err;
+}
+
+TEST(RunTest, BadInputGetsAClearError) {
+  std::string cgoheap = BinDir() + "/cgoheap";
+  RunResult unknown = RunProcess({cgoheap, "run", "--bogus", "--", "true"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_NE(unknown.err.find("unknown flag --bogus for cgoheap run"), std::string::npos)
+      << unknown.err;
+
+  RunResult missing = RunProcess({cgoheap, "run", "--", "/nonexistent/program"});
+  EXPECT_EQ(missing.exit_code, 127);
+  EXPECT_NE(missing.err.find("cannot run '/nonexistent/program': No such file or directory"),
+            std::string::npos)
+      << missing.err;
+
+  RunResult nothing = RunProcess({cgoheap, "run"});
+  EXPECT_EQ(nothing.exit_code, 2);
+  EXPECT_NE(nothing.err.find("nothing to run"), std::string::npos) << nothing.err;
+
+  // A port nobody listens on: bind one, close it, use it.
+  RunResult unreachable = RunProcess({cgoheap, "run", "--server=127.0.0.1:1", "--", "true"});
+  EXPECT_EQ(unreachable.exit_code, 2);
+  EXPECT_NE(unreachable.err.find("cannot reach cgoheapd at 127.0.0.1:1"), std::string::npos)
+      << unreachable.err;
+
+  RunResult bad_rate = RunProcess({cgoheap, "run", "--sample-bytes=lots", "--", "true"});
+  EXPECT_EQ(bad_rate.exit_code, 2);
+  EXPECT_NE(bad_rate.err.find("--sample-bytes takes a non-negative whole number, not 'lots'"),
+            std::string::npos)
+      << bad_rate.err;
+
+  RunResult cmd = RunProcess({cgoheap, "frobnicate"});
+  EXPECT_EQ(cmd.exit_code, 2);
+  EXPECT_NE(cmd.err.find("unknown command 'frobnicate'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cgoheap::testing

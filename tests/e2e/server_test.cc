@@ -1,0 +1,382 @@
+// cgoheapd as a separate process: the --server path of `cgoheap run`, the
+// query commands, durability across restarts and crashes, the standard
+// health and reflection services, and what it does with bad input.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <grpcpp/generic/generic_stub.h>
+
+#include <gtest/gtest.h>
+
+#include "cgoheap.grpc.pb.h"
+#include "tests/testing/test_util.h"
+
+namespace cgoheap::testing {
+namespace {
+
+using google::protobuf::Value;
+
+const Value& Field(const Value& v, const std::string& name) {
+  static const Value kNull;
+  auto& f = v.struct_value().fields();
+  auto it = f.find(name);
+  return it == f.end() ? kNull : it->second;
+}
+
+RunResult Cli(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {BinDir() + "/cgoheap"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProcess(argv);
+}
+
+// The leaks of a service, as JSON.
+Value Leaks(const std::string& server, const std::string& service) {
+  RunResult r = Cli({"leaks", "--server=" + server, "--service=" + service, "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return ParseJson(r.out);
+}
+
+TEST(ServerTest, RunWithServerPointsToTheQueryThatSeesEverything) {
+  TempDir data;
+  Cgoheapd d(data.path());
+  RunResult run = Cli({"run", "--server=" + d.address(), "--service=payments", "--",
+                       Program("seed_cmalloc")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  size_t at = run.err.find("see: cgoheap leaks --server=" + d.address() + " --process=");
+  ASSERT_NE(at, std::string::npos) << run.err;
+  std::string process_id = run.err.substr(run.err.find("--process=", at) + 10, 16);
+
+  // Right after run returns, everything is there.
+  Value leaks = Leaks(d.address(), "payments");
+  const auto& list = Field(leaks, "leaks").list_value();
+  ASSERT_EQ(list.values_size(), 2);
+  EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 134217728);
+  EXPECT_EQ(Field(list.values(1), "bytes").number_value(), 17);
+
+  RunResult by_process =
+      Cli({"leaks", "--server=" + d.address(), "--process=" + process_id, "--json"});
+  ASSERT_EQ(by_process.exit_code, 0) << by_process.err;
+  EXPECT_EQ(ParseJson(by_process.out).DebugString(), leaks.DebugString());
+
+  RunResult ps = Cli({"ps", "--server=" + d.address(), "--json"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.err;
+  Value procs = ParseJson(ps.out);
+  const auto& p = Field(procs, "processes").list_value();
+  ASSERT_EQ(p.values_size(), 1);
+  EXPECT_EQ(Field(p.values(0), "process_id").string_value(), process_id);
+  EXPECT_EQ(Field(p.values(0), "service").string_value(), "payments");
+  EXPECT_EQ(Field(p.values(0), "state").string_value(), "exited");
+  EXPECT_EQ(Field(p.values(0), "exit_code").number_value(), 0);
+  EXPECT_EQ(Field(p.values(0), "sample_bytes").number_value(), 0);
+
+  RunResult text = Cli({"leaks", "--server=" + d.address(), "--service=payments"});
+  EXPECT_NE(text.out.find("134,217,728 bytes in 1 block never freed (1 of 2 leaks)"),
+            std::string::npos)
+      << text.out;
+  RunResult none = Cli({"leaks", "--server=" + d.address(), "--service=nosuch", "--json"});
+  EXPECT_EQ(none.out, "{\"leaks\":[],\"processes\":0,\"hidden\":0,\"hidden_bytes\":0,\"dropped_events\":0}\n");
+}
+
+TEST(ServerTest, FleetGroupsTheSameStackAcrossProcesses) {
+  TempDir data;
+  Cgoheapd d(data.path());
+  for (int i = 0; i < 3; ++i) {
+    RunResult run = Cli({"run", "--server=" + d.address(), "--service=fleet", "--",
+                         Program("seed_cstring")});
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+  }
+  Value leaks = Leaks(d.address(), "fleet");
+  EXPECT_EQ(Field(leaks, "processes").number_value(), 3);
+  const auto& list = Field(leaks, "leaks").list_value();
+  ASSERT_EQ(list.values_size(), 1);
+  EXPECT_EQ(Field(list.values(0), "processes").number_value(), 3);
+  EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 3 * 17);
+  EXPECT_EQ(Field(list.values(0), "blocks").number_value(), 3);
+}
+
+TEST(ServerTest, AcknowledgedDataSurvivesRestartAndCrash) {
+  TempDir data;
+  std::string before;
+  {
+    Cgoheapd d(data.path());
+    RunResult run = Cli({"run", "--server=" + d.address(), "--service=s", "--",
+                         Program("seed_thread")});
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    before = Leaks(d.address(), "s").DebugString();
+    EXPECT_EQ(d.Stop(SIGTERM), 0);
+  }
+  {
+    Cgoheapd d(data.path());
+    EXPECT_EQ(Leaks(d.address(), "s").DebugString(), before);
+    RunResult run = Cli({"run", "--server=" + d.address(), "--service=t", "--",
+                         Program("seed_cstring")});
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    d.Stop(SIGKILL);  // acknowledged means in the WAL: a crash keeps it
+  }
+  Cgoheapd d(data.path());
+  EXPECT_EQ(Leaks(d.address(), "s").DebugString(), before);
+  Value t_leaks = Leaks(d.address(), "t");
+  const auto& t = Field(t_leaks, "leaks").list_value();
+  ASSERT_EQ(t.values_size(), 1);
+  EXPECT_EQ(Field(t.values(0), "bytes").number_value(), 17);
+}
+
+class IngestProtocolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    d_ = std::make_unique<Cgoheapd>(data_.path());
+    channel_ = grpc::CreateChannel(d_->address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::Ingest::NewStub(channel_);
+  }
+
+  static v1::AgentMessage Hello(uint64_t id) {
+    v1::AgentMessage m;
+    m.mutable_hello()->set_process_id(id);
+    m.mutable_hello()->set_service("proto");
+    m.mutable_hello()->set_pid(42);
+    return m;
+  }
+  static v1::AgentMessage Batch(uint64_t seq, uint64_t stack, bool define, uint64_t addr,
+                                uint64_t size) {
+    v1::AgentMessage m;
+    m.set_seq(seq);
+    v1::EventBatch* b = m.mutable_batch();
+    if (define) {
+      v1::Stack* s = b->add_new_stacks();
+      s->set_id(stack);
+      s->add_frames()->set_function("malloc");
+      v1::Frame* f = s->add_frames();
+      f->set_function("main.main");
+      f->set_file("/src/main.go");
+      f->set_line(12);
+      f->set_go(true);
+    }
+    b->add_kinds(v1::EVENT_KIND_ALLOC);
+    b->add_addresses(addr);
+    b->add_sizes(size);
+    b->add_stack_ids(stack);
+    return m;
+  }
+  static v1::AgentMessage End(uint64_t seq) {
+    v1::AgentMessage m;
+    m.set_seq(seq);
+    m.mutable_end()->set_exited(true);
+    return m;
+  }
+
+  // Sends msgs on one stream; returns the acks and the final status.
+  grpc::Status Exchange(const std::vector<v1::AgentMessage>& msgs, std::vector<uint64_t>* acks) {
+    grpc::ClientContext ctx;
+    auto stream = stub_->Stream(&ctx);
+    for (const auto& m : msgs) {
+      if (!stream->Write(m)) break;
+      v1::IngestAck ack;
+      if (!stream->Read(&ack)) break;
+      acks->push_back(ack.acked_seq());
+    }
+    stream->WritesDone();
+    v1::IngestAck ack;
+    while (stream->Read(&ack)) acks->push_back(ack.acked_seq());
+    return stream->Finish();
+  }
+
+  TempDir data_;
+  std::unique_ptr<Cgoheapd> d_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Ingest::Stub> stub_;
+};
+
+TEST_F(IngestProtocolTest, ResendsAreDroppedAndAcknowledged) {
+  std::vector<uint64_t> acks;
+  ASSERT_TRUE(Exchange({Hello(7), Batch(1, 99, true, 0x1000, 100), Batch(2, 99, false, 0x2000, 50)},
+                       &acks).ok());
+  EXPECT_EQ(acks, (std::vector<uint64_t>{0, 1, 2}));
+  // Reconnect: hello says where the server is; a resend of 2 is a no-op.
+  acks.clear();
+  ASSERT_TRUE(Exchange({Hello(7), Batch(2, 99, false, 0x2000, 50), End(3)}, &acks).ok());
+  EXPECT_EQ(acks, (std::vector<uint64_t>{2, 2, 3}));
+  Value leaks = Leaks(d_->address(), "proto");
+  const auto& list = Field(leaks, "leaks").list_value();
+  ASSERT_EQ(list.values_size(), 1);
+  EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 150);
+  EXPECT_EQ(Field(list.values(0), "blocks").number_value(), 2);
+}
+
+TEST_F(IngestProtocolTest, MalformedMessagesAreRejectedAndNothingAcknowledgedIsLost) {
+  std::vector<uint64_t> acks;
+  ASSERT_TRUE(Exchange({Hello(8), Batch(1, 5, true, 0x1000, 64)}, &acks).ok());
+
+  acks.clear();
+  grpc::Status no_hello = Exchange({Batch(1, 5, false, 0x1000, 64)}, &acks);
+  EXPECT_EQ(no_hello.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(no_hello.error_message().find("first message of a stream must be a hello"),
+            std::string::npos);
+
+  acks.clear();
+  grpc::Status gap = Exchange({Hello(8), Batch(5, 5, false, 0x3000, 64)}, &acks);
+  EXPECT_EQ(gap.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(gap.error_message().find("seq 5 arrived after 1"), std::string::npos)
+      << gap.error_message();
+
+  acks.clear();
+  grpc::Status unknown_stack = Exchange({Hello(8), Batch(2, 6, false, 0x4000, 64)}, &acks);
+  EXPECT_EQ(unknown_stack.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(unknown_stack.error_message().find("which no batch defined"), std::string::npos);
+
+  v1::AgentMessage ragged = Batch(2, 5, false, 0x5000, 64);
+  ragged.mutable_batch()->add_sizes(1);
+  acks.clear();
+  grpc::Status bad = Exchange({Hello(8), ragged}, &acks);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find("must have the same length"), std::string::npos);
+
+  // An oversized message: refused by gRPC before it reaches the state.
+  v1::AgentMessage huge = Batch(2, 5, false, 0x6000, 64);
+  huge.mutable_batch()->mutable_new_stacks()->Add()->set_id(77);
+  huge.mutable_batch()->mutable_new_stacks(0)->add_frames()->set_function(
+      std::string(20 << 20, 'x'));
+  acks.clear();
+  grpc::Status oversized = Exchange({Hello(8), huge}, &acks);
+  EXPECT_EQ(oversized.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  // The server is fine, and batch 1 is intact: finish the process properly.
+  acks.clear();
+  ASSERT_TRUE(Exchange({Hello(8), End(2)}, &acks).ok());
+  EXPECT_EQ(acks, (std::vector<uint64_t>{1, 2}));
+  Value leaks = Leaks(d_->address(), "proto");
+  const auto& list = Field(leaks, "leaks").list_value();
+  ASSERT_EQ(list.values_size(), 1);
+  EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 64);
+}
+
+// One raw request/response exchange over a bidi streaming method, as a generic
+// gRPC tool would do it (no generated client code for the standard services
+// ships with Debian's gRPC).
+class RawBidiCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  RawBidiCall(grpc::GenericStub* stub, const std::string& method, const std::string& request) {
+    grpc::Slice slice(request);
+    request_ = grpc::ByteBuffer(&slice, 1);
+    stub->PrepareBidiStreamingCall(&ctx_, method, grpc::StubOptions(), this);
+    StartWrite(&request_);
+    StartRead(&response_);
+    StartCall();
+  }
+  void OnWriteDone(bool) override { StartWritesDone(); }
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      std::vector<grpc::Slice> slices;
+      if (response_.Dump(&slices).ok()) {
+        for (auto& s : slices) bytes_.append(reinterpret_cast<const char*>(s.begin()), s.size());
+      }
+    }
+  }
+  void OnDone(const grpc::Status& s) override {
+    std::lock_guard<std::mutex> l(mu_);
+    status_ = s;
+    done_ = true;
+    cv_.notify_all();
+  }
+  grpc::Status Await(std::string* bytes) {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait_for(l, std::chrono::seconds(10), [&] { return done_; });
+    *bytes = bytes_;
+    return done_ ? status_ : grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "no answer");
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  grpc::ByteBuffer request_, response_;
+  std::string bytes_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  grpc::Status status_;
+};
+
+TEST_F(IngestProtocolTest, HealthAndReflectionAnswerGenericTools) {
+  grpc::GenericStub generic(channel_);
+  // grpc.health.v1.Health/Check, empty request (the whole server).
+  grpc::ClientContext ctx;
+  grpc::Slice empty("");
+  grpc::ByteBuffer request(&empty, 1), response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status st;
+  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                    &response, [&](grpc::Status s) {
+                      std::lock_guard<std::mutex> l(mu);
+                      st = s;
+                      done = true;
+                      cv.notify_all();
+                    });
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(10), [&] { return done; }));
+  }
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string health;
+  for (auto& s : slices) health.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  EXPECT_EQ(health, std::string("\x08\x01", 2));  // status: SERVING
+
+  // ServerReflectionRequest{list_services: ""}: field 7, length 0.
+  RawBidiCall call(&generic, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                   std::string("\x3a\x00", 2));
+  std::string listing;
+  grpc::Status rs = call.Await(&listing);
+  ASSERT_TRUE(rs.ok()) << rs.error_message();
+  EXPECT_NE(listing.find("cgoheap.v1.Query"), std::string::npos);
+  EXPECT_NE(listing.find("cgoheap.v1.Ingest"), std::string::npos);
+  EXPECT_NE(listing.find("grpc.health.v1.Health"), std::string::npos);
+}
+
+TEST(ServerFlagsTest, BadFlagsAndDirectoriesGetClearErrors) {
+  RunResult unknown = RunProcess({BinDir() + "/cgoheapd", "--bogus=1"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_NE(unknown.err.find("unknown flag --bogus for cgoheapd"), std::string::npos);
+  RunResult no_data = RunProcess({BinDir() + "/cgoheapd", "--listen=127.0.0.1:0"});
+  EXPECT_EQ(no_data.exit_code, 1);
+  EXPECT_NE(no_data.err.find("--data=DIR is required"), std::string::npos);
+  TempDir data;
+  Cgoheapd first(data.path());
+  RunResult locked = RunProcess({BinDir() + "/cgoheapd", "--listen=127.0.0.1:0", "--data=" + data.path()});
+  EXPECT_EQ(locked.exit_code, 1);
+  EXPECT_NE(locked.err.find("is another cgoheapd using this --data directory?"), std::string::npos)
+      << locked.err;
+  RunResult in_use = RunProcess({BinDir() + "/cgoheapd", "--listen=" + first.address(),
+                          "--data=" + data.path() + "/other"});
+  EXPECT_EQ(in_use.exit_code, 1);
+  EXPECT_NE(in_use.err.find("cannot listen on " + first.address()), std::string::npos)
+      << in_use.err;
+}
+
+TEST(ServerFlagsTest, QueriesToNoServerSayHowToStartOne) {
+  RunResult r = Cli({"leaks", "--server=127.0.0.1:1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot reach cgoheapd at 127.0.0.1:1"), std::string::npos) << r.err;
+  RunResult ps = Cli({"ps", "--server=127.0.0.1:1", "--bogus"});
+  EXPECT_EQ(ps.exit_code, 2);
+  EXPECT_NE(ps.err.find("unknown flag --bogus for cgoheap ps"), std::string::npos) << ps.err;
+  TempDir data;
+  Cgoheapd d(data.path());
+  RunResult bad_id = Cli({"leaks", "--server=" + d.address(), "--process=xyz"});
+  EXPECT_EQ(bad_id.exit_code, 1);
+  EXPECT_NE(bad_id.err.find("process id 'xyz' is not hex: use an id from `cgoheap ps`"),
+            std::string::npos)
+      << bad_id.err;
+  RunResult no_such = Cli({"leaks", "--server=" + d.address(), "--process=abc"});
+  EXPECT_EQ(no_such.exit_code, 1);
+  EXPECT_NE(no_such.err.find("no process abc on this server"), std::string::npos) << no_such.err;
+}
+
+}  // namespace
+}  // namespace cgoheap::testing

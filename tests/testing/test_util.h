@@ -1,0 +1,65 @@
+// Helpers for cgoheap's tests: running binaries, temporary directories,
+// reading JSON documents, finding marked lines in test program sources, and a
+// cgoheapd started on a free loopback port.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/struct.pb.h>
+
+namespace cgoheap::testing {
+
+std::string BinDir();
+std::string ProgramsDir();  // built Go test programs
+std::string ProgramsSrc();  // their sources
+std::string Program(const std::string& name);
+std::string ProgramSource(const std::string& name);
+
+std::string ReadFile(const std::string& path);
+// 1-based line of the first line containing marker; fails the test if none.
+int LineOf(const std::string& path, const std::string& marker);
+
+// A directory removed when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct RunResult {
+  int exit_code = -1;  // 128+signal when killed
+  std::string out, err;
+};
+
+// Runs argv with extra environment entries ("K=V"), capturing stdout and
+// stderr, killing it after timeout.
+RunResult RunProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
+              std::chrono::seconds timeout = std::chrono::seconds(120));
+
+google::protobuf::Value ParseJson(const std::string& text);
+
+// A cgoheapd child process on 127.0.0.1:<free port>, stopped (SIGTERM) when
+// the object dies.
+class Cgoheapd {
+ public:
+  explicit Cgoheapd(const std::string& data_dir, const std::vector<std::string>& extra = {});
+  ~Cgoheapd();
+  const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
+  // Stops it and waits; returns the exit code (128+signal if killed).
+  int Stop(int signal = 15);
+
+ private:
+  pid_t pid_ = -1;
+  std::string address_;
+};
+
+}  // namespace cgoheap::testing
