@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "agent/agent.h"
+#include "agent/cfi_unwinder.h"
 
 namespace cgoheap::agent {
 namespace {
@@ -84,11 +85,23 @@ int WalkGoFrames(uint64_t sp, uint64_t bp, uint64_t* pcs, int max) {
 }  // namespace
 }  // namespace cgoheap::agent
 
-extern "C" int cgoheap_capture_stack(uint64_t* pcs, int max) {
-  using namespace cgoheap::agent;
+namespace cgoheap::agent {
+namespace {
+
+bool InAsmcgocall(uint64_t pc) {
   const GoBoundary& b = Boundary();
-  uint64_t self_lo, self_hi;
-  AgentRange(&self_lo, &self_hi);
+  return pc >= b.asmcgocall_lo && pc < b.asmcgocall_hi;
+}
+
+bool InAgent(uint64_t pc) {
+  uint64_t lo, hi;
+  AgentRange(&lo, &hi);
+  return pc >= lo && pc < hi;
+}
+
+// The slow, general path: libunwind, for frames whose CFI the cached
+// unwinder does not evaluate (DWARF expressions, signal frames).
+__attribute__((noinline)) int LibunwindCapture(uint64_t* pcs, int max) {
   unw_context_t ctx;
   unw_cursor_t cursor;
   if (unw_getcontext(&ctx) != 0 || unw_init_local(&cursor, &ctx) != 0) return 0;
@@ -96,9 +109,9 @@ extern "C" int cgoheap_capture_stack(uint64_t* pcs, int max) {
   while (n < max && unw_step(&cursor) > 0) {
     unw_word_t ip = 0;
     if (unw_get_reg(&cursor, UNW_REG_IP, &ip) != 0 || ip == 0) break;
-    if (ip >= self_lo && ip < self_hi) continue;  // the agent's own frames
+    if (InAgent(ip)) continue;
     pcs[n++] = ip;
-    if (ip >= b.asmcgocall_lo && ip < b.asmcgocall_hi) {
+    if (InAsmcgocall(ip)) {
       unw_word_t sp = 0, bp = 0;
       if (unw_get_reg(&cursor, UNW_REG_SP, &sp) == 0 &&
           unw_get_reg(&cursor, UNW_X86_64_RBP, &bp) == 0) {
@@ -108,4 +121,37 @@ extern "C" int cgoheap_capture_stack(uint64_t* pcs, int max) {
     }
   }
   return n;
+}
+
+}  // namespace
+}  // namespace cgoheap::agent
+
+extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max) {
+  using namespace cgoheap::agent;
+  UnwindRegs regs;
+  asm volatile(
+      "mov %%rsp, %0\n\t"
+      "mov %%rbp, %1\n\t"
+      "lea 0(%%rip), %2"
+      : "=r"(regs.sp), "=r"(regs.bp), "=r"(regs.pc));
+  int n = 0;
+  for (int steps = 0; n < max && steps < max + 16; ++steps) {
+    StepResult r = CfiStep(&regs, /*is_return_address=*/steps > 0);
+    if (r == StepResult::kEnd || r == StepResult::kNoInfo) return n;
+    if (r != StepResult::kOk) return LibunwindCapture(pcs, max);
+    if (InAgent(regs.pc)) continue;  // the hook's own frames
+    pcs[n++] = regs.pc;
+    if (InAsmcgocall(regs.pc)) {
+      // regs are asmcgocall's: SP just after the C function returned, RBP as
+      // the C code preserved it.
+      n += WalkGoFrames(regs.sp, regs.bp, pcs + n, max - n);
+      return n;
+    }
+  }
+  return n;
+}
+
+// For benchmarks: the same capture through libunwind only.
+extern "C" int cgoheap_capture_stack_libunwind(uint64_t* pcs, int max) {
+  return cgoheap::agent::LibunwindCapture(pcs, max);
 }
