@@ -21,6 +21,8 @@
 
 #include "agent/ring.h"
 #include "agent/ring_writer.h"
+#include "agent/sampled_set.h"
+#include "agent/sampler.h"
 #include "symbolize/elf_image.h"
 #include "symbolize/gopclntab.h"
 
@@ -31,6 +33,8 @@ __attribute__((tls_model("initial-exec"))) thread_local int t_hook_depth = 0;
 
 constinit std::atomic<ring::RingHeader*> g_ring{nullptr};
 constinit ring::RingWriter g_writer;
+constinit uint64_t g_sample_bytes = 0;  // 0: exact mode
+constinit SampledSet g_sampled;
 constinit GoBoundary g_boundary{};
 constinit uint64_t g_self_lo = 0, g_self_hi = 0;
 
@@ -215,9 +219,11 @@ bool ShouldTrack() {
 
 void StartTracking() {
   if (!ShouldTrack()) return;
-  ring::RingHeader* h = CreateRing(getenv("CGOHEAP_RING_DIR"),
-                                   EnvU64("CGOHEAP_SAMPLE_BYTES", 0));
+  uint64_t rate = EnvU64("CGOHEAP_SAMPLE_BYTES", 0);
+  if (rate != 0 && !g_sampled.ready() && !g_sampled.Init(size_t{1} << 20)) return;
+  ring::RingHeader* h = CreateRing(getenv("CGOHEAP_RING_DIR"), rate);
   if (h == nullptr) return;
+  g_sample_bytes = rate;
   g_writer.Reset(h, EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000);
   g_ring.store(h, std::memory_order_release);
 }
@@ -294,6 +300,8 @@ __attribute__((cold, noinline)) void Initialize() {
 }  // namespace cgoheap::agent
 
 using cgoheap::agent::g_ring;
+using cgoheap::agent::g_sample_bytes;
+using cgoheap::agent::g_sampled;
 using cgoheap::agent::g_writer;
 
 extern "C" bool cgoheap_active() {
@@ -304,8 +312,16 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size) {
   using namespace cgoheap;
   ring::RingHeader* h = g_ring.load(std::memory_order_acquire);
   if (h == nullptr) return;
+  const uint64_t rate = g_sample_bytes;
+  if (rate != 0 && !agent::SampleAllocation(size, rate)) return;
   agent::HookGuard guard;
   if (!guard.entered()) return;
+  if (rate != 0 && !g_sampled.Insert(reinterpret_cast<uint64_t>(ptr))) {
+    // Too many live samples to remember: recording it would report its
+    // eventual free as never happening.
+    h->dropped_events.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   uint64_t words[ring::kRecordFixedWords + ring::kMaxFrames];
   int nframes = cgoheap_capture_stack(words + ring::kRecordFixedWords, ring::kMaxFrames);
   if (nframes == 0) h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
@@ -320,6 +336,9 @@ extern "C" void cgoheap_on_free(void* ptr) {
   using namespace cgoheap;
   ring::RingHeader* h = g_ring.load(std::memory_order_acquire);
   if (h == nullptr) return;
+  // Sampled mode: only the frees of sampled blocks matter; any other free
+  // costs this one failed lookup.
+  if (g_sample_bytes != 0 && !g_sampled.Erase(reinterpret_cast<uint64_t>(ptr))) return;
   agent::HookGuard guard;
   if (!guard.entered()) return;
   uint64_t words[ring::kRecordFixedWords];

@@ -56,7 +56,7 @@ struct Slot {
   std::atomic<uint64_t> rule;
 };
 constinit Slot g_cache[kCacheSlots]{};
-constinit std::atomic<uint64_t> g_misses{0}, g_entries{0};
+constinit std::atomic<uint64_t> g_misses{0}, g_entries{0}, g_last_miss{0};
 
 size_t SlotOf(uint64_t pc) { return (pc * 0x9e3779b97f4a7c15ULL) >> 48; }
 
@@ -447,6 +447,7 @@ StepResult CfiStep(UnwindRegs* regs, bool is_return_address) {
   uint64_t packed;
   if (!CacheGet(lookup, &packed)) {
     g_misses.fetch_add(1, std::memory_order_relaxed);
+    g_last_miss.store(lookup, std::memory_order_relaxed);
     packed = Pack(Learn(lookup));
     CachePut(lookup, packed);
   }
@@ -470,7 +471,8 @@ StepResult CfiStep(UnwindRegs* regs, bool is_return_address) {
 }
 
 CfiCacheStats CfiStats() {
-  return {g_misses.load(std::memory_order_relaxed), g_entries.load(std::memory_order_relaxed)};
+  return {g_misses.load(std::memory_order_relaxed), g_entries.load(std::memory_order_relaxed),
+          g_last_miss.load(std::memory_order_relaxed)};
 }
 
 }  // namespace cgoheap::agent

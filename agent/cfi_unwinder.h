@@ -44,6 +44,7 @@ StepResult CfiStep(UnwindRegs* regs, bool is_return_address);
 // counter on the hot path would cost more than the step).
 struct CfiCacheStats {
   uint64_t misses, entries;
+  uint64_t last_miss;  // the address looked up by the latest miss
 };
 CfiCacheStats CfiStats();
 

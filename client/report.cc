@@ -62,13 +62,15 @@ std::string JsonString(std::string_view s) {
 std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
   const std::string& p = o.prefix;
   std::string out;
-  uint64_t total_bytes = 0, total_blocks = 0;
+  uint64_t total_bytes = 0, total_blocks = 0, rate = 0;
   int n = r.leaks_size();
   for (int i = 0; i < n; ++i) {
     const v1::Leak& leak = r.leaks(i);
     total_bytes += leak.bytes();
     total_blocks += leak.blocks();
-    absl::StrAppend(&out, p, " ", Plural(leak.bytes(), "byte", "bytes"), " in ",
+    const char* approx = leak.estimated() ? "~" : "";
+    if (leak.estimated()) rate = std::max(rate, leak.sample_bytes());
+    absl::StrAppend(&out, p, " ", approx, Plural(leak.bytes(), "byte", "bytes"), " in ", approx,
                     Plural(leak.blocks(), "block", "blocks"),
                     leak.kind() == "exit" ? " never freed" : " growing", " (", i + 1, " of ", n,
                     n == 1 ? " leak" : " leaks", ")");
@@ -96,12 +98,17 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
   if (n == 0) {
     absl::StrAppend(&out, "no leaks");
   } else {
-    absl::StrAppend(&out, Plural(total_bytes, "byte", "bytes"), " in ",
+    const char* approx = rate ? "~" : "";
+    absl::StrAppend(&out, approx, Plural(total_bytes, "byte", "bytes"), " in ", approx,
                     Plural(total_blocks, "block", "blocks"), " never freed, from ",
                     Plural(n, "stack", "stacks"));
   }
   if (r.processes() != 1) absl::StrAppend(&out, " across ", Plural(r.processes(), "process", "processes"));
   out += "\n";
+  if (rate != 0) {
+    absl::StrAppend(&out, p, " (~: estimated from allocations sampled once per ",
+                    Thousands(rate), " bytes on average; unbiased, not exact)\n");
+  }
   if (r.hidden() > 0) {
     absl::StrAppend(&out, p, " (", Plural(r.hidden_bytes(), "byte", "bytes"), " in ",
                     Plural(r.hidden(), "stack", "stacks"),
@@ -130,6 +137,8 @@ std::string LeaksJson(const v1::LeaksResponse& r) {
     leaks.push_back(absl::StrCat(
         "{\"kind\":", JsonString(leak.kind()), ",\"bytes\":", leak.bytes(),
         ",\"blocks\":", leak.blocks(), ",\"processes\":", leak.processes(),
+        ",\"estimated\":", leak.estimated() ? "true" : "false",
+        ",\"sample_bytes\":", leak.sample_bytes(),
         ",\"internal\":", leak.internal() ? "true" : "false",
         ",\"internal_reason\":", JsonString(leak.internal_reason()),
         ",\"user_frame\":", leak.user_frame(),
@@ -152,7 +161,8 @@ std::string ProcessesText(const v1::ListProcessesResponse& list) {
                            : absl::StrCat("1/", p.hello().sample_bytes());
     absl::StrAppendFormat(&out, "%-16s  %7d  %-14s  %-10s  %6s  %14s  %10s  %10s  %s\n",
                           p.process_id(), p.hello().pid(), p.hello().service(), StateText(p), mode,
-                          Thousands(p.live_bytes()), Thousands(p.events()),
+                          absl::StrCat(p.estimated() ? "~" : "", Thousands(p.live_bytes())),
+                          Thousands(p.events()),
                           Thousands(p.dropped_events()), absl::StrJoin(p.hello().args(), " "));
   }
   if (list.processes_size() == 0) out += "(no processes)\n";
@@ -171,6 +181,7 @@ std::string ProcessesJson(const v1::ListProcessesResponse& list) {
         ",\"build_id\":", JsonString(p.hello().build_id()), ",\"state\":", JsonString(p.state()),
         ",\"exit_code\":", p.end().exit_code(), ",\"signal\":", p.end().signal(),
         ",\"sample_bytes\":", p.hello().sample_bytes(), ",\"live_bytes\":", p.live_bytes(),
+        ",\"estimated\":", p.estimated() ? "true" : "false",
         ",\"live_blocks\":", p.live_blocks(), ",\"events\":", p.events(),
         ",\"dropped_events\":", p.dropped_events(), ",\"args\":[", absl::StrJoin(args, ","),
         "]}"));

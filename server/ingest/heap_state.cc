@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/sampling.h"
 #include "server/metrics/metrics.h"
 
 namespace cgoheap::server {
@@ -146,24 +148,21 @@ absl::Status HeapState::ValidateBatch(uint64_t seq, const v1::EventBatch& b) con
 }
 
 void HeapState::ApplyEvents(Process& p, const v1::EventBatch& b) {
+  const uint64_t rate = p.rec.hello().sample_bytes();
   for (int i = 0; i < b.kinds_size(); ++i) {
     uint64_t addr = b.addresses(i);
     if (b.kinds(i) == v1::EVENT_KIND_ALLOC) {
       Block blk{b.stack_ids(i), b.sizes(i)};
       auto [it, inserted] = p.live.try_emplace(addr, blk);
       if (!inserted) {  // its free was lost (dropped): the old block is gone
-        Totals& old = p.by_stack[it->second.stack_id];
-        old.bytes -= it->second.size;
-        old.blocks -= 1;
-        p.total.bytes -= it->second.size;
-        p.total.blocks -= 1;
+        double w = SampleWeight(it->second.size, rate);
+        p.by_stack[it->second.stack_id].Remove(it->second.size, w);
+        p.total.Remove(it->second.size, w);
         it->second = blk;
       }
-      Totals& t = p.by_stack[blk.stack_id];
-      t.bytes += blk.size;
-      t.blocks += 1;
-      p.total.bytes += blk.size;
-      p.total.blocks += 1;
+      double w = SampleWeight(blk.size, rate);
+      p.by_stack[blk.stack_id].Add(blk.size, w);
+      p.total.Add(blk.size, w);
     } else {
       auto it = p.live.find(addr);
       if (it == p.live.end()) {
@@ -171,17 +170,17 @@ void HeapState::ApplyEvents(Process& p, const v1::EventBatch& b) {
         p.rec.set_unknown_frees(p.rec.unknown_frees() + 1);
         continue;
       }
+      double w = SampleWeight(it->second.size, rate);
       Totals& t = p.by_stack[it->second.stack_id];
-      t.bytes -= it->second.size;
-      t.blocks -= 1;
+      t.Remove(it->second.size, w);
       if (t.blocks == 0) p.by_stack.erase(it->second.stack_id);
-      p.total.bytes -= it->second.size;
-      p.total.blocks -= 1;
+      p.total.Remove(it->second.size, w);
       p.live.erase(it);
     }
   }
   p.rec.set_events(p.rec.events() + b.kinds_size());
   p.rec.set_dropped_events(std::max(p.rec.dropped_events(), b.dropped_events()));
+  p.rec.set_cancelled_pairs(std::max(p.rec.cancelled_pairs(), b.cancelled_pairs()));
 }
 
 absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentMessage& msg) {
@@ -240,6 +239,8 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
     e->set_stack_id(stack_id);
     e->set_bytes(t.bytes);
     e->set_blocks(t.blocks);
+    e->set_est_bytes(t.est_bytes);
+    e->set_est_blocks(t.est_blocks);
   }
   absl::Status st = store_->EndProcess(stream_process_id, rec);
   if (!st.ok()) return st;
@@ -258,16 +259,18 @@ v1::ProcessInfo HeapState::Info(uint64_t id, const Process& p) const {
   *info.mutable_hello() = p.rec.hello();
   info.set_state(StateOf(p.rec));
   if (p.rec.ended()) *info.mutable_end() = p.rec.end();
-  uint64_t bytes = p.total.bytes, blocks = p.total.blocks;
+  double bytes = p.total.est_bytes, blocks = p.total.est_blocks;
   if (p.rec.ended()) {
     for (const auto& e : p.rec.exit_leaks()) {
-      bytes += e.bytes();
-      blocks += e.blocks();
+      bytes += e.est_bytes();
+      blocks += e.est_blocks();
     }
   }
-  info.set_live_bytes(bytes);
-  info.set_live_blocks(blocks);
-  info.set_events(p.rec.events());
+  info.set_live_bytes(static_cast<uint64_t>(std::llround(std::max(bytes, 0.0))));
+  info.set_live_blocks(static_cast<uint64_t>(std::llround(std::max(blocks, 0.0))));
+  info.set_estimated(p.rec.hello().sample_bytes() != 0);
+  // Pairs cancelled in the forwarder were two events each.
+  info.set_events(p.rec.events() + 2 * p.rec.cancelled_pairs());
   info.set_dropped_events(p.rec.dropped_events());
   info.set_last_seq(p.last_seq);
   return info;
@@ -317,7 +320,8 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
     }
   }
   struct Group {
-    uint64_t bytes = 0, blocks = 0;
+    double bytes = 0, blocks = 0;
+    uint64_t sample_bytes = 0;
     std::vector<uint64_t> processes;
   };
   absl::flat_hash_map<uint64_t, Group> groups;
@@ -330,8 +334,9 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
     resp.set_dropped_events(resp.dropped_events() + p->rec.dropped_events());
     for (const v1::StackTotal& e : p->rec.exit_leaks()) {
       Group& g = groups[e.stack_id()];
-      g.bytes += e.bytes();
-      g.blocks += e.blocks();
+      g.bytes += e.est_bytes();
+      g.blocks += e.est_blocks();
+      g.sample_bytes = std::max(g.sample_bytes, p->rec.hello().sample_bytes());
       g.processes.push_back(id);
     }
   }
@@ -343,15 +348,19 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
       if (it != stacks_.end()) entry = it->second;
     }
     bool internal = entry != nullptr && entry->cls.internal;
+    uint64_t bytes = static_cast<uint64_t>(std::llround(g.bytes));
+    uint64_t blocks = static_cast<uint64_t>(std::llround(g.blocks));
     if (internal && !req.all()) {
       resp.set_hidden(resp.hidden() + 1);
-      resp.set_hidden_bytes(resp.hidden_bytes() + g.bytes);
+      resp.set_hidden_bytes(resp.hidden_bytes() + bytes);
       continue;
     }
     v1::Leak* leak = resp.add_leaks();
     leak->set_kind("exit");
-    leak->set_bytes(g.bytes);
-    leak->set_blocks(g.blocks);
+    leak->set_bytes(bytes);
+    leak->set_blocks(blocks);
+    leak->set_estimated(g.sample_bytes != 0);
+    leak->set_sample_bytes(g.sample_bytes);
     leak->set_processes(static_cast<uint32_t>(g.processes.size()));
     std::sort(g.processes.begin(), g.processes.end());
     for (size_t i = 0; i < g.processes.size() && i < kMaxListedProcessIds; ++i) {

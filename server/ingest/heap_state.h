@@ -54,8 +54,22 @@ class HeapState {
     uint64_t size;
   };
   struct Totals {
-    uint64_t bytes = 0;
+    uint64_t bytes = 0;  // as recorded
     uint64_t blocks = 0;
+    double est_bytes = 0;  // weighted by 1/p (equal to the above in exact mode)
+    double est_blocks = 0;
+    void Add(uint64_t size, double w) {
+      bytes += size;
+      blocks += 1;
+      est_bytes += static_cast<double>(size) * w;
+      est_blocks += w;
+    }
+    void Remove(uint64_t size, double w) {
+      bytes -= size;
+      blocks -= 1;
+      est_bytes -= static_cast<double>(size) * w;
+      est_blocks -= w;
+    }
   };
   struct Process {
     mutable absl::Mutex mu;

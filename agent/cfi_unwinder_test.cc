@@ -1,0 +1,73 @@
+// The cached CFI unwinder against libunwind, on a chain of C frames compiled
+// without frame pointers, and its cache.
+#include "agent/cfi_unwinder.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "agent/agent.h"
+
+extern "C" int cgoheap_capture_stack_libunwind(uint64_t* pcs, int max);
+
+namespace cgoheap::agent {
+namespace {
+
+struct Captured {
+  std::vector<uint64_t> cfi, libunwind;
+};
+
+// Each level has a stack frame of a different size and no frame pointer.
+__attribute__((noinline, optimize("omit-frame-pointer"))) void Leaf(Captured* c) {
+  uint64_t a[64], b[64];
+  int n = cgoheap_capture_stack(a, 64);
+  int m = cgoheap_capture_stack_libunwind(b, 64);
+  c->cfi.assign(a, a + n);
+  c->libunwind.assign(b, b + m);
+  asm volatile("" ::: "memory");
+}
+
+template <int N>
+__attribute__((noinline, optimize("omit-frame-pointer"))) void Level(Captured* c) {
+  volatile char pad[N * 24 + 8];
+  pad[0] = 1;
+  if constexpr (N == 0) {
+    Leaf(c);
+  } else {
+    Level<N - 1>(c);
+  }
+  asm volatile("" ::"r"(pad) : "memory");
+}
+
+TEST(CfiUnwinderTest, AgreesWithLibunwindOnDeepCStacks) {
+  Captured c;
+  Level<12>(&c);
+  ASSERT_GE(c.cfi.size(), 14u);
+  // Frame 0 is each capture's own call site in Leaf; every caller must agree.
+  ASSERT_EQ(c.cfi.size(), c.libunwind.size());
+  EXPECT_NE(c.cfi[0], c.libunwind[0]);
+  for (size_t i = 1; i < c.cfi.size(); ++i) {
+    EXPECT_EQ(c.cfi[i], c.libunwind[i]) << "frame " << i;
+  }
+}
+
+TEST(CfiUnwinderTest, RulesAreLearntOnceAndReused) {
+  Captured c;
+  Level<6>(&c);  // learns every frame of this stack
+  CfiCacheStats before = CfiStats();
+  for (int i = 0; i < 100; ++i) Level<6>(&c);
+  CfiCacheStats after = CfiStats();
+  // 100 passes of ~20 frames: only a call site the compiler duplicated in
+  // this test body may be new.
+  EXPECT_LE(after.misses - before.misses, 2u);
+  EXPECT_GE(after.entries, 8u);
+}
+
+TEST(CfiUnwinderTest, AddressesWithoutUnwindInfoStopCleanly) {
+  UnwindRegs r{0x1000, 0x7fff0000, 0};
+  EXPECT_EQ(CfiStep(&r, true), StepResult::kNoInfo);
+}
+
+}  // namespace
+}  // namespace cgoheap::agent

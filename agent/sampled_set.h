@@ -1,0 +1,42 @@
+// The addresses of sampled allocations that are still live, so that a free
+// costs one lookup and only the frees of sampled blocks are recorded.
+//
+// Lock-free open addressing over an anonymous mapping (touched lazily):
+// insert claims an empty or deleted slot with a CAS; erase swaps the address
+// for a tombstone. An address is live at most once at a time (the allocator
+// cannot return it again before its free, which erases it first), so there
+// are no duplicate entries to worry about.
+//
+//   SampledSet set;  set.Init(1 << 20);
+//   if (!set.Insert(p)) ...table full: count a drop...
+//   if (set.Erase(p)) ...record the free...
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace cgoheap::agent {
+
+// Thread-safe.
+class SampledSet {
+ public:
+  constexpr SampledSet() = default;
+  bool Init(size_t slots);  // power of two; start-up only
+  bool Insert(uint64_t addr);
+  bool Erase(uint64_t addr);
+  bool ready() const { return slots_ != nullptr; }
+
+ private:
+  static constexpr uint64_t kEmpty = 0, kDeleted = 1;
+  static constexpr int kMaxProbe = 64;
+  size_t Home(uint64_t addr) const {
+    return ((addr >> 4) * 0x9e3779b97f4a7c15ULL) >> (64 - bits_);
+  }
+
+  std::atomic<uint64_t>* slots_ = nullptr;
+  size_t mask_ = 0;
+  int bits_ = 0;
+};
+
+}  // namespace cgoheap::agent
