@@ -16,6 +16,7 @@ namespace cgoheap::client {
 int RunCommand(const std::vector<std::string>& args);
 int PsCommand(const std::vector<std::string>& args);
 int LeaksCommand(const std::vector<std::string>& args);
+int BenchCommand(const std::vector<std::string>& args);
 
 // Shared by the commands.
 int FlagError(const absl::Status& st, const char* command);

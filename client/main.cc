@@ -13,6 +13,8 @@ constexpr char kUsage[] = R"(cgoheap: find C memory leaks in Go programs that us
   cgoheap ps [--server=ADDR] [--json]        list the processes a cgoheapd knows
   cgoheap leaks [--server=ADDR] [--service=NAME] [--process=ID] [--all] [--json]
                                              show leaks, grouped by stack across processes
+  cgoheap bench ingest [--server=ADDR] [--processes=N] [--seconds=S]
+                                             load a cgoheapd; print events/s and ack latency
 
 Run `cgoheap COMMAND --help` for a command's flags.
 )";
@@ -30,6 +32,7 @@ int main(int argc, char** argv) {
   if (cmd == "run") return cgoheap::client::RunCommand(args);
   if (cmd == "ps") return cgoheap::client::PsCommand(args);
   if (cmd == "leaks") return cgoheap::client::LeaksCommand(args);
+  if (cmd == "bench") return cgoheap::client::BenchCommand(args);
   std::cerr << "cgoheap: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;
 }

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/log.h"
 #include "common/sampling.h"
 #include "server/metrics/metrics.h"
 
@@ -27,6 +28,10 @@ std::string StateOf(const v1::StoredProcess& rec) {
 }
 
 constexpr int kMaxListedProcessIds = 20;
+// Snapshot when the batch log since the last one exceeds this many times the
+// live heap's snapshot size (and at least kMinLogBytes).
+constexpr uint64_t kLogToLiveRatio = 4;
+constexpr uint64_t kSnapshotBytesPerBlock = 24;
 
 }  // namespace
 
@@ -61,6 +66,19 @@ absl::Status HeapState::Load() {
     p->last_seq = p->rec.last_seq();
     if (!p->rec.ended()) {
       Process& proc = *p;
+      absl::StatusOr<v1::LiveSnapshot> snap = store_->GetSnapshot(id);
+      if (snap.ok()) {
+        for (int i = 0; i < snap->addresses_size(); ++i) {
+          AddBlock(proc, snap->addresses(i), snap->sizes(i), snap->stack_ids(i));
+        }
+        proc.last_seq = snap->seq();
+        proc.rec.set_events(snap->events());
+        proc.rec.set_unknown_frees(snap->unknown_frees());
+        proc.rec.set_dropped_events(snap->dropped_events());
+        proc.rec.set_cancelled_pairs(snap->cancelled_pairs());
+      } else if (!absl::IsNotFound(snap.status())) {
+        return snap.status();
+      }
       st = store_->ForEachBatch(id, [&proc](uint64_t seq, v1::EventBatch&& b)
                                         ABSL_NO_THREAD_SAFETY_ANALYSIS {
                                           ApplyEvents(proc, b);
@@ -147,22 +165,52 @@ absl::Status HeapState::ValidateBatch(uint64_t seq, const v1::EventBatch& b) con
   return absl::OkStatus();
 }
 
+void HeapState::AddBlock(Process& p, uint64_t addr, uint64_t size, uint64_t stack) {
+  const uint64_t rate = p.rec.hello().sample_bytes();
+  Block blk{stack, size};
+  auto [it, inserted] = p.live.try_emplace(addr, blk);
+  if (!inserted) {  // its free was lost (dropped): the old block is gone
+    double w = SampleWeight(it->second.size, rate);
+    p.by_stack[it->second.stack_id].Remove(it->second.size, w);
+    p.total.Remove(it->second.size, w);
+    it->second = blk;
+  }
+  double w = SampleWeight(size, rate);
+  p.by_stack[stack].Add(size, w);
+  p.total.Add(size, w);
+}
+
+uint64_t HeapState::SnapshotThreshold(const Process& p) const {
+  return std::max(min_log_bytes_, kLogToLiveRatio * kSnapshotBytesPerBlock * p.live.size());
+}
+
+absl::Status HeapState::MaybeSnapshot(uint64_t id, Process& p) {
+  if (p.log_bytes < SnapshotThreshold(p)) return absl::OkStatus();
+  v1::LiveSnapshot snap;
+  snap.set_seq(p.last_seq);
+  snap.mutable_addresses()->Reserve(static_cast<int>(p.live.size()));
+  snap.mutable_sizes()->Reserve(static_cast<int>(p.live.size()));
+  snap.mutable_stack_ids()->Reserve(static_cast<int>(p.live.size()));
+  for (const auto& [addr, blk] : p.live) {
+    snap.add_addresses(addr);
+    snap.add_sizes(blk.size);
+    snap.add_stack_ids(blk.stack_id);
+  }
+  snap.set_events(p.rec.events());
+  snap.set_unknown_frees(p.rec.unknown_frees());
+  snap.set_dropped_events(p.rec.dropped_events());
+  snap.set_cancelled_pairs(p.rec.cancelled_pairs());
+  absl::Status st = store_->PutSnapshot(id, snap);
+  if (st.ok()) p.log_bytes = 0;
+  return st;
+}
+
 void HeapState::ApplyEvents(Process& p, const v1::EventBatch& b) {
   const uint64_t rate = p.rec.hello().sample_bytes();
   for (int i = 0; i < b.kinds_size(); ++i) {
     uint64_t addr = b.addresses(i);
     if (b.kinds(i) == v1::EVENT_KIND_ALLOC) {
-      Block blk{b.stack_ids(i), b.sizes(i)};
-      auto [it, inserted] = p.live.try_emplace(addr, blk);
-      if (!inserted) {  // its free was lost (dropped): the old block is gone
-        double w = SampleWeight(it->second.size, rate);
-        p.by_stack[it->second.stack_id].Remove(it->second.size, w);
-        p.total.Remove(it->second.size, w);
-        it->second = blk;
-      }
-      double w = SampleWeight(blk.size, rate);
-      p.by_stack[blk.stack_id].Add(blk.size, w);
-      p.total.Add(blk.size, w);
+      AddBlock(p, addr, b.sizes(i), b.stack_ids(i));
     } else {
       auto it = p.live.find(addr);
       if (it == p.live.end()) {
@@ -224,7 +272,16 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
     for (v1::Stack& s : *b.mutable_new_stacks()) AddStack(std::move(s));
     ApplyEvents(*p, events);
     p->last_seq = seq;
+    p->log_bytes += events.GetCachedSize();
     if (metrics_ != nullptr) metrics_->OnBatch(events.kinds_size());
+    // The batch is durable and applied; a failed snapshot only postpones
+    // compaction (the batches it would replace are still there).
+    if (absl::Status snap = MaybeSnapshot(stream_process_id, *p); !snap.ok()) {
+      static std::atomic<bool> warned{false};
+      WarnOnce(warned, absl::StrCat("snapshot of process ", FormatProcessId(stream_process_id),
+                                    " failed, compaction postponed: ", snap.message()));
+      if (metrics_ != nullptr) metrics_->OnStorageError();
+    }
     return seq;
   }
   // End: the live heap at this point is the exit leak report.

@@ -33,7 +33,10 @@ inline constexpr int kMaxFramesPerStack = 256;
 // Thread-safe.
 class HeapState {
  public:
-  HeapState(Store* store, ServerMetrics* metrics) : store_(store), metrics_(metrics) {}
+  // min_log_bytes: the batch log of a running process is compacted into a
+  // snapshot once it exceeds this and four times the live heap.
+  HeapState(Store* store, ServerMetrics* metrics, uint64_t min_log_bytes = 8 << 20)
+      : store_(store), metrics_(metrics), min_log_bytes_(min_log_bytes) {}
 
   // Rebuilds memory from the store. Call once, before serving.
   absl::Status Load();
@@ -78,6 +81,7 @@ class HeapState {
     absl::flat_hash_map<uint64_t, Block> live ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<uint64_t, Totals> by_stack ABSL_GUARDED_BY(mu);
     Totals total ABSL_GUARDED_BY(mu);
+    uint64_t log_bytes ABSL_GUARDED_BY(mu) = 0;  // batch bytes since the last snapshot
   };
   struct StackEntry {
     v1::Stack stack;
@@ -87,6 +91,12 @@ class HeapState {
   absl::StatusOr<uint64_t> Hello(const v1::ProcessHello& hello);
   absl::Status ValidateBatch(uint64_t seq, const v1::EventBatch& b) const;
   static void ApplyEvents(Process& p, const v1::EventBatch& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
+  static void AddBlock(Process& p, uint64_t addr, uint64_t size, uint64_t stack)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
+  // Replaces the batch log with a snapshot of the live heap once the log
+  // outweighs it; keeps a running process's disk use proportional to its heap.
+  absl::Status MaybeSnapshot(uint64_t id, Process& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
+  uint64_t SnapshotThreshold(const Process& p) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
   void AddStack(v1::Stack&& st);
   bool HaveStack(uint64_t id) const;
   std::shared_ptr<Process> Find(uint64_t id) const;
@@ -94,6 +104,7 @@ class HeapState {
 
   Store* const store_;
   ServerMetrics* const metrics_;
+  const uint64_t min_log_bytes_;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<Process>> procs_ ABSL_GUARDED_BY(mu_);

@@ -69,14 +69,19 @@ v1::AgentMessage End(uint64_t seq, int code) {
 
 class HeapStateTest : public ::testing::Test {
  protected:
-  void Open() {
+  void Open(uint64_t min_log_bytes = 8 << 20) {
     state_.reset();
     store_.reset();
     auto s = Store::Open(dir_.path());
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = std::move(*s);
-    state_ = std::make_unique<HeapState>(store_.get(), nullptr);
+    state_ = std::make_unique<HeapState>(store_.get(), nullptr, min_log_bytes);
     ASSERT_TRUE(state_->Load().ok());
+  }
+  int BatchesOnDisk(uint64_t pid) {
+    int n = 0;
+    EXPECT_TRUE(store_->ForEachBatch(pid, [&](uint64_t, v1::EventBatch&&) { ++n; }).ok());
+    return n;
   }
   void SetUp() override { Open(); }
 
@@ -182,6 +187,38 @@ TEST_F(HeapStateTest, RestartRebuildsRunningProcessesAndKeepsEndedOnes) {
   EXPECT_EQ(Apply(0, Hello(1, "a")), 2u);
   EXPECT_EQ(Apply(1, End(3, 0)), 3u);
   EXPECT_EQ(Leaks(false, "a").leaks(0).bytes(), 7u);
+}
+
+TEST_F(HeapStateTest, LongRunningProcessesAreCompactedIntoSnapshots) {
+  Open(/*min_log_bytes=*/64);  // compact as soon as the log outweighs the heap
+  Apply(0, Hello(1, "long"));
+  uint64_t seq = 0;
+  Apply(1, Batch(++seq, {{true, 0x10, 10, kUserStack}}, {UserStack()}));
+  // Churn: each batch allocates 20 blocks and frees the previous 20.
+  for (int round = 1; round <= 50; ++round) {
+    std::vector<Ev> ev;
+    for (uint64_t i = 0; i < 20; ++i) ev.push_back({true, 0x100000 * round + i * 16, 8, kUserStack});
+    if (round > 1) {
+      for (uint64_t i = 0; i < 20; ++i) ev.push_back({false, 0x100000 * (round - 1) + i * 16, 0, 0});
+    }
+    Apply(1, Batch(++seq, ev));
+  }
+  EXPECT_LT(BatchesOnDisk(1), 10) << "the log must have been compacted";
+  auto before = state_->ListProcesses({}).processes(0);
+  EXPECT_EQ(before.live_blocks(), 21u);
+  EXPECT_EQ(before.live_bytes(), 10u + 20 * 8);
+  Open(64);  // restart: snapshot + the batches after it
+  auto after = state_->ListProcesses({}).processes(0);
+  EXPECT_EQ(after.live_blocks(), 21u);
+  EXPECT_EQ(after.live_bytes(), before.live_bytes());
+  EXPECT_EQ(after.last_seq(), seq);
+  EXPECT_EQ(after.events(), before.events());
+  Apply(1, End(++seq, 0));
+  v1::LeaksResponse r = Leaks(false, "long");
+  ASSERT_EQ(r.leaks_size(), 1);
+  EXPECT_EQ(r.leaks(0).blocks(), 21u);
+  EXPECT_EQ(BatchesOnDisk(1), 0);
+  EXPECT_FALSE(store_->GetSnapshot(1).ok()) << "ending a process removes its snapshot";
 }
 
 TEST_F(HeapStateTest, SameStackInManyProcessesIsOneLeak) {

@@ -30,6 +30,11 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                  .Help("Ingest messages rejected (malformed, out of order, storage failure)")
                  .Register(*registry_)
                  .Add({});
+  storage_errors_ = &BuildCounter()
+                         .Name("cgoheap_storage_errors_total")
+                         .Help("Background storage work that failed (snapshots); retried later")
+                         .Register(*registry_)
+                         .Add({});
   ack_latency_ = &BuildHistogram()
                       .Name("cgoheap_ack_latency_seconds")
                       .Help("Time from receiving a message to acknowledging it durable")
@@ -81,6 +86,7 @@ void ServerMetrics::OnBatch(int events) {
   events_->Increment(events);
 }
 void ServerMetrics::OnIngestError() { errors_->Increment(); }
+void ServerMetrics::OnStorageError() { storage_errors_->Increment(); }
 void ServerMetrics::ObserveAck(double seconds) { ack_latency_->Observe(seconds); }
 void ServerMetrics::ObserveQuery(const std::string& method, double seconds) {
   query_latency_->Add({{"method", method}}, kLatencyBuckets).Observe(seconds);

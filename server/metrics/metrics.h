@@ -32,6 +32,7 @@ class ServerMetrics {
 
   void OnBatch(int events);
   void OnIngestError();
+  void OnStorageError();
   void ObserveAck(double seconds);
   void ObserveQuery(const std::string& method, double seconds);
   void SetStorageBytes(double bytes);
@@ -46,6 +47,7 @@ class ServerMetrics {
   prometheus::Counter* events_;
   prometheus::Counter* batches_;
   prometheus::Counter* errors_;
+  prometheus::Counter* storage_errors_;
   prometheus::Histogram* ack_latency_;
   prometheus::Family<prometheus::Histogram>* query_latency_;
   prometheus::Gauge* storage_bytes_;

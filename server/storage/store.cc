@@ -9,7 +9,7 @@
 namespace cgoheap::server {
 namespace {
 
-enum Cf { kDefault = 0, kProcesses, kStacks, kBatches };
+enum Cf { kDefault = 0, kProcesses, kStacks, kBatches, kSnapshots };
 
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return absl::OkStatus();
@@ -62,6 +62,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, Store
       {"processes", cf_opts},
       {"stacks", cf_opts},
       {"batches", cf_opts},
+      {"snapshots", cf_opts},
   };
   std::unique_ptr<Store> store(new Store);
   store->options_ = options;
@@ -85,10 +86,29 @@ absl::Status Store::Write(void* batch) {
   return FromRocks(db_->Write(wo, static_cast<rocksdb::WriteBatch*>(batch)), "RocksDB write");
 }
 
-void Store::DeleteBatches(void* batch, uint64_t process_id) {
+void Store::DeleteBatches(void* batch, uint64_t process_id, uint64_t up_to_seq) {
   auto* wb = static_cast<rocksdb::WriteBatch*>(batch);
-  wb->DeleteRange(handles_[kBatches], BatchKey(process_id, 0), BatchKey(process_id, ~uint64_t{0}));
-  wb->Delete(handles_[kBatches], BatchKey(process_id, ~uint64_t{0}));
+  wb->DeleteRange(handles_[kBatches], BatchKey(process_id, 0), BatchKey(process_id, up_to_seq));
+  wb->Delete(handles_[kBatches], BatchKey(process_id, up_to_seq));
+}
+
+absl::Status Store::PutSnapshot(uint64_t process_id, const v1::LiveSnapshot& snapshot) {
+  rocksdb::WriteBatch wb;
+  wb.Put(handles_[kSnapshots], ProcessKey(process_id), snapshot.SerializeAsString());
+  DeleteBatches(&wb, process_id, snapshot.seq());
+  return Write(&wb);
+}
+
+absl::StatusOr<v1::LiveSnapshot> Store::GetSnapshot(uint64_t process_id) const {
+  std::string value;
+  rocksdb::Status s = db_->Get({}, handles_[kSnapshots], ProcessKey(process_id), &value);
+  if (s.IsNotFound()) return absl::NotFoundError("no snapshot");
+  if (!s.ok()) return FromRocks(s, "reading a snapshot");
+  v1::LiveSnapshot snap;
+  if (!snap.ParseFromString(value)) {
+    return absl::DataLossError(absl::StrCat("unreadable snapshot of process ", process_id));
+  }
+  return snap;
 }
 
 absl::Status Store::PutProcess(uint64_t process_id, const v1::StoredProcess& p) {
@@ -110,14 +130,16 @@ absl::Status Store::AppendBatch(uint64_t process_id, uint64_t seq, const v1::Eve
 absl::Status Store::EndProcess(uint64_t process_id, const v1::StoredProcess& final_record) {
   rocksdb::WriteBatch wb;
   wb.Put(handles_[kProcesses], ProcessKey(process_id), final_record.SerializeAsString());
-  DeleteBatches(&wb, process_id);
+  wb.Delete(handles_[kSnapshots], ProcessKey(process_id));
+  DeleteBatches(&wb, process_id, ~uint64_t{0});
   return Write(&wb);
 }
 
 absl::Status Store::DeleteProcess(uint64_t process_id) {
   rocksdb::WriteBatch wb;
   wb.Delete(handles_[kProcesses], ProcessKey(process_id));
-  DeleteBatches(&wb, process_id);
+  wb.Delete(handles_[kSnapshots], ProcessKey(process_id));
+  DeleteBatches(&wb, process_id, ~uint64_t{0});
   return Write(&wb);
 }
 

@@ -1,0 +1,261 @@
+// cgoheap bench ingest: a load generator for cgoheapd's ingest path.
+//
+// Each simulated process is one stream, as a forwarder would open it: a
+// hello, then numbered batches with up to --window unacknowledged, then an
+// end. A batch allocates --batch/2 fresh blocks over --stacks stacks and frees
+// the blocks the previous batch allocated, so the server's live tables stay
+// bounded however long it runs. Batches are built once and replayed with new
+// sequence numbers, so the generator spends its CPU on sending, not building.
+//
+// The last line printed is the result:
+//   ingest: 1,234,567 events/s for 10.0 s from 4 processes, acks p50 3.1 ms p99 9.8 ms max 20.4 ms
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "cgoheap.grpc.pb.h"
+#include "client/commands.h"
+#include "client/report.h"
+#include "common/flags.h"
+#include "server/server.h"
+
+namespace cgoheap::client {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int kBodies = 16;  // distinct batch bodies replayed in a cycle
+constexpr int kFramesPerStack = 12;
+
+struct Options {
+  std::string server;
+  uint64_t processes = 4;
+  double seconds = 10;
+  uint64_t batch = 8192;
+  uint64_t stacks = 200;
+  uint64_t window = 8;
+};
+
+v1::Stack MakeStack(uint64_t id) {
+  v1::Stack s;
+  s.set_id(id);
+  s.add_frames()->set_function("malloc");
+  for (int i = 1; i < kFramesPerStack; ++i) {
+    v1::Frame* f = s.add_frames();
+    f->set_function(absl::StrFormat("github.com/acme/svc/pkg%d.Handler%d", i, id % 97));
+    f->set_file(absl::StrFormat("/src/acme/svc/pkg%d/handler.go", i));
+    f->set_line(static_cast<uint32_t>(10 + i * 7 + id % 50));
+    f->set_go(true);
+  }
+  return s;
+}
+
+// Body k allocates half a batch of blocks and frees body k-1's.
+std::vector<v1::EventBatch> MakeBodies(uint64_t pid_salt, const Options& o) {
+  std::vector<v1::EventBatch> bodies(kBodies);
+  const uint64_t half = o.batch / 2;
+  auto addr = [&](int body, uint64_t i) {
+    return (pid_salt << 40) | (uint64_t(body) << 28) | (i << 4);
+  };
+  for (int k = 0; k < kBodies; ++k) {
+    v1::EventBatch& b = bodies[k];
+    int prev = (k + kBodies - 1) % kBodies;
+    for (uint64_t i = 0; i < half; ++i) {
+      b.add_kinds(v1::EVENT_KIND_ALLOC);
+      b.add_addresses(addr(k, i));
+      b.add_sizes(16 + (i * 37) % 4000);
+      b.add_stack_ids(1 + (i * 7919 + k) % o.stacks);
+      b.add_kinds(v1::EVENT_KIND_FREE);
+      b.add_addresses(addr(prev, i));
+      b.add_sizes(0);
+      b.add_stack_ids(0);
+    }
+  }
+  for (uint64_t s = 1; s <= o.stacks; ++s) *bodies[0].add_new_stacks() = MakeStack(s);
+  return bodies;
+}
+
+struct Result {
+  uint64_t events = 0;
+  std::vector<double> latencies_ms;
+  std::string error;
+};
+
+void RunProcess(const std::shared_ptr<grpc::Channel>& channel, uint64_t process_id,
+                const Options& o, Clock::time_point start, Clock::time_point stop,
+                Result* out) {
+  auto stub = v1::Ingest::NewStub(channel);
+  std::vector<v1::EventBatch> bodies = MakeBodies(process_id & 0xffff, o);
+  grpc::ClientContext ctx;
+  auto stream = stub->Stream(&ctx);
+  v1::AgentMessage hello;
+  hello.mutable_hello()->set_process_id(process_id);
+  hello.mutable_hello()->set_service("bench");
+  hello.mutable_hello()->set_pid(static_cast<int32_t>(process_id & 0xffff));
+  v1::IngestAck ack;
+  if (!stream->Write(hello) || !stream->Read(&ack)) {
+    out->error = stream->Finish().error_message();
+    return;
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t acked = 0;
+  std::vector<Clock::time_point> sent_at(1);
+  std::vector<uint64_t> events_in(1);
+  bool reader_done = false;
+  std::thread reader([&] {
+    v1::IngestAck a;
+    while (stream->Read(&a)) {
+      auto now = Clock::now();
+      std::lock_guard<std::mutex> l(mu);
+      for (uint64_t s = acked + 1; s <= a.acked_seq() && s < sent_at.size(); ++s) {
+        if (sent_at[s] >= start && now <= stop) {
+          out->latencies_ms.push_back(std::chrono::duration<double, std::milli>(now - sent_at[s]).count());
+          out->events += events_in[s];
+        }
+      }
+      acked = std::max(acked, a.acked_seq());
+      cv.notify_all();
+    }
+    std::lock_guard<std::mutex> l(mu);
+    reader_done = true;
+    cv.notify_all();
+  });
+  v1::AgentMessage msg;
+  uint64_t seq = 0;
+  while (Clock::now() < stop) {
+    {
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [&] { return reader_done || seq - acked < o.window; });
+      if (reader_done) break;
+      sent_at.push_back(Clock::now());
+      events_in.push_back(o.batch);
+    }
+    ++seq;
+    const v1::EventBatch& body = bodies[(seq - 1) % kBodies];
+    msg.set_seq(seq);
+    if (seq == 1) {
+      *msg.mutable_batch() = body;
+    } else {
+      // Stacks are defined once; afterwards the body without them.
+      *msg.mutable_batch() = body;
+      msg.mutable_batch()->clear_new_stacks();
+    }
+    if (!stream->Write(msg)) break;
+  }
+  msg.Clear();
+  msg.set_seq(++seq);
+  msg.mutable_end()->set_exited(true);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    sent_at.push_back(Clock::now());
+    events_in.push_back(0);
+  }
+  stream->Write(msg);
+  stream->WritesDone();
+  reader.join();
+  grpc::Status st = stream->Finish();
+  if (!st.ok()) out->error = st.error_message();
+}
+
+double Percentile(std::vector<double>& v, double q) {
+  if (v.empty()) return 0;
+  size_t i = std::min(v.size() - 1, static_cast<size_t>(q * (v.size() - 1) + 0.5));
+  std::nth_element(v.begin(), v.begin() + i, v.end());
+  return v[i];
+}
+
+}  // namespace
+
+int BenchCommand(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] != "ingest") {
+    std::cerr << "cgoheap bench: usage: cgoheap bench ingest [--server=ADDR] [--processes=N] "
+                 "[--seconds=S] [--batch=EVENTS] [--stacks=K] [--window=W]\n";
+    return 2;
+  }
+  Options o;
+  FlagSet flags("cgoheap bench ingest");
+  flags.String("server", &o.server, "HOST:PORT", "cgoheapd to load (default: a local one, temporary)");
+  flags.Uint("processes", &o.processes, "N", "simulated processes, one stream each (default 4)");
+  flags.Duration("seconds", &o.seconds, "how long to send (default 10s)");
+  flags.Uint("batch", &o.batch, "EVENTS", "events per batch (default 8192)");
+  flags.Uint("stacks", &o.stacks, "K", "distinct stacks per process (default 200)");
+  flags.Uint("window", &o.window, "W", "unacknowledged batches per stream (default 8)");
+  auto rest = flags.Parse(std::vector<std::string>(args.begin() + 1, args.end()));
+  if (!rest.ok()) return FlagError(rest.status(), "cgoheap bench ingest");
+  if (o.processes == 0 || o.batch < 2 || o.stacks == 0 || o.window == 0) {
+    std::cerr << "cgoheap bench ingest: --processes, --stacks and --window must be at least 1, "
+                 "--batch at least 2\n";
+    return 2;
+  }
+  std::unique_ptr<server::Server> local;
+  std::string temp;
+  if (o.server.empty()) {
+    temp = (std::filesystem::temp_directory_path() /
+            absl::StrFormat("cgoheap-bench-%d", getpid())).string();
+    server::ServerOptions so;
+    so.listen = "127.0.0.1:0";
+    so.data_dir = temp;
+    auto s = server::Server::Start(so);
+    if (!s.ok()) {
+      std::cerr << "cgoheap bench ingest: " << s.status().message() << "\n";
+      return 1;
+    }
+    local = std::move(*s);
+    o.server = local->address();
+  }
+  grpc::ChannelArguments ch_args;
+  ch_args.SetMaxSendMessageSize(-1);
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (uint64_t i = 0; i < o.processes; ++i) {
+    // A channel each, as separate forwarders would have.
+    ch_args.SetInt("cgoheap.bench.channel", static_cast<int>(i));
+    channels.push_back(grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), ch_args));
+  }
+  if (!channels[0]->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
+    std::cerr << "cgoheap bench ingest: cannot reach cgoheapd at " << o.server << "\n";
+    return 1;
+  }
+  auto start = Clock::now() + std::chrono::milliseconds(500);  // connections warm up first
+  auto stop = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
+  std::vector<Result> results(o.processes);
+  std::vector<std::thread> threads;
+  uint64_t base = static_cast<uint64_t>(Clock::now().time_since_epoch().count()) << 8;
+  for (uint64_t i = 0; i < o.processes; ++i) {
+    threads.emplace_back(RunProcess, channels[i], base + i + 1, std::cref(o), start, stop,
+                         &results[i]);
+  }
+  for (auto& t : threads) t.join();
+  uint64_t events = 0;
+  std::vector<double> lat;
+  for (const Result& r : results) {
+    if (!r.error.empty()) {
+      std::cerr << "cgoheap bench ingest: a stream failed: " << r.error << "\n";
+      local.reset();
+      if (!temp.empty()) std::filesystem::remove_all(temp);
+      return 1;
+    }
+    events += r.events;
+    lat.insert(lat.end(), r.latencies_ms.begin(), r.latencies_ms.end());
+  }
+  double p50 = Percentile(lat, 0.50), p99 = Percentile(lat, 0.99);
+  double max = lat.empty() ? 0 : *std::max_element(lat.begin(), lat.end());
+  local.reset();
+  if (!temp.empty()) std::filesystem::remove_all(temp);
+  std::cout << absl::StrFormat(
+      "ingest: %s events/s for %.1f s from %d processes, acks p50 %.1f ms p99 %.1f ms max %.1f "
+      "ms\n",
+      Thousands(static_cast<uint64_t>(events / o.seconds)), o.seconds, o.processes, p50, p99, max);
+  return 0;
+}
+
+}  // namespace cgoheap::client
