@@ -33,8 +33,6 @@ __attribute__((tls_model("initial-exec"))) thread_local int t_hook_depth = 0;
 
 constinit std::atomic<ring::RingHeader*> g_ring{nullptr};
 constinit ring::RingWriter g_writer;
-constinit uint64_t g_sample_bytes = 0;  // 0: exact mode
-constinit SampledSet g_sampled;
 constinit GoBoundary g_boundary{};
 constinit uint64_t g_self_lo = 0, g_self_hi = 0;
 
@@ -157,7 +155,7 @@ int MainBias(dl_phdr_info* info, size_t, void* out) {
 // Creates DIR/PID-NANOS.ring and maps it; the forwarder only looks at files
 // ending in ".ring", so the header is complete before the rename publishes it.
 ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
-  uint64_t mb = EnvU64("CGOHEAP_RING_MB", 64);
+  uint64_t mb = EnvU64("CGOHEAP_RING_MB", 16);
   if (mb < 1) mb = 1;
   if (mb > 4096) mb = 4096;
   uint64_t words = 1;
@@ -205,6 +203,7 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
 }
 
 void ReleaseRing() {
+  g_mode = Mode::kOff;
   ring::RingHeader* h = g_ring.exchange(nullptr, std::memory_order_acq_rel);
   if (h != nullptr) munmap(h, ring::RingFileBytes(h->capacity_words));
 }
@@ -220,12 +219,20 @@ bool ShouldTrack() {
 void StartTracking() {
   if (!ShouldTrack()) return;
   uint64_t rate = EnvU64("CGOHEAP_SAMPLE_BYTES", 0);
-  if (rate != 0 && !g_sampled.ready() && !g_sampled.Init(size_t{1} << 20)) return;
+  // Room for the samples of 8 GiB of live heap at this rate, at most half
+  // full; small enough at production rates (128 KiB at 512 KiB) to stay in
+  // cache, because every free of an unsampled block probes it.
+  if (rate != 0 && !g_sampled.ready()) {
+    size_t slots = 4096;
+    while (slots < (size_t{1} << 22) && slots / 2 < (uint64_t{8} << 30) / rate) slots <<= 1;
+    if (!g_sampled.Init(slots)) return;
+  }
   ring::RingHeader* h = CreateRing(getenv("CGOHEAP_RING_DIR"), rate);
   if (h == nullptr) return;
   g_sample_bytes = rate;
   g_writer.Reset(h, EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000);
   g_ring.store(h, std::memory_order_release);
+  g_mode = rate != 0 ? Mode::kSampled : Mode::kExact;
 }
 
 // The child of a fork shares the parent's ring mapping: detach from it at
@@ -237,6 +244,10 @@ void AtForkChild() {
 }
 
 }  // namespace
+
+constinit Mode g_mode = Mode::kOff;
+constinit uint64_t g_sample_bytes = 0;
+constinit SampledSet g_sampled;
 
 HookGuard::HookGuard() : entered_(t_hook_depth++ == 0) {}
 HookGuard::~HookGuard() { --t_hook_depth; }
@@ -301,6 +312,7 @@ __attribute__((cold, noinline)) void Initialize() {
 
 using cgoheap::agent::g_ring;
 using cgoheap::agent::g_sample_bytes;
+using cgoheap::agent::g_mode;
 using cgoheap::agent::g_sampled;
 using cgoheap::agent::g_writer;
 
@@ -308,22 +320,20 @@ extern "C" bool cgoheap_active() {
   return g_ring.load(std::memory_order_relaxed) != nullptr;
 }
 
-extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size) {
+extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* frame) {
   using namespace cgoheap;
   ring::RingHeader* h = g_ring.load(std::memory_order_acquire);
   if (h == nullptr) return;
-  const uint64_t rate = g_sample_bytes;
-  if (rate != 0 && !agent::SampleAllocation(size, rate)) return;
   agent::HookGuard guard;
   if (!guard.entered()) return;
-  if (rate != 0 && !g_sampled.Insert(reinterpret_cast<uint64_t>(ptr))) {
+  if (g_sample_bytes != 0 && !g_sampled.Insert(reinterpret_cast<uint64_t>(ptr))) {
     // Too many live samples to remember: recording it would report its
     // eventual free as never happening.
     h->dropped_events.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   uint64_t words[ring::kRecordFixedWords + ring::kMaxFrames];
-  int nframes = cgoheap_capture_stack(words + ring::kRecordFixedWords, ring::kMaxFrames);
+  int nframes = cgoheap_capture_stack(words + ring::kRecordFixedWords, ring::kMaxFrames, frame);
   if (nframes == 0) h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
   unsigned nwords = ring::kRecordFixedWords + nframes;
   words[0] = ring::EncodeHeader(ring::Kind::kAlloc, static_cast<ring::Api>(api), nframes, nwords);
@@ -336,8 +346,7 @@ extern "C" void cgoheap_on_free(void* ptr) {
   using namespace cgoheap;
   ring::RingHeader* h = g_ring.load(std::memory_order_acquire);
   if (h == nullptr) return;
-  // Sampled mode: only the frees of sampled blocks matter; any other free
-  // costs this one failed lookup.
+  // Sampled mode: only the frees of sampled blocks matter.
   if (g_sample_bytes != 0 && !g_sampled.Erase(reinterpret_cast<uint64_t>(ptr))) return;
   agent::HookGuard guard;
   if (!guard.entered()) return;

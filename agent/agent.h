@@ -7,7 +7,7 @@
 //   CGOHEAP_ROOT_PID        only this pid is tracked, unless
 //   CGOHEAP_TRACE_CHILDREN  is 1: children (fork, exec) get rings of their own
 //   CGOHEAP_SAMPLE_BYTES    0 (default): every allocation; N: Poisson sampling
-//   CGOHEAP_RING_MB         ring size in MiB (default 64)
+//   CGOHEAP_RING_MB         ring size in MiB (default 16)
 //   CGOHEAP_FULL_WAIT_MS    exact mode: how long a writer waits for a full ring
 //                           to drain before dropping (default 2000)
 #pragma once
@@ -17,15 +17,20 @@
 
 extern "C" {
 
-// Called after the real allocator returned ptr (never null) for size bytes.
-void cgoheap_on_alloc(int api, void* ptr, size_t size);
-// Called before the real free of ptr (never null).
+// Records an allocation the fast path chose (every one in exact mode, a
+// sampled one in sampled mode), after the real allocator returned ptr.
+// frame: the allocator entry point's frame pointer (__builtin_frame_address
+// in the shim): the unwind starts at its caller; nullptr: from here.
+void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* frame);
+// Records a free before the real free: every free in exact mode; in sampled
+// mode a free whose address may be sampled (it checks and returns if not).
 void cgoheap_on_free(void* ptr);
 // True when the agent is recording for this process.
 bool cgoheap_active();
 // Captures the calling thread's stack (C frames, then Go frames across the cgo
-// boundary). Returns the number of return addresses written.
-int cgoheap_capture_stack(uint64_t* pcs, int max);
+// boundary). Returns the number of return addresses written. frame: as for
+// cgoheap_on_alloc.
+int cgoheap_capture_stack(uint64_t* pcs, int max, const void* frame = nullptr);
 
 }  // extern "C"
 
@@ -60,6 +65,13 @@ inline void CheckNotInHook() {
     if (InHook()) AllocatedInsideHook();
   }
 }
+
+// What the hooks do, decided at start-up (and again in a fork child).
+enum class Mode : uint32_t { kOff = 0, kExact = 1, kSampled = 2 };
+extern Mode g_mode;
+extern uint64_t g_sample_bytes;
+class SampledSet;
+extern SampledSet g_sampled;  // agent/sampled_set.h
 
 // Boundaries learnt once from the main executable.
 struct GoBoundary {

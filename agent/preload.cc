@@ -20,6 +20,8 @@
 
 #include "agent/agent.h"
 #include "agent/ring.h"
+#include "agent/sampled_set.h"
+#include "agent/sampler.h"
 
 namespace {
 
@@ -41,7 +43,6 @@ struct RealAllocator {
 
 constinit RealAllocator g_real{};
 constinit bool g_resolving = false;
-constinit bool g_initialized = false;
 
 alignas(64) constinit char g_bootstrap[64 * 1024]{};
 constinit std::atomic<size_t> g_bootstrap_used{0};
@@ -82,14 +83,40 @@ inline void EnsureReal() {
   if (__builtin_expect(g_real.free == nullptr, 0) && !g_resolving) ResolveReal();
 }
 
-inline void Allocated(Api api, void* p, size_t size) {
-  if (p != nullptr && g_initialized) cgoheap_on_alloc(static_cast<int>(api), p, size);
+// The fast path every allocation takes: one load of the mode, and in sampled
+// mode a thread-local countdown. Everything else is out of line. Always
+// inlined, so that __builtin_frame_address(0) is the allocator entry point's
+// own frame and the unwind can start at the program's code.
+__attribute__((always_inline)) inline void Allocated(Api api, void* p, size_t size) {
+  using cgoheap::agent::Mode;
+  Mode mode = cgoheap::agent::g_mode;
+  if (mode == Mode::kSampled) {
+    if (__builtin_expect(!cgoheap::agent::SampleAllocation(size, cgoheap::agent::g_sample_bytes), 1)) {
+      return;
+    }
+  } else if (mode != Mode::kExact) {
+    return;
+  }
+  if (p != nullptr) cgoheap_on_alloc(static_cast<int>(api), p, size, __builtin_frame_address(0));
+}
+
+// Before the real free: in sampled mode a one-byte filter load decides.
+inline void Freeing(void* p) {
+  using cgoheap::agent::Mode;
+  Mode mode = cgoheap::agent::g_mode;
+  if (mode == Mode::kSampled) {
+    if (__builtin_expect(!cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p)), 1)) {
+      return;
+    }
+  } else if (mode != Mode::kExact) {
+    return;
+  }
+  cgoheap_on_free(p);
 }
 
 __attribute__((constructor(101))) void AgentStart() {
   EnsureReal();
   cgoheap::agent::Initialize();
-  g_initialized = true;
 }
 
 }  // namespace
@@ -98,8 +125,10 @@ extern "C" {
 
 __attribute__((visibility("default"))) void* malloc(size_t size) {
   cgoheap::agent::CheckNotInHook();
-  EnsureReal();
-  if (__builtin_expect(g_real.malloc == nullptr, 0)) return BootstrapAlloc(size);
+  if (__builtin_expect(g_real.malloc == nullptr, 0)) {
+    EnsureReal();
+    if (g_real.malloc == nullptr) return BootstrapAlloc(size);
+  }
   void* p = g_real.malloc(size);
   Allocated(Api::kMalloc, p, size);
   return p;
@@ -122,8 +151,8 @@ __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
 
 __attribute__((visibility("default"))) void free(void* p) {
   if (p == nullptr || FromBootstrap(p)) return;
-  EnsureReal();
-  if (g_initialized) cgoheap_on_free(p);
+  if (__builtin_expect(g_real.free == nullptr, 0)) EnsureReal();
+  Freeing(p);
   g_real.free(p);
 }
 
@@ -144,7 +173,7 @@ __attribute__((visibility("default"))) void* realloc(void* old, size_t size) {
     return p;
   }
   size_t old_size = g_real.malloc_usable_size ? g_real.malloc_usable_size(old) : 0;
-  if (g_initialized) cgoheap_on_free(old);
+  Freeing(old);
   void* p = g_real.realloc(old, size);
   if (p != nullptr) {
     Allocated(Api::kRealloc, p, size);

@@ -10,11 +10,14 @@
 // Layout: one RingHeader (kHeaderBytes), then capacity_words 64-bit words.
 // Records are whole words at logical word positions (pos & mask). Writers
 // reserve space with a CAS on `reserve`, write the body, and publish the
-// header word last with a release store; a zero header word means "not yet
-// written". The reader consumes in order, zeroes what it consumed, and
-// advances `tail`. Multi-producer, single-consumer, lock-free.
+// header word last with a release store. The reader consumes in order and
+// advances `tail`; it never has to clear what it read: a header carries the
+// parity of its lap (pos / capacity), so a header left from the previous lap
+// reads as "not yet written", and a body word (an address, a size, a return
+// address: top byte 0) can never pass for a header (kind in the top byte).
+// Multi-producer, single-consumer, lock-free.
 //
-//   word 0: header = kind(8) | api(8) | nframes(16) | nwords(16) | 1(1)...
+//   word 0: header = kind(8) | api(8) | nframes(16) | nwords(16) | 0(14) | lap(1) | 1(1)
 //   word 1: address
 //   word 2: size (0 for frees)
 //   word 3..: return addresses, innermost first (allocations only)
@@ -58,12 +61,24 @@ inline const char* ApiName(Api api) {
   return i < static_cast<unsigned>(Api::kCount) ? kNames[i] : "?";
 }
 
+// The header without its lap bit; the writer adds the lap (WithLap).
 inline constexpr uint64_t EncodeHeader(Kind kind, Api api, unsigned nframes,
                                        unsigned nwords) {
   return (uint64_t{static_cast<uint8_t>(kind)} << 56) |
          (uint64_t{static_cast<uint8_t>(api)} << 48) |
          (uint64_t{nframes & 0xffff} << 32) | (uint64_t{nwords & 0xffff} << 16) |
          1;  // never zero
+}
+// Lap parity of logical position pos in a ring of capacity words.
+inline constexpr uint64_t LapBit(uint64_t pos, uint64_t capacity) {
+  return (pos & capacity) ? 2 : 0;
+}
+inline constexpr uint64_t WithLap(uint64_t header, uint64_t pos, uint64_t capacity) {
+  return (header & ~uint64_t{2}) | LapBit(pos, capacity);
+}
+// A committed header of the record at pos: a kind, and the current lap.
+inline constexpr bool IsHeaderAt(uint64_t word, uint64_t pos, uint64_t capacity) {
+  return (word >> 56) != 0 && (word & 1) && (word & 2) == LapBit(pos, capacity);
 }
 inline constexpr Kind HeaderKind(uint64_t h) { return static_cast<Kind>(h >> 56); }
 inline constexpr Api HeaderApi(uint64_t h) { return static_cast<Api>((h >> 48) & 0xff); }
@@ -86,7 +101,7 @@ struct alignas(64) RingHeader {
   alignas(64) std::atomic<uint64_t> tail;     // next unread word (reader)
   alignas(64) std::atomic<uint64_t> dropped_events;  // ring full, gave up
   std::atomic<uint64_t> dropped_bytes;
-  std::atomic<uint64_t> recorded_events;
+  std::atomic<uint64_t> reserved0_events;  // unused: a shared counter per event costs a contended RMW
   std::atomic<uint64_t> unwind_failures;
   // Executable mappings of the process ("start end offset path\n" lines),
   // rewritten after each dlopen/dlclose under a seqlock: the forwarder may

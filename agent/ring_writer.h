@@ -23,6 +23,8 @@ class RingWriter {
     header_ = h;
     full_wait_ns_ = full_wait_ns;
     stalled_tail_.store(~uint64_t{0}, std::memory_order_relaxed);
+    known_tail_.store(h != nullptr ? h->tail.load(std::memory_order_acquire) : 0,
+                      std::memory_order_relaxed);
   }
   RingHeader* header() const { return header_; }
 
@@ -42,8 +44,8 @@ class RingWriter {
     uint64_t* ring = RingWords(h);
     const uint64_t mask = h->capacity_words - 1;
     for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
-    std::atomic_ref<uint64_t>(ring[pos & mask]).store(words[0], std::memory_order_release);
-    h->recorded_events.fetch_add(1, std::memory_order_relaxed);
+    std::atomic_ref<uint64_t>(ring[pos & mask])
+        .store(WithLap(words[0], pos, h->capacity_words), std::memory_order_release);
     return true;
   }
 
@@ -58,8 +60,19 @@ class RingWriter {
     const uint64_t cap = h->capacity_words;
     uint64_t pos = h->reserve.load(std::memory_order_relaxed);
     uint64_t deadline = 0;
+    // The reader's tail only ever grows, so a value seen earlier still proves
+    // there is room, without touching the cache line the reader writes.
+    uint64_t tail = known_tail_.load(std::memory_order_relaxed);
     for (;;) {
-      uint64_t tail = h->tail.load(std::memory_order_acquire);
+      if (pos < tail) {  // pos is older than a tail another writer saw
+        pos = h->reserve.load(std::memory_order_relaxed);
+        continue;
+      }
+      if (pos + n - tail > cap) {
+        tail = h->tail.load(std::memory_order_acquire);
+        known_tail_.store(tail, std::memory_order_relaxed);
+        if (pos < tail) continue;
+      }
       if (pos + n - tail > cap) {
         if (h->sample_bytes != 0 || tail == stalled_tail_.load(std::memory_order_relaxed)) {
           return false;
@@ -86,6 +99,7 @@ class RingWriter {
   RingHeader* header_ = nullptr;
   uint64_t full_wait_ns_ = 2'000'000'000;
   std::atomic<uint64_t> stalled_tail_{~uint64_t{0}};
+  std::atomic<uint64_t> known_tail_{0};
 };
 
 }  // namespace cgoheap::ring

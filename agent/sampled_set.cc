@@ -14,7 +14,16 @@ bool SampledSet::Init(size_t slots) {
   return true;
 }
 
+void SampledSet::FilterAdd(uint64_t addr, int delta) {
+  std::atomic<uint8_t>& c = filter_[FilterIndex(addr)];
+  uint8_t cur = c.load(std::memory_order_relaxed);
+  while (cur != 255 && !c.compare_exchange_weak(cur, static_cast<uint8_t>(cur + delta),
+                                                std::memory_order_relaxed)) {
+  }
+}
+
 bool SampledSet::Insert(uint64_t addr) {
+  FilterAdd(addr, 1);  // before the table: a racing MaybeContains errs on "maybe"
   size_t i = Home(addr);
   for (int p = 0; p < kMaxProbe; ++p, i = (i + 1) & mask_) {
     uint64_t cur = slots_[i].load(std::memory_order_relaxed);
@@ -25,6 +34,7 @@ bool SampledSet::Insert(uint64_t addr) {
       }
     }
   }
+  FilterAdd(addr, -1);
   return false;
 }
 
@@ -33,7 +43,11 @@ bool SampledSet::Erase(uint64_t addr) {
   for (int p = 0; p < kMaxProbe; ++p, i = (i + 1) & mask_) {
     uint64_t cur = slots_[i].load(std::memory_order_acquire);
     if (cur == addr) {
-      return slots_[i].compare_exchange_strong(cur, kDeleted, std::memory_order_acq_rel);
+      if (!slots_[i].compare_exchange_strong(cur, kDeleted, std::memory_order_acq_rel)) {
+        return false;
+      }
+      FilterAdd(addr, -1);
+      return true;
     }
     if (cur == kEmpty) return false;
   }

@@ -27,7 +27,20 @@ class SampledSet {
   bool Erase(uint64_t addr);
   bool ready() const { return slots_ != nullptr; }
 
+  // A counting filter in front of the table (32 KiB, stays in L1/L2): false
+  // means addr is certainly not in the set, so the free of an unsampled
+  // block costs one byte load, not a probe of the table.
+  bool MaybeContains(uint64_t addr) const {
+    return filter_[FilterIndex(addr)].load(std::memory_order_relaxed) != 0;
+  }
+
  private:
+  static constexpr size_t kFilterSize = size_t{1} << 15;
+  static size_t FilterIndex(uint64_t addr) {
+    return ((addr >> 4) * 0xff51afd7ed558ccdULL) >> (64 - 15);
+  }
+  void FilterAdd(uint64_t addr, int delta);
+
   static constexpr uint64_t kEmpty = 0, kDeleted = 1;
   static constexpr int kMaxProbe = 64;
   size_t Home(uint64_t addr) const {
@@ -37,6 +50,7 @@ class SampledSet {
   std::atomic<uint64_t>* slots_ = nullptr;
   size_t mask_ = 0;
   int bits_ = 0;
+  std::atomic<uint8_t> filter_[kFilterSize]{};  // saturates at 255 and then stays
 };
 
 }  // namespace cgoheap::agent

@@ -126,17 +126,32 @@ __attribute__((noinline)) int LibunwindCapture(uint64_t* pcs, int max) {
 }  // namespace
 }  // namespace cgoheap::agent
 
-extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max) {
+extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max,
+                                                              const void* frame) {
   using namespace cgoheap::agent;
   UnwindRegs regs;
-  asm volatile(
-      "mov %%rsp, %0\n\t"
-      "mov %%rbp, %1\n\t"
-      "lea 0(%%rip), %2"
-      : "=r"(regs.sp), "=r"(regs.bp), "=r"(regs.pc));
+  bool first_is_return_address = true;
   int n = 0;
+  if (frame != nullptr) {
+    // The shim's frame (the agent keeps frame pointers): [fp] is the caller's
+    // RBP, [fp+8] the return address into the caller, fp+16 the caller's SP.
+    // The caller's own frame is then the first one recorded.
+    const auto* fp = static_cast<const uint64_t*>(frame);
+    regs = UnwindRegs{fp[1], reinterpret_cast<uint64_t>(fp + 2), fp[0]};
+    if (!InAgent(regs.pc)) {
+      pcs[n++] = regs.pc;
+      if (InAsmcgocall(regs.pc)) return n + WalkGoFrames(regs.sp, regs.bp, pcs + n, max - n);
+    }
+  } else {
+    asm volatile(
+        "mov %%rsp, %0\n\t"
+        "mov %%rbp, %1\n\t"
+        "lea 0(%%rip), %2"
+        : "=r"(regs.sp), "=r"(regs.bp), "=r"(regs.pc));
+    first_is_return_address = false;
+  }
   for (int steps = 0; n < max && steps < max + 16; ++steps) {
-    StepResult r = CfiStep(&regs, /*is_return_address=*/steps > 0);
+    StepResult r = CfiStep(&regs, /*is_return_address=*/steps > 0 || first_is_return_address);
     if (r == StepResult::kEnd || r == StepResult::kNoInfo) return n;
     if (r != StepResult::kOk) return LibunwindCapture(pcs, max);
     if (InAgent(regs.pc)) continue;  // the hook's own frames

@@ -249,7 +249,7 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
   return id;
 }
 
-void Forwarder::Drain(Tracked& t) {
+size_t Forwarder::Drain(Tracked& t) {
   RingRecord rec;
   size_t n = 0;
   while (t.ring.Next(&rec)) {
@@ -281,6 +281,7 @@ void Forwarder::Drain(Tracked& t) {
     if (t.live_events >= static_cast<int>(options_.max_batch_events)) Flush(t, true);
   }
   t.ring.Release();
+  return n;
 }
 
 void Forwarder::Flush(Tracked& t, bool force) {
@@ -341,8 +342,9 @@ void Forwarder::OnExit(pid_t pid, int status) {
   newest->end.set_unix_nanos(NowNanos());
 }
 
-void Forwarder::Poll() {
+size_t Forwarder::Poll() {
   Discover();
+  size_t drained = 0;
   for (auto& [path, t] : tracked_) {
     if (t->end_sent) continue;
     // A process that is not our child (nor reparented to us) ends without a
@@ -355,10 +357,11 @@ void Forwarder::Poll() {
     if (t->ended) {
       End(*t);
     } else {
-      Drain(*t);
+      drained += Drain(*t);
       Flush(*t, false);
     }
   }
+  return drained;
 }
 
 absl::Status Forwarder::Finish(absl::Duration timeout) {

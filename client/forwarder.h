@@ -48,8 +48,8 @@ class Forwarder {
   ~Forwarder();
 
   // Discovers new rings, drains every ring, sends batches that are due, and
-  // ends processes known to have exited.
-  void Poll();
+  // ends processes known to have exited. Returns the records drained.
+  size_t Poll();
   // The process pid ended with this waitpid status.
   void OnExit(pid_t pid, int wait_status);
   // Ends what is known to have ended, flushes everything, and waits for the
@@ -63,7 +63,7 @@ class Forwarder {
  private:
   struct Tracked;
   void Discover();
-  void Drain(Tracked& t);
+  size_t Drain(Tracked& t);
   uint64_t Intern(Tracked& t, const RingRecord& rec);
   void Flush(Tracked& t, bool force);
   void End(Tracked& t);

@@ -47,7 +47,7 @@ bool RingReader::Next(RingRecord* rec) {
   uint64_t* words = ring::RingWords(header_);
   const uint64_t mask = header_->capacity_words - 1;
   uint64_t h = std::atomic_ref<uint64_t>(words[pos_ & mask]).load(std::memory_order_acquire);
-  if (h == 0) return false;
+  if (!ring::IsHeaderAt(h, pos_, header_->capacity_words)) return false;  // not written yet
   unsigned n = ring::HeaderWords(h), nframes = ring::HeaderFrames(h);
   if (n < ring::kRecordFixedWords || nframes > ring::kMaxFrames ||
       n != ring::kRecordFixedWords + nframes) {
@@ -66,9 +66,6 @@ bool RingReader::Next(RingRecord* rec) {
 
 void RingReader::Release() {
   if (pos_ == released_) return;
-  uint64_t* words = ring::RingWords(header_);
-  const uint64_t mask = header_->capacity_words - 1;
-  for (uint64_t i = released_; i < pos_; ++i) words[i & mask] = 0;
   released_ = pos_;
   header_->tail.store(pos_, std::memory_order_release);
 }

@@ -48,7 +48,7 @@ class RingReader {
   ring::RingHeader* header_ = nullptr;
   size_t bytes_ = 0;
   uint64_t pos_ = 0;       // next word to read
-  uint64_t released_ = 0;  // words zeroed and given back
+  uint64_t released_ = 0;  // words given back to the writers
   bool corrupt_ = false;
 };
 

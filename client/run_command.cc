@@ -4,11 +4,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -200,9 +203,14 @@ int RunCommand(const std::vector<std::string>& args) {
   signal(SIGINT, SIG_IGN);
   signal(SIGQUIT, SIG_IGN);
 
+  // Poll fast while events flow, back off to 20 ms when idle (an idle
+  // launcher must not take CPU from the program), and wake at once when the
+  // program exits.
+  int root_pidfd = static_cast<int>(syscall(SYS_pidfd_open, child.pid, 0));
   int exit_code = 1;
+  int idle_ms = 1;
   for (bool root_done = false; !root_done;) {
-    fwd.Poll();
+    idle_ms = fwd.Poll() > 0 ? 1 : std::min(idle_ms * 2, 20);
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -212,8 +220,15 @@ int RunCommand(const std::vector<std::string>& args) {
         root_done = true;
       }
     }
-    if (!root_done) usleep(2000);
+    if (root_done) break;
+    if (root_pidfd >= 0) {
+      pollfd pfd{root_pidfd, POLLIN, 0};
+      poll(&pfd, 1, idle_ms);
+    } else {
+      usleep(idle_ms * 1000);
+    }
   }
+  if (root_pidfd >= 0) close(root_pidfd);
   absl::Status st = fwd.Finish(absl::Seconds(ack_timeout));
   if (!st.ok()) {
     std::cerr << "cgoheap run: the server did not acknowledge every event: " << st.message()
