@@ -6,6 +6,7 @@
 #   ./dev.sh demo              run a seed program under the agent, print its leaks
 #   ./dev.sh test              build and run every test (ctest, in parallel)
 #   ./dev.sh build             configure and build into build/
+#   ./dev.sh bench [--quick]   side-by-side benchmark table (bench/run.sh)
 #   ./dev.sh sanitize KIND     build into build-KIND with -fsanitize=KIND
 #                              (address, thread, undefined) and run the unit tests
 #   ./dev.sh deps              only install the packages
@@ -71,6 +72,7 @@ case "$cmd" in
     log "cgoheap run -- $prog   (source: tests/programs/seed_cmalloc/main.go)"
     "$BUILD_DIR/bin/cgoheap" run -- "$prog" "$@"
     ;;
+  bench) exec bench/run.sh "$@" ;;
   sanitize)
     kind=${1:?usage: ./dev.sh sanitize address|thread|undefined}
     shift
@@ -83,7 +85,7 @@ case "$cmd" in
     ctest -j"$JOBS" --output-on-failure -R "${1:-^(FlagsTest|GoPclntabTest|SymbolizerTest|RingTest|ClassifyTest|HeapStateTest|ReportTest|IngestProtocolTest|ServerTest)\\.}"
     ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2
     ;;
 esac

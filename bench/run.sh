@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of cgoheap, in one invocation on one machine:
+#   - the cgo churn loop (tests/programs/churn) plain, under the agent in
+#     exact mode and sampled at 524288 bytes, in alternating rounds (medians);
+#   - valgrind --leak-check=full and heaptrack on a smaller run of the same loop
+#     (against a plain run of that size);
+#   - the ingest load generator against a cgoheapd of its own.
+# Prints a table of ratios. The machine is shared and noisy: compare figures
+# of one run, never across runs.
+#
+#   bench/run.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./dev.sh build >/dev/null
+B=${CGOHEAP_BUILD_DIR:-build}
+CHURN=$B/tests/programs/churn
+CGOHEAP=$B/bin/cgoheap
+ROUNDS=5 ITER=1000000 SMALL=100000 INGEST_S=10
+if [ "${1:-}" = --quick ]; then ROUNDS=1 ITER=100000 SMALL=2000 INGEST_S=2; fi
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"; [ -n "${DPID:-}" ] && kill $DPID 2>/dev/null || true' EXIT
+
+# run NAME CMD...: appends "NAME elapsed_ms cpu_ms total_cpu_s" to $WORK/results
+run() {
+  local name=$1
+  shift
+  /usr/bin/time -f 'TOTAL %U %S' "$@" > "$WORK/out" 2> "$WORK/err" || true
+  local e c
+  e=$(grep -ho 'elapsed_ms [0-9.]*' "$WORK/out" "$WORK/err" | awk '{print $2}' | head -1)
+  c=$(grep -ho 'cpu_ms [0-9.]*' "$WORK/out" "$WORK/err" | awk '{print $2}' | head -1)
+  local t
+  t=$(grep -h '^TOTAL' "$WORK/err" | awk '{print $2 + $3}' | tail -1)
+  echo "$name ${e:-0} ${c:-0} ${t:-0}" >> "$WORK/results"
+}
+
+echo "cgoheap benchmark on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)" >&2
+echo "churn loop: 4 goroutines x $ITER iterations, 5 C allocations each; $ROUNDS alternating rounds" >&2
+for ((r = 0; r < ROUNDS; r++)); do
+  run plain "$CHURN" 4 "$ITER"
+  run exact "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
+  run sampled "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER"
+done
+echo "valgrind and heaptrack: 4 x $SMALL iterations" >&2
+for ((r = 0; r < 3; r++)); do run plain_small "$CHURN" 4 "$SMALL"; done
+if command -v valgrind >/dev/null; then
+  run valgrind valgrind --leak-check=full "$CHURN" 4 "$SMALL"
+fi
+HEAPTRACK_CALLS=""
+if command -v heaptrack >/dev/null; then
+  run heaptrack heaptrack -o "$WORK/ht" "$CHURN" 4 "$SMALL"
+  HEAPTRACK_CALLS=$(heaptrack_print "$WORK"/ht*.zst 2>/dev/null | grep -o 'calls to allocation functions: [0-9]*' | awk '{print $5}')
+fi
+
+mkdir -p "$WORK/data"
+"$B/bin/cgoheapd" --listen=127.0.0.1:0 --data="$WORK/data" > "$WORK/d.out" 2>&1 &
+DPID=$!
+for _ in $(seq 50); do grep -q listening "$WORK/d.out" && break; sleep 0.1; done
+ADDR=$(sed -n 's/.*listening on \([^,]*\),.*/\1/p' "$WORK/d.out")
+INGEST=$("$CGOHEAP" bench ingest --server="$ADDR" --processes=4 --seconds="$INGEST_S" | tail -1)
+DRSS=$(ps -o rss= -p $DPID | awk '{printf "%.0f", $1/1024}')
+kill $DPID; wait $DPID 2>/dev/null || true; DPID=
+
+awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" '
+  function median(name, col,   n, i, j, t, a) {
+    n = 0
+    for (i = 1; i <= NR_; i++) if (rn[i] == name) a[++n] = rv[i, col]
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n ? a[int((n + 1) / 2)] : 0
+  }
+  { NR_++; rn[NR_] = $1; rv[NR_, 2] = $2; rv[NR_, 3] = $3; rv[NR_, 4] = $4 }
+  END {
+    pe = median("plain", 2); pc = median("plain", 3)
+    printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | program CPU vs plain |\n"
+    printf "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+    split("plain exact sampled", names, " ")
+    for (k = 1; k <= 3; k++) {
+      e = median(names[k], 2); c = median(names[k], 3); t = median(names[k], 4)
+      printf "| %s | %.0f | %.0f | %.2f | %.2fx | %.2fx |\n", names[k], e, c, t, e / pe, c / pc
+    }
+    se = median("plain_small", 2); sc = median("plain_small", 3)
+    printf "| plain (small run) | %.0f | %.0f | %.2f | 1.00x | 1.00x |\n", se, sc, median("plain_small", 4)
+    for (k = 1; k <= 2; k++) {
+      nm = (k == 1) ? "valgrind --leak-check=full (small run)" : "heaptrack (small run)"
+      key = (k == 1) ? "valgrind" : "heaptrack"
+      e = median(key, 2); c = median(key, 3); t = median(key, 4)
+      if (t > 0) printf "| %s | %.0f | %.0f | %.2f | %.1fx | %.1fx |\n", nm, e, c, t, e / se, c / sc
+    }
+    if (calls != "") printf "\nheaptrack recorded %s allocation calls of the %d the loop makes (4 x %d x 5).\n", calls, 4 * small * 5, small
+  }' "$WORK/results"
+echo
+echo "cgoheapd under load (4 simulated processes, RSS at the end ${DRSS} MiB):"
+echo "$INGEST"
