@@ -4,11 +4,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "client/ring_reader.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap::testing {
@@ -215,6 +218,26 @@ TEST(RunTest, SampledModeEstimatesTheLeakWithoutBias) {
   EXPECT_NEAR(Num(leak, "blocks"), 8000, 8000 * 0.4);
   EXPECT_NEAR(Num(leak, "bytes"), 8000 * 48, 8000 * 48 * 0.4);
   ExpectFrameAt(Frames(leak), "main.worker", src, LineOf(src, "// LEAK: 48 bytes"));
+}
+
+TEST(RunTest, DeadForwarderNeverBlocksTheProgramAndDropsAreCounted) {
+  // The agent with nobody draining its ring: exact mode waits 100 ms once,
+  // then drops at once while the reader does not move.
+  TempDir rings;
+  auto start = std::chrono::steady_clock::now();
+  RunResult r = RunProcess({Program("churn"), "2", "200000"},
+                           {"LD_PRELOAD=" + std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent.so",
+                            "CGOHEAP_RING_DIR=" + rings.path(), "CGOHEAP_RING_MB=1",
+                            "CGOHEAP_FULL_WAIT_MS=100"});
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("churn: 2000000 allocations"), std::string::npos) << r.out;
+  EXPECT_LT(took, std::chrono::seconds(60));
+  std::string ring;
+  for (const auto& e : std::filesystem::directory_iterator(rings.path())) ring = e.path();
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Open(ring));
+  EXPECT_GT(reader.dropped_events(), 1'000'000u) << "4M events into a 1 MiB ring";
 }
 
 TEST(RunTest, RealCgoLibraryBehavesIdentically) {
