@@ -21,6 +21,26 @@ std::string Location(const v1::Frame& f) {
   return "";
 }
 
+// 1234567.0 -> "1.2 MB/hour"
+std::string Rate(double bytes_per_hour) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  int u = 0;
+  while (bytes_per_hour >= 1000 && u < 4) {
+    bytes_per_hour /= 1000;
+    ++u;
+  }
+  return absl::StrFormat("%.1f %s/hour", bytes_per_hour, units[u]);
+}
+
+std::string Clock(int64_t unix_nanos) {
+  time_t t = static_cast<time_t>(unix_nanos / 1'000'000'000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
 std::string StateText(const v1::ProcessInfo& p) {
   if (p.state() == "exited") return absl::StrCat("exited(", p.end().exit_code(), ")");
   if (p.state() == "killed") return absl::StrCat("killed(", p.end().signal(), ")");
@@ -71,9 +91,14 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
     const char* approx = leak.estimated() ? "~" : "";
     if (leak.estimated()) rate = std::max(rate, leak.sample_bytes());
     absl::StrAppend(&out, p, " ", approx, Plural(leak.bytes(), "byte", "bytes"), " in ", approx,
-                    Plural(leak.blocks(), "block", "blocks"),
-                    leak.kind() == "exit" ? " never freed" : " growing", " (", i + 1, " of ", n,
-                    n == 1 ? " leak" : " leaks", ")");
+                    Plural(leak.blocks(), "block", "blocks"));
+    if (leak.kind() == "growth") {
+      absl::StrAppend(&out, " live and growing at ", Rate(leak.rate_bytes_per_hour()), " since ",
+                      Clock(leak.since_unix_nanos()));
+    } else {
+      absl::StrAppend(&out, " never freed");
+    }
+    absl::StrAppend(&out, " (", i + 1, " of ", n, n == 1 ? " leak" : " leaks", ")");
     if (r.processes() > 1 || leak.processes() > 1) {
       absl::StrAppend(&out, ", in ", Plural(leak.processes(), "process", "processes"));
     }
@@ -95,13 +120,17 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
     absl::StrAppend(&out, p, "\n");
   }
   absl::StrAppend(&out, p, " LEAK SUMMARY: ");
+  int growth = 0;
+  for (const v1::Leak& leak : r.leaks()) growth += leak.kind() == "growth";
   if (n == 0) {
     absl::StrAppend(&out, "no leaks");
   } else {
     const char* approx = rate ? "~" : "";
     absl::StrAppend(&out, approx, Plural(total_bytes, "byte", "bytes"), " in ", approx,
-                    Plural(total_blocks, "block", "blocks"), " never freed, from ",
-                    Plural(n, "stack", "stacks"));
+                    Plural(total_blocks, "block", "blocks"),
+                    growth == n ? " live and growing" : growth ? " never freed or growing"
+                                                              : " never freed",
+                    ", from ", Plural(n, "stack", "stacks"));
   }
   if (r.processes() != 1) absl::StrAppend(&out, " across ", Plural(r.processes(), "process", "processes"));
   out += "\n";
@@ -137,6 +166,8 @@ std::string LeaksJson(const v1::LeaksResponse& r) {
     leaks.push_back(absl::StrCat(
         "{\"kind\":", JsonString(leak.kind()), ",\"bytes\":", leak.bytes(),
         ",\"blocks\":", leak.blocks(), ",\"processes\":", leak.processes(),
+        ",\"rate_bytes_per_hour\":", absl::StrFormat("%.0f", leak.rate_bytes_per_hour()),
+        ",\"since_unix_nanos\":", leak.since_unix_nanos(),
         ",\"estimated\":", leak.estimated() ? "true" : "false",
         ",\"sample_bytes\":", leak.sample_bytes(),
         ",\"internal\":", leak.internal() ? "true" : "false",

@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   flags.String("data", &opts.data_dir, "DIR", "RocksDB directory (required)");
   flags.String("metrics", &opts.metrics, "HOST:PORT", "serve Prometheus /metrics here");
   flags.Bool("fsync", &opts.sync, "fsync the WAL before each acknowledgement");
+  flags.Duration("leak-window", &opts.leak_window_seconds,
+                 "a stack whose live memory rises through this window is a growth leak (default 10m)");
   std::vector<std::string> args(argv + 1, argv + argc);
   auto rest = flags.Parse(args);
   if (!rest.ok()) {

@@ -26,7 +26,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     absl::Status st = s->metrics_->Serve(options.metrics);
     if (!st.ok()) return st;
   }
-  s->state_ = std::make_unique<HeapState>(s->store_.get(), s->metrics_.get());
+  HeapState::Options state_opts;
+  state_opts.leak_window_seconds = options.leak_window_seconds;
+  s->state_ = std::make_unique<HeapState>(s->store_.get(), s->metrics_.get(), state_opts);
   absl::Status st = s->state_->Load();
   if (!st.ok()) return st;
   s->ingest_ = std::make_unique<IngestService>(s->state_.get(), s->metrics_.get());
@@ -51,17 +53,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   }
   std::string host = options.listen.substr(0, options.listen.rfind(':'));
   s->address_ = absl::StrCat(host, ":", port);
-  s->refresher_ = std::thread([srv = s.get()] { srv->RefreshLoop(); });
+  s->refresher_ = std::thread([srv = s.get(), window = options.leak_window_seconds] {
+    srv->RefreshLoop(window);
+  });
   return s;
 }
 
 std::string Server::metrics_address() const { return metrics_->BoundAddress(); }
 
-void Server::RefreshLoop() {
+// Growth detection samples every window/16 (at least every 2 s); metrics
+// follow at the same pace.
+void Server::RefreshLoop(double window_seconds) {
+  absl::Duration tick = std::min(absl::Seconds(2), absl::Seconds(window_seconds / 16));
   do {
-    metrics_->RefreshFleet(state_->ListProcesses({}));
+    state_->DetectGrowth(absl::ToUnixNanos(absl::Now()));
+    metrics_->RefreshFleet(state_->ListProcesses({}), state_->Suspects());
     metrics_->SetStorageBytes(static_cast<double>(store_->DiskBytes()));
-  } while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(2)));
+  } while (!stop_.WaitForNotificationWithTimeout(tick));
 }
 
 void Server::Wait() {

@@ -34,6 +34,7 @@ struct ServerOptions {
   std::string data_dir;
   std::string metrics;          // empty: no /metrics endpoint
   bool sync = false;            // fsync the WAL on each acknowledged write
+  double leak_window_seconds = 600;  // growth leaks: live memory rising through this window
   int max_message_bytes = 16 << 20;
 };
 
@@ -50,7 +51,7 @@ class Server {
 
  private:
   Server() = default;
-  void RefreshLoop();
+  void RefreshLoop(double window_seconds);
 
   std::string address_;
   std::unique_ptr<Store> store_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -181,7 +182,104 @@ void HeapState::AddBlock(Process& p, uint64_t addr, uint64_t size, uint64_t stac
 }
 
 uint64_t HeapState::SnapshotThreshold(const Process& p) const {
-  return std::max(min_log_bytes_, kLogToLiveRatio * kSnapshotBytesPerBlock * p.live.size());
+  return std::max(options_.min_log_bytes,
+                  kLogToLiveRatio * kSnapshotBytesPerBlock * p.live.size());
+}
+
+bool HeapState::IsInternal(uint64_t stack_id) const {
+  absl::MutexLock lock(&stacks_mu_);
+  auto it = stacks_.find(stack_id);
+  return it != stacks_.end() && it->second->cls.internal;
+}
+
+void HeapState::DetectGrowth(int64_t now) {
+  std::vector<std::shared_ptr<Process>> running;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, p] : procs_) running.push_back(p);
+  }
+  for (const auto& p : running) {
+    absl::MutexLock lock(&p->mu);
+    if (p->rec.has_hello() && !p->rec.ended()) DetectGrowth(*p, now);
+  }
+}
+
+// Over the last window, in four equal time buckets, the floor (minimum) of a
+// leaking stack's live bytes rises in every bucket: what leaks never comes
+// back, whatever churns around it. Churn keeps the floor flat; a cache that
+// fills once, or a start-up allocation, rises and then stays flat. The rise
+// must also exceed half the churn seen in the first bucket, so that the
+// floors of a noisy but flat stack do not pass by chance.
+void HeapState::DetectGrowth(Process& p, int64_t now) {
+  const int64_t window = static_cast<int64_t>(options_.leak_window_seconds * 1e9);
+  const int64_t resolution = std::max<int64_t>(window / 16, 1);
+  if (now - p.last_sample >= resolution) {
+    p.last_sample = now;
+    for (const auto& [stack, t] : p.by_stack) p.history[stack].push_back({now, t.est_bytes});
+    for (auto it = p.history.begin(); it != p.history.end();) {
+      std::vector<Process::Point>& pts = it->second;
+      if (!p.by_stack.contains(it->first)) pts.push_back({now, 0});
+      // Keep a window and a bit: the oldest point must precede the window.
+      size_t drop = 0;
+      while (drop + 1 < pts.size() && pts[drop + 1].t <= now - window) ++drop;
+      pts.erase(pts.begin(), pts.begin() + drop);
+      bool all_zero = std::all_of(pts.begin(), pts.end(), [](const auto& q) { return q.bytes <= 0; });
+      if (all_zero) {
+        p.growing.erase(it->first);
+        p.history.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& [stack, pts] : p.history) {
+    bool grows = false;
+    double rate = 0;
+    if (!pts.empty() && pts.front().t <= now - window + resolution && !IsInternal(stack)) {
+      double floor[4], peak0 = 0;
+      std::fill(std::begin(floor), std::end(floor), std::numeric_limits<double>::infinity());
+      for (const auto& q : pts) {
+        int64_t age = q.t - (now - window);
+        int b = age < 0 ? 0 : static_cast<int>(std::min<int64_t>(3, age * 4 / window));
+        floor[b] = std::min(floor[b], q.bytes);
+        if (b == 0) peak0 = std::max(peak0, q.bytes);
+      }
+      double rise = floor[3] - floor[0];
+      grows = std::isfinite(floor[1]) && std::isfinite(floor[2]) && floor[0] < floor[1] &&
+              floor[1] < floor[2] && floor[2] < floor[3] && rise > 0.5 * (peak0 - floor[0]);
+      rate = rise / (0.75 * options_.leak_window_seconds) * 3600;
+    }
+    if (grows) {
+      // Rising since the window began, or since the first sample if later.
+      int64_t since = std::max(now - window, pts.front().t);
+      auto [it, fresh] = p.growing.try_emplace(stack, Process::Growth{rate, since});
+      it->second.rate_per_hour = rate;
+    } else {
+      p.growing.erase(stack);
+    }
+  }
+}
+
+absl::flat_hash_map<std::string, ServiceSuspects> HeapState::Suspects() const {
+  std::vector<std::shared_ptr<Process>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, p] : procs_) all.push_back(p);
+  }
+  absl::flat_hash_map<std::string, ServiceSuspects> out;
+  absl::flat_hash_map<std::string, absl::flat_hash_map<uint64_t, bool>> stacks;
+  for (const auto& p : all) {
+    absl::MutexLock lock(&p->mu);
+    if (!p->rec.has_hello() || p->rec.ended()) continue;
+    const std::string& svc = p->rec.hello().service();
+    ServiceSuspects& s = out[svc];
+    for (const auto& [stack, g] : p->growing) {
+      if (auto it = p->by_stack.find(stack); it != p->by_stack.end()) s.bytes += it->second.est_bytes;
+      stacks[svc][stack] = true;
+    }
+  }
+  for (auto& [svc, s] : out) s.stacks = stacks[svc].size();
+  return out;
 }
 
 absl::Status HeapState::MaybeSnapshot(uint64_t id, Process& p) {
@@ -356,6 +454,46 @@ v1::ListProcessesResponse HeapState::ListProcesses(const v1::ListProcessesReques
   return resp;
 }
 
+void HeapState::AddLeak(const char* kind, uint64_t stack_id, LeakGroup& g, bool all,
+                        v1::LeaksResponse* resp) const {
+  std::shared_ptr<const StackEntry> entry;
+  {
+    absl::MutexLock lock(&stacks_mu_);
+    auto it = stacks_.find(stack_id);
+    if (it != stacks_.end()) entry = it->second;
+  }
+  bool internal = entry != nullptr && entry->cls.internal;
+  uint64_t bytes = static_cast<uint64_t>(std::llround(g.bytes));
+  uint64_t blocks = static_cast<uint64_t>(std::llround(g.blocks));
+  if (internal && !all) {
+    resp->set_hidden(resp->hidden() + 1);
+    resp->set_hidden_bytes(resp->hidden_bytes() + bytes);
+    return;
+  }
+  v1::Leak* leak = resp->add_leaks();
+  leak->set_kind(kind);
+  leak->set_rate_bytes_per_hour(g.rate);
+  leak->set_since_unix_nanos(g.since);
+  leak->set_bytes(bytes);
+  leak->set_blocks(blocks);
+  leak->set_estimated(g.sample_bytes != 0);
+  leak->set_sample_bytes(g.sample_bytes);
+  leak->set_processes(static_cast<uint32_t>(g.processes.size()));
+  std::sort(g.processes.begin(), g.processes.end());
+  for (size_t i = 0; i < g.processes.size() && i < kMaxListedProcessIds; ++i) {
+    leak->add_process_ids(FormatProcessId(g.processes[i]));
+  }
+  if (entry != nullptr) {
+    *leak->mutable_stack() = entry->stack;
+    leak->set_internal(internal);
+    leak->set_internal_reason(entry->cls.reason);
+    leak->set_user_frame(entry->cls.user_frame);
+  } else {
+    leak->mutable_stack()->set_id(stack_id);
+    leak->set_user_frame(-1);
+  }
+}
+
 absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) const {
   uint64_t only = 0;
   if (!req.process_id().empty() && !ParseProcessId(req.process_id(), &only)) {
@@ -376,12 +514,8 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
       chosen.assign(procs_.begin(), procs_.end());
     }
   }
-  struct Group {
-    double bytes = 0, blocks = 0;
-    uint64_t sample_bytes = 0;
-    std::vector<uint64_t> processes;
-  };
-  absl::flat_hash_map<uint64_t, Group> groups;
+  absl::flat_hash_map<uint64_t, LeakGroup> groups;   // exit leaks, by stack
+  absl::flat_hash_map<uint64_t, LeakGroup> growing;  // growth leaks, by stack
   v1::LeaksResponse resp;
   for (const auto& [id, p] : chosen) {
     absl::MutexLock lock(&p->mu);
@@ -390,51 +524,31 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
     resp.set_processes(resp.processes() + 1);
     resp.set_dropped_events(resp.dropped_events() + p->rec.dropped_events());
     for (const v1::StackTotal& e : p->rec.exit_leaks()) {
-      Group& g = groups[e.stack_id()];
+      LeakGroup& g = groups[e.stack_id()];
       g.bytes += e.est_bytes();
       g.blocks += e.est_blocks();
       g.sample_bytes = std::max(g.sample_bytes, p->rec.hello().sample_bytes());
       g.processes.push_back(id);
     }
-  }
-  for (auto& [stack_id, g] : groups) {
-    std::shared_ptr<const StackEntry> entry;
-    {
-      absl::MutexLock lock(&stacks_mu_);
-      auto it = stacks_.find(stack_id);
-      if (it != stacks_.end()) entry = it->second;
-    }
-    bool internal = entry != nullptr && entry->cls.internal;
-    uint64_t bytes = static_cast<uint64_t>(std::llround(g.bytes));
-    uint64_t blocks = static_cast<uint64_t>(std::llround(g.blocks));
-    if (internal && !req.all()) {
-      resp.set_hidden(resp.hidden() + 1);
-      resp.set_hidden_bytes(resp.hidden_bytes() + bytes);
-      continue;
-    }
-    v1::Leak* leak = resp.add_leaks();
-    leak->set_kind("exit");
-    leak->set_bytes(bytes);
-    leak->set_blocks(blocks);
-    leak->set_estimated(g.sample_bytes != 0);
-    leak->set_sample_bytes(g.sample_bytes);
-    leak->set_processes(static_cast<uint32_t>(g.processes.size()));
-    std::sort(g.processes.begin(), g.processes.end());
-    for (size_t i = 0; i < g.processes.size() && i < kMaxListedProcessIds; ++i) {
-      leak->add_process_ids(FormatProcessId(g.processes[i]));
-    }
-    if (entry != nullptr) {
-      *leak->mutable_stack() = entry->stack;
-      leak->set_internal(internal);
-      leak->set_internal_reason(entry->cls.reason);
-      leak->set_user_frame(entry->cls.user_frame);
-    } else {
-      leak->mutable_stack()->set_id(stack_id);
-      leak->set_user_frame(-1);
+    for (const auto& [stack, growth] : p->growing) {
+      auto live = p->by_stack.find(stack);
+      if (live == p->by_stack.end()) continue;
+      LeakGroup& g = growing[stack];
+      g.bytes += live->second.est_bytes;
+      g.blocks += live->second.est_blocks;
+      g.sample_bytes = std::max(g.sample_bytes, p->rec.hello().sample_bytes());
+      g.processes.push_back(id);
+      g.rate += growth.rate_per_hour;
+      g.since = g.since == 0 ? growth.since : std::min(g.since, growth.since);
     }
   }
+  for (auto& [stack_id, g] : growing) AddLeak("growth", stack_id, g, req.all(), &resp);
+  for (auto& [stack_id, g] : groups) AddLeak("exit", stack_id, g, req.all(), &resp);
+  // Growth leaks (still running, still growing) first, then exit leaks;
+  // largest first within each.
   std::sort(resp.mutable_leaks()->begin(), resp.mutable_leaks()->end(),
             [](const v1::Leak& a, const v1::Leak& b) {
+              if (a.kind() != b.kind()) return a.kind() == "growth";
               if (a.bytes() != b.bytes()) return a.bytes() > b.bytes();
               if (a.blocks() != b.blocks()) return a.blocks() > b.blocks();
               return a.stack().id() < b.stack().id();

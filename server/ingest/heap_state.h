@@ -22,21 +22,34 @@
 #include "absl/synchronization/mutex.h"
 #include "cgoheap.pb.h"
 #include "server/leak/classify.h"
+#include "server/metrics/metrics.h"
 #include "server/storage/store.h"
 
 namespace cgoheap::server {
-
-class ServerMetrics;
 
 inline constexpr int kMaxFramesPerStack = 256;
 
 // Thread-safe.
 class HeapState {
  public:
-  // min_log_bytes: the batch log of a running process is compacted into a
-  // snapshot once it exceeds this and four times the live heap.
-  HeapState(Store* store, ServerMetrics* metrics, uint64_t min_log_bytes = 8 << 20)
-      : store_(store), metrics_(metrics), min_log_bytes_(min_log_bytes) {}
+  struct Options {
+    // The batch log of a running process is compacted into a snapshot once it
+    // exceeds this and four times the live heap.
+    uint64_t min_log_bytes = 8 << 20;
+    // Growth leaks: a stack is flagged when its live memory rises through a
+    // whole window of this length.
+    double leak_window_seconds = 600;
+  };
+  HeapState(Store* store, ServerMetrics* metrics) : HeapState(store, metrics, Options()) {}
+  HeapState(Store* store, ServerMetrics* metrics, Options options)
+      : store_(store), metrics_(metrics), options_(options) {}
+
+  // Samples the live heap of every running process by stack and re-evaluates
+  // growth leaks. Called periodically (the server: every window/16 at most).
+  void DetectGrowth(int64_t now_unix_nanos);
+
+  // Per service: bytes in stacks flagged as growing, and how many stacks.
+  absl::flat_hash_map<std::string, ServiceSuspects> Suspects() const;
 
   // Rebuilds memory from the store. Call once, before serving.
   absl::Status Load();
@@ -82,17 +95,42 @@ class HeapState {
     absl::flat_hash_map<uint64_t, Totals> by_stack ABSL_GUARDED_BY(mu);
     Totals total ABSL_GUARDED_BY(mu);
     uint64_t log_bytes ABSL_GUARDED_BY(mu) = 0;  // batch bytes since the last snapshot
+    // Growth detection: live bytes (estimated) by stack over time, in memory
+    // only (after a restart the history starts again).
+    struct Point {
+      int64_t t;
+      double bytes;
+    };
+    absl::flat_hash_map<uint64_t, std::vector<Point>> history ABSL_GUARDED_BY(mu);
+    int64_t last_sample ABSL_GUARDED_BY(mu) = 0;
+    struct Growth {
+      double rate_per_hour;
+      int64_t since;
+    };
+    absl::flat_hash_map<uint64_t, Growth> growing ABSL_GUARDED_BY(mu);
   };
   struct StackEntry {
     v1::Stack stack;
     StackClass cls;
   };
+  // One stack's leak summed over processes.
+  struct LeakGroup {
+    double bytes = 0, blocks = 0;
+    uint64_t sample_bytes = 0;
+    std::vector<uint64_t> processes;
+    double rate = 0;     // growth: bytes per hour, summed
+    int64_t since = 0;   // growth: earliest start of the rise
+  };
+  void AddLeak(const char* kind, uint64_t stack_id, LeakGroup& g, bool all,
+               v1::LeaksResponse* resp) const;
 
   absl::StatusOr<uint64_t> Hello(const v1::ProcessHello& hello);
   absl::Status ValidateBatch(uint64_t seq, const v1::EventBatch& b) const;
   static void ApplyEvents(Process& p, const v1::EventBatch& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
   static void AddBlock(Process& p, uint64_t addr, uint64_t size, uint64_t stack)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
+  void DetectGrowth(Process& p, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
+  bool IsInternal(uint64_t stack_id) const;
   // Replaces the batch log with a snapshot of the live heap once the log
   // outweighs it; keeps a running process's disk use proportional to its heap.
   absl::Status MaybeSnapshot(uint64_t id, Process& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
@@ -104,7 +142,7 @@ class HeapState {
 
   Store* const store_;
   ServerMetrics* const metrics_;
-  const uint64_t min_log_bytes_;
+  const Options options_;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<Process>> procs_ ABSL_GUARDED_BY(mu_);

@@ -75,7 +75,10 @@ class HeapStateTest : public ::testing::Test {
     auto s = Store::Open(dir_.path());
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = std::move(*s);
-    state_ = std::make_unique<HeapState>(store_.get(), nullptr, min_log_bytes);
+    HeapState::Options opts;
+    opts.min_log_bytes = min_log_bytes;
+    opts.leak_window_seconds = 60;
+    state_ = std::make_unique<HeapState>(store_.get(), nullptr, opts);
     ASSERT_TRUE(state_->Load().ok());
   }
   int BatchesOnDisk(uint64_t pid) {
@@ -219,6 +222,79 @@ TEST_F(HeapStateTest, LongRunningProcessesAreCompactedIntoSnapshots) {
   EXPECT_EQ(r.leaks(0).blocks(), 21u);
   EXPECT_EQ(BatchesOnDisk(1), 0);
   EXPECT_FALSE(store_->GetSnapshot(1).ok()) << "ending a process removes its snapshot";
+}
+
+v1::Stack NamedStack(uint64_t id, const char* fn, int line) {
+  v1::Stack s;
+  s.set_id(id);
+  s.add_frames()->set_function("malloc");
+  v1::Frame* f = s.add_frames();
+  f->set_function(fn);
+  f->set_file("/src/svc/main.go");
+  f->set_line(line);
+  f->set_go(true);
+  return s;
+}
+
+// A service that never exits, over three minutes of simulated time (window
+// 60 s): a churning stack, a cache that fills in the first 20 s and stays, a
+// start-up allocation, and one request in 50 forgetting a free.
+TEST_F(HeapStateTest, GrowthLeaksAreFoundWhileTheProcessRunsAndNothingElseIs) {
+  constexpr uint64_t kChurn = 0x10, kCache = 0x20, kStartup = 0x30, kLeak = 0x40;
+  for (uint64_t p = 1; p <= 2; ++p) {
+    Apply(0, Hello(p, "api"));
+    Apply(p, Batch(1, {{true, 0x1, 4096, kStartup}},
+                   {NamedStack(kChurn, "main.handle", 10), NamedStack(kCache, "main.cache", 20),
+                    NamedStack(kStartup, "main.init", 30), NamedStack(kLeak, "main.forgets", 40)}));
+  }
+  const int64_t t0 = 1'700'000'000'000'000'000;
+  uint64_t seq[3] = {0, 1, 1};
+  uint64_t next_addr = 0x100000;
+  std::vector<uint64_t> churn_live[3];
+  uint32_t rng = 12345;
+  for (int sec = 1; sec <= 180; ++sec) {
+    for (uint64_t p = 1; p <= 2; ++p) {
+      std::vector<Ev> ev;
+      for (int req = 0; req < 100; ++req) {  // 100 requests a second
+        rng = rng * 1103515245 + 12345;
+        // Churn: allocate; free a random earlier block so the level wanders.
+        uint64_t a = next_addr += 16;
+        ev.push_back({true, a, 256 + (rng >> 20) % 512, kChurn});
+        churn_live[p].push_back(a);
+        if (churn_live[p].size() > 20 + (rng >> 16) % 40) {
+          size_t i = (rng >> 8) % churn_live[p].size();
+          ev.push_back({false, churn_live[p][i], 0, 0});
+          churn_live[p].erase(churn_live[p].begin() + i);
+        }
+        if (req % 50 == 0) ev.push_back({true, next_addr += 16, 64, kLeak});
+      }
+      if (sec <= 20) ev.push_back({true, next_addr += 16, 10000, kCache});
+      Apply(p, Batch(++seq[p], ev));
+    }
+    state_->DetectGrowth(t0 + sec * 1'000'000'000LL);
+  }
+  v1::LeaksResponse r = Leaks(false, "api");
+  ASSERT_EQ(r.leaks_size(), 1) << r.DebugString();
+  const v1::Leak& leak = r.leaks(0);
+  EXPECT_EQ(leak.kind(), "growth");
+  EXPECT_EQ(leak.stack().frames(1).function(), "main.forgets");
+  EXPECT_EQ(leak.processes(), 2u);
+  EXPECT_EQ(leak.blocks(), 2u * 180 * 2);  // 2 a second for 180 s, in each of 2 processes
+  EXPECT_EQ(leak.bytes(), leak.blocks() * 64);
+  // 2 processes x 2 leaks a second x 64 bytes x 3600 = 921,600 bytes/hour.
+  EXPECT_NEAR(leak.rate_bytes_per_hour(), 921600, 921600 * 0.1);
+  EXPECT_GT(leak.since_unix_nanos(), t0);
+  EXPECT_LE(leak.since_unix_nanos(), t0 + 180 * 1'000'000'000LL - 60 * 1'000'000'000LL);
+  auto suspects = state_->Suspects();
+  EXPECT_EQ(suspects["api"].stacks, 1u);
+  EXPECT_EQ(suspects["api"].bytes, 2.0 * 180 * 2 * 64);
+
+  // When a process ends, its growth becomes an exit leak.
+  Apply(1, End(++seq[1], 0));
+  r = Leaks(false, "api");
+  ASSERT_EQ(r.leaks_size(), 5) << r.DebugString();  // 1 growth (process 2) + 4 exit stacks
+  EXPECT_EQ(r.leaks(0).kind(), "growth");
+  EXPECT_EQ(r.leaks(0).processes(), 1u);
 }
 
 TEST_F(HeapStateTest, SameStackInManyProcessesIsOneLeak) {

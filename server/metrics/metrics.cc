@@ -61,6 +61,14 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                   .Name("cgoheap_agent_dropped_events")
                   .Help("Events the agents dropped because the ring was full, by service")
                   .Register(*registry_);
+  suspect_bytes_ = &BuildGauge()
+                        .Name("cgoheap_leak_suspect_bytes")
+                        .Help("Live bytes in stacks flagged as growth leaks in running processes")
+                        .Register(*registry_);
+  suspect_stacks_ = &BuildGauge()
+                         .Name("cgoheap_leak_suspect_stacks")
+                         .Help("Distinct stacks flagged as growth leaks in running processes")
+                         .Register(*registry_);
 }
 
 absl::Status ServerMetrics::Serve(const std::string& address) {
@@ -93,7 +101,8 @@ void ServerMetrics::ObserveQuery(const std::string& method, double seconds) {
 }
 void ServerMetrics::SetStorageBytes(double bytes) { storage_bytes_->Set(bytes); }
 
-void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list) {
+void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
+                                 const absl::flat_hash_map<std::string, ServiceSuspects>& suspects) {
   std::map<std::pair<std::string, std::string>, double> counts;
   std::map<std::string, double> live, dropped;
   for (const auto& p : list.processes()) {
@@ -109,6 +118,14 @@ void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list) {
   }
   for (const auto& [svc, v] : live) live_bytes_->Add({{"service", svc}}).Set(v);
   for (const auto& [svc, v] : dropped) dropped_->Add({{"service", svc}}).Set(v);
+  // Every service seen gets both series (0 when nothing grows), so alerts can
+  // tell "no leak" from "no data".
+  for (const auto& [svc, v] : live) {
+    auto it = suspects.find(svc);
+    suspect_bytes_->Add({{"service", svc}}).Set(it == suspects.end() ? 0 : it->second.bytes);
+    suspect_stacks_->Add({{"service", svc}})
+        .Set(it == suspects.end() ? 0 : static_cast<double>(it->second.stacks));
+  }
 }
 
 }  // namespace cgoheap::server

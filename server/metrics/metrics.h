@@ -4,7 +4,8 @@
 // cgoheap_ingest_errors_total, cgoheap_ack_latency_seconds,
 // cgoheap_query_latency_seconds{method}, cgoheap_storage_bytes.
 // Fleet (per service, refreshed from HeapState): cgoheap_processes{service,state},
-// cgoheap_live_bytes{service}, cgoheap_agent_dropped_events{service}.
+// cgoheap_live_bytes{service}, cgoheap_agent_dropped_events{service},
+// cgoheap_leak_suspect_bytes{service}, cgoheap_leak_suspect_stacks{service}.
 // Labels are bounded: service and state only, never a pid, an address or a stack.
 #pragma once
 
@@ -17,10 +18,17 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "cgoheap.pb.h"
 
 namespace cgoheap::server {
+
+// Growth leak suspects of one service.
+struct ServiceSuspects {
+  double bytes = 0;     // live bytes in stacks flagged as growing
+  uint64_t stacks = 0;  // distinct stacks flagged
+};
 
 // Thread-safe (prometheus-cpp metrics are).
 class ServerMetrics {
@@ -36,8 +44,10 @@ class ServerMetrics {
   void ObserveAck(double seconds);
   void ObserveQuery(const std::string& method, double seconds);
   void SetStorageBytes(double bytes);
-  // Replaces the per-service gauges from a process listing.
-  void RefreshFleet(const v1::ListProcessesResponse& processes);
+  // Replaces the per-service gauges from a process listing and the growth
+  // leak suspects by service.
+  void RefreshFleet(const v1::ListProcessesResponse& processes,
+                    const absl::flat_hash_map<std::string, ServiceSuspects>& suspects);
 
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
@@ -54,6 +64,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>* processes_;
   prometheus::Family<prometheus::Gauge>* live_bytes_;
   prometheus::Family<prometheus::Gauge>* dropped_;
+  prometheus::Family<prometheus::Gauge>* suspect_bytes_;
+  prometheus::Family<prometheus::Gauge>* suspect_stacks_;
 };
 
 }  // namespace cgoheap::server
