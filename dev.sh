@@ -20,6 +20,7 @@ PACKAGES=(
   libunwind-dev libdw-dev libelf-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev
+  prometheus curl
 )
 BUILD_DIR=${CGOHEAP_BUILD_DIR:-build}
 JOBS=$(nproc)

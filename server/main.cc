@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     srv->Shutdown();
   }).detach();
   std::cout << "cgoheapd: listening on " << (*server)->address();
-  if (!opts.metrics.empty()) std::cout << ", metrics on " << opts.metrics << "/metrics";
+  if (!opts.metrics.empty()) std::cout << ", metrics on " << (*server)->metrics_address() << "/metrics";
   std::cout << ", data in " << opts.data_dir << std::endl;
   (*server)->Wait();
   (*server)->Shutdown();

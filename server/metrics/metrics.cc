@@ -72,6 +72,7 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
 }
 
 absl::Status ServerMetrics::Serve(const std::string& address) {
+  host_ = address.substr(0, address.rfind(':'));
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(address);
   } catch (const std::exception& e) {
@@ -86,7 +87,7 @@ absl::Status ServerMetrics::Serve(const std::string& address) {
 std::string ServerMetrics::BoundAddress() const {
   if (exposer_ == nullptr) return "";
   auto ports = exposer_->GetListeningPorts();
-  return ports.empty() ? "" : absl::StrCat(ports[0]);
+  return ports.empty() ? "" : absl::StrCat(host_, ":", ports[0]);
 }
 
 void ServerMetrics::OnBatch(int events) {

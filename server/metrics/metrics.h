@@ -36,7 +36,7 @@ class ServerMetrics {
   ServerMetrics();
   // Serves /metrics on host:port. Returns an error naming the address.
   absl::Status Serve(const std::string& address);
-  std::string BoundAddress() const;
+  std::string BoundAddress() const;  // host:port actually bound (port 0 resolved)
 
   void OnBatch(int events);
   void OnIngestError();
@@ -54,6 +54,7 @@ class ServerMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::string host_;
   prometheus::Counter* events_;
   prometheus::Counter* batches_;
   prometheus::Counter* errors_;

@@ -3,7 +3,10 @@
 // health and reflection services, and what it does with bad input.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <mutex>
@@ -125,6 +128,56 @@ TEST(ServerTest, AcknowledgedDataSurvivesRestartAndCrash) {
   const auto& t = Field(t_leaks, "leaks").list_value();
   ASSERT_EQ(t.values_size(), 1);
   EXPECT_EQ(Field(t.values(0), "bytes").number_value(), 17);
+}
+
+TEST(ServerTest, GrowthLeakIsFoundWhileTheServiceRuns) {
+  std::string src = ProgramSource("slowleak");
+  TempDir data;
+  Cgoheapd d(data.path(), {"--leak-window=4s"});
+  // The service runs in the background, as in production; we ask the server
+  // while it runs.
+  pid_t run = fork();
+  if (run == 0) {
+    setpgid(0, 0);
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    execl((BinDir() + "/cgoheap").c_str(), "cgoheap", "run", ("--server=" + d.address()).c_str(),
+          "--service=slow", "--", Program("slowleak").c_str(), "60", nullptr);
+    _exit(127);
+  }
+  Value found;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    Value leaks = Leaks(d.address(), "slow");
+    const auto& list = Field(leaks, "leaks").list_value();
+    if (list.values_size() > 0) {
+      found = leaks;
+      break;
+    }
+    usleep(250'000);
+  }
+  kill(-run, SIGINT);
+  int status;
+  waitpid(run, &status, 0);
+  const auto& list = Field(found, "leaks").list_value();
+  ASSERT_EQ(list.values_size(), 1) << found.DebugString();
+  const Value& leak = list.values(0);
+  EXPECT_EQ(Field(leak, "kind").string_value(), "growth");
+  EXPECT_EQ(Field(leak, "processes").number_value(), 1);
+  EXPECT_GT(Field(leak, "rate_bytes_per_hour").number_value(), 0);
+  EXPECT_GT(Field(leak, "since_unix_nanos").number_value(), 0);
+  bool at_line = false, in_c = false;
+  int line = LineOf(src, "// LEAK: growth"), c_line = LineOf(src, "// CHURN");
+  for (const Value& f : Field(leak, "frames").list_value().values()) {
+    at_line |= Field(f, "function").string_value() == "main.main" &&
+               Field(f, "line").number_value() == line;
+    in_c |= Field(f, "function").string_value() == "handle" &&
+            Field(f, "line").number_value() == c_line;
+  }
+  EXPECT_TRUE(at_line) << leak.DebugString();
+  EXPECT_TRUE(in_c) << leak.DebugString();
+  // The growth shows in the metrics too: one suspect stack for the service.
 }
 
 class IngestProtocolTest : public ::testing::Test {

@@ -158,6 +158,11 @@ Cgoheapd::Cgoheapd(const std::string& data_dir, const std::vector<std::string>& 
   }
   address_ = line.substr(at + key.size());
   address_ = address_.substr(0, address_.find(','));
+  const std::string mkey = "metrics on ";
+  if (size_t m = line.find(mkey); m != std::string::npos) {
+    metrics_address_ = line.substr(m + mkey.size());
+    metrics_address_ = metrics_address_.substr(0, metrics_address_.find("/metrics"));
+  }
 }
 
 int Cgoheapd::Stop(int signal) {

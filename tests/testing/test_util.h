@@ -53,6 +53,8 @@ class Cgoheapd {
   explicit Cgoheapd(const std::string& data_dir, const std::vector<std::string>& extra = {});
   ~Cgoheapd();
   const std::string& address() const { return address_; }
+  // With --metrics=HOST:0 among the flags: where /metrics was bound.
+  const std::string& metrics_address() const { return metrics_address_; }
   pid_t pid() const { return pid_; }
   // Stops it and waits; returns the exit code (128+signal if killed).
   int Stop(int signal = 15);
@@ -60,6 +62,7 @@ class Cgoheapd {
  private:
   pid_t pid_ = -1;
   std::string address_;
+  std::string metrics_address_;
 };
 
 }  // namespace cgoheap::testing

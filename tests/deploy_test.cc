@@ -1,0 +1,106 @@
+// deploy/: the Grafana dashboard and the alert rules only name metrics that
+// cgoheapd exports, and cgoheapd's /metrics passes `promtool check metrics`.
+#include <unistd.h>
+
+#include <chrono>
+#include <regex>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <prometheus/collectable.h>
+
+#include "server/metrics/metrics.h"
+#include "tests/testing/test_util.h"
+
+namespace cgoheap::testing {
+namespace {
+
+std::set<std::string> ExportedNames() {
+  server::ServerMetrics metrics;
+  v1::ListProcessesResponse list;
+  auto* p = list.add_processes();
+  p->mutable_hello()->set_service("s");
+  p->set_state("running");
+  metrics.RefreshFleet(list, {});
+  metrics.ObserveQuery("Leaks", 0.001);
+  std::set<std::string> names;
+  for (const auto& family : metrics.registry()->Collect()) {
+    names.insert(family.name);
+    if (family.type == prometheus::MetricType::Histogram) {
+      for (const char* suffix : {"_bucket", "_sum", "_count"}) names.insert(family.name + suffix);
+    }
+  }
+  return names;
+}
+
+std::set<std::string> NamedIn(const std::string& text) {
+  std::set<std::string> out;
+  std::regex metric("cgoheap_[a-z_]+");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), metric);
+       it != std::sregex_iterator(); ++it) {
+    out.insert(it->str());
+  }
+  return out;
+}
+
+std::string DeployFile(const std::string& rel) {
+  return ReadFile(std::string(CGOHEAP_SOURCE_DIR) + "/deploy/" + rel);
+}
+
+// The YAML without its comments (which name files, not metrics).
+std::string WithoutComments(const std::string& yaml) {
+  return std::regex_replace(yaml, std::regex("(^|\\n)\\s*#[^\\n]*"), "$1");
+}
+
+TEST(DeployTest, DashboardIsValidJsonAndQueriesExportedMetrics) {
+  google::protobuf::Value dash = ParseJson(DeployFile("grafana/cgoheap.json"));
+  const auto& panels = dash.struct_value().fields().at("panels").list_value();
+  ASSERT_GE(panels.values_size(), 8);
+  std::set<std::string> exported = ExportedNames();
+  int queries = 0;
+  for (const auto& panel : panels.values()) {
+    for (const auto& target : panel.struct_value().fields().at("targets").list_value().values()) {
+      std::string expr = target.struct_value().fields().at("expr").string_value();
+      std::set<std::string> named = NamedIn(expr);
+      EXPECT_FALSE(named.empty()) << expr;
+      for (const std::string& m : named) EXPECT_TRUE(exported.contains(m)) << m << " in " << expr;
+      ++queries;
+    }
+  }
+  EXPECT_GE(queries, 10);
+  for (const char* needed : {"cgoheap_live_bytes", "cgoheap_leak_suspect_bytes",
+                             "cgoheap_ack_latency_seconds_bucket", "cgoheap_ingest_events_total"}) {
+    EXPECT_TRUE(NamedIn(DeployFile("grafana/cgoheap.json")).contains(needed)) << needed;
+  }
+}
+
+TEST(DeployTest, AlertRulesNameExportedMetrics) {
+  std::set<std::string> exported = ExportedNames();
+  std::set<std::string> named = NamedIn(WithoutComments(DeployFile("prometheus/cgoheap_rules.yml")));
+  EXPECT_GE(named.size(), 5u);
+  for (const std::string& m : named) EXPECT_TRUE(exported.contains(m)) << m;
+}
+
+TEST(DeployTest, LiveMetricsPassPromtool) {
+  TempDir data;
+  Cgoheapd d(data.path(), {"--metrics=127.0.0.1:0"});
+  RunResult run = RunProcess({BinDir() + "/cgoheap", "run", "--server=" + d.address(),
+                              "--service=metrics", "--", Program("seed_cstring")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  ASSERT_FALSE(d.metrics_address().empty());
+  // The fleet gauges follow the server's refresh (every 2 s at most).
+  const std::string exited = "cgoheap_processes{service=\"metrics\",state=\"exited\"} 1";
+  RunResult check;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  do {
+    check = RunProcess({"sh", "-c", "curl -sf http://" + d.metrics_address() +
+                                        "/metrics | tee /dev/stderr | promtool check metrics"});
+  } while (check.err.find(exited) == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline && usleep(200'000) == 0);
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+  EXPECT_NE(check.err.find(exited), std::string::npos) << check.err;
+}
+
+}  // namespace
+}  // namespace cgoheap::testing
