@@ -1,0 +1,103 @@
+// A real Prometheus (Debian's package) scrapes cgoheapd while a service leaks;
+// the leak alert of deploy/prometheus/cgoheap_rules.yml fires, as seen through
+// Prometheus' own HTTP API. The rules' "for:" durations are shortened to
+// seconds; everything else is the shipped file.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <regex>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/testing/test_util.h"
+
+namespace cgoheap::testing {
+namespace {
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+pid_t SpawnQuiet(const std::vector<std::string>& argv) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void StopGroup(pid_t pid, int sig) {
+  if (pid <= 0) return;
+  kill(-pid, sig);
+  int status;
+  waitpid(pid, &status, 0);
+}
+
+TEST(PrometheusTest, LeakAlertFiresThroughPrometheus) {
+  TempDir dir;
+  Cgoheapd d(dir.path() + "/data", {"--leak-window=4s", "--metrics=127.0.0.1:0"});
+  ASSERT_FALSE(d.metrics_address().empty());
+
+  std::string rules = ReadFile(std::string(CGOHEAP_SOURCE_DIR) + "/deploy/prometheus/cgoheap_rules.yml");
+  rules = std::regex_replace(rules, std::regex("for: [0-9]+m"), "for: 1s");
+  std::ofstream(dir.path() + "/rules.yml") << rules;
+  std::ofstream(dir.path() + "/prometheus.yml")
+      << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+      << "rule_files:\n  - " << dir.path() << "/rules.yml\n"
+      << "scrape_configs:\n  - job_name: cgoheapd\n    static_configs:\n"
+      << "      - targets: [\"" << d.metrics_address() << "\"]\n";
+  std::string web = "127.0.0.1:" + std::to_string(FreePort());
+  pid_t prom = SpawnQuiet({"prometheus", "--config.file=" + dir.path() + "/prometheus.yml",
+                           "--storage.tsdb.path=" + dir.path() + "/tsdb",
+                           "--web.listen-address=" + web});
+  pid_t service = SpawnQuiet({BinDir() + "/cgoheap", "run", "--server=" + d.address(),
+                              "--service=slow", "--", Program("slowleak"), "90"});
+  std::string alerts;
+  bool firing = false;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!firing && std::chrono::steady_clock::now() < deadline) {
+    usleep(500'000);
+    alerts = RunProcess({"curl", "-sf", "http://" + web + "/api/v1/alerts"}).out;
+    if (alerts.empty()) continue;  // Prometheus still starting
+    google::protobuf::Value v = ParseJson(alerts);
+    for (const auto& a : v.struct_value().fields().at("data").struct_value().fields().at("alerts")
+                              .list_value().values()) {
+      const auto& f = a.struct_value().fields();
+      const auto& labels = f.at("labels").struct_value().fields();
+      firing |= labels.at("alertname").string_value() == "CgoheapServiceLeaking" &&
+                labels.at("service").string_value() == "slow" &&
+                f.at("state").string_value() == "firing";
+    }
+  }
+  StopGroup(service, SIGINT);
+  StopGroup(prom, SIGTERM);
+  EXPECT_TRUE(firing) << alerts;
+  EXPECT_NE(alerts.find("cgoheap leaks --service=slow"), std::string::npos) << alerts;
+}
+
+}  // namespace
+}  // namespace cgoheap::testing
