@@ -13,6 +13,10 @@ constexpr char kUsage[] = R"(cgoheap: find C memory leaks in Go programs that us
   cgoheap ps [--server=ADDR] [--json]        list the processes a cgoheapd knows
   cgoheap leaks [--server=ADDR] [--service=NAME] [--process=ID] [--all] [--json]
                                              show leaks, grouped by stack across processes
+  cgoheap top [--server=ADDR] [--service=NAME] [--by=stack|function|line] [--json]
+                                             live C heap of running processes, largest first
+  cgoheap watch [--server=ADDR] [--service=NAME] [--json]
+                                             print each new leak finding as it is made
   cgoheap bench ingest [--server=ADDR] [--processes=N] [--seconds=S]
                                              load a cgoheapd; print events/s and ack latency
 
@@ -33,6 +37,8 @@ int main(int argc, char** argv) {
   if (cmd == "ps") return cgoheap::client::PsCommand(args);
   if (cmd == "leaks") return cgoheap::client::LeaksCommand(args);
   if (cmd == "bench") return cgoheap::client::BenchCommand(args);
+  if (cmd == "top") return cgoheap::client::TopCommand(args);
+  if (cmd == "watch") return cgoheap::client::WatchCommand(args);
   std::cerr << "cgoheap: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;
 }

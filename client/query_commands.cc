@@ -1,6 +1,7 @@
 // cgoheap ps and cgoheap leaks: queries against a running cgoheapd.
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 
@@ -96,6 +97,66 @@ int LeaksCommand(const std::vector<std::string>& args) {
     return 1;
   }
   std::cout << (json ? LeaksJson(resp) : LeaksText(resp, TextOptions{"==", all}));
+  return 0;
+}
+
+int TopCommand(const std::vector<std::string>& args) {
+  std::string server = DefaultServer(), service, by = "stack";
+  uint64_t limit = 20;
+  bool json = false;
+  FlagSet flags("cgoheap top");
+  flags.String("server", &server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+  flags.String("service", &service, "NAME", "only processes of this service");
+  flags.String("by", &by, "stack|function|line", "group the live heap (default stack)");
+  flags.Uint("limit", &limit, "N", "show the N largest (default 20)");
+  flags.Bool("json", &json, "print one JSON document");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return FlagError(rest.status(), "cgoheap top");
+  v1::TopRequest req;
+  req.set_service(service);
+  req.set_by(by);
+  req.set_limit(static_cast<uint32_t>(std::min<uint64_t>(limit, 1000)));
+  v1::TopResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  grpc::Status st = Connect(server)->Top(&ctx, req, &resp);
+  if (!st.ok()) {
+    std::cerr << "cgoheap top: " << RpcError(st, server) << "\n";
+    return 1;
+  }
+  std::cout << (json ? TopJson(resp) : TopText(resp, by));
+  return 0;
+}
+
+int WatchCommand(const std::vector<std::string>& args) {
+  std::string server = DefaultServer(), service;
+  bool json = false;
+  FlagSet flags("cgoheap watch");
+  flags.String("server", &server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+  flags.String("service", &service, "NAME", "only findings of this service");
+  flags.Bool("json", &json, "one JSON object per line");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return FlagError(rest.status(), "cgoheap watch");
+  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
+    std::cerr << "cgoheap watch: cannot reach cgoheapd at " << server
+              << ": is it running? Start one with `cgoheapd --listen=" << server
+              << " --data=DIR`, or pass --server=HOST:PORT\n";
+    return 1;
+  }
+  v1::WatchRequest req;
+  req.set_service(service);
+  grpc::ClientContext ctx;
+  auto reader = v1::Query::NewStub(channel)->Watch(&ctx, req);
+  v1::Leak leak;
+  while (reader->Read(&leak)) {
+    std::cout << (json ? LeakJson(leak) + "\n" : WatchLine(leak)) << std::flush;
+  }
+  grpc::Status st = reader->Finish();
+  if (!st.ok()) {
+    std::cerr << "cgoheap watch: " << RpcError(st, server) << "\n";
+    return 1;
+  }
   return 0;
 }
 

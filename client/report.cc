@@ -152,34 +152,105 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
   return out;
 }
 
+std::string LeakJson(const v1::Leak& leak) {
+  std::vector<std::string> frames;
+  for (const v1::Frame& f : leak.stack().frames()) {
+    frames.push_back(absl::StrCat("{\"function\":", JsonString(f.function()),
+                                  ",\"file\":", JsonString(f.file()), ",\"line\":", f.line(),
+                                  ",\"object\":", JsonString(f.object()), "}"));
+  }
+  std::vector<std::string> pids;
+  for (const auto& id : leak.process_ids()) pids.push_back(JsonString(id));
+  return absl::StrCat(
+      "{\"kind\":", JsonString(leak.kind()), ",\"bytes\":", leak.bytes(),
+      ",\"blocks\":", leak.blocks(), ",\"processes\":", leak.processes(),
+      ",\"rate_bytes_per_hour\":", absl::StrFormat("%.0f", leak.rate_bytes_per_hour()),
+      ",\"since_unix_nanos\":", leak.since_unix_nanos(),
+      ",\"estimated\":", leak.estimated() ? "true" : "false",
+      ",\"sample_bytes\":", leak.sample_bytes(),
+      ",\"internal\":", leak.internal() ? "true" : "false",
+      ",\"internal_reason\":", JsonString(leak.internal_reason()),
+      ",\"user_frame\":", leak.user_frame(),
+      ",\"stack_id\":", JsonString(absl::StrFormat("%016x", leak.stack().id())),
+      ",\"process_ids\":[", absl::StrJoin(pids, ","), "]",
+      ",\"frames\":[", absl::StrJoin(frames, ","), "]}");
+}
+
 std::string LeaksJson(const v1::LeaksResponse& r) {
   std::vector<std::string> leaks;
-  for (const v1::Leak& leak : r.leaks()) {
-    std::vector<std::string> frames;
-    for (const v1::Frame& f : leak.stack().frames()) {
-      frames.push_back(absl::StrCat("{\"function\":", JsonString(f.function()),
-                                    ",\"file\":", JsonString(f.file()), ",\"line\":", f.line(),
-                                    ",\"object\":", JsonString(f.object()), "}"));
-    }
-    std::vector<std::string> pids;
-    for (const auto& id : leak.process_ids()) pids.push_back(JsonString(id));
-    leaks.push_back(absl::StrCat(
-        "{\"kind\":", JsonString(leak.kind()), ",\"bytes\":", leak.bytes(),
-        ",\"blocks\":", leak.blocks(), ",\"processes\":", leak.processes(),
-        ",\"rate_bytes_per_hour\":", absl::StrFormat("%.0f", leak.rate_bytes_per_hour()),
-        ",\"since_unix_nanos\":", leak.since_unix_nanos(),
-        ",\"estimated\":", leak.estimated() ? "true" : "false",
-        ",\"sample_bytes\":", leak.sample_bytes(),
-        ",\"internal\":", leak.internal() ? "true" : "false",
-        ",\"internal_reason\":", JsonString(leak.internal_reason()),
-        ",\"user_frame\":", leak.user_frame(),
-        ",\"stack_id\":", JsonString(absl::StrFormat("%016x", leak.stack().id())),
-        ",\"process_ids\":[", absl::StrJoin(pids, ","), "]",
-        ",\"frames\":[", absl::StrJoin(frames, ","), "]}"));
-  }
+  for (const v1::Leak& leak : r.leaks()) leaks.push_back(LeakJson(leak));
   return absl::StrCat("{\"leaks\":[", absl::StrJoin(leaks, ","), "],\"processes\":", r.processes(),
                       ",\"hidden\":", r.hidden(), ",\"hidden_bytes\":", r.hidden_bytes(),
                       ",\"dropped_events\":", r.dropped_events(), "}\n");
+}
+
+// "handle (/src/main.go:16)": the user's frame of a stack, else the allocator's caller.
+std::string Site(const v1::Stack& stack, int user_frame) {
+  int i = user_frame >= 0 ? user_frame : std::min(1, stack.frames_size() - 1);
+  if (i < 0) return "??";
+  const v1::Frame& f = stack.frames(i);
+  std::string loc = Location(f);
+  return loc.empty() ? f.function() : absl::StrCat(f.function(), " (", loc, ")");
+}
+
+std::string TopText(const v1::TopResponse& r, const std::string& by) {
+  std::string out = absl::StrFormat("%16s  %10s  %5s  %s\n", "LIVE BYTES", "BLOCKS", "PROCS",
+                                    by == "stack" ? "ALLOCATED AT (stack id)" : "ALLOCATED AT");
+  for (const v1::TopEntry& e : r.entries()) {
+    std::string where;
+    if (by == "stack") {
+      where = absl::StrFormat("%s  [%016x]", Site(e.stack(), -1), e.stack().id());
+      // the first frame of the user's code reads better than the allocator's caller
+      for (int i = 1; i < e.stack().frames_size(); ++i) {
+        const v1::Frame& f = e.stack().frames(i);
+        if (f.go() && f.function().rfind("runtime.", 0) != 0 && f.file().find("_cgo_") == std::string::npos) {
+          where = absl::StrFormat("%s  <- %s (%s)  [%016x]", Site(e.stack(), -1), f.function(),
+                                  Location(f), e.stack().id());
+          break;
+        }
+      }
+    } else if (by == "function") {
+      where = e.function();
+    } else {
+      where = absl::StrCat(e.function(), " (", e.file(), ":", e.line(), ")");
+    }
+    absl::StrAppendFormat(&out, "%16s  %10s  %5d  %s\n",
+                          absl::StrCat(e.estimated() ? "~" : "", Thousands(e.bytes())),
+                          Thousands(e.blocks()), e.processes(), where);
+  }
+  absl::StrAppend(&out, "(", Thousands(r.total_bytes()), " bytes live in ",
+                  Plural(r.processes(), "running process", "running processes"), ")\n");
+  return out;
+}
+
+std::string TopJson(const v1::TopResponse& r) {
+  std::vector<std::string> entries;
+  for (const v1::TopEntry& e : r.entries()) {
+    std::vector<std::string> frames;
+    for (const v1::Frame& f : e.stack().frames()) {
+      frames.push_back(absl::StrCat("{\"function\":", JsonString(f.function()), ",\"file\":",
+                                    JsonString(f.file()), ",\"line\":", f.line(), "}"));
+    }
+    entries.push_back(absl::StrCat(
+        "{\"bytes\":", e.bytes(), ",\"blocks\":", e.blocks(), ",\"processes\":", e.processes(),
+        ",\"estimated\":", e.estimated() ? "true" : "false",
+        ",\"function\":", JsonString(e.function()), ",\"file\":", JsonString(e.file()),
+        ",\"line\":", e.line(), ",\"frames\":[", absl::StrJoin(frames, ","), "]}"));
+  }
+  return absl::StrCat("{\"entries\":[", absl::StrJoin(entries, ","), "],\"processes\":",
+                      r.processes(), ",\"total_bytes\":", r.total_bytes(), "}\n");
+}
+
+std::string WatchLine(const v1::Leak& leak) {
+  std::string when = leak.kind() == "growth"
+                         ? absl::StrCat("growing at ", Rate(leak.rate_bytes_per_hour()), " since ",
+                                        Clock(leak.since_unix_nanos()))
+                         : "never freed at exit";
+  return absl::StrCat(leak.kind(), ": ", leak.estimated() ? "~" : "",
+                      Plural(leak.bytes(), "byte", "bytes"), " in ",
+                      Plural(leak.blocks(), "block", "blocks"), " ", when, ", at ",
+                      Site(leak.stack(), leak.user_frame()), ", process ",
+                      leak.process_ids_size() ? leak.process_ids(0) : "?", "\n");
 }
 
 std::string ProcessesText(const v1::ListProcessesResponse& list) {

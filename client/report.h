@@ -16,6 +16,10 @@ struct TextOptions {
 std::string LeaksText(const v1::LeaksResponse& leaks, const TextOptions& opts);
 // {"leaks": [{"kind","bytes","blocks","processes","frames":[...]}], ...}
 std::string LeaksJson(const v1::LeaksResponse& leaks);
+std::string LeakJson(const v1::Leak& leak);  // one entry of LeaksJson, one line
+std::string WatchLine(const v1::Leak& leak);
+std::string TopText(const v1::TopResponse& r, const std::string& by);
+std::string TopJson(const v1::TopResponse& r);
 std::string ProcessesText(const v1::ListProcessesResponse& list);
 std::string ProcessesJson(const v1::ListProcessesResponse& list);
 

@@ -193,14 +193,14 @@ bool HeapState::IsInternal(uint64_t stack_id) const {
 }
 
 void HeapState::DetectGrowth(int64_t now) {
-  std::vector<std::shared_ptr<Process>> running;
+  std::vector<std::pair<uint64_t, std::shared_ptr<Process>>> running;
   {
     absl::MutexLock lock(&mu_);
-    for (const auto& [id, p] : procs_) running.push_back(p);
+    running.assign(procs_.begin(), procs_.end());
   }
-  for (const auto& p : running) {
+  for (const auto& [id, p] : running) {
     absl::MutexLock lock(&p->mu);
-    if (p->rec.has_hello() && !p->rec.ended()) DetectGrowth(*p, now);
+    if (p->rec.has_hello() && !p->rec.ended()) DetectGrowth(id, *p, now);
   }
 }
 
@@ -210,7 +210,7 @@ void HeapState::DetectGrowth(int64_t now) {
 // fills once, or a start-up allocation, rises and then stays flat. The rise
 // must also exceed half the churn seen in the first bucket, so that the
 // floors of a noisy but flat stack do not pass by chance.
-void HeapState::DetectGrowth(Process& p, int64_t now) {
+void HeapState::DetectGrowth(uint64_t id, Process& p, int64_t now) {
   const int64_t window = static_cast<int64_t>(options_.leak_window_seconds * 1e9);
   const int64_t resolution = std::max<int64_t>(window / 16, 1);
   if (now - p.last_sample >= resolution) {
@@ -254,10 +254,132 @@ void HeapState::DetectGrowth(Process& p, int64_t now) {
       int64_t since = std::max(now - window, pts.front().t);
       auto [it, fresh] = p.growing.try_emplace(stack, Process::Growth{rate, since});
       it->second.rate_per_hour = rate;
+      if (fresh) {
+        const Totals& t = p.by_stack.at(stack);
+        Announce(id, p, "growth", stack, t.est_bytes, t.est_blocks, rate, since);
+      }
     } else {
       p.growing.erase(stack);
     }
   }
+}
+
+void HeapState::Announce(uint64_t process_id, const Process& p, const char* kind,
+                         uint64_t stack_id, double bytes, double blocks, double rate,
+                         int64_t since) const {
+  if (hub_ == nullptr) return;
+  std::shared_ptr<const StackEntry> entry;
+  {
+    absl::MutexLock lock(&stacks_mu_);
+    auto it = stacks_.find(stack_id);
+    if (it != stacks_.end()) entry = it->second;
+  }
+  if (entry == nullptr || entry->cls.internal) return;
+  v1::Leak leak;
+  leak.set_kind(kind);
+  leak.set_bytes(static_cast<uint64_t>(std::llround(bytes)));
+  leak.set_blocks(static_cast<uint64_t>(std::llround(blocks)));
+  leak.set_processes(1);
+  leak.add_process_ids(FormatProcessId(process_id));
+  *leak.mutable_stack() = entry->stack;
+  leak.set_user_frame(entry->cls.user_frame);
+  leak.set_estimated(p.rec.hello().sample_bytes() != 0);
+  leak.set_sample_bytes(p.rec.hello().sample_bytes());
+  leak.set_rate_bytes_per_hour(rate);
+  leak.set_since_unix_nanos(since);
+  hub_->Publish(p.rec.hello().service(), leak);
+}
+
+absl::StatusOr<v1::TopResponse> HeapState::Top(const v1::TopRequest& req) const {
+  const std::string by = req.by().empty() ? "stack" : req.by();
+  if (by != "stack" && by != "function" && by != "line") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot group by '", by, "': use stack, function or line"));
+  }
+  const uint32_t limit = req.limit() == 0 ? 20 : std::min<uint32_t>(req.limit(), 1000);
+  std::vector<std::pair<uint64_t, std::shared_ptr<Process>>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    all.assign(procs_.begin(), procs_.end());
+  }
+  struct Entry {
+    double bytes = 0, blocks = 0;
+    uint32_t processes = 0;
+    uint64_t last_process = 0;
+    bool estimated = false;
+    uint64_t stack_id = 0;
+    const v1::Frame* frame = nullptr;
+    std::shared_ptr<const StackEntry> keep;  // owns frame
+  };
+  absl::flat_hash_map<std::string, Entry> entries;
+  v1::TopResponse resp;
+  double total = 0;
+  for (const auto& [id, p] : all) {
+    absl::MutexLock lock(&p->mu);
+    if (!p->rec.has_hello() || p->rec.ended()) continue;
+    if (!req.service().empty() && p->rec.hello().service() != req.service()) continue;
+    resp.set_processes(resp.processes() + 1);
+    total += p->total.est_bytes;
+    for (const auto& [stack_id, t] : p->by_stack) {
+      std::shared_ptr<const StackEntry> se;
+      {
+        absl::MutexLock slock(&stacks_mu_);
+        auto it = stacks_.find(stack_id);
+        if (it != stacks_.end()) se = it->second;
+      }
+      const v1::Frame* frame = nullptr;
+      std::string key = absl::StrCat(stack_id);
+      if (by != "stack" && se != nullptr && se->stack.frames_size() > 0) {
+        // The line that allocated: the user's first frame, else the caller
+        // of the allocator.
+        int i = se->cls.user_frame >= 0 ? se->cls.user_frame
+                                        : std::min(1, se->stack.frames_size() - 1);
+        frame = &se->stack.frames(i);
+        key = by == "function" ? frame->function()
+                               : absl::StrCat(frame->function(), "\n", frame->file(), ":",
+                                              frame->line());
+      }
+      Entry& e = entries[key];
+      e.bytes += t.est_bytes;
+      e.blocks += t.est_blocks;
+      e.estimated |= p->rec.hello().sample_bytes() != 0;
+      if (e.last_process != id) {
+        e.last_process = id;
+        ++e.processes;
+      }
+      e.stack_id = stack_id;
+      e.frame = frame;
+      e.keep = se;
+    }
+  }
+  resp.set_total_bytes(static_cast<uint64_t>(std::llround(std::max(total, 0.0))));
+  std::vector<Entry*> order;
+  for (auto& [key, e] : entries) {
+    if (e.blocks > 0.5) order.push_back(&e);
+  }
+  std::sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
+    if (a->bytes != b->bytes) return a->bytes > b->bytes;
+    return a->stack_id < b->stack_id;
+  });
+  for (size_t i = 0; i < order.size() && i < limit; ++i) {
+    const Entry& e = *order[i];
+    v1::TopEntry* out = resp.add_entries();
+    out->set_bytes(static_cast<uint64_t>(std::llround(e.bytes)));
+    out->set_blocks(static_cast<uint64_t>(std::llround(e.blocks)));
+    out->set_processes(e.processes);
+    out->set_estimated(e.estimated);
+    if (by == "stack") {
+      if (e.keep != nullptr) *out->mutable_stack() = e.keep->stack;
+      out->mutable_stack()->set_id(e.stack_id);
+    } else if (e.frame != nullptr) {
+      out->set_function(e.frame->function());
+      if (by == "line") {
+        out->set_file(e.frame->file());
+        out->set_line(e.frame->line());
+      }
+    }
+  }
+  return resp;
 }
 
 absl::flat_hash_map<std::string, ServiceSuspects> HeapState::Suspects() const {
@@ -399,6 +521,9 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   }
   absl::Status st = store_->EndProcess(stream_process_id, rec);
   if (!st.ok()) return st;
+  for (const v1::StackTotal& e : rec.exit_leaks()) {
+    Announce(stream_process_id, *p, "exit", e.stack_id(), e.est_bytes(), e.est_blocks(), 0, 0);
+  }
   p->rec = std::move(rec);
   p->last_seq = seq;
   p->live.clear();

@@ -23,6 +23,7 @@
 #include "cgoheap.pb.h"
 #include "server/leak/classify.h"
 #include "server/metrics/metrics.h"
+#include "server/query/watch_hub.h"
 #include "server/storage/store.h"
 
 namespace cgoheap::server {
@@ -59,6 +60,9 @@ class HeapState {
   absl::StatusOr<uint64_t> Apply(uint64_t stream_process_id, v1::AgentMessage& msg);
 
   v1::ListProcessesResponse ListProcesses(const v1::ListProcessesRequest& req) const;
+  absl::StatusOr<v1::TopResponse> Top(const v1::TopRequest& req) const;
+  // New findings (a stack starting to grow, exit leaks) go to this hub.
+  void SetWatchHub(WatchHub* hub) { hub_ = hub; }
   absl::StatusOr<v1::LeaksResponse> Leaks(const v1::LeaksRequest& req) const;
 
   static std::string FormatProcessId(uint64_t id);
@@ -123,13 +127,17 @@ class HeapState {
   };
   void AddLeak(const char* kind, uint64_t stack_id, LeakGroup& g, bool all,
                v1::LeaksResponse* resp) const;
+  // Publishes one process's finding to watchers (internal stacks are not).
+  void Announce(uint64_t process_id, const Process& p, const char* kind, uint64_t stack_id,
+                double bytes, double blocks, double rate, int64_t since) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
 
   absl::StatusOr<uint64_t> Hello(const v1::ProcessHello& hello);
   absl::Status ValidateBatch(uint64_t seq, const v1::EventBatch& b) const;
   static void ApplyEvents(Process& p, const v1::EventBatch& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
   static void AddBlock(Process& p, uint64_t addr, uint64_t size, uint64_t stack)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
-  void DetectGrowth(Process& p, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
+  void DetectGrowth(uint64_t id, Process& p, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
   bool IsInternal(uint64_t stack_id) const;
   // Replaces the batch log with a snapshot of the live heap once the log
   // outweighs it; keeps a running process's disk use proportional to its heap.
@@ -143,6 +151,7 @@ class HeapState {
   Store* const store_;
   ServerMetrics* const metrics_;
   const Options options_;
+  WatchHub* hub_ = nullptr;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<Process>> procs_ ABSL_GUARDED_BY(mu_);

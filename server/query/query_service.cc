@@ -44,4 +44,19 @@ grpc::ServerUnaryReactor* QueryService::Leaks(grpc::CallbackServerContext* ctx,
   });
 }
 
+grpc::ServerUnaryReactor* QueryService::Top(grpc::CallbackServerContext* ctx,
+                                            const v1::TopRequest* req, v1::TopResponse* resp) {
+  return Answer(ctx, metrics_, "Top", [&] {
+    absl::StatusOr<v1::TopResponse> r = state_->Top(*req);
+    if (!r.ok()) return r.status();
+    *resp = std::move(*r);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerWriteReactor<v1::Leak>* QueryService::Watch(grpc::CallbackServerContext* /*ctx*/,
+                                                        const v1::WatchRequest* req) {
+  return new WatchStream(&hub_, req->service());
+}
+
 }  // namespace cgoheap::server

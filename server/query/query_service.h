@@ -4,23 +4,32 @@
 #include "cgoheap.grpc.pb.h"
 #include "server/ingest/heap_state.h"
 #include "server/metrics/metrics.h"
+#include "server/query/watch_hub.h"
 
 namespace cgoheap::server {
 
 // Thread-safe.
 class QueryService final : public v1::Query::CallbackService {
  public:
-  QueryService(HeapState* state, ServerMetrics* metrics) : state_(state), metrics_(metrics) {}
+  QueryService(HeapState* state, ServerMetrics* metrics) : state_(state), metrics_(metrics) {
+    state_->SetWatchHub(&hub_);
+  }
+  ~QueryService() override { state_->SetWatchHub(nullptr); }
 
   grpc::ServerUnaryReactor* ListProcesses(grpc::CallbackServerContext* ctx,
                                           const v1::ListProcessesRequest* req,
                                           v1::ListProcessesResponse* resp) override;
   grpc::ServerUnaryReactor* Leaks(grpc::CallbackServerContext* ctx, const v1::LeaksRequest* req,
                                   v1::LeaksResponse* resp) override;
+  grpc::ServerUnaryReactor* Top(grpc::CallbackServerContext* ctx, const v1::TopRequest* req,
+                                v1::TopResponse* resp) override;
+  grpc::ServerWriteReactor<v1::Leak>* Watch(grpc::CallbackServerContext* ctx,
+                                            const v1::WatchRequest* req) override;
 
  private:
   HeapState* const state_;
   ServerMetrics* const metrics_;
+  WatchHub hub_;
 };
 
 }  // namespace cgoheap::server

@@ -134,6 +134,16 @@ TEST(ServerTest, GrowthLeakIsFoundWhileTheServiceRuns) {
   std::string src = ProgramSource("slowleak");
   TempDir data;
   Cgoheapd d(data.path(), {"--leak-window=4s"});
+  // The alerting pipeline's view: a watch stream, open before anything runs.
+  std::string watch_out = data.path() + "/watch.jsonl";
+  pid_t watch = fork();
+  if (watch == 0) {
+    int fd = open(watch_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    execl((BinDir() + "/cgoheap").c_str(), "cgoheap", "watch", ("--server=" + d.address()).c_str(),
+          "--service=slow", "--json", nullptr);
+    _exit(127);
+  }
   // The service runs in the background, as in production; we ask the server
   // while it runs.
   pid_t run = fork();
@@ -157,9 +167,37 @@ TEST(ServerTest, GrowthLeakIsFoundWhileTheServiceRuns) {
     }
     usleep(250'000);
   }
+  // While it runs: the live heap by the line that allocated it.
+  RunResult top = Cli({"top", "--server=" + d.address(), "--service=slow", "--by=line", "--json"});
+  ASSERT_EQ(top.exit_code, 0) << top.err;
+  Value top_doc = ParseJson(top.out);
+  const auto& entries = Field(top_doc, "entries").list_value();
+  ASSERT_GE(entries.values_size(), 3) << top.out;
+  EXPECT_EQ(Field(entries.values(0), "function").string_value(), "cache_put");
+  EXPECT_EQ(Field(entries.values(0), "line").number_value(), LineOf(src, "// CACHE"));
+  EXPECT_EQ(Field(entries.values(0), "bytes").number_value(), 64 * 4096);
+  EXPECT_EQ(Field(entries.values(0), "blocks").number_value(), 64);
+  EXPECT_EQ(Field(entries.values(1), "function").string_value(), "init_once");
+  EXPECT_EQ(Field(entries.values(1), "bytes").number_value(), 8192);
+  EXPECT_EQ(Field(top_doc, "processes").number_value(), 1);
+
   kill(-run, SIGINT);
   int status;
   waitpid(run, &status, 0);
+  // The watch saw the growth first, then the exit leaks of the ended process.
+  std::string seen;
+  auto watch_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < watch_deadline &&
+         (seen = ReadFile(watch_out)).find("\"kind\":\"exit\"") == std::string::npos) {
+    usleep(100'000);
+  }
+  kill(watch, SIGTERM);
+  waitpid(watch, &status, 0);
+  std::string first_line = seen.substr(0, seen.find('\n'));
+  Value first = ParseJson(first_line);
+  EXPECT_EQ(Field(first, "kind").string_value(), "growth") << seen;
+  EXPECT_EQ(Field(first, "frames").list_value().values(1).struct_value().fields().at("function").string_value(), "handle");
+  EXPECT_NE(seen.find("\"kind\":\"exit\""), std::string::npos) << seen;
   const auto& list = Field(found, "leaks").list_value();
   ASSERT_EQ(list.values_size(), 1) << found.DebugString();
   const Value& leak = list.values(0);
