@@ -191,6 +191,14 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   h->ppid = getppid();
   h->start_unix_nanos = static_cast<int64_t>(NowNanos(CLOCK_REALTIME));
   h->sample_bytes = sample_bytes;
+  ssize_t n_exe = readlink("/proc/self/exe", h->exe, sizeof h->exe - 1);
+  h->exe[n_exe > 0 ? n_exe : 0] = 0;
+  if (int cfd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC); cfd >= 0) {
+    ssize_t got = read(cfd, h->cmdline, sizeof h->cmdline);
+    h->cmdline_len = got > 0 ? static_cast<uint32_t>(got) : 0;
+    close(cfd);
+  }
+  if (const char* svc = getenv("CGOHEAP_SERVICE")) AppendStr(h->service, 0, sizeof h->service, svc);
   SnapshotMaps(h);
   std::atomic_thread_fence(std::memory_order_release);
   h->magic = ring::kMagic;

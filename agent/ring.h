@@ -103,6 +103,12 @@ struct alignas(64) RingHeader {
   std::atomic<uint64_t> dropped_bytes;
   std::atomic<uint64_t> reserved0_events;  // unused: a shared counter per event costs a contended RMW
   std::atomic<uint64_t> unwind_failures;
+  // Identity, written once at start-up: the forwarder may first look at the
+  // ring after the process is gone, when /proc/PID is too.
+  char exe[512];          // readlink /proc/self/exe, NUL-terminated
+  char cmdline[1024];     // /proc/self/cmdline: NUL-separated, cmdline_len bytes
+  uint32_t cmdline_len;
+  char service[128];      // $CGOHEAP_SERVICE, NUL-terminated
   // Executable mappings of the process ("start end offset path\n" lines),
   // rewritten after each dlopen/dlclose under a seqlock: the forwarder may
   // read it after the process has exited, when /proc/PID/maps is gone.

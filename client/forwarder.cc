@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -180,24 +181,21 @@ void Forwarder::Discover() {
     hello.set_pid(t->pid);
     hello.set_start_unix_nanos(t->ring.header().start_unix_nanos);
     hello.set_sample_bytes(t->ring.header().sample_bytes);
-    char exe[4096] = {};
-    if (readlink((pid_dir + "/exe").c_str(), exe, sizeof exe - 1) > 0) {
-      std::string_view e = exe;
-      if (e.ends_with(" (deleted)")) e.remove_suffix(10);
-      hello.set_executable(std::string(e));
+    // Who it is, as the agent wrote it at start-up: short-lived processes
+    // are often gone, /proc entries with them, before this first look.
+    const ring::RingHeader& rh = t->ring.header();
+    std::string_view exe(rh.exe, strnlen(rh.exe, sizeof rh.exe));
+    if (exe.ends_with(" (deleted)")) exe.remove_suffix(10);
+    hello.set_executable(std::string(exe));
+    if (!exe.empty()) {
       if (ObjectFile* obj = objects_.Get(hello.executable())) hello.set_build_id(obj->build_id());
     }
-    std::string cmdline = ReadFile(pid_dir + "/cmdline");
+    std::string cmdline(rh.cmdline, std::min<size_t>(rh.cmdline_len, sizeof rh.cmdline));
     for (absl::string_view a : absl::StrSplit(cmdline, '\0', absl::SkipEmpty())) {
       hello.add_args(std::string(a));
     }
     std::string service = options_.service;
-    if (service.empty()) {
-      std::string env = ReadFile(pid_dir + "/environ");
-      for (absl::string_view kv : absl::StrSplit(env, '\0', absl::SkipEmpty())) {
-        if (absl::StartsWith(kv, "CGOHEAP_SERVICE=")) service = std::string(kv.substr(16));
-      }
-    }
+    if (service.empty()) service.assign(rh.service, strnlen(rh.service, sizeof rh.service));
     if (service.empty()) {
       std::string_view exe_path = hello.executable();
       service = std::string(exe_path.substr(exe_path.rfind('/') + 1));

@@ -103,6 +103,27 @@ TEST(ServerTest, FleetGroupsTheSameStackAcrossProcesses) {
   EXPECT_EQ(Field(list.values(0), "blocks").number_value(), 3);
 }
 
+TEST(ServerTest, TwoBuildsWithTheSameSymbolizedStackGroupTogether) {
+  TempDir data;
+  Cgoheapd d(data.path());
+  for (const char* prog : {"seed_cstring", "seed_cstring_build2"}) {
+    RunResult run = Cli({"run", "--server=" + d.address(), "--service=builds", "--", Program(prog)});
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+  }
+  Value ps = ParseJson(Cli({"ps", "--server=" + d.address(), "--json"}).out);
+  const auto& procs = Field(ps, "processes").list_value();
+  ASSERT_EQ(procs.values_size(), 2);
+  std::string id0 = Field(procs.values(0), "build_id").string_value();
+  std::string id1 = Field(procs.values(1), "build_id").string_value();
+  EXPECT_FALSE(id0.empty());
+  EXPECT_NE(id0, id1) << "the two builds must differ";
+  Value leaks = Leaks(d.address(), "builds");
+  const auto& list = Field(leaks, "leaks").list_value();
+  ASSERT_EQ(list.values_size(), 1) << leaks.DebugString();
+  EXPECT_EQ(Field(list.values(0), "processes").number_value(), 2);
+  EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 34);
+}
+
 TEST(ServerTest, AcknowledgedDataSurvivesRestartAndCrash) {
   TempDir data;
   std::string before;
