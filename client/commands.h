@@ -19,6 +19,7 @@ int LeaksCommand(const std::vector<std::string>& args);
 int BenchCommand(const std::vector<std::string>& args);
 int TopCommand(const std::vector<std::string>& args);
 int WatchCommand(const std::vector<std::string>& args);
+int ForwardCommand(const std::vector<std::string>& args);
 
 // Shared by the commands.
 int FlagError(const absl::Status& st, const char* command);

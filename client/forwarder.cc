@@ -169,6 +169,13 @@ void Forwarder::Discover() {
       }
     }
     t->pidfd = PidfdOpen(t->pid);
+    if (t->pidfd < 0 && !IsOurZombie(t->pid)) {
+      // Gone before we looked (or before this forwarder started): its events
+      // are all in the ring; drain them and end it.
+      t->ended = true;
+      t->end.set_status_unknown(true);
+      t->end.set_unix_nanos(NowNanos());
+    }
     t->process_id = RandomId();
     std::string pid_dir = "/proc/" + std::to_string(t->pid);
     std::string maps = ReadFile(pid_dir + "/maps");

@@ -17,6 +17,9 @@ constexpr char kUsage[] = R"(cgoheap: find C memory leaks in Go programs that us
                                              live C heap of running processes, largest first
   cgoheap watch [--server=ADDR] [--service=NAME] [--json]
                                              print each new leak finding as it is made
+  cgoheap forward --ring-dir=DIR [--server=ADDR]
+                                             forward processes preloaded with the agent
+                                             (CGOHEAP_RING_DIR=DIR) outside cgoheap run
   cgoheap bench ingest [--server=ADDR] [--processes=N] [--seconds=S]
                                              load a cgoheapd; print events/s and ack latency
 
@@ -39,6 +42,7 @@ int main(int argc, char** argv) {
   if (cmd == "bench") return cgoheap::client::BenchCommand(args);
   if (cmd == "top") return cgoheap::client::TopCommand(args);
   if (cmd == "watch") return cgoheap::client::WatchCommand(args);
+  if (cmd == "forward") return cgoheap::client::ForwardCommand(args);
   std::cerr << "cgoheap: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;
 }

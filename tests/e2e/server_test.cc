@@ -4,6 +4,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -101,6 +102,53 @@ TEST(ServerTest, FleetGroupsTheSameStackAcrossProcesses) {
   EXPECT_EQ(Field(list.values(0), "processes").number_value(), 3);
   EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 3 * 17);
   EXPECT_EQ(Field(list.values(0), "blocks").number_value(), 3);
+}
+
+TEST(ServerTest, StandaloneForwarderServesPreloadedProcesses) {
+  TempDir data;
+  Cgoheapd d(data.path() + "/db");
+  std::string rings = data.path() + "/rings";
+  mkdir(rings.c_str(), 0700);
+  // A process that ran and exited before the forwarder started: its ring
+  // waits, and is forwarded and ended when the forwarder comes.
+  std::vector<std::string> env = {"LD_PRELOAD=" + std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent.so",
+                                  "CGOHEAP_RING_DIR=" + rings, "CGOHEAP_SERVICE=preloaded"};
+  ASSERT_EQ(RunProcess({Program("seed_cstring")}, env).exit_code, 0);
+  pid_t fwd = fork();
+  if (fwd == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 2);
+    execl((BinDir() + "/cgoheap").c_str(), "cgoheap", "forward", ("--ring-dir=" + rings).c_str(),
+          ("--server=" + d.address()).c_str(), nullptr);
+    _exit(127);
+  }
+  // And one that runs while it forwards.
+  ASSERT_EQ(RunProcess({Program("seed_thread")}, env).exit_code, 0);
+  Value leaks;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    leaks = Leaks(d.address(), "preloaded");
+    if (Field(leaks, "processes").number_value() == 2 &&
+        Field(leaks, "leaks").list_value().values_size() == 3) {
+      break;
+    }
+    usleep(100'000);
+  }
+  kill(fwd, SIGTERM);
+  int status;
+  waitpid(fwd, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const auto& list = Field(leaks, "leaks").list_value();
+  // 128 MiB from seed_thread's C thread; each program's C.CString (on
+  // different lines: different stacks).
+  ASSERT_EQ(list.values_size(), 3) << leaks.DebugString();
+  EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 134217728);
+  EXPECT_EQ(Field(list.values(1), "bytes").number_value(), 17);
+  EXPECT_EQ(Field(list.values(2), "bytes").number_value(), 17);
+  Value ps = ParseJson(Cli({"ps", "--server=" + d.address(), "--json"}).out);
+  for (const Value& p : Field(ps, "processes").list_value().values()) {
+    EXPECT_EQ(Field(p, "state").string_value(), "ended") << "not the forwarder's children";
+  }
 }
 
 TEST(ServerTest, TwoBuildsWithTheSameSymbolizedStackGroupTogether) {

@@ -1,0 +1,75 @@
+// cgoheap forward: the forwarder on its own, for processes started with the
+// agent preloaded outside `cgoheap run` (a service under systemd, a pod with
+// a sidecar). It drains every ring that appears in --ring-dir, streams each
+// process to cgoheapd, and ends each one when it exits. SIGTERM/SIGINT: flush,
+// wait for the acknowledgements, exit.
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <iostream>
+
+#include <grpcpp/grpcpp.h>
+
+#include "client/commands.h"
+#include "client/forwarder.h"
+
+namespace cgoheap::client {
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnStop(int) { g_stop.store(true); }
+
+}  // namespace
+
+int ForwardCommand(const std::vector<std::string>& args) {
+  std::string ring_dir, server = DefaultServer(), service;
+  double ack_timeout = 60;
+  FlagSet flags("cgoheap forward");
+  flags.String("ring-dir", &ring_dir, "DIR", "where agents create their rings ($CGOHEAP_RING_DIR of the processes)");
+  flags.String("server", &server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+  flags.String("service", &service, "NAME", "service name for processes that set no CGOHEAP_SERVICE");
+  flags.Duration("ack-timeout", &ack_timeout, "on exit, how long to wait for acknowledgements (default 60s)");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return FlagError(rest.status(), "cgoheap forward");
+  if (ring_dir.empty()) {
+    std::cerr << "cgoheap forward: --ring-dir=DIR is required: the CGOHEAP_RING_DIR the agents use\n";
+    return 2;
+  }
+  struct stat st;
+  if (stat(ring_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    std::cerr << "cgoheap forward: " << ring_dir << " is not a directory: create it (agents "
+              << "write their rings there) or pass another --ring-dir\n";
+    return 2;
+  }
+  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
+    // Not fatal: events wait in the rings and in memory until it comes back.
+    std::cerr << "cgoheap forward: cannot reach cgoheapd at " << server
+              << " yet; forwarding anyway, and resending once it answers\n";
+  }
+  signal(SIGTERM, OnStop);
+  signal(SIGINT, OnStop);
+  ForwarderOptions opts;
+  opts.ring_dir = ring_dir;
+  opts.service = service;
+  opts.channel = channel;
+  Forwarder fwd(opts);
+  std::cerr << "cgoheap forward: forwarding rings in " << ring_dir << " to " << server << "\n";
+  int idle_ms = 1;
+  while (!g_stop.load()) {
+    idle_ms = fwd.Poll() > 0 ? 1 : std::min(idle_ms * 2, 20);
+    usleep(idle_ms * 1000);
+  }
+  absl::Status done = fwd.Finish(absl::Seconds(ack_timeout));
+  if (!done.ok()) {
+    std::cerr << "cgoheap forward: " << done.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace cgoheap::client
