@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   flags.Bool("fsync", &opts.sync, "fsync the WAL before each acknowledgement");
   flags.Duration("leak-window", &opts.leak_window_seconds,
                  "a stack whose live memory rises through this window is a growth leak (default 10m)");
+  flags.Uint("metrics-top-k", &opts.metrics_top_k, "K",
+             "growing stacks per service exported as series of their own (default 10)");
   std::vector<std::string> args(argv + 1, argv + argc);
   auto rest = flags.Parse(args);
   if (!rest.ok()) {

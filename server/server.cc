@@ -28,6 +28,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   }
   HeapState::Options state_opts;
   state_opts.leak_window_seconds = options.leak_window_seconds;
+  state_opts.metrics_top_k = static_cast<int>(std::min<uint64_t>(options.metrics_top_k, 1000));
   s->state_ = std::make_unique<HeapState>(s->store_.get(), s->metrics_.get(), state_opts);
   absl::Status st = s->state_->Load();
   if (!st.ok()) return st;

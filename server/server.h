@@ -35,6 +35,7 @@ struct ServerOptions {
   std::string metrics;          // empty: no /metrics endpoint
   bool sync = false;            // fsync the WAL on each acknowledged write
   double leak_window_seconds = 600;  // growth leaks: live memory rising through this window
+  uint64_t metrics_top_k = 10;       // growing stacks per service with a series of their own
   int max_message_bytes = 16 << 20;
 };
 

@@ -389,18 +389,42 @@ absl::flat_hash_map<std::string, ServiceSuspects> HeapState::Suspects() const {
     for (const auto& [id, p] : procs_) all.push_back(p);
   }
   absl::flat_hash_map<std::string, ServiceSuspects> out;
-  absl::flat_hash_map<std::string, absl::flat_hash_map<uint64_t, bool>> stacks;
+  // service -> stack -> live bytes in growing stacks
+  absl::flat_hash_map<std::string, absl::flat_hash_map<uint64_t, double>> stacks;
   for (const auto& p : all) {
     absl::MutexLock lock(&p->mu);
     if (!p->rec.has_hello() || p->rec.ended()) continue;
     const std::string& svc = p->rec.hello().service();
     ServiceSuspects& s = out[svc];
     for (const auto& [stack, g] : p->growing) {
-      if (auto it = p->by_stack.find(stack); it != p->by_stack.end()) s.bytes += it->second.est_bytes;
-      stacks[svc][stack] = true;
+      double bytes = 0;
+      if (auto it = p->by_stack.find(stack); it != p->by_stack.end()) bytes = it->second.est_bytes;
+      s.bytes += bytes;
+      stacks[svc][stack] += bytes;
     }
   }
-  for (auto& [svc, s] : out) s.stacks = stacks[svc].size();
+  for (auto& [svc, s] : out) {
+    auto& by_stack = stacks[svc];
+    s.stacks = by_stack.size();
+    std::vector<std::pair<double, uint64_t>> order;
+    for (const auto& [stack, bytes] : by_stack) order.emplace_back(bytes, stack);
+    std::sort(order.rbegin(), order.rend());
+    for (size_t i = 0; i < order.size() && i < static_cast<size_t>(options_.metrics_top_k); ++i) {
+      ServiceSuspects::Stack st;
+      st.id = FormatProcessId(order[i].second);
+      st.bytes = order[i].first;
+      absl::MutexLock lock(&stacks_mu_);
+      if (auto it = stacks_.find(order[i].second); it != stacks_.end()) {
+        const StackEntry& e = *it->second;
+        int f = e.cls.user_frame >= 0 ? e.cls.user_frame : std::min(1, e.stack.frames_size() - 1);
+        if (f >= 0) {
+          const v1::Frame& fr = e.stack.frames(f);
+          st.site = absl::StrCat(fr.function(), " ", fr.file(), ":", fr.line());
+        }
+      }
+      s.top.push_back(std::move(st));
+    }
+  }
   return out;
 }
 

@@ -40,6 +40,8 @@ class HeapState {
     // Growth leaks: a stack is flagged when its live memory rises through a
     // whole window of this length.
     double leak_window_seconds = 600;
+    // Growing stacks per service exported as their own metric series.
+    int metrics_top_k = 10;
   };
   HeapState(Store* store, ServerMetrics* metrics) : HeapState(store, metrics, Options()) {}
   HeapState(Store* store, ServerMetrics* metrics, Options options)

@@ -288,6 +288,9 @@ TEST_F(HeapStateTest, GrowthLeaksAreFoundWhileTheProcessRunsAndNothingElseIs) {
   auto suspects = state_->Suspects();
   EXPECT_EQ(suspects["api"].stacks, 1u);
   EXPECT_EQ(suspects["api"].bytes, 2.0 * 180 * 2 * 64);
+  ASSERT_EQ(suspects["api"].top.size(), 1u);
+  EXPECT_EQ(suspects["api"].top[0].site, "main.forgets /src/svc/main.go:40");
+  EXPECT_EQ(suspects["api"].top[0].id, "0000000000000040");
 
   // When a process ends, its growth becomes an exit leak.
   Apply(1, End(++seq[1], 0));

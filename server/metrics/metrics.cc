@@ -1,5 +1,6 @@
 #include "server/metrics/metrics.h"
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
@@ -65,6 +66,11 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                         .Name("cgoheap_leak_suspect_bytes")
                         .Help("Live bytes in stacks flagged as growth leaks in running processes")
                         .Register(*registry_);
+  suspect_stack_bytes_ = &BuildGauge()
+                             .Name("cgoheap_leak_suspect_stack_bytes")
+                             .Help("Live bytes of the top-K growing stacks of each service "
+                                   "(site: where the user's code allocated)")
+                             .Register(*registry_);
   suspect_stacks_ = &BuildGauge()
                          .Name("cgoheap_leak_suspect_stacks")
                          .Help("Distinct stacks flagged as growth leaks in running processes")
@@ -127,6 +133,23 @@ void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
     suspect_stacks_->Add({{"service", svc}})
         .Set(it == suspects.end() ? 0 : static_cast<double>(it->second.stacks));
   }
+  // Per-stack series: exactly the current top-K; the rest are removed so the
+  // number of series stays bounded however many stacks come and go.
+  std::vector<prometheus::Gauge*> current;
+  for (const auto& [svc, s] : suspects) {
+    for (const auto& st : s.top) {
+      prometheus::Gauge& g =
+          suspect_stack_bytes_->Add({{"service", svc}, {"stack", st.id}, {"site", st.site}});
+      g.Set(st.bytes);
+      current.push_back(&g);
+    }
+  }
+  for (prometheus::Gauge* old : stack_series_) {
+    if (std::find(current.begin(), current.end(), old) == current.end()) {
+      suspect_stack_bytes_->Remove(old);
+    }
+  }
+  stack_series_ = std::move(current);
 }
 
 }  // namespace cgoheap::server

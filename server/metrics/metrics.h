@@ -5,12 +5,15 @@
 // cgoheap_query_latency_seconds{method}, cgoheap_storage_bytes.
 // Fleet (per service, refreshed from HeapState): cgoheap_processes{service,state},
 // cgoheap_live_bytes{service}, cgoheap_agent_dropped_events{service},
-// cgoheap_leak_suspect_bytes{service}, cgoheap_leak_suspect_stacks{service}.
+// cgoheap_leak_suspect_bytes{service}, cgoheap_leak_suspect_stacks{service},
+// cgoheap_leak_suspect_stack_bytes{service,stack,site} for the top-K growing
+// stacks of each service only.
 // Labels are bounded: service and state only, never a pid, an address or a stack.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
@@ -28,6 +31,13 @@ namespace cgoheap::server {
 struct ServiceSuspects {
   double bytes = 0;     // live bytes in stacks flagged as growing
   uint64_t stacks = 0;  // distinct stacks flagged
+  // The largest growing stacks (at most the server's top-K), for per-stack
+  // series: id (16 hex digits), where the user's code allocated, live bytes.
+  struct Stack {
+    std::string id, site;
+    double bytes = 0;
+  };
+  std::vector<Stack> top;
 };
 
 // Thread-safe (prometheus-cpp metrics are).
@@ -67,6 +77,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>* dropped_;
   prometheus::Family<prometheus::Gauge>* suspect_bytes_;
   prometheus::Family<prometheus::Gauge>* suspect_stacks_;
+  prometheus::Family<prometheus::Gauge>* suspect_stack_bytes_;
+  std::vector<prometheus::Gauge*> stack_series_;  // set by the last refresh
 };
 
 }  // namespace cgoheap::server

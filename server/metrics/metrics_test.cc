@@ -1,0 +1,46 @@
+#include "server/metrics/metrics.h"
+
+#include <gtest/gtest.h>
+
+namespace cgoheap::server {
+namespace {
+
+// Series of a family as "label=value,..." strings.
+std::vector<std::string> Series(ServerMetrics& m, const std::string& family) {
+  std::vector<std::string> out;
+  for (const auto& f : m.registry()->Collect()) {
+    if (f.name != family) continue;
+    for (const auto& metric : f.metric) {
+      std::string s;
+      for (const auto& l : metric.label) s += l.name + "=" + l.value + ",";
+      out.push_back(s);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST(MetricsTest, PerStackSeriesAreOnlyTheCurrentTopK) {
+  ServerMetrics m;
+  v1::ListProcessesResponse list;
+  list.add_processes()->mutable_hello()->set_service("api");
+  list.mutable_processes(0)->set_state("running");
+  absl::flat_hash_map<std::string, ServiceSuspects> s;
+  s["api"].stacks = 2;
+  s["api"].top = {{"0000000000000001", "main.a /a.go:1", 100}, {"0000000000000002", "main.b /b.go:2", 50}};
+  m.RefreshFleet(list, s);
+  EXPECT_EQ(Series(m, "cgoheap_leak_suspect_stack_bytes"),
+            (std::vector<std::string>{"service=api,site=main.a /a.go:1,stack=0000000000000001,",
+                                      "service=api,site=main.b /b.go:2,stack=0000000000000002,"}));
+  s["api"].top = {{"0000000000000003", "main.c /c.go:3", 70}};
+  m.RefreshFleet(list, s);
+  EXPECT_EQ(Series(m, "cgoheap_leak_suspect_stack_bytes"),
+            (std::vector<std::string>{"service=api,site=main.c /c.go:3,stack=0000000000000003,"}));
+  // Services with nothing growing still report 0, so "no leak" differs from "no data".
+  m.RefreshFleet(list, {});
+  EXPECT_EQ(Series(m, "cgoheap_leak_suspect_stacks"), (std::vector<std::string>{"service=api,"}));
+  EXPECT_TRUE(Series(m, "cgoheap_leak_suspect_stack_bytes").empty());
+}
+
+}  // namespace
+}  // namespace cgoheap::server
