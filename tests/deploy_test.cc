@@ -22,7 +22,9 @@ std::set<std::string> ExportedNames() {
   auto* p = list.add_processes();
   p->mutable_hello()->set_service("s");
   p->set_state("running");
-  metrics.RefreshFleet(list, {});
+  absl::flat_hash_map<std::string, server::ServiceSuspects> suspects;
+  suspects["s"].top = {{"0000000000000001", "main.f /f.go:1", 1}};
+  metrics.RefreshFleet(list, suspects);  // every family gets a series
   metrics.ObserveQuery("Leaks", 0.001);
   std::set<std::string> names;
   for (const auto& family : metrics.registry()->Collect()) {
