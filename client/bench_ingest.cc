@@ -202,10 +202,7 @@ int BenchCommand(const std::vector<std::string>& args) {
   if (o.server.empty()) {
     temp = (std::filesystem::temp_directory_path() /
             absl::StrFormat("cgoheap-bench-%d", getpid())).string();
-    server::ServerOptions so;
-    so.listen = "127.0.0.1:0";
-    so.data_dir = temp;
-    auto s = server::Server::Start(so);
+    auto s = StartLocalServer(temp);
     if (!s.ok()) {
       std::cerr << "cgoheap bench ingest: " << s.status().message() << "\n";
       return 1;
@@ -221,8 +218,8 @@ int BenchCommand(const std::vector<std::string>& args) {
     ch_args.SetInt("cgoheap.bench.channel", static_cast<int>(i));
     channels.push_back(grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), ch_args));
   }
-  if (!channels[0]->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
-    std::cerr << "cgoheap bench ingest: cannot reach cgoheapd at " << o.server << "\n";
+  if (!Reachable(channels[0])) {
+    std::cerr << "cgoheap bench ingest: " << Unreachable(o.server) << "\n";
     return 1;
   }
   auto start = Clock::now() + std::chrono::milliseconds(500);  // connections warm up first

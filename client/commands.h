@@ -1,13 +1,18 @@
 // The cgoheap subcommands. Each returns the process exit code.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "common/flags.h"
 
+#include "absl/status/statusor.h"
+#include "server/server.h"
+
 namespace grpc {
+class Channel;
 class Status;
 }
 
@@ -26,5 +31,12 @@ int FlagError(const absl::Status& st, const char* command);
 std::string DefaultServer();
 // A message for a failed RPC that says what to do.
 std::string RpcError(const grpc::Status& st, const std::string& server);
+// "cannot reach cgoheapd at ADDR: is it running? Start one with ..., or <alternative>"
+std::string Unreachable(const std::string& server,
+                        const std::string& alternative = "pass --server=HOST:PORT");
+// True once the channel connects, false after 5 s.
+bool Reachable(const std::shared_ptr<grpc::Channel>& channel);
+// A cgoheapd inside this process on 127.0.0.1:<free port>, RocksDB in data_dir.
+absl::StatusOr<std::unique_ptr<server::Server>> StartLocalServer(const std::string& data_dir);
 
 }  // namespace cgoheap::client

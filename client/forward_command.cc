@@ -46,10 +46,10 @@ int ForwardCommand(const std::vector<std::string>& args) {
     return 2;
   }
   auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
+  if (!Reachable(channel)) {
     // Not fatal: events wait in the rings and in memory until it comes back.
-    std::cerr << "cgoheap forward: cannot reach cgoheapd at " << server
-              << " yet; forwarding anyway, and resending once it answers\n";
+    std::cerr << "cgoheap forward: " << Unreachable(server)
+              << ". Forwarding anyway: everything is resent once it answers\n";
   }
   signal(SIGTERM, OnStop);
   signal(SIGINT, OnStop);

@@ -17,18 +17,13 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "common/clock.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 
 namespace cgoheap::client {
 namespace {
-
-int64_t NowNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 uint64_t Fnv(uint64_t h, std::string_view s) {
   for (unsigned char c : s) {
@@ -50,7 +45,7 @@ std::string ReadFile(const std::string& path) {
 uint64_t RandomId() {
   uint64_t v = 0;
   while (v == 0) {
-    if (getrandom(&v, sizeof v, 0) != sizeof v) v = static_cast<uint64_t>(NowNanos()) * 2654435761u;
+    if (getrandom(&v, sizeof v, 0) != sizeof v) v = static_cast<uint64_t>(UnixNanos()) * 2654435761u;
   }
   return v;
 }
@@ -165,7 +160,7 @@ void Forwarder::Discover() {
       if (other->pid == t->pid && !other->ended) {
         other->ended = true;
         other->end.set_exec(true);
-        other->end.set_unix_nanos(NowNanos());
+        other->end.set_unix_nanos(UnixNanos());
       }
     }
     t->pidfd = PidfdOpen(t->pid);
@@ -174,7 +169,7 @@ void Forwarder::Discover() {
       // are all in the ring; drain them and end it.
       t->ended = true;
       t->end.set_status_unknown(true);
-      t->end.set_unix_nanos(NowNanos());
+      t->end.set_unix_nanos(UnixNanos());
     }
     t->process_id = RandomId();
     std::string pid_dir = "/proc/" + std::to_string(t->pid);
@@ -302,7 +297,7 @@ void Forwarder::Flush(Tracked& t, bool force) {
     b->add_sizes(t.batch.sizes(i));
     b->add_stack_ids(t.batch.stack_ids(i));
   }
-  b->set_unix_nanos(NowNanos());
+  b->set_unix_nanos(UnixNanos());
   b->set_dropped_events(t.ring.dropped_events());
   b->set_cancelled_pairs(t.cancelled);
   t.batch.Clear();
@@ -316,7 +311,7 @@ void Forwarder::End(Tracked& t) {
   Flush(t, true);
   v1::AgentMessage msg;
   *msg.mutable_end() = t.end;
-  if (msg.end().unix_nanos() == 0) msg.mutable_end()->set_unix_nanos(NowNanos());
+  if (msg.end().unix_nanos() == 0) msg.mutable_end()->set_unix_nanos(UnixNanos());
   msg.mutable_end()->set_dropped_events(t.ring.dropped_events());
   msg.mutable_end()->set_torn_records(t.ring.Uncommitted() > 0 ? 1 : 0);
   t.stream->Send(std::move(msg));
@@ -344,7 +339,7 @@ void Forwarder::OnExit(pid_t pid, int status) {
   } else if (WIFSIGNALED(status)) {
     newest->end.set_signal(WTERMSIG(status));
   }
-  newest->end.set_unix_nanos(NowNanos());
+  newest->end.set_unix_nanos(UnixNanos());
 }
 
 size_t Forwarder::Poll() {
@@ -357,7 +352,7 @@ size_t Forwarder::Poll() {
     if (!t->ended && PidfdExited(t->pidfd) && !IsOurZombie(t->pid)) {
       t->ended = true;
       t->end.set_status_unknown(true);
-      t->end.set_unix_nanos(NowNanos());
+      t->end.set_unix_nanos(UnixNanos());
     }
     if (t->ended) {
       End(*t);

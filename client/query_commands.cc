@@ -28,12 +28,20 @@ std::string DefaultServer() {
   return env != nullptr && *env != 0 ? env : "127.0.0.1:7070";
 }
 
+std::string Unreachable(const std::string& server, const std::string& alternative) {
+  return absl::StrCat("cannot reach cgoheapd at ", server,
+                      ": is it running? Start one with `cgoheapd --listen=", server,
+                      " --data=DIR`, or ", alternative);
+}
+
+bool Reachable(const std::shared_ptr<grpc::Channel>& channel) {
+  return channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5));
+}
+
 std::string RpcError(const grpc::Status& st, const std::string& server) {
   if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
       st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    return absl::StrCat("cannot reach cgoheapd at ", server, " (", st.error_message(),
-                        "): is it running? Start one with `cgoheapd --listen=", server,
-                        " --data=DIR`, or pass --server=HOST:PORT");
+    return absl::StrCat(Unreachable(server), " (", st.error_message(), ")");
   }
   return st.error_message();
 }
@@ -138,10 +146,8 @@ int WatchCommand(const std::vector<std::string>& args) {
   auto rest = flags.Parse(args);
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap watch");
   auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
-    std::cerr << "cgoheap watch: cannot reach cgoheapd at " << server
-              << ": is it running? Start one with `cgoheapd --listen=" << server
-              << " --data=DIR`, or pass --server=HOST:PORT\n";
+  if (!Reachable(channel)) {
+    std::cerr << "cgoheap watch: " << Unreachable(server) << "\n";
     return 1;
   }
   v1::WatchRequest req;

@@ -120,6 +120,13 @@ int ExitCodeOf(int status) {
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<server::Server>> StartLocalServer(const std::string& data_dir) {
+  server::ServerOptions opts;
+  opts.listen = "127.0.0.1:0";
+  opts.data_dir = data_dir;
+  return server::Server::Start(opts);
+}
+
 int RunCommand(const std::vector<std::string>& args) {
   std::string server_addr, service, report_path, data_dir, agent_flag;
   uint64_t sample_bytes = 0;
@@ -155,10 +162,7 @@ int RunCommand(const std::vector<std::string>& args) {
   std::string temp_data;
   if (server_addr.empty()) {
     if (data_dir.empty()) data_dir = temp_data = MakeTempDir("data");
-    server::ServerOptions opts;
-    opts.listen = "127.0.0.1:0";
-    opts.data_dir = data_dir;
-    auto s = server::Server::Start(opts);
+    auto s = StartLocalServer(data_dir);
     if (!s.ok()) {
       std::cerr << "cgoheap run: cannot start the local server: " << s.status().message() << "\n";
       return 2;
@@ -167,10 +171,9 @@ int RunCommand(const std::vector<std::string>& args) {
   }
   std::string target = local ? local->address() : server_addr;
   auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5))) {
-    std::cerr << "cgoheap run: cannot reach cgoheapd at " << target
-              << ": is it running? Start one with `cgoheapd --listen=" << target
-              << " --data=DIR`, or leave out --server to use a local one\n";
+  if (!Reachable(channel)) {
+    std::cerr << "cgoheap run: " << Unreachable(target, "leave out --server to use a local one")
+              << "\n";
     return 2;
   }
 

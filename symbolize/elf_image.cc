@@ -169,43 +169,40 @@ bool ElfImage::ExecSegment(uint64_t* vaddr, uint64_t* offset, uint64_t* filesz) 
   return false;
 }
 
+bool ElfImage::NoteDesc(std::string_view section, const uint8_t** desc, uint32_t* size) const {
+  ElfSection note;
+  if (!FindSection(section, &note) || note.data == nullptr || note.size < 16) return false;
+  uint32_t namesz, descsz;
+  std::memcpy(&namesz, note.data, 4);
+  std::memcpy(&descsz, note.data + 4, 4);
+  uint64_t off = 12 + ((uint64_t{namesz} + 3) & ~uint64_t{3});
+  if (off + descsz > note.size) return false;
+  *desc = note.data + off;
+  *size = descsz;
+  return true;
+}
+
 size_t ElfImage::BuildId(char* out, size_t cap) const {
   if (cap == 0) return 0;
   out[0] = 0;
   static constexpr char kHex[] = "0123456789abcdef";
-  ElfSection note;
-  if (FindSection(".note.gnu.build-id", &note) && note.data != nullptr && note.size >= 16) {
-    uint32_t namesz, descsz;
-    std::memcpy(&namesz, note.data, 4);
-    std::memcpy(&descsz, note.data + 4, 4);
-    uint64_t desc = 12 + ((uint64_t{namesz} + 3) & ~uint64_t{3});
-    if (desc + descsz <= note.size) {
-      size_t n = 0;
-      for (uint32_t i = 0; i < descsz && n + 2 < cap; ++i) {
-        out[n++] = kHex[note.data[desc + i] >> 4];
-        out[n++] = kHex[note.data[desc + i] & 15];
-      }
-      out[n] = 0;
-      return n;
+  const uint8_t* desc;
+  uint32_t size;
+  size_t n = 0;
+  if (NoteDesc(".note.gnu.build-id", &desc, &size)) {
+    for (uint32_t i = 0; i < size && n + 2 < cap; ++i) {
+      out[n++] = kHex[desc[i] >> 4];
+      out[n++] = kHex[desc[i] & 15];
+    }
+  } else if (NoteDesc(".note.go.buildid", &desc, &size)) {
+    // Go's own note (name "Go"): the build id is printable text.
+    for (uint32_t i = 0; i < size && n + 1 < cap; ++i) {
+      char c = static_cast<char>(desc[i]);
+      out[n++] = (c >= 0x20 && c < 0x7f) ? c : '?';
     }
   }
-  // Go's own note: name "Go\0\0", type 4, desc is the build id string.
-  if (FindSection(".note.go.buildid", &note) && note.data != nullptr && note.size >= 16) {
-    uint32_t namesz, descsz;
-    std::memcpy(&namesz, note.data, 4);
-    std::memcpy(&descsz, note.data + 4, 4);
-    uint64_t desc = 12 + ((uint64_t{namesz} + 3) & ~uint64_t{3});
-    if (desc + descsz <= note.size) {
-      size_t n = 0;
-      for (uint32_t i = 0; i < descsz && n + 1 < cap; ++i) {
-        char c = static_cast<char>(note.data[desc + i]);
-        out[n++] = (c >= 0x20 && c < 0x7f) ? c : '?';
-      }
-      out[n] = 0;
-      return n;
-    }
-  }
-  return 0;
+  out[n] = 0;
+  return n;
 }
 
 }  // namespace cgoheap

@@ -54,6 +54,8 @@ class ElfImage {
 
  private:
   bool Parse();
+  // The descriptor of the first note in a note section.
+  bool NoteDesc(std::string_view section, const uint8_t** desc, uint32_t* size) const;
   bool SymbolTable(const char* tab, const char* strtab, ElfSection* syms,
                    ElfSection* strs) const;
 

@@ -7,18 +7,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/sampling.h"
 #include "server/metrics/metrics.h"
 
 namespace cgoheap::server {
 namespace {
-
-int64_t NowNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string StateOf(const v1::StoredProcess& rec) {
   if (!rec.ended()) return "running";
@@ -127,7 +122,7 @@ absl::StatusOr<uint64_t> HeapState::Hello(const v1::ProcessHello& hello) {
   if (p->rec.has_hello()) return p->last_seq;  // reconnect: resume after last_seq
   v1::StoredProcess rec;
   *rec.mutable_hello() = hello;
-  rec.set_received_unix_nanos(NowNanos());
+  rec.set_received_unix_nanos(UnixNanos());
   absl::Status st = store_->PutProcess(hello.process_id(), rec);
   if (!st.ok()) return st;
   p->rec = std::move(rec);

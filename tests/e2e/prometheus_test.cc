@@ -34,29 +34,6 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-pid_t SpawnQuiet(const std::vector<std::string>& argv) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    setpgid(0, 0);
-    int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-void StopGroup(pid_t pid, int sig) {
-  if (pid <= 0) return;
-  kill(-pid, sig);
-  int status;
-  waitpid(pid, &status, 0);
-}
-
 TEST(PrometheusTest, LeakAlertFiresThroughPrometheus) {
   TempDir dir;
   Cgoheapd d(dir.path() + "/data", {"--leak-window=4s", "--metrics=127.0.0.1:0"});
@@ -71,10 +48,10 @@ TEST(PrometheusTest, LeakAlertFiresThroughPrometheus) {
       << "scrape_configs:\n  - job_name: cgoheapd\n    static_configs:\n"
       << "      - targets: [\"" << d.metrics_address() << "\"]\n";
   std::string web = "127.0.0.1:" + std::to_string(FreePort());
-  pid_t prom = SpawnQuiet({"prometheus", "--config.file=" + dir.path() + "/prometheus.yml",
+  pid_t prom = SpawnBackground({"prometheus", "--config.file=" + dir.path() + "/prometheus.yml",
                            "--storage.tsdb.path=" + dir.path() + "/tsdb",
                            "--web.listen-address=" + web});
-  pid_t service = SpawnQuiet({BinDir() + "/cgoheap", "run", "--server=" + d.address(),
+  pid_t service = SpawnBackground({BinDir() + "/cgoheap", "run", "--server=" + d.address(),
                               "--service=slow", "--", Program("slowleak"), "90"});
   std::string alerts;
   bool firing = false;

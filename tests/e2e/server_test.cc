@@ -114,14 +114,8 @@ TEST(ServerTest, StandaloneForwarderServesPreloadedProcesses) {
   std::vector<std::string> env = {"LD_PRELOAD=" + std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent.so",
                                   "CGOHEAP_RING_DIR=" + rings, "CGOHEAP_SERVICE=preloaded"};
   ASSERT_EQ(RunProcess({Program("seed_cstring")}, env).exit_code, 0);
-  pid_t fwd = fork();
-  if (fwd == 0) {
-    int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, 2);
-    execl((BinDir() + "/cgoheap").c_str(), "cgoheap", "forward", ("--ring-dir=" + rings).c_str(),
-          ("--server=" + d.address()).c_str(), nullptr);
-    _exit(127);
-  }
+  pid_t fwd = SpawnBackground(
+      {BinDir() + "/cgoheap", "forward", "--ring-dir=" + rings, "--server=" + d.address()});
   // And one that runs while it forwards.
   ASSERT_EQ(RunProcess({Program("seed_thread")}, env).exit_code, 0);
   Value leaks;
@@ -134,10 +128,7 @@ TEST(ServerTest, StandaloneForwarderServesPreloadedProcesses) {
     }
     usleep(100'000);
   }
-  kill(fwd, SIGTERM);
-  int status;
-  waitpid(fwd, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(StopGroup(fwd, SIGTERM), 0) << "flushes, waits for acks, exits 0";
   const auto& list = Field(leaks, "leaks").list_value();
   // 128 MiB from seed_thread's C thread; each program's C.CString (on
   // different lines: different stacks).
@@ -205,26 +196,13 @@ TEST(ServerTest, GrowthLeakIsFoundWhileTheServiceRuns) {
   Cgoheapd d(data.path(), {"--leak-window=4s"});
   // The alerting pipeline's view: a watch stream, open before anything runs.
   std::string watch_out = data.path() + "/watch.jsonl";
-  pid_t watch = fork();
-  if (watch == 0) {
-    int fd = open(watch_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    execl((BinDir() + "/cgoheap").c_str(), "cgoheap", "watch", ("--server=" + d.address()).c_str(),
-          "--service=slow", "--json", nullptr);
-    _exit(127);
-  }
+  pid_t watch = SpawnBackground({BinDir() + "/cgoheap", "watch", "--server=" + d.address(),
+                                 "--service=slow", "--json"},
+                                watch_out);
   // The service runs in the background, as in production; we ask the server
   // while it runs.
-  pid_t run = fork();
-  if (run == 0) {
-    setpgid(0, 0);
-    int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
-    execl((BinDir() + "/cgoheap").c_str(), "cgoheap", "run", ("--server=" + d.address()).c_str(),
-          "--service=slow", "--", Program("slowleak").c_str(), "60", nullptr);
-    _exit(127);
-  }
+  pid_t run = SpawnBackground({BinDir() + "/cgoheap", "run", "--server=" + d.address(),
+                               "--service=slow", "--", Program("slowleak"), "60"});
   Value found;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -250,9 +228,7 @@ TEST(ServerTest, GrowthLeakIsFoundWhileTheServiceRuns) {
   EXPECT_EQ(Field(entries.values(1), "bytes").number_value(), 8192);
   EXPECT_EQ(Field(top_doc, "processes").number_value(), 1);
 
-  kill(-run, SIGINT);
-  int status;
-  waitpid(run, &status, 0);
+  StopGroup(run, SIGINT);
   // The watch saw the growth first, then the exit leaks of the ended process.
   std::string seen;
   auto watch_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -260,8 +236,7 @@ TEST(ServerTest, GrowthLeakIsFoundWhileTheServiceRuns) {
          (seen = ReadFile(watch_out)).find("\"kind\":\"exit\"") == std::string::npos) {
     usleep(100'000);
   }
-  kill(watch, SIGTERM);
-  waitpid(watch, &status, 0);
+  StopGroup(watch, SIGTERM);
   std::string first_line = seen.substr(0, seen.find('\n'));
   Value first = ParseJson(first_line);
   EXPECT_EQ(Field(first, "kind").string_value(), "growth") << seen;

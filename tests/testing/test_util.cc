@@ -69,9 +69,10 @@ int ExitCode(int status) {
 }
 
 pid_t Spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env, int out_fd,
-            int err_fd) {
+            int err_fd, bool new_group = false) {
   pid_t pid = fork();
   if (pid == 0) {
+    if (new_group) setpgid(0, 0);
     dup2(out_fd, 1);
     dup2(err_fd, 2);
     int devnull = open("/dev/null", O_RDONLY);
@@ -87,6 +88,23 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::vector<std::string>
 }
 
 }  // namespace
+
+pid_t SpawnBackground(const std::vector<std::string>& argv, const std::string& stdout_path) {
+  int out = open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int err = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  pid_t pid = Spawn(argv, {}, out, err, /*new_group=*/true);
+  close(out);
+  close(err);
+  return pid;
+}
+
+int StopGroup(pid_t pid, int sig) {
+  if (pid <= 0) return -1;
+  kill(-pid, sig);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return ExitCode(status);
+}
 
 RunResult RunProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env,
               std::chrono::seconds timeout) {

@@ -44,6 +44,15 @@ struct RunResult {
 RunResult RunProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
               std::chrono::seconds timeout = std::chrono::seconds(120));
 
+// Starts argv in the background as the leader of a process group of its own
+// (so StopGroup reaches its children too), stdout to stdout_path, stderr
+// discarded.
+pid_t SpawnBackground(const std::vector<std::string>& argv,
+                      const std::string& stdout_path = "/dev/null");
+// Sends sig to the group and waits for its leader; returns its exit code
+// (128+signal when killed).
+int StopGroup(pid_t pid, int sig);
+
 google::protobuf::Value ParseJson(const std::string& text);
 
 // A cgoheapd child process on 127.0.0.1:<free port>, stopped (SIGTERM) when
