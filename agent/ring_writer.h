@@ -62,7 +62,10 @@ class RingWriter {
     uint64_t deadline = 0;
     // The reader's tail only ever grows, so a value seen earlier still proves
     // there is room, without touching the cache line the reader writes.
-    uint64_t tail = known_tail_.load(std::memory_order_relaxed);
+    // Acquire/release: the slots this tail frees were read by the reader
+    // before it published the tail; that must happen-before our writes even
+    // when we learn the tail from another writer (free on x86: plain moves).
+    uint64_t tail = known_tail_.load(std::memory_order_acquire);
     for (;;) {
       if (pos < tail) {  // pos is older than a tail another writer saw
         pos = h->reserve.load(std::memory_order_relaxed);
@@ -70,7 +73,7 @@ class RingWriter {
       }
       if (pos + n - tail > cap) {
         tail = h->tail.load(std::memory_order_acquire);
-        known_tail_.store(tail, std::memory_order_relaxed);
+        known_tail_.store(tail, std::memory_order_release);
         if (pos < tail) continue;
       }
       if (pos + n - tail > cap) {

@@ -11,7 +11,7 @@
 namespace cgoheap::client {
 
 RingReader::~RingReader() {
-  if (header_ != nullptr) munmap(header_, bytes_);
+  if (header_ != nullptr && owned_) munmap(header_, bytes_);
 }
 
 bool RingReader::Open(const std::string& path) {
@@ -25,16 +25,23 @@ bool RingReader::Open(const std::string& path) {
   void* p = mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   if (p == MAP_FAILED) return false;
-  auto* h = static_cast<ring::RingHeader*>(p);
-  uint64_t words = h->capacity_words;
-  if (h->magic != ring::kMagic || h->version != ring::kVersion ||
-      h->header_bytes != ring::kHeaderBytes || words == 0 || (words & (words - 1)) != 0 ||
-      ring::RingFileBytes(words) != static_cast<size_t>(st.st_size)) {
+  if (!Attach(static_cast<ring::RingHeader*>(p), st.st_size)) {
     munmap(p, st.st_size);
     return false;
   }
+  owned_ = true;
+  return true;
+}
+
+bool RingReader::Attach(ring::RingHeader* h, size_t bytes) {
+  uint64_t words = h->capacity_words;
+  if (h->magic != ring::kMagic || h->version != ring::kVersion ||
+      h->header_bytes != ring::kHeaderBytes || words == 0 || (words & (words - 1)) != 0 ||
+      ring::RingFileBytes(words) != bytes) {
+    return false;
+  }
   header_ = h;
-  bytes_ = st.st_size;
+  bytes_ = bytes;
   pos_ = released_ = h->tail.load(std::memory_order_acquire);
   return true;
 }

@@ -30,6 +30,10 @@ class RingReader {
   RingReader& operator=(const RingReader&) = delete;
 
   bool Open(const std::string& path);
+  // Reads a ring already mapped in this process (not owned). Tests use it so
+  // that writer and reader share one mapping, which ThreadSanitizer needs to
+  // see their synchronization.
+  bool Attach(ring::RingHeader* header, size_t bytes);
   // Reads the next committed record; false when none is ready yet.
   bool Next(RingRecord* rec);
   // Hands consumed space back to the writers (call after a run of Next).
@@ -47,6 +51,7 @@ class RingReader {
  private:
   ring::RingHeader* header_ = nullptr;
   size_t bytes_ = 0;
+  bool owned_ = false;
   uint64_t pos_ = 0;       // next word to read
   uint64_t released_ = 0;  // words given back to the writers
   bool corrupt_ = false;
