@@ -98,8 +98,5 @@ uint64_t RingReader::dropped_events() const {
   return header_->dropped_events.load(std::memory_order_relaxed);
 }
 
-uint64_t RingReader::unwind_failures() const {
-  return header_->unwind_failures.load(std::memory_order_relaxed);
-}
 
 }  // namespace cgoheap::client

@@ -46,7 +46,6 @@ class RingReader {
   // The mappings text, read consistently (seqlock); empty if unavailable.
   std::string Maps() const;
   uint64_t dropped_events() const;
-  uint64_t unwind_failures() const;
 
  private:
   ring::RingHeader* header_ = nullptr;

@@ -135,14 +135,6 @@ absl::Status Store::EndProcess(uint64_t process_id, const v1::StoredProcess& fin
   return Write(&wb);
 }
 
-absl::Status Store::DeleteProcess(uint64_t process_id) {
-  rocksdb::WriteBatch wb;
-  wb.Delete(handles_[kProcesses], ProcessKey(process_id));
-  wb.Delete(handles_[kSnapshots], ProcessKey(process_id));
-  DeleteBatches(&wb, process_id, ~uint64_t{0});
-  return Write(&wb);
-}
-
 absl::Status Store::ForEachProcess(
     const std::function<void(uint64_t, v1::StoredProcess&&)>& fn) const {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kProcesses]));

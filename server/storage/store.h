@@ -59,7 +59,6 @@ class Store {
   absl::Status PutSnapshot(uint64_t process_id, const v1::LiveSnapshot& snapshot);
   // NotFound when the process has none.
   absl::StatusOr<v1::LiveSnapshot> GetSnapshot(uint64_t process_id) const;
-  absl::Status DeleteProcess(uint64_t process_id);
 
   absl::Status ForEachProcess(
       const std::function<void(uint64_t, v1::StoredProcess&&)>& fn) const;
