@@ -98,5 +98,4 @@ uint64_t RingReader::dropped_events() const {
   return header_->dropped_events.load(std::memory_order_relaxed);
 }
 
-
 }  // namespace cgoheap::client
