@@ -287,20 +287,26 @@ size_t Forwarder::Drain(Tracked& t) {
 void Forwarder::Flush(Tracked& t, bool force) {
   if (t.batch.kinds_size() == 0 && t.batch.new_stacks_size() == 0) return;
   if (!force && absl::Now() - t.first_event < options_.max_batch_delay) return;
-  v1::AgentMessage msg;
-  v1::EventBatch* b = msg.mutable_batch();
-  *b->mutable_new_stacks() = std::move(*t.batch.mutable_new_stacks());
-  for (int i = 0; i < t.batch.kinds_size(); ++i) {
-    if (t.batch.kinds(i) == v1::EVENT_KIND_UNSPECIFIED) continue;  // cancelled pair
-    b->add_kinds(t.batch.kinds(i));
-    b->add_addresses(t.batch.addresses(i));
-    b->add_sizes(t.batch.sizes(i));
-    b->add_stack_ids(t.batch.stack_ids(i));
+  // Compact the builder in place (cancelled pairs out) and send it as is.
+  v1::EventBatch& b = t.batch;
+  int kept = 0;
+  for (int i = 0; i < b.kinds_size(); ++i) {
+    if (b.kinds(i) == v1::EVENT_KIND_UNSPECIFIED) continue;  // a cancelled pair
+    b.set_kinds(kept, b.kinds(i));
+    b.set_addresses(kept, b.addresses(i));
+    b.set_sizes(kept, b.sizes(i));
+    b.set_stack_ids(kept, b.stack_ids(i));
+    ++kept;
   }
-  b->set_unix_nanos(UnixNanos());
-  b->set_dropped_events(t.ring.dropped_events());
-  b->set_cancelled_pairs(t.cancelled);
-  t.batch.Clear();
+  b.mutable_kinds()->Truncate(kept);
+  b.mutable_addresses()->Truncate(kept);
+  b.mutable_sizes()->Truncate(kept);
+  b.mutable_stack_ids()->Truncate(kept);
+  b.set_unix_nanos(UnixNanos());
+  b.set_dropped_events(t.ring.dropped_events());
+  b.set_cancelled_pairs(t.cancelled);
+  v1::AgentMessage msg;
+  msg.mutable_batch()->Swap(&b);
   t.batch_allocs.clear();
   t.live_events = 0;
   t.stream->Send(std::move(msg));

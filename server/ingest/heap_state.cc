@@ -497,18 +497,19 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
         p->last_seq));
   }
   if (msg.has_batch()) {
-    v1::EventBatch& b = *msg.mutable_batch();
-    absl::Status st = ValidateBatch(seq, b);
+    v1::EventBatch& events = *msg.mutable_batch();
+    absl::Status st = ValidateBatch(seq, events);
     if (!st.ok()) return st;
+    // Stacks are stored once, in their own column family, not in the batch.
+    google::protobuf::RepeatedPtrField<v1::Stack> stacks;
+    stacks.Swap(events.mutable_new_stacks());
     std::vector<const v1::Stack*> fresh;
-    for (const v1::Stack& s : b.new_stacks()) {
+    for (const v1::Stack& s : stacks) {
       if (!HaveStack(s.id())) fresh.push_back(&s);
     }
-    v1::EventBatch events = b;
-    events.clear_new_stacks();
     st = store_->AppendBatch(stream_process_id, seq, events, fresh);
     if (!st.ok()) return st;
-    for (v1::Stack& s : *b.mutable_new_stacks()) AddStack(std::move(s));
+    for (v1::Stack& s : stacks) AddStack(std::move(s));
     ApplyEvents(*p, events);
     p->last_seq = seq;
     p->log_bytes += events.GetCachedSize();

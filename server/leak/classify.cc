@@ -43,7 +43,7 @@ bool IsUserFrame(const v1::Frame& f) {
   if (f.function().empty() || f.function() == "??" || IsCgoGenerated(f)) return false;
   if (f.go()) return !IsGoStdlibFunction(f.function());
   return !f.file().empty() && !IsSystemObject(f.object()) &&
-         !(f.file().find("/runtime/cgo/") != std::string_view::npos);
+         f.file().find("/runtime/cgo/") == std::string::npos;
 }
 
 bool InBridge(std::string_view fn) {
