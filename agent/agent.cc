@@ -8,6 +8,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <link.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -29,11 +30,15 @@ namespace cgoheap::agent {
 namespace {
 
 __attribute__((tls_model("initial-exec"))) thread_local int t_hook_depth = 0;
+__attribute__((tls_model("initial-exec"))) thread_local ring::ThreadLane t_lane{};
 
 constinit std::atomic<ring::RingHeader*> g_ring{nullptr};
 constinit ring::RingWriter g_writer;
 constinit GoBoundary g_boundary{};
 constinit uint64_t g_self_lo = 0, g_self_hi = 0;
+// Its destructor gives a thread's lane back when the thread exits.
+constinit pthread_key_t g_lane_key = 0;
+constinit bool g_have_lane_key = false;
 
 // ---- small allocation-free string helpers (start-up only) ----
 
@@ -151,14 +156,34 @@ int MainBias(dl_phdr_info* info, size_t, void* out) {
   return 1;  // the first object is the main program
 }
 
+// The clock for record keys: the TSC when the kernel itself keeps time with
+// it (it checked that it is invariant and synchronized across CPUs), else a
+// shared counter. CGOHEAP_CLOCK=counter forces the counter.
+ring::Clock ChooseClock() {
+  const char* force = getenv("CGOHEAP_CLOCK");
+  if (force != nullptr && strcmp(force, "counter") == 0) return ring::Clock::kCounter;
+  char buf[32] = {};
+  int fd = open("/sys/devices/system/clocksource/clocksource0/current_clocksource",
+                O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ring::Clock::kCounter;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  return n >= 3 && strncmp(buf, "tsc", 3) == 0 && (n == 3 || buf[3] == '\n')
+             ? ring::Clock::kTsc
+             : ring::Clock::kCounter;
+}
+
 // Creates DIR/PID-NANOS.ring and maps it; the forwarder only looks at files
 // ending in ".ring", so the header is complete before the rename publishes it.
+// The file is sparse: a lane takes memory only once a thread writes it.
 ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
-  uint64_t mb = EnvU64("CGOHEAP_RING_MB", 16);
+  uint64_t mb = EnvU64("CGOHEAP_RING_MB", 2);
   if (mb < 1) mb = 1;
-  if (mb > 4096) mb = 4096;
-  uint64_t words = 1;
-  while (words * 8 < mb * 1024 * 1024) words <<= 1;
+  if (mb > 1024) mb = 1024;
+  uint64_t lanes = EnvU64("CGOHEAP_RING_LANES", 64);
+  if (lanes < 2) lanes = 2;
+  if (lanes > ring::kMaxLanes) lanes = ring::kMaxLanes;
+  uint64_t words = mb * 1024 * 1024 / 8;
   char tmp[512], final_path[512];
   size_t n = AppendStr(tmp, 0, sizeof tmp, dir);
   n = AppendStr(tmp, n, sizeof tmp, "/");
@@ -170,7 +195,7 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   AppendStr(tmp, n, sizeof tmp, ".tmp");
   int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return nullptr;
-  size_t bytes = ring::RingFileBytes(words);
+  size_t bytes = ring::RingFileBytes(static_cast<uint32_t>(lanes), words);
   if (ftruncate(fd, bytes) != 0) {
     close(fd);
     unlink(tmp);
@@ -185,7 +210,10 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   auto* h = static_cast<ring::RingHeader*>(p);
   h->version = ring::kVersion;
   h->header_bytes = ring::kHeaderBytes;
-  h->capacity_words = words;
+  h->lane_words = words;
+  h->lane_count = static_cast<uint32_t>(lanes);
+  h->clock = static_cast<uint32_t>(ChooseClock());
+  h->lanes_used.store(1, std::memory_order_relaxed);
   h->pid = getpid();
   h->ppid = getppid();
   h->start_unix_nanos = static_cast<int64_t>(NowNanos(CLOCK_REALTIME));
@@ -212,7 +240,8 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
 void ReleaseRing() {
   g_mode = Mode::kOff;
   ring::RingHeader* h = g_ring.exchange(nullptr, std::memory_order_acq_rel);
-  if (h != nullptr) munmap(h, ring::RingFileBytes(h->capacity_words));
+  g_writer.Reset(nullptr, 0, nullptr);  // every thread's lane is void now
+  if (h != nullptr) munmap(h, ring::RingFileBytes(h->lane_count, h->lane_words));
 }
 
 bool ShouldTrack() {
@@ -221,6 +250,22 @@ bool ShouldTrack() {
   uint64_t root = EnvU64("CGOHEAP_ROOT_PID", 0);
   return root == 0 || root == static_cast<uint64_t>(getpid()) ||
          EnvU64("CGOHEAP_TRACE_CHILDREN", 0) == 1;
+}
+
+// The lane's generation rides along, so that a lane of a ring this process
+// no longer writes (the parent's, after fork) is never given back.
+void OnLaneClaimed(uint32_t gen, uint32_t lane) {
+  if (g_have_lane_key) {
+    pthread_setspecific(g_lane_key, reinterpret_cast<void*>(uintptr_t{gen} << 32 | lane));
+  }
+}
+
+void OnThreadExit(void* value) {
+  HookGuard guard;
+  auto v = reinterpret_cast<uintptr_t>(value);
+  if (static_cast<uint32_t>(v >> 32) == t_lane.gen && static_cast<uint32_t>(v) == t_lane.lane) {
+    g_writer.ReleaseLane(&t_lane);
+  }
 }
 
 void StartTracking() {
@@ -237,7 +282,7 @@ void StartTracking() {
   ring::RingHeader* h = CreateRing(getenv("CGOHEAP_RING_DIR"), rate);
   if (h == nullptr) return;
   g_sample_bytes = rate;
-  g_writer.Reset(h, EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000);
+  g_writer.Reset(h, EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000, OnLaneClaimed);
   g_ring.store(h, std::memory_order_release);
   g_mode = rate != 0 ? Mode::kSampled : Mode::kExact;
 }
@@ -312,6 +357,7 @@ __attribute__((cold, noinline)) void Initialize() {
   dl_iterate_phdr(MainBias, &bias);
   FindGoBoundary("/proc/self/exe", bias, &g_boundary);
   pthread_atfork(nullptr, nullptr, AtForkChild);
+  g_have_lane_key = pthread_key_create(&g_lane_key, OnThreadExit) == 0;
   StartTracking();
 }
 
@@ -344,9 +390,9 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* fr
   if (nframes == 0) h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
   unsigned nwords = ring::kRecordFixedWords + nframes;
   words[0] = ring::EncodeHeader(ring::Kind::kAlloc, static_cast<ring::Api>(api), nframes, nwords);
-  words[1] = reinterpret_cast<uint64_t>(ptr);
-  words[2] = size;
-  g_writer.Publish(words, nwords, size);
+  words[2] = reinterpret_cast<uint64_t>(ptr);
+  words[3] = size;
+  g_writer.Publish(&agent::t_lane, words, nwords, size);
 }
 
 extern "C" void cgoheap_on_free(void* ptr) {
@@ -359,7 +405,7 @@ extern "C" void cgoheap_on_free(void* ptr) {
   if (!guard.entered()) return;
   uint64_t words[ring::kRecordFixedWords];
   words[0] = ring::EncodeHeader(ring::Kind::kFree, ring::Api::kFree, 0, ring::kRecordFixedWords);
-  words[1] = reinterpret_cast<uint64_t>(ptr);
-  words[2] = 0;
-  g_writer.Publish(words, ring::kRecordFixedWords, 0);
+  words[2] = reinterpret_cast<uint64_t>(ptr);
+  words[3] = 0;
+  g_writer.Publish(&agent::t_lane, words, ring::kRecordFixedWords, 0);
 }

@@ -7,7 +7,10 @@
 //   CGOHEAP_ROOT_PID        only this pid is tracked, unless
 //   CGOHEAP_TRACE_CHILDREN  is 1: children (fork, exec) get rings of their own
 //   CGOHEAP_SAMPLE_BYTES    0 (default): every allocation; N: Poisson sampling
-//   CGOHEAP_RING_MB         ring size in MiB (default 16)
+//   CGOHEAP_RING_MB         size of each thread's lane of the ring in MiB (default 2;
+//                           the file is sparse: a lane takes memory once used)
+//   CGOHEAP_RING_LANES      lanes in the ring (default 64); threads beyond that share one
+//   CGOHEAP_CLOCK           "counter": order events with a shared counter, not the TSC
 //   CGOHEAP_FULL_WAIT_MS    exact mode: how long a writer waits for a full ring
 //                           to drain before dropping (default 2000)
 #pragma once

@@ -7,21 +7,43 @@
 // exit would be lost. The mapping outlives the process; the forwarder reads
 // the last events after the target is gone and reports its end itself.
 //
-// Layout: one RingHeader (kHeaderBytes), then capacity_words 64-bit words.
-// Records are whole words at logical word positions (pos & mask). Writers
-// reserve space with a CAS on `reserve`, write the body, and publish the
-// header word last with a release store. The reader consumes in order and
-// advances `tail`; it never has to clear what it read: a header carries the
-// parity of its lap (pos / capacity), so a header left from the previous lap
-// reads as "not yet written", and a body word (an address, a size, a return
-// address: top byte 0) can never pass for a header (kind in the top byte).
-// Multi-producer, single-consumer, lock-free.
+// Lanes. One shared ring costs every event an atomic read-modify-write on a
+// cache line all threads fight over: on a cgo churn loop that was most of the
+// agent's time. So the ring is split into lanes: a thread claims a lane of
+// its own on its first event (CAS on the lane's owner, once) and from then on
+// writes it alone with plain stores and one release store of the lane's head
+// (single producer, single consumer). Lane 0 is shared by any thread that
+// finds no free lane (multi-producer: writers reserve with a CAS, as the
+// whole ring used to).
+//
+// Order across lanes. Every record carries a key from one clock for the whole
+// machine: the TSC (read with RDTSCP, which waits for earlier loads, so a
+// block handed from thread to thread cannot be freed "before" it was
+// allocated) when the kernel itself trusts it (clocksource tsc), else a
+// shared counter. The forwarder merges lanes by key, and only up to a cut
+// read before it looks at the lanes' heads: an event published after the cut
+// was read gets a larger key than anything that caused it, so no event is
+// ever merged ahead of one it depends on (a free of an address before the
+// allocation that returned it). See client/ring_reader.cc.
+//
+// Inside a lane, records are whole words at logical positions (pos & mask).
+// The header word is written last; it carries the parity of its lap
+// (pos / capacity), so a header left from the previous lap reads as "not yet
+// written", and a body word (an address, a size, a key, a return address: top
+// byte 0) can never pass for a header (kind in the top byte). The reader
+// never clears what it read.
 //
 //   word 0: header = kind(8) | api(8) | nframes(16) | nwords(16) | 0(14) | lap(1) | 1(1)
-//   word 1: address
-//   word 2: size (0 for frees)
-//   word 3..: return addresses, innermost first (allocations only)
+//   word 1: key (clock value; see above)
+//   word 2: address
+//   word 3: size (0 for frees)
+//   word 4..: return addresses, innermost first (allocations only)
+//
+// File: RingHeader (kHeaderBytes), lane_count LaneDescs, then lane_count
+// lanes of lane_words words each.
 #pragma once
+
+#include <x86intrin.h>
 
 #include <atomic>
 #include <cstddef>
@@ -30,11 +52,12 @@
 namespace cgoheap::ring {
 
 inline constexpr uint64_t kMagic = 0x474e495248474f43ULL;  // "COGHRING"
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 inline constexpr size_t kHeaderBytes = 64 * 1024;
 inline constexpr size_t kMapsBytes = 48 * 1024;
 inline constexpr int kMaxFrames = 64;
-inline constexpr int kRecordFixedWords = 3;
+inline constexpr int kRecordFixedWords = 4;
+inline constexpr uint32_t kMaxLanes = 4096;
 
 enum class Kind : uint8_t { kAlloc = 1, kFree = 2 };
 
@@ -85,23 +108,28 @@ inline constexpr Api HeaderApi(uint64_t h) { return static_cast<Api>((h >> 48) &
 inline constexpr unsigned HeaderFrames(uint64_t h) { return (h >> 32) & 0xffff; }
 inline constexpr unsigned HeaderWords(uint64_t h) { return (h >> 16) & 0xffff; }
 
+// How record keys are made.
+enum class Clock : uint32_t { kTsc = 1, kCounter = 2 };
+
 struct alignas(64) RingHeader {
   uint64_t magic;
   uint32_t version;
   uint32_t header_bytes;
-  uint64_t capacity_words;  // power of two
+  uint64_t lane_words;      // words per lane, a power of two
   int32_t pid;
   int32_t ppid;
   int64_t start_unix_nanos;
   uint64_t sample_bytes;    // 0: exact mode
   uint32_t flags;
+  uint32_t lane_count;      // lanes in the file, lane 0 the shared one
+  uint32_t clock;           // Clock
   uint32_t reserved0;
 
-  alignas(64) std::atomic<uint64_t> reserve;  // next free word (writers)
-  alignas(64) std::atomic<uint64_t> tail;     // next unread word (reader)
-  alignas(64) std::atomic<uint64_t> dropped_events;  // ring full, gave up
+  alignas(64) std::atomic<uint64_t> counter;     // Clock::kCounter: the next key
+  alignas(64) std::atomic<uint32_t> lanes_used;  // lanes ever claimed + 1: the reader looks at [0, lanes_used)
+  alignas(64) std::atomic<uint64_t> dropped_events;  // lane full, gave up
   std::atomic<uint64_t> dropped_bytes;
-  std::atomic<uint64_t> reserved0_events;  // unused: a shared counter per event costs a contended RMW
+  std::atomic<uint64_t> reserved1;
   std::atomic<uint64_t> unwind_failures;
   // Identity, written once at start-up: the forwarder may first look at the
   // ring after the process is gone, when /proc/PID is too.
@@ -117,15 +145,48 @@ struct alignas(64) RingHeader {
   char maps[kMapsBytes];
 };
 
+// One lane's control words. The writer's line and the reader's line are
+// apart, so each side writes only its own.
+struct alignas(64) LaneDesc {
+  // Lanes 1..: published end (the owner's release store); lane 0: reserved
+  // end (writers' CAS), records committed by their header words.
+  std::atomic<uint64_t> head;
+  std::atomic<uint32_t> owner;         // tid of the owning thread; 0: free (lane 0: unused)
+  uint32_t reserved0;
+  std::atomic<uint64_t> stalled_tail;  // exact mode: 1 + the tail a full-lane wait gave up at (0: none)
+  alignas(64) std::atomic<uint64_t> tail;  // next unread word (reader)
+};
+static_assert(sizeof(LaneDesc) == 128);
+
 static_assert(sizeof(RingHeader) <= kHeaderBytes);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
-inline uint64_t* RingWords(RingHeader* h) {
-  return reinterpret_cast<uint64_t*>(reinterpret_cast<char*>(h) + kHeaderBytes);
+// A record's key on the TSC clock. RDTSCP waits until every earlier
+// instruction has executed (and earlier loads are done), so the key of a free
+// is read after the load that learnt the address: never before the key of
+// the allocation that returned it, on whichever thread.
+inline uint64_t TscRecordKey() {
+  unsigned aux;
+  return __rdtscp(&aux);
+}
+// The reader's cut: no later load may pass it (LFENCE after RDTSC).
+inline uint64_t TscCut() {
+  _mm_lfence();
+  uint64_t t = __rdtsc();
+  _mm_lfence();
+  return t;
 }
 
-inline size_t RingFileBytes(uint64_t capacity_words) {
-  return kHeaderBytes + capacity_words * sizeof(uint64_t);
+inline LaneDesc* Lanes(RingHeader* h) {
+  return reinterpret_cast<LaneDesc*>(reinterpret_cast<char*>(h) + kHeaderBytes);
+}
+inline uint64_t* LaneWords(RingHeader* h, uint32_t lane) {
+  char* base = reinterpret_cast<char*>(h) + kHeaderBytes + size_t{h->lane_count} * sizeof(LaneDesc);
+  return reinterpret_cast<uint64_t*>(base) + size_t{lane} * h->lane_words;
+}
+
+inline size_t RingFileBytes(uint32_t lane_count, uint64_t lane_words) {
+  return kHeaderBytes + size_t{lane_count} * (sizeof(LaneDesc) + lane_words * sizeof(uint64_t));
 }
 
 }  // namespace cgoheap::ring

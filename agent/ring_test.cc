@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <map>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -16,115 +19,325 @@
 namespace cgoheap {
 namespace {
 
-// Creates a ring file the way the agent does (header, then rename).
-std::string MakeRing(const std::string& dir, uint64_t words, uint64_t sample_bytes,
-                     ring::RingHeader** out) {
-  std::string path = dir + "/1-1.ring";
-  int fd = open(path.c_str(), O_RDWR | O_CREAT, 0600);
-  EXPECT_GE(fd, 0);
-  EXPECT_EQ(ftruncate(fd, ring::RingFileBytes(words)), 0);
-  void* p = mmap(nullptr, ring::RingFileBytes(words), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+struct TestRing {
+  ring::RingHeader* h = nullptr;
+  size_t bytes = 0;
+  std::string path;
+  ~TestRing() {
+    if (h != nullptr) munmap(h, bytes);
+  }
+};
+
+// Creates a ring file the way the agent does (header, then the magic).
+void MakeRing(const std::string& dir, uint32_t lanes, uint64_t words, uint64_t sample_bytes,
+              ring::Clock clock, TestRing* out) {
+  out->path = dir + "/1-1.ring";
+  out->bytes = ring::RingFileBytes(lanes, words);
+  int fd = open(out->path.c_str(), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, out->bytes), 0);
+  void* p = mmap(nullptr, out->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
+  ASSERT_NE(p, MAP_FAILED);
   auto* h = static_cast<ring::RingHeader*>(p);
   h->version = ring::kVersion;
   h->header_bytes = ring::kHeaderBytes;
-  h->capacity_words = words;
+  h->lane_words = words;
+  h->lane_count = lanes;
+  h->clock = static_cast<uint32_t>(clock);
+  h->lanes_used.store(1);
   h->pid = 1;
   h->sample_bytes = sample_bytes;
   h->magic = ring::kMagic;
-  *out = h;
-  return path;
+  out->h = h;
 }
 
-TEST(RingTest, ManyWritersOneReaderLoseNothingAndKeepPerThreadOrder) {
+void Record(uint64_t* words, ring::Kind kind, uint64_t address, uint64_t size, unsigned nframes) {
+  words[0] = ring::EncodeHeader(kind, kind == ring::Kind::kFree ? ring::Api::kFree : ring::Api::kMalloc,
+                                nframes, ring::kRecordFixedWords + nframes);
+  words[2] = address;
+  words[3] = size;
+  for (unsigned f = 0; f < nframes; ++f) words[4 + f] = address + f;
+}
+
+// Every thread's records arrive complete and in that thread's order, whether
+// threads have lanes of their own or (more threads than lanes) share lane 0.
+// (Keys need not rise across threads: a thread preempted between reading its
+// key and publishing delivers late; the ordering that matters is tested by
+// HandOver below.)
+void ManyWriters(uint32_t lanes, int threads_n, ring::Clock clock) {
   testing::TempDir dir;
-  ring::RingHeader* h;
-  std::string path = MakeRing(dir.path(), 1 << 12, 0, &h);  // small: wraps many times
+  TestRing r;
+  MakeRing(dir.path(), lanes, 1 << 10, 0, clock, &r);  // small: wraps many times
   ring::RingWriter writer;
-  writer.Reset(h, 10'000'000'000);
+  writer.Reset(r.h, 10'000'000'000, nullptr);
   client::RingReader reader;
-  ASSERT_TRUE(reader.Attach(h, ring::RingFileBytes(1 << 12)));  // one mapping: see RingReader::Attach
-  ASSERT_FALSE(path.empty());
-  constexpr int kThreads = 4, kPerThread = 50000;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));  // one mapping: see RingReader::Attach
+  constexpr int kPerThread = 30000;
   std::atomic<bool> go{false};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
+  std::vector<std::jthread> threads;
+  for (int t = 0; t < threads_n; ++t) {
     threads.emplace_back([&, t] {
+      ring::ThreadLane lane{};
       while (!go.load()) {
       }
       for (int i = 0; i < kPerThread; ++i) {
+        uint64_t words[ring::kRecordFixedWords + 5];
         unsigned nframes = i % 5;
-        uint64_t words[3 + 5];
-        words[0] = ring::EncodeHeader(ring::Kind::kAlloc, ring::Api::kMalloc, nframes, 3 + nframes);
-        words[1] = (uint64_t(t) << 32) | i;  // address: thread and sequence
-        words[2] = i;
-        for (unsigned f = 0; f < nframes; ++f) words[3 + f] = words[1] + f;
-        ASSERT_TRUE(writer.Publish(words, 3 + nframes, i));
+        Record(words, ring::Kind::kAlloc, (uint64_t(t) << 32) | i, i, nframes);
+        ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords + nframes, i));
       }
     });
   }
   go = true;
-  std::vector<int> next(kThreads, 0);
+  std::vector<int> next(threads_n, 0);
   int total = 0;
+  std::vector<uint64_t> last_key(threads_n, 0);
+  std::set<uint32_t> lanes_seen;
   client::RingRecord rec;
-  while (total < kThreads * kPerThread) {
+  while (total < threads_n * kPerThread) {
     while (reader.Next(&rec)) {
       int t = static_cast<int>(rec.address >> 32), i = static_cast<int>(rec.address & 0xffffffff);
-      ASSERT_LT(t, kThreads);
+      ASSERT_LT(t, threads_n);
       ASSERT_EQ(i, next[t]) << "thread " << t;
       ASSERT_EQ(rec.size, static_cast<uint64_t>(i));
       ASSERT_EQ(rec.nframes, i % 5);
       for (int f = 0; f < rec.nframes; ++f) ASSERT_EQ(rec.frames[f], rec.address + f);
+      if (rec.lane != 0) {  // lane 0: keys are read after reserving
+        ASSERT_GE(rec.key, last_key[t]);
+      }
+      last_key[t] = rec.key;
+      lanes_seen.insert(rec.lane);
       ++next[t];
       ++total;
     }
+    ASSERT_FALSE(reader.corrupt());
     reader.Release();
   }
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(h->dropped_events.load(), 0u);
+  threads.clear();
+  EXPECT_EQ(r.h->dropped_events.load(), 0u);
   EXPECT_EQ(reader.Uncommitted(), 0u);
-  munmap(h, ring::RingFileBytes(1 << 12));
+  EXPECT_FALSE(reader.Next(&rec));
+  if (static_cast<int>(lanes) > threads_n) {
+    EXPECT_EQ(lanes_seen.count(0), 0u) << "every thread had a lane of its own";
+    EXPECT_EQ(lanes_seen.size(), static_cast<size_t>(threads_n));
+  } else {
+    EXPECT_EQ(lanes_seen.count(0), 1u) << "some threads shared lane 0";
+  }
 }
 
-TEST(RingTest, FullRingDropsAndCountsInsteadOfBlocking) {
+TEST(RingTest, OwnLanesLoseNothingAndKeepPerThreadOrder) { ManyWriters(8, 4, ring::Clock::kTsc); }
+TEST(RingTest, MoreThreadsThanLanesShareLaneZero) { ManyWriters(3, 6, ring::Clock::kTsc); }
+TEST(RingTest, CounterClockWorksToo) { ManyWriters(3, 4, ring::Clock::kCounter); }
+
+// The order that matters across threads: an address allocated on one thread,
+// handed over, freed on another, and allocated again on a third. The merged
+// stream must show every address as alloc, free, alloc, free... never a free
+// of an address that is not allocated, and never two allocations of a live
+// one, although the lanes are drained independently.
+void HandOver(ring::Clock clock) {
   testing::TempDir dir;
-  ring::RingHeader* h;
-  MakeRing(dir.path(), 64, /*sample_bytes=*/524288, &h);
+  TestRing r;
+  MakeRing(dir.path(), 8, 1 << 12, 0, clock, &r);
   ring::RingWriter writer;
-  writer.Reset(h, 0);
-  uint64_t words[3] = {ring::EncodeHeader(ring::Kind::kFree, ring::Api::kFree, 0, 3), 1, 0};
+  writer.Reset(r.h, 10'000'000'000, nullptr);
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  constexpr int kAddresses = 64, kHops = 600;
+  // An address hops from thread to thread: a hop frees it (except the first)
+  // and allocates it again, then hands it to the next thread (t + 1) % 3.
+  // Mailbox values: address | hop + 1 (the low 12 bits).
+  std::vector<std::atomic<uint64_t>> mailbox(3 * kAddresses);
+  for (auto& m : mailbox) m.store(0);
+  for (int a = 0; a < kAddresses; ++a) mailbox[a].store(uint64_t(a + 1) << 12 | 1);
+  std::atomic<int> finished{0}, done{0};
+  std::vector<std::jthread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      ring::ThreadLane lane{};
+      uint64_t words[ring::kRecordFixedWords];
+      while (finished.load() < kAddresses) {
+        for (int a = 0; a < kAddresses; ++a) {
+          uint64_t v = mailbox[t * kAddresses + a].load(std::memory_order_acquire);
+          if (v == 0) continue;
+          mailbox[t * kAddresses + a].store(0, std::memory_order_relaxed);
+          uint64_t address = v & ~uint64_t{0xfff};
+          int hop = static_cast<int>(v & 0xfff) - 1;
+          if (hop > 0) {
+            Record(words, ring::Kind::kFree, address, 0, 0);
+            ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords, 0));
+          }
+          Record(words, ring::Kind::kAlloc, address, 8, 0);
+          ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords, 8));
+          if (hop + 1 == kHops) {
+            finished.fetch_add(1);
+          } else {
+            mailbox[((t + 1) % 3) * kAddresses + a].store(address | (hop + 2),
+                                                          std::memory_order_release);
+          }
+        }
+      }
+      done.fetch_add(1);
+    });
+  }
+  std::map<uint64_t, bool> live;
+  client::RingRecord rec;
+  uint64_t events = 0;
+  for (;;) {
+    bool finished = done.load() == 3;
+    while (reader.Next(&rec)) {
+      bool& is_live = live[rec.address];
+      if (rec.kind == ring::Kind::kAlloc) {
+        ASSERT_FALSE(is_live) << "allocated twice without a free: " << std::hex << rec.address;
+      } else {
+        ASSERT_TRUE(is_live) << "freed before it was allocated: " << std::hex << rec.address;
+      }
+      is_live = rec.kind == ring::Kind::kAlloc;
+      ++events;
+    }
+    reader.Release();
+    if (finished) break;
+  }
+  threads.clear();
+  while (reader.Next(&rec)) ++events;
+  EXPECT_EQ(live.size(), static_cast<size_t>(kAddresses));
+  EXPECT_EQ(events, uint64_t{kAddresses} * (2 * kHops - 1));
+  for (const auto& [address, is_live] : live) EXPECT_TRUE(is_live) << address;
+  EXPECT_EQ(r.h->dropped_events.load(), 0u);
+}
+
+TEST(RingTest, HandedOverBlocksAreNeverFreedBeforeAllocatedTsc) { HandOver(ring::Clock::kTsc); }
+TEST(RingTest, HandedOverBlocksAreNeverFreedBeforeAllocatedCounter) {
+  HandOver(ring::Clock::kCounter);
+}
+
+// The race the cut exists for, made deterministic: the reader has read lane
+// 1's head (empty) when thread A allocates X in lane 1 and thread B frees X in
+// lane 2; then the reader reads lane 2's head. Taking lane 2's free in this
+// round would put it before its allocation.
+void PublishedBetweenHeads(ring::Clock clock) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 4, 1 << 8, 0, clock, &r);
+  struct Ctx {
+    ring::RingWriter writer;
+    ring::ThreadLane a{}, b{};
+    bool fired = false;
+  } ctx;
+  ctx.writer.Reset(r.h, 1'000'000'000, nullptr);
+  uint64_t words[ring::kRecordFixedWords];
+  Record(words, ring::Kind::kFree, 0x100, 0, 0);  // A and B claim lanes 1 and 2
+  ASSERT_TRUE(ctx.writer.Publish(&ctx.a, words, 4, 0));
+  ASSERT_TRUE(ctx.writer.Publish(&ctx.b, words, 4, 0));
+  ASSERT_EQ(ctx.a.lane, 1u);
+  ASSERT_EQ(ctx.b.lane, 2u);
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  while (reader.Next(&rec)) {
+  }
+  reader.SetRoundHookForTest(
+      [](uint32_t lane, void* arg) {
+        auto* c = static_cast<Ctx*>(arg);
+        if (lane != 1 || c->fired) return;
+        c->fired = true;
+        uint64_t w[ring::kRecordFixedWords];
+        Record(w, ring::Kind::kAlloc, 0x5000, 8, 0);
+        c->writer.Publish(&c->a, w, 4, 8);
+        Record(w, ring::Kind::kFree, 0x5000, 0, 0);
+        c->writer.Publish(&c->b, w, 4, 0);
+      },
+      &ctx);
+  std::vector<ring::Kind> order;
+  for (int round = 0; round < 3; ++round) {
+    while (reader.Next(&rec)) order.push_back(rec.kind);
+  }
+  ASSERT_TRUE(ctx.fired);
+  EXPECT_EQ(order, (std::vector<ring::Kind>{ring::Kind::kAlloc, ring::Kind::kFree}));
+}
+
+TEST(RingTest, EventsPublishedWhileTheReaderLooksWaitForTheNextRoundTsc) {
+  PublishedBetweenHeads(ring::Clock::kTsc);
+}
+TEST(RingTest, EventsPublishedWhileTheReaderLooksWaitForTheNextRoundCounter) {
+  PublishedBetweenHeads(ring::Clock::kCounter);
+}
+
+TEST(RingTest, FullLaneDropsAndCountsInsteadOfBlocking) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 2, 64, /*sample_bytes=*/524288, ring::Clock::kTsc, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 0, nullptr);
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords];
+  Record(words, ring::Kind::kFree, 1, 0, 0);
   int written = 0;
-  for (int i = 0; i < 100; ++i) written += writer.Publish(words, 3, 10);
-  EXPECT_EQ(written, 64 / 3);
-  EXPECT_EQ(h->dropped_events.load(), 100u - 64 / 3);
-  EXPECT_EQ(h->dropped_bytes.load(), (100u - 64 / 3) * 10);
-  munmap(h, ring::RingFileBytes(64));
+  for (int i = 0; i < 100; ++i) written += writer.Publish(&lane, words, ring::kRecordFixedWords, 10);
+  EXPECT_EQ(lane.lane, 1u);
+  EXPECT_EQ(written, 64 / 4);
+  EXPECT_EQ(r.h->dropped_events.load(), 100u - 64 / 4);
+  EXPECT_EQ(r.h->dropped_bytes.load(), (100u - 64 / 4) * 10);
 }
 
 TEST(RingTest, ExactModeWaitsBoundedlyThenDropsAtOnceUntilTheReaderMoves) {
   testing::TempDir dir;
-  ring::RingHeader* h;
-  std::string path = MakeRing(dir.path(), 64, 0, &h);
+  TestRing r;
+  MakeRing(dir.path(), 2, 64, 0, ring::Clock::kTsc, &r);
   ring::RingWriter writer;
-  writer.Reset(h, 20'000'000);  // 20 ms
-  uint64_t words[3] = {ring::EncodeHeader(ring::Kind::kFree, ring::Api::kFree, 0, 3), 1, 0};
-  for (int i = 0; i < 64 / 3; ++i) ASSERT_TRUE(writer.Publish(words, 3, 0));
+  writer.Reset(r.h, 20'000'000, nullptr);  // 20 ms
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords];
+  Record(words, ring::Kind::kFree, 1, 0, 0);
+  for (int i = 0; i < 64 / 4; ++i) ASSERT_TRUE(writer.Publish(&lane, words, 4, 0));
   auto t0 = std::chrono::steady_clock::now();
-  EXPECT_FALSE(writer.Publish(words, 3, 0));  // waits ~20 ms, then drops
+  EXPECT_FALSE(writer.Publish(&lane, words, 4, 0));  // waits ~20 ms, then drops
   auto waited = std::chrono::steady_clock::now() - t0;
   EXPECT_GE(waited, std::chrono::milliseconds(20));
-  for (int i = 0; i < 1000; ++i) EXPECT_FALSE(writer.Publish(words, 3, 0));  // no more waits
+  for (int i = 0; i < 1000; ++i) EXPECT_FALSE(writer.Publish(&lane, words, 4, 0));  // no more waits
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
-  EXPECT_EQ(h->dropped_events.load(), 1001u);
+  EXPECT_EQ(r.h->dropped_events.load(), 1001u);
   client::RingReader reader;
-  ASSERT_TRUE(reader.Open(path));
+  ASSERT_TRUE(reader.Open(r.path));
   client::RingRecord rec;
   int read = 0;
   while (reader.Next(&rec)) ++read;
   reader.Release();
-  EXPECT_EQ(read, 64 / 3);
-  EXPECT_TRUE(writer.Publish(words, 3, 0));  // the reader moved: writing resumes
-  munmap(h, ring::RingFileBytes(64));
+  EXPECT_EQ(read, 64 / 4);
+  EXPECT_TRUE(writer.Publish(&lane, words, 4, 0));  // the reader moved: writing resumes
+}
+
+// A lane given back by an exiting thread is claimed by the next thread,
+// which appends after the records still unread.
+TEST(RingTest, ReleasedLaneIsReusedAfterItsUnreadRecords) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 2, 1 << 8, 0, ring::Clock::kTsc, &r);
+  ring::RingWriter writer;
+  static std::vector<uint32_t> claims;
+  claims.clear();
+  writer.Reset(r.h, 1'000'000'000, [](uint32_t, uint32_t lane) { claims.push_back(lane); });
+  uint64_t words[ring::kRecordFixedWords];
+  for (int t = 0; t < 3; ++t) {
+    std::thread([&, t] {
+      ring::ThreadLane lane{};
+      for (int i = 0; i < 5; ++i) {
+        Record(words, ring::Kind::kAlloc, t * 10 + i, 1, 0);
+        ASSERT_TRUE(writer.Publish(&lane, words, 4, 1));
+      }
+      writer.ReleaseLane(&lane);
+      Record(words, ring::Kind::kFree, t * 10, 0, 0);  // after release: the shared lane
+      ASSERT_TRUE(writer.Publish(&lane, words, 4, 0));
+    }).join();
+  }
+  EXPECT_EQ(claims, (std::vector<uint32_t>{1, 1, 1}));
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  std::vector<uint64_t> order;
+  while (reader.Next(&rec)) order.push_back(rec.kind == ring::Kind::kFree ? 1000 + rec.address : rec.address);
+  EXPECT_EQ(order, (std::vector<uint64_t>{0, 1, 2, 3, 4, 1000, 10, 11, 12, 13, 14, 1010, 20, 21,
+                                          22, 23, 24, 1020}));
 }
 
 TEST(RingTest, ReaderRejectsFilesThatAreNotRings) {
@@ -136,6 +349,38 @@ TEST(RingTest, ReaderRejectsFilesThatAreNotRings) {
   client::RingReader reader;
   EXPECT_FALSE(reader.Open(path));
   EXPECT_FALSE(reader.Open(dir.path() + "/missing.ring"));
+  TestRing r;
+  MakeRing(dir.path(), 2, 64, 0, ring::Clock::kTsc, &r);
+  r.h->clock = 7;
+  EXPECT_FALSE(reader.Open(r.path));
+  r.h->clock = static_cast<uint32_t>(ring::Clock::kTsc);
+  r.h->lane_count = 3;  // does not match the file's size
+  EXPECT_FALSE(reader.Open(r.path));
+  r.h->lane_count = 2;
+  EXPECT_TRUE(reader.Open(r.path));
+}
+
+// A record whose size field lies (a writer outside the protocol, a damaged
+// file): the reader stops and says so, rather than read garbage as events.
+TEST(RingTest, DamagedLaneStopsTheReader) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 2, 64, 0, ring::Clock::kTsc, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 0, nullptr);
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords];
+  Record(words, ring::Kind::kFree, 1, 0, 0);
+  ASSERT_TRUE(writer.Publish(&lane, words, 4, 0));
+  ASSERT_TRUE(writer.Publish(&lane, words, 4, 0));
+  uint64_t* w = ring::LaneWords(r.h, 1);
+  w[4] = ring::WithLap(ring::EncodeHeader(ring::Kind::kAlloc, ring::Api::kMalloc, 9, 4), 4, 64);
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  EXPECT_TRUE(reader.Next(&rec));
+  EXPECT_FALSE(reader.Next(&rec));
+  EXPECT_TRUE(reader.corrupt());
 }
 
 }  // namespace

@@ -1,11 +1,15 @@
 // The writer side of the event ring (agent/ring.h), allocation-free and
 // lock-free, callable from inside an allocator hook.
 //
-//   RingWriter w(header, /*full_wait_ns=*/2'000'000'000);
-//   w.Publish(words, nwords, size);   // false: dropped (counted in the header)
+//   RingWriter w;
+//   w.Reset(header, /*full_wait_ns=*/2'000'000'000, on_claim);
+//   thread_local ThreadLane lane;                 // zero-initialized
+//   w.Publish(&lane, words, nwords, size);        // false: dropped (counted)
 #pragma once
 
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -14,39 +18,63 @@
 
 namespace cgoheap::ring {
 
-// Thread-safe: any number of threads may publish into one ring.
+// What one thread knows about its lane. Trivially zero-initialized, so it can
+// live in initial-exec TLS.
+struct ThreadLane {
+  uint32_t gen;         // the RingWriter generation this state belongs to
+  uint32_t lane;        // 0: none of its own (writes the shared lane 0)
+  uint64_t known_tail;  // a tail of the lane seen earlier: tails only grow
+  uint32_t retry;       // shared-lane events left before looking for a free lane again
+  bool exiting;         // the thread is exiting: never claim again
+};
+
 class RingWriter {
  public:
+  // Called once per claimed lane, on the claiming thread (the agent registers
+  // a thread-exit handler that gives the lane back).
+  using ClaimHook = void (*)(uint32_t gen, uint32_t lane);
+
   constexpr RingWriter() = default;
 
-  void Reset(RingHeader* h, uint64_t full_wait_ns) {
+  // Starts writing a new ring (nullptr: none); every thread's old ThreadLane
+  // is void from here on (generation), as after a fork.
+  void Reset(RingHeader* h, uint64_t full_wait_ns, ClaimHook on_claim) {
     header_ = h;
     full_wait_ns_ = full_wait_ns;
-    stalled_tail_.store(~uint64_t{0}, std::memory_order_relaxed);
-    known_tail_.store(h != nullptr ? h->tail.load(std::memory_order_acquire) : 0,
-                      std::memory_order_relaxed);
+    on_claim_ = on_claim;
+    shared_known_tail_.store(h != nullptr ? Lanes(h)[0].tail.load(std::memory_order_acquire) : 0,
+                             std::memory_order_relaxed);
+    gen_.fetch_add(1, std::memory_order_acq_rel);
   }
   RingHeader* header() const { return header_; }
+  uint32_t gen() const { return gen_.load(std::memory_order_relaxed); }
 
-  // Writes one record (words[0] is its header word). When the ring is full, a
-  // sampled process drops at once; an exact one waits up to full_wait_ns for
-  // the reader, and after one such timeout drops at once until the reader
-  // moves again, so a dead forwarder costs the program one wait, not one per
-  // event.
-  bool Publish(const uint64_t* words, unsigned n, uint64_t size) {
+  // Writes one record (words[0]: its header word; words[1] is set here to the
+  // record's key). When the lane is full, a sampled process drops at once; an
+  // exact one waits up to full_wait_ns for the reader, and after one such
+  // timeout drops at once until the reader moves again, so a dead forwarder
+  // costs each thread one wait, not one per event.
+  bool Publish(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size) {
     RingHeader* h = header_;
-    uint64_t pos;
-    if (!Reserve(h, n, &pos)) {
+    uint32_t gen = gen_.load(std::memory_order_relaxed);
+    if (tl->gen != gen) *tl = ThreadLane{gen, 0, 0, 0, tl->exiting};
+    if (tl->lane == 0 && !tl->exiting && tl->retry-- == 0) Claim(tl);
+    bool ok = tl->lane != 0 ? PublishOwn(h, tl, words, n) : PublishShared(h, words, n);
+    if (!ok) {
       h->dropped_events.fetch_add(1, std::memory_order_relaxed);
       h->dropped_bytes.fetch_add(size, std::memory_order_relaxed);
-      return false;
     }
-    uint64_t* ring = RingWords(h);
-    const uint64_t mask = h->capacity_words - 1;
-    for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
-    std::atomic_ref<uint64_t>(ring[pos & mask])
-        .store(WithLap(words[0], pos, h->capacity_words), std::memory_order_release);
-    return true;
+    return ok;
+  }
+
+  // Gives a lane back (its owner is exiting). Its unread records stay; the
+  // next owner appends after them.
+  void ReleaseLane(ThreadLane* tl) {
+    if (header_ != nullptr && tl->gen == gen_.load(std::memory_order_relaxed) && tl->lane != 0) {
+      Lanes(header_)[tl->lane].owner.store(0, std::memory_order_release);
+    }
+    tl->lane = 0;
+    tl->exiting = true;
   }
 
  private:
@@ -56,53 +84,121 @@ class RingWriter {
     return uint64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
   }
 
-  bool Reserve(RingHeader* h, unsigned n, uint64_t* pos_out) {
-    const uint64_t cap = h->capacity_words;
-    uint64_t pos = h->reserve.load(std::memory_order_relaxed);
-    uint64_t deadline = 0;
-    // The reader's tail only ever grows, so a value seen earlier still proves
-    // there is room, without touching the cache line the reader writes.
-    // Acquire/release: the slots this tail frees were read by the reader
-    // before it published the tail; that must happen-before our writes even
-    // when we learn the tail from another writer (free on x86: plain moves).
-    uint64_t tail = known_tail_.load(std::memory_order_acquire);
+  static uint64_t Key(RingHeader* h, uint64_t header) {
+    if (h->clock == static_cast<uint32_t>(Clock::kTsc)) {
+      return HeaderKind(header) == Kind::kFree ? TscRecordKey() : __rdtsc();
+    }
+    return h->counter.fetch_add(1, std::memory_order_seq_cst);
+  }
+
+  __attribute__((noinline)) void Claim(ThreadLane* tl) {
+    RingHeader* h = header_;
+    LaneDesc* lanes = Lanes(h);
+    auto tid = static_cast<uint32_t>(syscall(SYS_gettid));
+    for (uint32_t i = 1; i < h->lane_count; ++i) {
+      uint32_t free_owner = 0;
+      if (lanes[i].owner.load(std::memory_order_relaxed) != 0 ||
+          !lanes[i].owner.compare_exchange_strong(free_owner, tid, std::memory_order_acquire,
+                                                  std::memory_order_relaxed)) {
+        continue;
+      }
+      uint32_t used = h->lanes_used.load(std::memory_order_relaxed);
+      while (used < i + 1 && !h->lanes_used.compare_exchange_weak(
+                                 used, i + 1, std::memory_order_release, std::memory_order_relaxed)) {
+      }
+      tl->lane = i;
+      tl->known_tail = lanes[i].tail.load(std::memory_order_acquire);
+      if (on_claim_ != nullptr) on_claim_(tl->gen, i);
+      return;
+    }
+    tl->retry = 1024;  // every lane taken: use the shared one for a while
+  }
+
+  // Room for n words at pos, waiting (exact mode) if the lane is full. In the
+  // shared lane pos moves under us: a stale pos (below the tail) counts as
+  // room, and the caller reserves again.
+  bool WaitForRoom(RingHeader* h, LaneDesc* d, uint64_t pos, unsigned n, uint64_t* known_tail) {
+    const uint64_t cap = h->lane_words;
+    auto room = [&](uint64_t tail) { return pos < tail || pos + n - tail <= cap; };
+    uint64_t tail = d->tail.load(std::memory_order_acquire);
+    *known_tail = tail;
+    if (room(tail)) return true;
+    if (h->sample_bytes != 0 || tail + 1 == d->stalled_tail.load(std::memory_order_relaxed)) {
+      return false;
+    }
+    uint64_t deadline = MonotonicNanos() + full_wait_ns_;
     for (;;) {
-      if (pos < tail) {  // pos is older than a tail another writer saw
-        pos = h->reserve.load(std::memory_order_relaxed);
-        continue;
-      }
-      if (pos + n - tail > cap) {
-        tail = h->tail.load(std::memory_order_acquire);
-        known_tail_.store(tail, std::memory_order_release);
-        if (pos < tail) continue;
-      }
-      if (pos + n - tail > cap) {
-        if (h->sample_bytes != 0 || tail == stalled_tail_.load(std::memory_order_relaxed)) {
-          return false;
-        }
-        uint64_t now = MonotonicNanos();
-        if (deadline == 0) deadline = now + full_wait_ns_;
-        if (now >= deadline) {
-          stalled_tail_.store(tail, std::memory_order_relaxed);
-          return false;
-        }
-        timespec ts{0, 50'000};
-        nanosleep(&ts, nullptr);
-        pos = h->reserve.load(std::memory_order_relaxed);
-        continue;
-      }
-      if (h->reserve.compare_exchange_weak(pos, pos + n, std::memory_order_acq_rel,
-                                           std::memory_order_relaxed)) {
-        *pos_out = pos;
-        return true;
+      timespec ts{0, 50'000};
+      nanosleep(&ts, nullptr);
+      tail = d->tail.load(std::memory_order_acquire);
+      *known_tail = tail;
+      if (room(tail)) return true;
+      if (MonotonicNanos() >= deadline) {
+        d->stalled_tail.store(tail + 1, std::memory_order_relaxed);
+        return false;
       }
     }
   }
 
+  // The thread's own lane: plain stores, one release store of the head.
+  bool PublishOwn(RingHeader* h, ThreadLane* tl, uint64_t* words, unsigned n) {
+    LaneDesc* d = &Lanes(h)[tl->lane];
+    const uint64_t cap = h->lane_words, mask = cap - 1;
+    uint64_t pos = d->head.load(std::memory_order_relaxed);
+    if (pos + n - tl->known_tail > cap && !WaitForRoom(h, d, pos, n, &tl->known_tail)) {
+      return false;
+    }
+    uint64_t* ring = LaneWords(h, tl->lane);
+    words[1] = Key(h, words[0]);
+    for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
+    ring[pos & mask] = WithLap(words[0], pos, cap);
+    d->head.store(pos + n, std::memory_order_release);
+    return true;
+  }
+
+  // Lane 0, shared: reserve with a CAS on its head, commit with a release
+  // store of the header word.
+  bool PublishShared(RingHeader* h, uint64_t* words, unsigned n) {
+    LaneDesc* d = &Lanes(h)[0];
+    const uint64_t cap = h->lane_words, mask = cap - 1;
+    uint64_t pos = d->head.load(std::memory_order_relaxed);
+    // The reader's tail only ever grows, so a value seen earlier still proves
+    // there is room. Acquire/release: the slots this tail frees were read by
+    // the reader before it published the tail; that must happen-before our
+    // writes even when we learn the tail from another writer.
+    uint64_t tail = shared_known_tail_.load(std::memory_order_acquire);
+    for (;;) {
+      if (pos < tail) {  // pos is older than a tail another writer saw
+        pos = d->head.load(std::memory_order_relaxed);
+        continue;
+      }
+      if (pos + n - tail > cap) {
+        uint64_t seen;
+        bool room = WaitForRoom(h, d, pos, n, &seen);
+        tail = seen;
+        shared_known_tail_.store(tail, std::memory_order_release);
+        if (!room) return false;
+        pos = d->head.load(std::memory_order_relaxed);
+        continue;
+      }
+      if (d->head.compare_exchange_weak(pos, pos + n, std::memory_order_acq_rel,
+                                        std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    uint64_t* ring = LaneWords(h, 0);
+    words[1] = Key(h, words[0]);
+    for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
+    std::atomic_ref<uint64_t>(ring[pos & mask])
+        .store(WithLap(words[0], pos, cap), std::memory_order_release);
+    return true;
+  }
+
   RingHeader* header_ = nullptr;
   uint64_t full_wait_ns_ = 2'000'000'000;
-  std::atomic<uint64_t> stalled_tail_{~uint64_t{0}};
-  std::atomic<uint64_t> known_tail_{0};
+  ClaimHook on_claim_ = nullptr;
+  std::atomic<uint32_t> gen_{0};
+  alignas(64) std::atomic<uint64_t> shared_known_tail_{0};
 };
 
 }  // namespace cgoheap::ring

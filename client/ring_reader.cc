@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -34,51 +35,124 @@ bool RingReader::Open(const std::string& path) {
 }
 
 bool RingReader::Attach(ring::RingHeader* h, size_t bytes) {
-  uint64_t words = h->capacity_words;
+  uint64_t words = h->lane_words;
+  uint32_t lanes = h->lane_count;
   if (h->magic != ring::kMagic || h->version != ring::kVersion ||
-      h->header_bytes != ring::kHeaderBytes || words == 0 || (words & (words - 1)) != 0 ||
-      ring::RingFileBytes(words) != bytes) {
+      h->header_bytes != ring::kHeaderBytes || words < 64 || (words & (words - 1)) != 0 ||
+      lanes < 1 || lanes > ring::kMaxLanes || ring::RingFileBytes(lanes, words) != bytes ||
+      (h->clock != static_cast<uint32_t>(ring::Clock::kTsc) &&
+       h->clock != static_cast<uint32_t>(ring::Clock::kCounter))) {
     return false;
   }
   header_ = h;
   bytes_ = bytes;
-  pos_ = released_ = h->tail.load(std::memory_order_acquire);
   return true;
 }
 
-bool RingReader::Next(RingRecord* rec) {
-  if (corrupt_) return false;
-  // Never look past what writers reserved: a slot beyond it may still hold
-  // a record this reader consumed a lap ago and has not released yet.
-  if (pos_ >= header_->reserve.load(std::memory_order_acquire)) return false;
-  uint64_t* words = ring::RingWords(header_);
-  const uint64_t mask = header_->capacity_words - 1;
-  uint64_t h = std::atomic_ref<uint64_t>(words[pos_ & mask]).load(std::memory_order_acquire);
-  if (!ring::IsHeaderAt(h, pos_, header_->capacity_words)) return false;  // not written yet
-  unsigned n = ring::HeaderWords(h), nframes = ring::HeaderFrames(h);
-  if (n < ring::kRecordFixedWords || nframes > ring::kMaxFrames ||
-      n != ring::kRecordFixedWords + nframes) {
-    corrupt_ = true;  // a writer outside the protocol: stop rather than guess
-    return false;
+// A round: read the cut, then every lane's head. Everything published before
+// its head was read is eligible if its key is below the cut; whatever a
+// record depends on (an allocation its free needs) was published before that
+// record's key was read, so before the cut, so before the heads: it is in
+// this round or an earlier one. Records are then taken smallest key first.
+void RingReader::StartRound() {
+  ring::RingHeader* h = header_;
+  cut_ = h->clock == static_cast<uint32_t>(ring::Clock::kTsc)
+             ? ring::TscCut()
+             : h->counter.load(std::memory_order_seq_cst);
+  uint32_t used = std::min(h->lanes_used.load(std::memory_order_acquire), h->lane_count);
+  ring::LaneDesc* descs = ring::Lanes(h);
+  while (lanes_.size() < used) {
+    Cursor c;
+    c.pos = c.released = descs[lanes_.size()].tail.load(std::memory_order_acquire);
+    lanes_.push_back(c);
   }
+  active_.clear();
+  for (uint32_t i = 0; i < lanes_.size(); ++i) {
+    lanes_[i].limit = descs[i].head.load(std::memory_order_acquire);
+    if (round_hook_ != nullptr) round_hook_(i, round_hook_arg_);
+    Peek(i);
+    if (lanes_[i].ready) active_.push_back(i);
+  }
+}
+
+// Whether lane's next record can be taken this round, and its key.
+void RingReader::Peek(uint32_t lane) {
+  Cursor& c = lanes_[lane];
+  c.ready = false;
+  if (corrupt_ || c.pos >= c.limit) return;
+  const uint64_t cap = header_->lane_words, mask = cap - 1;
+  uint64_t* words = ring::LaneWords(header_, lane);
+  uint64_t h = std::atomic_ref<uint64_t>(words[c.pos & mask]).load(std::memory_order_acquire);
+  if (!ring::IsHeaderAt(h, c.pos, cap)) {
+    // Lane 0: reserved, not committed yet. An owned lane publishes its head
+    // after the record: a missing header there is damage.
+    if (lane != 0) corrupt_ = true;
+    return;
+  }
+  unsigned n = ring::HeaderWords(h), nframes = ring::HeaderFrames(h);
+  if (nframes > ring::kMaxFrames || n != ring::kRecordFixedWords + nframes ||
+      c.pos + n > c.limit) {
+    corrupt_ = true;  // a writer outside the protocol: stop rather than guess
+    return;
+  }
+  uint64_t key = words[(c.pos + 1) & mask];
+  // Lane 0's writers read their keys after reserving, so a writer delayed
+  // between the two can leave a key below its predecessor's: the lane's
+  // order (the order of reservation) wins.
+  if (lane == 0) key = std::max(key, c.floor);
+  if (key >= cut_) return;
+  c.key = key;
+  c.ready = true;
+}
+
+bool RingReader::Next(RingRecord* rec) {
+  size_t best = 0;
+  for (bool fresh = false;; fresh = true) {
+    if (corrupt_) return false;
+    if (!active_.empty()) break;
+    if (fresh) return false;
+    StartRound();
+  }
+  for (size_t i = 1; i < active_.size(); ++i) {
+    if (lanes_[active_[i]].key < lanes_[active_[best]].key) best = i;
+  }
+  uint32_t lane = active_[best];
+  Cursor& c = lanes_[lane];
+  const uint64_t mask = header_->lane_words - 1;
+  const uint64_t* words = ring::LaneWords(header_, lane);
+  uint64_t h = words[c.pos & mask];
+  rec->key = c.key;
+  rec->lane = lane;
   rec->kind = ring::HeaderKind(h);
   rec->api = ring::HeaderApi(h);
-  rec->address = words[(pos_ + 1) & mask];
-  rec->size = words[(pos_ + 2) & mask];
-  rec->nframes = static_cast<int>(nframes);
-  for (unsigned i = 0; i < nframes; ++i) rec->frames[i] = words[(pos_ + 3 + i) & mask];
-  pos_ += n;
+  rec->address = words[(c.pos + 2) & mask];
+  rec->size = words[(c.pos + 3) & mask];
+  rec->nframes = static_cast<int>(ring::HeaderFrames(h));
+  for (int i = 0; i < rec->nframes; ++i) rec->frames[i] = words[(c.pos + 4 + i) & mask];
+  c.pos += ring::HeaderWords(h);
+  if (lane == 0) c.floor = c.key;
+  Peek(lane);
+  if (!c.ready) {
+    active_[best] = active_.back();
+    active_.pop_back();
+  }
   return true;
 }
 
 void RingReader::Release() {
-  if (pos_ == released_) return;
-  released_ = pos_;
-  header_->tail.store(pos_, std::memory_order_release);
+  ring::LaneDesc* descs = ring::Lanes(header_);
+  for (uint32_t i = 0; i < lanes_.size(); ++i) {
+    Cursor& c = lanes_[i];
+    if (c.pos == c.released) continue;
+    c.released = c.pos;
+    descs[i].tail.store(c.pos, std::memory_order_release);
+  }
 }
 
 uint64_t RingReader::Uncommitted() const {
-  return header_->reserve.load(std::memory_order_acquire) - pos_;
+  uint64_t read = lanes_.empty() ? ring::Lanes(header_)[0].tail.load(std::memory_order_acquire)
+                                 : lanes_[0].pos;
+  return ring::Lanes(header_)[0].head.load(std::memory_order_acquire) - read;
 }
 
 std::string RingReader::Maps() const {

@@ -1,5 +1,6 @@
 // The forwarder's side of an agent ring (agent/ring.h): maps the ring file,
-// consumes committed records in order, and gives the space back.
+// merges the records of its lanes into one order that never puts an event
+// before one it depends on, and gives the space back.
 //
 //   RingReader r;
 //   if (r.Open(path)) while (r.Next(&rec)) { ... } ; r.Release();
@@ -7,12 +8,15 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "agent/ring.h"
 
 namespace cgoheap::client {
 
 struct RingRecord {
+  uint64_t key;  // the record's clock value (ring.h)
+  uint32_t lane;
   ring::Kind kind;
   ring::Api api;
   uint64_t address;
@@ -34,13 +38,22 @@ class RingReader {
   // that writer and reader share one mapping, which ThreadSanitizer needs to
   // see their synchronization.
   bool Attach(ring::RingHeader* header, size_t bytes);
-  // Reads the next committed record; false when none is ready yet.
+  // Reads the next record in key order; false when none is ready yet.
   bool Next(RingRecord* rec);
   // Hands consumed space back to the writers (call after a run of Next).
   void Release();
-  // Words reserved by writers but never committed: only meaningful once the
-  // process is gone (its writers died mid-record).
+  // Words reserved in the shared lane but never committed: only meaningful
+  // once the process is gone (a writer died mid-record).
   uint64_t Uncommitted() const;
+  // The file is not what the protocol allows (a writer outside it, or a
+  // damaged file): reading stopped there.
+  bool corrupt() const { return corrupt_; }
+  // Tests: called in each round right after a lane's head was read, to let
+  // writers run at exactly that point.
+  void SetRoundHookForTest(void (*hook)(uint32_t lane, void* arg), void* arg) {
+    round_hook_ = hook;
+    round_hook_arg_ = arg;
+  }
 
   const ring::RingHeader& header() const { return *header_; }
   // The mappings text, read consistently (seqlock); empty if unavailable.
@@ -48,12 +61,26 @@ class RingReader {
   uint64_t dropped_events() const;
 
  private:
+  struct Cursor {
+    uint64_t pos = 0;       // next word to read
+    uint64_t released = 0;  // words given back to the writer(s)
+    uint64_t limit = 0;     // the lane's head when this round began
+    uint64_t key = 0;       // key of the record at pos, when ready
+    uint64_t floor = 0;     // lane 0: keys are made monotonic (see .cc)
+    bool ready = false;     // a record at pos with key below the cut
+  };
+  void StartRound();
+  void Peek(uint32_t lane);
+
   ring::RingHeader* header_ = nullptr;
   size_t bytes_ = 0;
   bool owned_ = false;
-  uint64_t pos_ = 0;       // next word to read
-  uint64_t released_ = 0;  // words given back to the writers
+  std::vector<Cursor> lanes_;
+  std::vector<uint32_t> active_;  // lanes with a ready record this round
+  uint64_t cut_ = 0;
   bool corrupt_ = false;
+  void (*round_hook_)(uint32_t, void*) = nullptr;
+  void* round_hook_arg_ = nullptr;
 };
 
 }  // namespace cgoheap::client

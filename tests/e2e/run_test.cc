@@ -58,7 +58,8 @@ int FindFrame(const std::vector<FrameRef>& frames, const std::string& function) 
 }
 
 Report RunUnder(const std::string& program, const std::vector<std::string>& args = {},
-                const std::vector<std::string>& flags = {}) {
+                const std::vector<std::string>& flags = {},
+                const std::vector<std::string>& env = {}) {
   TempDir dir;
   std::string report_path = dir.path() + "/report.json";
   std::vector<std::string> argv = {BinDir() + "/cgoheap", "run", "--json",
@@ -68,7 +69,7 @@ Report RunUnder(const std::string& program, const std::vector<std::string>& args
   argv.push_back(program);
   argv.insert(argv.end(), args.begin(), args.end());
   Report r;
-  r.run = RunProcess(argv);
+  r.run = RunProcess(argv, env);
   std::string json = ReadFile(report_path);
   EXPECT_FALSE(json.empty()) << "no report; stderr:\n" << r.run.err;
   if (!json.empty()) r.doc = ParseJson(json);
@@ -201,6 +202,24 @@ TEST(RunTest, ConcurrentGoroutinesLeakAnExactCount) {
   std::vector<FrameRef> frames = Frames(r.leak(0));
   ExpectFrameAt(frames, "main.worker", src, LineOf(src, "// LEAK: 48 bytes"));
   EXPECT_EQ(frames[1].function, "make_buffer");
+  EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
+}
+
+// Blocks freed on another thread than the one that allocated them, addresses
+// reused across threads, and 36 threads over the run for 8 lanes (threads
+// share lane 0 and give their lanes back when they exit): the per-thread
+// lanes must still merge into the true order, or frees would land before
+// their allocations and show thousands of blocks that were freed as leaks.
+TEST(RunTest, BlocksHandedBetweenThreadsAreMatchedExactly) {
+  std::string src = ProgramSource("handoff");
+  Report r = RunUnder(Program("handoff"), {"6", "3", "20000"}, {}, {"CGOHEAP_RING_LANES=8"});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "leaked 360\n");
+  ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
+  EXPECT_EQ(Num(r.leak(0), "blocks"), 360);
+  EXPECT_EQ(Num(r.leak(0), "bytes"), 360 * 24);
+  std::vector<FrameRef> frames = Frames(r.leak(0));
+  ExpectFrameAt(frames, "make_kept", src, LineOf(src, "// LEAK: 24 bytes"));
   EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
 }
 
