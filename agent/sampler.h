@@ -19,7 +19,7 @@ struct ThreadSampler {
   uint64_t rng;       // xorshift64* state; 0 until first use
 };
 
-extern __attribute__((tls_model("initial-exec"))) thread_local ThreadSampler t_sampler;
+extern constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadSampler t_sampler;
 
 // Slow path: the countdown crossed zero (or was never started).
 bool SampleSlow(ThreadSampler& s, size_t size, uint64_t rate);

@@ -59,10 +59,9 @@ int ForwardCommand(const std::vector<std::string>& args) {
   opts.channel = channel;
   Forwarder fwd(opts);
   std::cerr << "cgoheap forward: forwarding rings in " << ring_dir << " to " << server << "\n";
-  int idle_ms = 1;
+  PollPacer pacer;
   while (!g_stop.load()) {
-    idle_ms = fwd.Poll() > 0 ? 1 : std::min(idle_ms * 2, 20);
-    usleep(idle_ms * 1000);
+    usleep(pacer.Next(fwd.Poll()) * 1000);
   }
   absl::Status done = fwd.Finish(absl::Seconds(ack_timeout));
   if (!done.ok()) {

@@ -348,6 +348,19 @@ void Forwarder::OnExit(pid_t pid, int status) {
   newest->end.set_unix_nanos(UnixNanos());
 }
 
+int PollPacer::Next(size_t drained) {
+  absl::Time now = absl::Now();
+  double elapsed_ms = std::max(absl::ToDoubleMilliseconds(now - last_), 0.1);
+  last_ = now;
+  if (drained == 0) {
+    sleep_ms_ = std::min(sleep_ms_ * 2, kMaxSleepMs);
+  } else {
+    double per_ms = static_cast<double>(drained) / elapsed_ms;
+    sleep_ms_ = static_cast<int>(std::clamp(kBudgetRecords / per_ms, 1.0, double{kMaxSleepMs}));
+  }
+  return sleep_ms_;
+}
+
 size_t Forwarder::Poll() {
   Discover();
   size_t drained = 0;

@@ -34,12 +34,32 @@ struct ForwarderOptions {
   std::string service;  // empty: CGOHEAP_SERVICE, else the executable's name
   std::shared_ptr<grpc::Channel> channel;
   size_t max_batch_events = 8192;
-  absl::Duration max_batch_delay = absl::Milliseconds(20);
+  absl::Duration max_batch_delay = absl::Milliseconds(500);
 };
 
 // Stable 64-bit hash of symbolized frames (FNV-1a): the same leak gets the
 // same stack id in every process, on every host, in every build.
 uint64_t StackId(const v1::Stack& stack);
+
+// How long to sleep between polls: long enough that an idle or sampled
+// process costs the machine next to nothing (every poll wakes the launcher
+// and may send a batch), short enough that no lane fills up between two polls
+// at the rate records arrived during the last one.
+class PollPacer {
+ public:
+  static constexpr int kMaxSleepMs = 50;
+  // Records a lane can take between two polls: a quarter of a default lane
+  // (2 MiB) of allocation records (~8 words each).
+  static constexpr double kBudgetRecords = 8192;
+
+  // drained: records the poll that just ended took. Returns the milliseconds
+  // to sleep before the next one.
+  int Next(size_t drained);
+
+ private:
+  absl::Time last_ = absl::InfinitePast();
+  int sleep_ms_ = 1;
+};
 
 // Not thread-safe: one thread polls.
 class Forwarder {

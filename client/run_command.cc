@@ -206,14 +206,13 @@ int RunCommand(const std::vector<std::string>& args) {
   signal(SIGINT, SIG_IGN);
   signal(SIGQUIT, SIG_IGN);
 
-  // Poll fast while events flow, back off to 20 ms when idle (an idle
-  // launcher must not take CPU from the program), and wake at once when the
-  // program exits.
+  // Poll as often as the event rate needs (PollPacer: 1 to 20 ms), and wake
+  // at once when the program exits.
   int root_pidfd = static_cast<int>(syscall(SYS_pidfd_open, child.pid, 0));
   int exit_code = 1;
-  int idle_ms = 1;
+  PollPacer pacer;
   for (bool root_done = false; !root_done;) {
-    idle_ms = fwd.Poll() > 0 ? 1 : std::min(idle_ms * 2, 20);
+    int idle_ms = pacer.Next(fwd.Poll());
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
