@@ -126,13 +126,16 @@ class RingWriter {
     if (h->sample_bytes != 0 || tail + 1 == d->stalled_tail.load(std::memory_order_relaxed)) {
       return false;
     }
+    // Once asleep, wait for a quarter of the lane (not just this record):
+    // one wake-up per burst of the reader, not one per record.
+    auto quarter = [&](uint64_t tail) { return pos < tail || pos + cap / 4 - tail <= cap; };
     uint64_t deadline = MonotonicNanos() + full_wait_ns_;
     for (;;) {
-      timespec ts{0, 50'000};
+      timespec ts{0, 200'000};
       nanosleep(&ts, nullptr);
       tail = d->tail.load(std::memory_order_acquire);
       *known_tail = tail;
-      if (room(tail)) return true;
+      if (quarter(tail) && room(tail)) return true;
       if (MonotonicNanos() >= deadline) {
         d->stalled_tail.store(tail + 1, std::memory_order_relaxed);
         return false;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <cstdlib>
@@ -94,8 +95,15 @@ struct Forwarder::Tracked {
   bool end_sent = false;
   v1::ProcessEnd end;
 
-  // Raw stacks (api + return addresses) already interned, by their hash.
-  absl::flat_hash_map<uint64_t, uint64_t> raw_to_stack;
+  // Raw stacks (api + return addresses) already interned, by their hash;
+  // each keeps its frames, so that two stacks whose hashes collide are never
+  // taken for one another.
+  struct RawStack {
+    uint64_t stack_id;
+    ring::Api api;
+    std::vector<uint64_t> frames;
+  };
+  absl::flat_hash_map<uint64_t, RawStack> raw_to_stack;
   absl::flat_hash_set<uint64_t> stacks_sent;
   // The batch being built.
   v1::EventBatch batch;
@@ -210,14 +218,31 @@ void Forwarder::Discover() {
   }
 }
 
-uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
-  uint64_t raw = 0xcbf29ce484222325ULL ^ static_cast<uint64_t>(rec.api);
+// Hash of a raw stack. The products are independent of each other (the
+// frames' position is mixed in), so the loop is not one long chain of
+// multiplications; a final avalanche spreads every bit.
+uint64_t RawStackHash(const RingRecord& rec) {
+  uint64_t h = 0x9e3779b97f4a7c15ULL * (static_cast<uint64_t>(rec.api) + 1);
   for (int i = 0; i < rec.nframes; ++i) {
-    raw ^= rec.frames[i];
-    raw *= 0x100000001b3ULL;
-    raw ^= raw >> 29;
+    h += (rec.frames[i] ^ (0xc2b2ae3d27d4eb4fULL * static_cast<uint64_t>(i + 1))) *
+         0x9fb21c651e98df25ULL;
   }
-  if (auto it = t.raw_to_stack.find(raw); it != t.raw_to_stack.end()) return it->second;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
+  uint64_t raw = RawStackHash(rec);
+  auto cached = t.raw_to_stack.find(raw);
+  if (cached != t.raw_to_stack.end() && cached->second.api == rec.api &&
+      cached->second.frames.size() == static_cast<size_t>(rec.nframes) &&
+      std::equal(rec.frames, rec.frames + rec.nframes, cached->second.frames.begin())) {
+    return cached->second.stack_id;
+  }
 
   v1::Stack stack;
   stack.add_frames()->set_function(ring::ApiName(rec.api));
@@ -244,7 +269,9 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
   }
   uint64_t id = StackId(stack);
   stack.set_id(id);
-  t.raw_to_stack.emplace(raw, id);
+  if (cached == t.raw_to_stack.end()) {  // a collision: not cached, symbolized each time
+    t.raw_to_stack.emplace(raw, Tracked::RawStack{id, rec.api, {rec.frames, rec.frames + rec.nframes}});
+  }
   if (t.stacks_sent.insert(id).second) *t.batch.add_new_stacks() = std::move(stack);
   return id;
 }
@@ -327,6 +354,12 @@ void Forwarder::End(Tracked& t) {
     close(t.pidfd);
     t.pidfd = -1;
   }
+}
+
+void Forwarder::Prepare(const std::string& executable) {
+  char real[PATH_MAX];
+  if (realpath(executable.c_str(), real) == nullptr) return;
+  if (ObjectFile* obj = objects_.Get(real)) obj->LoadDebugInfo();
 }
 
 void Forwarder::OnExit(pid_t pid, int status) {

@@ -70,6 +70,9 @@ class Forwarder {
   // Discovers new rings, drains every ring, sends batches that are due, and
   // ends processes known to have exited. Returns the records drained.
   size_t Poll();
+  // Reads the symbols of an executable about to be started, so that the
+  // work is done before it runs rather than beside it.
+  void Prepare(const std::string& executable);
   // The process pid ended with this waitpid status.
   void OnExit(pid_t pid, int wait_status);
   // Ends what is known to have ended, flushes everything, and waits for the

@@ -54,6 +54,21 @@ std::string MakeTempDir(const char* what) {
   return mkdtemp(buf.data()) != nullptr ? std::string(buf.data()) : std::string();
 }
 
+// Where execvp will find name: as given when it has a '/', else along $PATH.
+std::string FindExecutable(const std::string& name) {
+  if (name.empty()) return "";
+  if (name.find('/') != std::string::npos) return access(name.c_str(), X_OK) == 0 ? name : "";
+  const char* path = getenv("PATH");
+  for (std::string_view dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";;) {
+    size_t colon = dirs.find(':');
+    std::string dir(dirs.substr(0, colon));
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (colon == std::string_view::npos) return "";
+    dirs.remove_prefix(colon + 1);
+  }
+}
+
 struct Child {
   pid_t pid = -1;
   std::string error;  // set when the program could not be started
@@ -190,6 +205,7 @@ int RunCommand(const std::vector<std::string>& args) {
   fwd_opts.service = service;
   fwd_opts.channel = channel;
   Forwarder fwd(fwd_opts);
+  if (std::string exe = FindExecutable((*rest)[0]); !exe.empty()) fwd.Prepare(exe);
   Child child = Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service);
   auto cleanup = [&] {
     std::error_code ec;

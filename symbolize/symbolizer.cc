@@ -104,6 +104,18 @@ std::unique_ptr<ObjectFile> ObjectFile::Open(const std::string& path) {
   return obj;
 }
 
+void ObjectFile::LoadDebugInfo() {
+  Impl& im = *impl_;
+  absl::MutexLock lock(&im.mu);
+  if (im.module == nullptr) return;
+  Dwarf_Addr bias = 0;
+  if (Dwarf* dw = dwfl_module_getdwarf(im.module, &bias)) {
+    Dwarf_Aranges* aranges = nullptr;
+    size_t n = 0;
+    dwarf_getaranges(dw, &aranges, &n);
+  }
+}
+
 uint64_t ObjectFile::LinkAddress(uint64_t pc, uint64_t map_start, uint64_t map_offset) const {
   // file offset of pc, then the virtual address at that offset.
   uint64_t file_off = pc - map_start + map_offset;

@@ -42,6 +42,8 @@ class ObjectFile {
   void Symbolize(uint64_t link_addr, std::vector<SymbolizedFrame>* out);
   const std::string& path() const { return path_; }
   const std::string& build_id() const { return build_id_; }
+  // Reads the debugging information now (it is otherwise read on first use).
+  void LoadDebugInfo();
   // Converts a runtime pc in a mapping (start, file offset) to a link address.
   uint64_t LinkAddress(uint64_t pc, uint64_t map_start, uint64_t map_offset) const;
 
