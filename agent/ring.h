@@ -155,6 +155,11 @@ struct alignas(64) LaneDesc {
   uint32_t reserved0;
   std::atomic<uint64_t> stalled_tail;  // exact mode: 1 + the tail a full-lane wait gave up at (0: none)
   alignas(64) std::atomic<uint64_t> tail;  // next unread word (reader)
+  // A writer waiting for room (exact mode) sets `waiting` and sleeps on the
+  // futex word `wake`; the reader, after moving the tail, bumps `wake` and
+  // wakes it. (A shared futex: reader and writer are different processes.)
+  std::atomic<uint32_t> wake;
+  std::atomic<uint32_t> waiting;
 };
 static_assert(sizeof(LaneDesc) == 128);
 

@@ -7,6 +7,7 @@
 //   w.Publish(&lane, words, nwords, size);        // false: dropped (counted)
 #pragma once
 
+#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -131,15 +132,23 @@ class RingWriter {
     auto quarter = [&](uint64_t tail) { return pos < tail || pos + cap / 4 - tail <= cap; };
     uint64_t deadline = MonotonicNanos() + full_wait_ns_;
     for (;;) {
-      timespec ts{0, 200'000};
-      nanosleep(&ts, nullptr);
-      tail = d->tail.load(std::memory_order_acquire);
+      // Dekker with the reader's Release: it stores the tail, then reads
+      // `waiting`; we store `waiting`, then read the tail. One of the two
+      // sees the other, so a wake-up is never lost.
+      d->waiting.store(1, std::memory_order_seq_cst);
+      uint32_t seq = d->wake.load(std::memory_order_seq_cst);
+      tail = d->tail.load(std::memory_order_seq_cst);
       *known_tail = tail;
       if (quarter(tail) && room(tail)) return true;
-      if (MonotonicNanos() >= deadline) {
+      uint64_t now = MonotonicNanos();
+      if (now >= deadline) {
         d->stalled_tail.store(tail + 1, std::memory_order_relaxed);
         return false;
       }
+      uint64_t left = deadline - now;
+      if (left > 10'000'000) left = 10'000'000;  // look again now and then regardless
+      timespec ts{0, static_cast<long>(left)};
+      syscall(SYS_futex, &d->wake, FUTEX_WAIT, seq, &ts, nullptr, 0);
     }
   }
 

@@ -1,12 +1,15 @@
 #include "client/ring_reader.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstring>
 
 namespace cgoheap::client {
@@ -145,7 +148,13 @@ void RingReader::Release() {
     Cursor& c = lanes_[i];
     if (c.pos == c.released) continue;
     c.released = c.pos;
-    descs[i].tail.store(c.pos, std::memory_order_release);
+    descs[i].tail.store(c.pos, std::memory_order_seq_cst);
+    // See RingWriter::WaitForRoom: tail first, then `waiting`.
+    if (descs[i].waiting.load(std::memory_order_seq_cst) != 0) {
+      descs[i].waiting.store(0, std::memory_order_relaxed);
+      descs[i].wake.fetch_add(1, std::memory_order_seq_cst);
+      syscall(SYS_futex, &descs[i].wake, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+    }
   }
 }
 

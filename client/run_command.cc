@@ -46,12 +46,16 @@ std::string FindAgent(const std::string& flag) {
   return SelfDir() + "/../lib/cgoheap/libcgoheap_agent.so";
 }
 
-std::string MakeTempDir(const char* what) {
-  const char* tmp = getenv("TMPDIR");
-  std::string templ = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp", "/cgoheap-", what, "-XXXXXX");
+std::string MakeTempDirIn(const char* parent, const char* what) {
+  std::string templ = absl::StrCat(parent, "/cgoheap-", what, "-XXXXXX");
   std::vector<char> buf(templ.begin(), templ.end());
   buf.push_back(0);
   return mkdtemp(buf.data()) != nullptr ? std::string(buf.data()) : std::string();
+}
+
+std::string MakeTempDir(const char* what) {
+  const char* tmp = getenv("TMPDIR");
+  return MakeTempDirIn(tmp != nullptr && *tmp ? tmp : "/tmp", what);
 }
 
 // Where execvp will find name: as given when it has a '/', else along $PATH.
@@ -192,7 +196,11 @@ int RunCommand(const std::vector<std::string>& args) {
     return 2;
   }
 
-  std::string ring_dir = MakeTempDir("rings");
+  // Rings in memory (tmpfs) when there is one: on a disk file system the
+  // kernel would write the rings' pages back to disk over and over.
+  std::string ring_dir = access("/dev/shm", W_OK) == 0 && getenv("TMPDIR") == nullptr
+                             ? MakeTempDirIn("/dev/shm", "rings")
+                             : MakeTempDir("rings");
   if (ring_dir.empty()) {
     std::cerr << "cgoheap run: cannot create a temporary directory: " << strerror(errno) << "\n";
     return 2;
