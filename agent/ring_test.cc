@@ -307,6 +307,41 @@ TEST(RingTest, ExactModeWaitsBoundedlyThenDropsAtOnceUntilTheReaderMoves) {
   EXPECT_TRUE(writer.Publish(&lane, words, 4, 0));  // the reader moved: writing resumes
 }
 
+// A writer waiting for room is woken by the reader's Release and writes.
+TEST(RingTest, ExactModeWriterResumesWhenTheReaderMakesRoom) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 2, 64, 0, ring::Clock::kTsc, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 30'000'000'000, nullptr);
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords];
+  Record(words, ring::Kind::kFree, 1, 0, 0);
+  for (int i = 0; i < 64 / 4; ++i) ASSERT_TRUE(writer.Publish(&lane, words, 4, 0));
+  std::atomic<bool> written{false};
+  auto t0 = std::chrono::steady_clock::now();
+  std::jthread blocked([&] {
+    uint64_t w[ring::kRecordFixedWords];
+    Record(w, ring::Kind::kFree, 2, 0, 0);
+    written = writer.Publish(&lane, w, 4, 0);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(written.load()) << "the lane was full: the writer must wait";
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  int read = 0;
+  while (reader.Next(&rec)) ++read;
+  reader.Release();
+  EXPECT_EQ(read, 64 / 4);
+  blocked.join();
+  EXPECT_TRUE(written.load());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+  EXPECT_EQ(r.h->dropped_events.load(), 0u);
+  ASSERT_TRUE(reader.Next(&rec));
+  EXPECT_EQ(rec.address, 2u);
+}
+
 // A lane given back by an exiting thread is claimed by the next thread,
 // which appends after the records still unread.
 TEST(RingTest, ReleasedLaneIsReusedAfterItsUnreadRecords) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of cgoheap, in one invocation on one machine:
 #   - the cgo churn loop (tests/programs/churn) plain, under the agent in
-#     exact mode and sampled at 524288 bytes, in alternating rounds (medians);
+#     exact mode and sampled at 524288 bytes, in alternating rounds (ratios:
+#     the median over rounds of each run against the plain run of its round);
 #   - valgrind --leak-check=full and heaptrack on a smaller run of the same loop
 #     (against a plain run of that size);
 #   - the ingest load generator against a cgoheapd of its own.
