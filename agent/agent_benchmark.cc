@@ -4,7 +4,8 @@
 //
 // BM_FastPath*: what every malloc/free pays before any recording.
 // BM_Capture*: one stack capture through C frames without frame pointers,
-//   with the cached CFI unwinder and with libunwind (the fallback).
+//   with the cached CFI unwinder, with the per-thread chain cache (as the
+//   hooks capture), and with libunwind (the fallback).
 // BM_RecordExact: capture + ring write of one allocation event, with a
 //   reader thread draining the ring as the forwarder would.
 #include <benchmark/benchmark.h>
@@ -68,6 +69,36 @@ void BM_CaptureCachedCfi(benchmark::State& state) {
   state.counters["frames"] = Deep<8>(false, pcs);
 }
 BENCHMARK(BM_CaptureCachedCfi);
+
+// As from the preload shim: from a frame pointer, served by the thread's
+// chain cache after the first capture (the slots are re-read and compared).
+template <int N>
+__attribute__((noinline, optimize("omit-frame-pointer"))) int DeepShim(uint64_t* pcs);
+__attribute__((noinline, optimize("no-omit-frame-pointer"))) int ShimCapture(uint64_t* pcs) {
+  int n = cgoheap_capture_stack(pcs, 64, __builtin_frame_address(0));
+  asm volatile("" ::: "memory");
+  return n;
+}
+template <int N>
+__attribute__((noinline, optimize("omit-frame-pointer"))) int DeepShim(uint64_t* pcs) {
+  volatile char pad[N * 16 + 8];
+  pad[0] = 0;
+  int r;
+  if constexpr (N == 0) {
+    r = ShimCapture(pcs);
+  } else {
+    r = DeepShim<N - 1>(pcs);
+  }
+  asm volatile("" ::"r"(pad) : "memory");
+  return r;
+}
+
+void BM_CaptureChainCache(benchmark::State& state) {
+  uint64_t pcs[64];
+  for (auto _ : state) benchmark::DoNotOptimize(DeepShim<8>(pcs));
+  state.counters["frames"] = DeepShim<8>(pcs);
+}
+BENCHMARK(BM_CaptureChainCache);
 
 void BM_CaptureLibunwind(benchmark::State& state) {
   uint64_t pcs[64];

@@ -442,7 +442,7 @@ __attribute__((noinline)) Rule Learn(uint64_t pc) {
 
 }  // namespace
 
-StepResult CfiStep(UnwindRegs* regs, bool is_return_address) {
+StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace) {
   uint64_t lookup = is_return_address ? regs->pc - 1 : regs->pc;
   uint64_t packed;
   if (!CacheGet(lookup, &packed)) {
@@ -465,6 +465,11 @@ StepResult CfiStep(UnwindRegs* regs, bool is_return_address) {
   }
   uint64_t ra = *reinterpret_cast<const uint64_t*>(cfa + rule.ra_off);
   if (rule.rbp_saved) regs->bp = *reinterpret_cast<const uint64_t*>(cfa + rule.rbp_off);
+  if (trace != nullptr) {
+    trace->ra_slot = cfa + rule.ra_off;
+    trace->rbp_slot = rule.rbp_saved ? cfa + rule.rbp_off : 0;
+    trace->cfa_from_rbp = rule.cfa_rbp;
+  }
   regs->sp = cfa;
   regs->pc = ra;
   return ra == 0 ? StepResult::kEnd : StepResult::kOk;

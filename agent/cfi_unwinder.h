@@ -36,9 +36,19 @@ enum class StepResult {
   kBadStack,     // the computed CFA is not above the current SP
 };
 
+// Where a step read what it restored, for callers that replay a chain of
+// steps later (stack_capture.cc's chain cache): the addresses depend only on
+// the pc and the SP the step started from, unless the CFA was computed from
+// RBP (cfa_from_rbp).
+struct StepTrace {
+  uint64_t ra_slot = 0;   // address the return address was read from
+  uint64_t rbp_slot = 0;  // address RBP was restored from; 0: RBP unchanged
+  bool cfa_from_rbp = false;
+};
+
 // Steps from the frame in regs to its caller. is_return_address: pc is a
 // return address (every frame but the first), so the rule for pc-1 applies.
-StepResult CfiStep(UnwindRegs* regs, bool is_return_address);
+StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace = nullptr);
 
 // Cache statistics, for benchmarks and tests (hits are not counted: a shared
 // counter on the hot path would cost more than the step).

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <thread>
 
 #include <cstdint>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "agent/agent.h"
 
 extern "C" int cgoheap_capture_stack_libunwind(uint64_t* pcs, int max);
+extern "C" uint64_t cgoheap_chain_cache_hits();
 
 namespace cgoheap::agent {
 namespace {
@@ -73,6 +75,55 @@ TEST(CfiUnwinderTest, RulesAreLearntOnceAndReused) {
   // this test body may be new.
   EXPECT_LE(after.misses - before.misses, 2u);
   EXPECT_GE(after.entries, 8u);
+}
+
+// Like the preload shim: keeps its frame pointer and captures from its frame.
+__attribute__((noinline, optimize("no-omit-frame-pointer"))) int Shim(uint64_t* out) {
+  int n = cgoheap_capture_stack(out, 64, __builtin_frame_address(0));
+  asm volatile("" ::: "memory");
+  return n;
+}
+__attribute__((noinline, optimize("omit-frame-pointer"))) int Mid(uint64_t* out) {
+  volatile char pad[40];
+  pad[0] = 1;
+  int n = Shim(out);
+  asm volatile("" ::"r"(pad) : "memory");
+  return n;
+}
+// Two callers with the same frame layout: Mid (and so the capture) runs at
+// the same SP from either, with the same first return address; only the
+// return address into Top<K> differs.
+template <int K>
+__attribute__((noinline, optimize("omit-frame-pointer"))) int Top(uint64_t* out) {
+  volatile char pad[72];
+  pad[0] = K;
+  int n = Mid(out);
+  asm volatile("" ::"r"(pad) : "memory");
+  return n + pad[0] - K;
+}
+
+__attribute__((noinline)) int Either(int k, uint64_t* out) { return k == 1 ? Top<1>(out) : Top<2>(out); }
+
+TEST(CfiUnwinderTest, ChainCacheServesRepeatedStacksAndNeverAnotherPath) {
+  std::thread([] {  // a shallow stack, as on a cgo call's g0 stack
+    std::vector<uint64_t> got[2][2];
+    uint64_t hits[2];
+    for (int round = 0; round < 2; ++round) {
+      hits[round] = cgoheap_chain_cache_hits();
+      for (int k = 1; k <= 2; ++k) {
+        uint64_t buf[64];
+        int n = Either(k, buf);
+        got[round][k - 1].assign(buf, buf + n);
+      }
+    }
+    EXPECT_EQ(hits[1] - hits[0], 0u) << "first round: nothing cached yet";
+    EXPECT_EQ(cgoheap_chain_cache_hits() - hits[1], 2u) << "second round: both paths cached";
+    ASSERT_GE(got[0][0].size(), 4u);
+    EXPECT_EQ(got[0][0][0], got[0][1][0]) << "same call site in Mid";
+    EXPECT_NE(got[0][0][1], got[0][1][1]) << "different callers of Mid";
+    EXPECT_EQ(got[1][0], got[0][0]) << "cached = unwound";
+    EXPECT_EQ(got[1][1], got[0][1]);
+  }).join();
 }
 
 TEST(CfiUnwinderTest, AddressesWithoutUnwindInfoStopCleanly) {

@@ -126,12 +126,68 @@ __attribute__((noinline)) int LibunwindCapture(uint64_t* pcs, int max) {
 }  // namespace
 }  // namespace cgoheap::agent
 
+namespace cgoheap::agent {
+namespace {
+
+// The chain cache. A thread allocates from a handful of call paths, each
+// time with the same return addresses at the same stack addresses (a cgo
+// call always starts at the same depth of the thread's g0 stack). So each
+// thread keeps the C part of its last few stacks: the return addresses, the
+// stack slot each was read from, where the chain ended, and where its final
+// RBP came from. A capture that starts at the same return address and SP as
+// a cached chain re-reads the slots instead of unwinding: if every slot still
+// holds the same return address, every step would compute the same CFA from
+// the same rule (a rule depends only on the pc, a CFA only on the pc and the
+// SP, by induction over the chain), so the chain is the same. Chains whose
+// CFA depends on RBP are not cached. The Go frames are always walked afresh.
+constexpr int kChainFrames = 32;
+constexpr unsigned kChains = 8;
+
+struct Chain {
+  uint64_t pc0, sp0;  // key: the first return address and the SP above it
+  uint32_t n;         // pcs[0..n): the C frames
+  bool go;            // the last frame is in asmcgocall: the Go walk follows
+  uint64_t end_sp;    // asmcgocall's SP
+  uint64_t bp_slot;   // where the final RBP was restored from; 0: the starting RBP
+  uint64_t pcs[kChainFrames];
+  uint64_t slots[kChainFrames];  // slots[i]: where pcs[i] was read (i >= 1)
+};
+
+__attribute__((tls_model("initial-exec"))) thread_local Chain t_chains[kChains];
+__attribute__((tls_model("initial-exec"))) thread_local unsigned t_chain_next = 0;
+__attribute__((tls_model("initial-exec"))) thread_local uint64_t t_chain_hits = 0;
+
+int FromChainCache(const UnwindRegs& start, uint64_t* pcs, int max) {
+  for (const Chain& c : t_chains) {
+    if (c.pc0 != start.pc || c.sp0 != start.sp || static_cast<int>(c.n) > max) continue;
+    uint32_t i = 1;
+    while (i < c.n && *reinterpret_cast<const uint64_t*>(c.slots[i]) == c.pcs[i]) ++i;
+    if (i < c.n) continue;
+    for (i = 0; i < c.n; ++i) pcs[i] = c.pcs[i];
+    int n = static_cast<int>(c.n);
+    if (c.go) {
+      uint64_t bp = c.bp_slot != 0 ? *reinterpret_cast<const uint64_t*>(c.bp_slot) : start.bp;
+      n += WalkGoFrames(c.end_sp, bp, pcs + n, max - n);
+    }
+    ++t_chain_hits;
+    return n;
+  }
+  return -1;
+}
+
+}  // namespace
+}  // namespace cgoheap::agent
+
 extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max,
                                                               const void* frame) {
   using namespace cgoheap::agent;
   UnwindRegs regs;
   bool first_is_return_address = true;
   int n = 0;
+  // The chain being unwound, for the cache (only for captures from a hook's
+  // frame, whose start is the program's own call site).
+  Chain chain;
+  bool cacheable = false;
   if (frame != nullptr) {
     // The shim's frame (the agent keeps frame pointers): [fp] is the caller's
     // RBP, [fp+8] the return address into the caller, fp+16 the caller's SP.
@@ -141,6 +197,12 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
     if (!InAgent(regs.pc)) {
       pcs[n++] = regs.pc;
       if (InAsmcgocall(regs.pc)) return n + WalkGoFrames(regs.sp, regs.bp, pcs + n, max - n);
+      if (int cached = FromChainCache(regs, pcs, max); cached >= 0) return cached;
+      chain.pc0 = regs.pc;
+      chain.sp0 = regs.sp;
+      chain.pcs[0] = regs.pc;
+      chain.bp_slot = 0;
+      cacheable = max >= kChainFrames;
     }
   } else {
     asm volatile(
@@ -150,21 +212,44 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
         : "=r"(regs.sp), "=r"(regs.bp), "=r"(regs.pc));
     first_is_return_address = false;
   }
+  auto remember = [&](bool go) {
+    if (!cacheable || n > kChainFrames) return;
+    chain.n = static_cast<uint32_t>(n);
+    chain.go = go;
+    chain.end_sp = regs.sp;
+    t_chains[t_chain_next++ % kChains] = chain;
+  };
   for (int steps = 0; n < max && steps < max + 16; ++steps) {
-    StepResult r = CfiStep(&regs, /*is_return_address=*/steps > 0 || first_is_return_address);
-    if (r == StepResult::kEnd || r == StepResult::kNoInfo) return n;
+    StepTrace trace;
+    StepResult r = CfiStep(&regs, /*is_return_address=*/steps > 0 || first_is_return_address,
+                           &trace);
+    if (r == StepResult::kEnd || r == StepResult::kNoInfo) {
+      remember(false);
+      return n;
+    }
     if (r != StepResult::kOk) return LibunwindCapture(pcs, max);
-    if (InAgent(regs.pc)) continue;  // the hook's own frames
+    if (trace.cfa_from_rbp) cacheable = false;
+    if (trace.rbp_slot != 0) chain.bp_slot = trace.rbp_slot;
+    if (InAgent(regs.pc)) {  // the hook's own frames
+      cacheable = false;
+      continue;
+    }
+    if (n < kChainFrames) chain.slots[n] = trace.ra_slot;
+    if (n < kChainFrames) chain.pcs[n] = regs.pc;
     pcs[n++] = regs.pc;
     if (InAsmcgocall(regs.pc)) {
       // regs are asmcgocall's: SP just after the C function returned, RBP as
       // the C code preserved it.
+      remember(true);
       n += WalkGoFrames(regs.sp, regs.bp, pcs + n, max - n);
       return n;
     }
   }
   return n;
 }
+
+// For tests: captures this thread served from its chain cache.
+extern "C" uint64_t cgoheap_chain_cache_hits() { return cgoheap::agent::t_chain_hits; }
 
 // For benchmarks: the same capture through libunwind only.
 extern "C" int cgoheap_capture_stack_libunwind(uint64_t* pcs, int max) {
