@@ -102,27 +102,60 @@ __attribute__((noinline, optimize("omit-frame-pointer"))) int Top(uint64_t* out)
   return n + pad[0] - K;
 }
 
-__attribute__((noinline)) int Either(int k, uint64_t* out) { return k == 1 ? Top<1>(out) : Top<2>(out); }
+// The same with frame pointers: each CFA is computed from RBP, so the cache
+// must check the saved RBPs as well as the return addresses.
+__attribute__((noinline, optimize("no-omit-frame-pointer"))) int MidFp(uint64_t* out) {
+  volatile char pad[40];
+  pad[0] = 1;
+  int n = Shim(out);
+  asm volatile("" ::"r"(pad) : "memory");
+  return n;
+}
+template <int K>
+__attribute__((noinline, optimize("no-omit-frame-pointer"))) int TopFp(uint64_t* out) {
+  volatile char pad[72];
+  pad[0] = K;
+  int n = MidFp(out);
+  asm volatile("" ::"r"(pad) : "memory");
+  return n + pad[0] - K;
+}
 
+__attribute__((noinline)) int Either(int k, uint64_t* out) {
+  switch (k) {
+    case 1: return Top<1>(out);
+    case 2: return Top<2>(out);
+    case 3: return TopFp<3>(out);
+    default: return TopFp<4>(out);
+  }
+}
+
+// Paths 1 and 2 (and 3 and 4) start at the same return address and SP and
+// differ one frame up. Each is captured three times: unwound, then served
+// from the cache, and each time the same; never one path for the other.
 TEST(CfiUnwinderTest, ChainCacheServesRepeatedStacksAndNeverAnotherPath) {
   std::thread([] {  // a shallow stack, as on a cgo call's g0 stack
-    std::vector<uint64_t> got[2][2];
-    uint64_t hits[2];
-    for (int round = 0; round < 2; ++round) {
+    std::vector<uint64_t> got[3][4];
+    uint64_t hits[3];
+    for (int round = 0; round < 3; ++round) {
       hits[round] = cgoheap_chain_cache_hits();
-      for (int k = 1; k <= 2; ++k) {
+      for (int k = 1; k <= 4; ++k) {
         uint64_t buf[64];
         int n = Either(k, buf);
         got[round][k - 1].assign(buf, buf + n);
       }
     }
+    uint64_t end = cgoheap_chain_cache_hits();
     EXPECT_EQ(hits[1] - hits[0], 0u) << "first round: nothing cached yet";
-    EXPECT_EQ(cgoheap_chain_cache_hits() - hits[1], 2u) << "second round: both paths cached";
-    ASSERT_GE(got[0][0].size(), 4u);
-    EXPECT_EQ(got[0][0][0], got[0][1][0]) << "same call site in Mid";
-    EXPECT_NE(got[0][0][1], got[0][1][1]) << "different callers of Mid";
-    EXPECT_EQ(got[1][0], got[0][0]) << "cached = unwound";
-    EXPECT_EQ(got[1][1], got[0][1]);
+    EXPECT_EQ(end - hits[1], 8u) << "later rounds: every path cached";
+    for (int k = 0; k < 4; k += 2) {
+      ASSERT_GE(got[0][k].size(), 4u);
+      EXPECT_EQ(got[0][k][0], got[0][k + 1][0]) << "same call site in Mid";
+      EXPECT_NE(got[0][k][1], got[0][k + 1][1]) << "different callers of Mid";
+    }
+    for (int k = 0; k < 4; ++k) {
+      EXPECT_EQ(got[1][k], got[0][k]) << "path " << k + 1;
+      EXPECT_EQ(got[2][k], got[0][k]) << "path " << k + 1;
+    }
   }).join();
 }
 

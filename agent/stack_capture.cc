@@ -132,25 +132,32 @@ namespace {
 // The chain cache. A thread allocates from a handful of call paths, each
 // time with the same return addresses at the same stack addresses (a cgo
 // call always starts at the same depth of the thread's g0 stack). So each
-// thread keeps the C part of its last few stacks: the return addresses, the
-// stack slot each was read from, where the chain ended, and where its final
-// RBP came from. A capture that starts at the same return address and SP as
-// a cached chain re-reads the slots instead of unwinding: if every slot still
-// holds the same return address, every step would compute the same CFA from
-// the same rule (a rule depends only on the pc, a CFA only on the pc and the
-// SP, by induction over the chain), so the chain is the same. Chains whose
-// CFA depends on RBP are not cached. The Go frames are always walked afresh.
+// thread keeps the C part of its last few stacks: the return addresses, and
+// every word the unwind read that decided where it went next (each return
+// address slot, and each saved RBP that a later CFA was computed from), with
+// its address. A capture that starts at the same return address and SP (and
+// RBP, if that fed a CFA) as a cached chain re-reads those words instead of
+// unwinding: if every one is unchanged, every step computes what it computed
+// before (a rule depends only on the pc, a CFA only on the pc, SP and RBP; by
+// induction over the chain), so the chain is the same. The RBP handed to the
+// Go walk is read afresh, and the Go frames are walked afresh.
 constexpr int kChainFrames = 32;
 constexpr unsigned kChains = 8;
 
 struct Chain {
+  struct Check {
+    uint64_t addr, value;
+  };
   uint64_t pc0, sp0;  // key: the first return address and the SP above it
-  uint32_t n;         // pcs[0..n): the C frames
+  uint64_t bp0;       // also part of the key when need_bp0
+  bool need_bp0;      // the starting RBP fed a CFA
   bool go;            // the last frame is in asmcgocall: the Go walk follows
+  uint32_t n;         // pcs[0..n): the C frames
+  uint32_t nchecks;
   uint64_t end_sp;    // asmcgocall's SP
   uint64_t bp_slot;   // where the final RBP was restored from; 0: the starting RBP
   uint64_t pcs[kChainFrames];
-  uint64_t slots[kChainFrames];  // slots[i]: where pcs[i] was read (i >= 1)
+  Check checks[2 * kChainFrames];  // in the order the unwind read them
 };
 
 __attribute__((tls_model("initial-exec"))) thread_local Chain t_chains[kChains];
@@ -159,10 +166,17 @@ __attribute__((tls_model("initial-exec"))) thread_local uint64_t t_chain_hits = 
 
 int FromChainCache(const UnwindRegs& start, uint64_t* pcs, int max) {
   for (const Chain& c : t_chains) {
-    if (c.pc0 != start.pc || c.sp0 != start.sp || static_cast<int>(c.n) > max) continue;
-    uint32_t i = 1;
-    while (i < c.n && *reinterpret_cast<const uint64_t*>(c.slots[i]) == c.pcs[i]) ++i;
-    if (i < c.n) continue;
+    if (c.pc0 != start.pc || c.sp0 != start.sp || (c.need_bp0 && c.bp0 != start.bp) ||
+        static_cast<int>(c.n) > max) {
+      continue;
+    }
+    // In order: each address was computed from the words checked before it.
+    uint32_t i = 0;
+    while (i < c.nchecks &&
+           *reinterpret_cast<const uint64_t*>(c.checks[i].addr) == c.checks[i].value) {
+      ++i;
+    }
+    if (i < c.nchecks) continue;
     for (i = 0; i < c.n; ++i) pcs[i] = c.pcs[i];
     int n = static_cast<int>(c.n);
     if (c.go) {
@@ -175,6 +189,67 @@ int FromChainCache(const UnwindRegs& start, uint64_t* pcs, int max) {
   return -1;
 }
 
+// Records a chain while it is unwound.
+class ChainRecorder {
+ public:
+  void Start(const UnwindRegs& regs) {
+    c_.pc0 = c_.pcs[0] = regs.pc;
+    c_.sp0 = regs.sp;
+    c_.bp0 = regs.bp;
+    c_.need_bp0 = false;
+    c_.nchecks = 0;
+    c_.bp_slot = 0;
+    active_ = true;
+  }
+  void Stop() { active_ = false; }
+  bool active() const { return active_; }
+  // After a step to regs (the caller's pc, SP, RBP), which read trace.
+  void Step(const StepTrace& trace, const UnwindRegs& regs) {
+    if (!active_) return;
+    if (trace.cfa_from_rbp) {
+      // The CFA came from the RBP before this step: from the start, or from
+      // the slot an earlier step restored it from.
+      if (c_.bp_slot == 0) {
+        c_.need_bp0 = true;
+      } else if (!rbp_checked_) {
+        Add(c_.bp_slot, rbp_value_);
+        rbp_checked_ = true;
+      }
+    }
+    Add(trace.ra_slot, regs.pc);
+    if (trace.rbp_slot != 0) {
+      c_.bp_slot = trace.rbp_slot;
+      rbp_value_ = regs.bp;
+      rbp_checked_ = false;
+    }
+  }
+  void Frame(int index, uint64_t pc) {
+    if (index >= kChainFrames) active_ = false;
+    if (active_) c_.pcs[index] = pc;
+  }
+  void Remember(int n, bool go, uint64_t end_sp) {
+    if (!active_ || n > kChainFrames) return;
+    c_.n = static_cast<uint32_t>(n);
+    c_.go = go;
+    c_.end_sp = end_sp;
+    t_chains[t_chain_next++ % kChains] = c_;
+  }
+
+ private:
+  void Add(uint64_t addr, uint64_t value) {
+    if (c_.nchecks == 2 * kChainFrames) {
+      active_ = false;
+      return;
+    }
+    c_.checks[c_.nchecks++] = {addr, value};
+  }
+
+  Chain c_;
+  bool active_ = false;
+  uint64_t rbp_value_ = 0;
+  bool rbp_checked_ = false;
+};
+
 }  // namespace
 }  // namespace cgoheap::agent
 
@@ -186,8 +261,7 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
   int n = 0;
   // The chain being unwound, for the cache (only for captures from a hook's
   // frame, whose start is the program's own call site).
-  Chain chain;
-  bool cacheable = false;
+  ChainRecorder chain;
   if (frame != nullptr) {
     // The shim's frame (the agent keeps frame pointers): [fp] is the caller's
     // RBP, [fp+8] the return address into the caller, fp+16 the caller's SP.
@@ -198,11 +272,7 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
       pcs[n++] = regs.pc;
       if (InAsmcgocall(regs.pc)) return n + WalkGoFrames(regs.sp, regs.bp, pcs + n, max - n);
       if (int cached = FromChainCache(regs, pcs, max); cached >= 0) return cached;
-      chain.pc0 = regs.pc;
-      chain.sp0 = regs.sp;
-      chain.pcs[0] = regs.pc;
-      chain.bp_slot = 0;
-      cacheable = max >= kChainFrames;
+      chain.Start(regs);
     }
   } else {
     asm volatile(
@@ -212,35 +282,26 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
         : "=r"(regs.sp), "=r"(regs.bp), "=r"(regs.pc));
     first_is_return_address = false;
   }
-  auto remember = [&](bool go) {
-    if (!cacheable || n > kChainFrames) return;
-    chain.n = static_cast<uint32_t>(n);
-    chain.go = go;
-    chain.end_sp = regs.sp;
-    t_chains[t_chain_next++ % kChains] = chain;
-  };
   for (int steps = 0; n < max && steps < max + 16; ++steps) {
     StepTrace trace;
     StepResult r = CfiStep(&regs, /*is_return_address=*/steps > 0 || first_is_return_address,
                            &trace);
     if (r == StepResult::kEnd || r == StepResult::kNoInfo) {
-      remember(false);
+      chain.Remember(n, /*go=*/false, regs.sp);
       return n;
     }
     if (r != StepResult::kOk) return LibunwindCapture(pcs, max);
-    if (trace.cfa_from_rbp) cacheable = false;
-    if (trace.rbp_slot != 0) chain.bp_slot = trace.rbp_slot;
+    chain.Step(trace, regs);
     if (InAgent(regs.pc)) {  // the hook's own frames
-      cacheable = false;
+      chain.Stop();
       continue;
     }
-    if (n < kChainFrames) chain.slots[n] = trace.ra_slot;
-    if (n < kChainFrames) chain.pcs[n] = regs.pc;
+    chain.Frame(n, regs.pc);
     pcs[n++] = regs.pc;
     if (InAsmcgocall(regs.pc)) {
       // regs are asmcgocall's: SP just after the C function returned, RBP as
       // the C code preserved it.
-      remember(true);
+      chain.Remember(n, /*go=*/true, regs.sp);
       n += WalkGoFrames(regs.sp, regs.bp, pcs + n, max - n);
       return n;
     }

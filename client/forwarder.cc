@@ -269,7 +269,9 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
   }
   uint64_t id = StackId(stack);
   stack.set_id(id);
-  if (cached == t.raw_to_stack.end()) {  // a collision: not cached, symbolized each time
+  // A hash another raw stack already holds (a collision) stays with that
+  // one; this stack is then symbolized each time it comes.
+  if (cached == t.raw_to_stack.end()) {
     t.raw_to_stack.emplace(raw, Tracked::RawStack{id, rec.api, {rec.frames, rec.frames + rec.nframes}});
   }
   if (t.stacks_sent.insert(id).second) *t.batch.add_new_stacks() = std::move(stack);

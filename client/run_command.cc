@@ -230,7 +230,7 @@ int RunCommand(const std::vector<std::string>& args) {
   signal(SIGINT, SIG_IGN);
   signal(SIGQUIT, SIG_IGN);
 
-  // Poll as often as the event rate needs (PollPacer: 1 to 20 ms), and wake
+  // Poll as often as the event rate needs (PollPacer: 1 to 50 ms), and wake
   // at once when the program exits.
   int root_pidfd = static_cast<int>(syscall(SYS_pidfd_open, child.pid, 0));
   int exit_code = 1;
