@@ -168,8 +168,10 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
 // A record's key on the TSC clock. RDTSCP waits until every earlier
 // instruction has executed (and earlier loads are done), so the key of a free
-// is read after the load that learnt the address: never before the key of
-// the allocation that returned it, on whichever thread.
+// is read after the load that learnt the address (never before the key of
+// the allocation that returned it, on whichever thread), and the key of an
+// allocation after the allocator took the block (never before the key of
+// the free that gave it back).
 inline uint64_t TscRecordKey() {
   unsigned aux;
   return __rdtscp(&aux);

@@ -85,10 +85,11 @@ class RingWriter {
     return uint64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
   }
 
-  static uint64_t Key(RingHeader* h, uint64_t header) {
-    if (h->clock == static_cast<uint32_t>(Clock::kTsc)) {
-      return HeaderKind(header) == Kind::kFree ? TscRecordKey() : __rdtsc();
-    }
+  // RDTSCP for every record, allocations too: a plain RDTSC may execute
+  // before earlier instructions (the allocator's own loads and locks) have,
+  // and so read a time before the free that made the address available.
+  static uint64_t Key(RingHeader* h) {
+    if (h->clock == static_cast<uint32_t>(Clock::kTsc)) return TscRecordKey();
     return h->counter.fetch_add(1, std::memory_order_seq_cst);
   }
 
@@ -161,7 +162,7 @@ class RingWriter {
       return false;
     }
     uint64_t* ring = LaneWords(h, tl->lane);
-    words[1] = Key(h, words[0]);
+    words[1] = Key(h);
     for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
     ring[pos & mask] = WithLap(words[0], pos, cap);
     d->head.store(pos + n, std::memory_order_release);
@@ -199,7 +200,7 @@ class RingWriter {
       }
     }
     uint64_t* ring = LaneWords(h, 0);
-    words[1] = Key(h, words[0]);
+    words[1] = Key(h);
     for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
     std::atomic_ref<uint64_t>(ring[pos & mask])
         .store(WithLap(words[0], pos, cap), std::memory_order_release);
