@@ -6,6 +6,7 @@
 // BM_Capture*: one stack capture through C frames without frame pointers,
 //   with the cached CFI unwinder, with the per-thread chain cache (as the
 //   hooks capture), and with libunwind (the fallback).
+// BM_SampledPair: a malloc/free pair in sampled mode at 524288 bytes.
 // BM_RecordExact: capture + ring write of one allocation event, with a
 //   reader thread draining the ring as the forwarder would.
 #include <benchmark/benchmark.h>
@@ -106,6 +107,28 @@ void BM_CaptureLibunwind(benchmark::State& state) {
   state.counters["frames"] = Deep<8>(true, pcs);
 }
 BENCHMARK(BM_CaptureLibunwind);
+
+// Sampled mode at the production rate, per malloc/free pair of 64 bytes:
+// the countdown, and for the sampled ones (1 in ~8,000) the capture and the
+// sampled set; every free probes the filter. (Recording the sample into the
+// ring is BM_RecordExact's cost, paid once per sample.)
+void BM_SampledPair(benchmark::State& state) {
+  static SampledSet set;
+  if (!set.ready()) set.Init(1 << 16);
+  uint64_t pcs[64];
+  uint64_t addr = 0x5555000000, samples = 0;
+  for (auto _ : state) {
+    addr += 64;
+    if (SampleAllocation(64, 524288)) {
+      benchmark::DoNotOptimize(DeepShim<2>(pcs));
+      set.Insert(addr);
+      ++samples;
+    }
+    if (set.MaybeContains(addr)) set.Erase(addr);
+  }
+  state.counters["sampled"] = static_cast<double>(samples);
+}
+BENCHMARK(BM_SampledPair);
 
 void BM_RecordExact(benchmark::State& state) {
   static bool started = [] {
