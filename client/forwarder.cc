@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -102,8 +103,15 @@ struct Forwarder::Tracked {
     uint64_t stack_id;
     ring::Api api;
     std::vector<uint64_t> frames;
+    bool Is(const RingRecord& rec) const {
+      return api == rec.api && frames.size() == static_cast<size_t>(rec.nframes) &&
+             std::equal(rec.frames, rec.frames + rec.nframes, frames.begin());
+    }
   };
-  absl::flat_hash_map<uint64_t, RawStack> raw_to_stack;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<RawStack>> raw_to_stack;
+  // The raw stacks seen last, by their first two frames: most events come
+  // from a few call sites, and a hit here skips hashing the whole stack.
+  std::array<const RawStack*, 256> recent{};
   absl::flat_hash_set<uint64_t> stacks_sent;
   // The batch being built.
   v1::EventBatch batch;
@@ -236,12 +244,16 @@ uint64_t RawStackHash(const RingRecord& rec) {
 }
 
 uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
+  uint64_t quick = (rec.nframes > 0 ? rec.frames[0] : 0) ^
+                   (rec.nframes > 1 ? rec.frames[1] * 0x9e3779b97f4a7c15ULL : 0) ^
+                   static_cast<uint64_t>(rec.api);
+  const Tracked::RawStack*& recent = t.recent[(quick ^ (quick >> 17) ^ (quick >> 31)) & 255];
+  if (recent != nullptr && recent->Is(rec)) return recent->stack_id;
   uint64_t raw = RawStackHash(rec);
   auto cached = t.raw_to_stack.find(raw);
-  if (cached != t.raw_to_stack.end() && cached->second.api == rec.api &&
-      cached->second.frames.size() == static_cast<size_t>(rec.nframes) &&
-      std::equal(rec.frames, rec.frames + rec.nframes, cached->second.frames.begin())) {
-    return cached->second.stack_id;
+  if (cached != t.raw_to_stack.end() && cached->second->Is(rec)) {
+    recent = cached->second.get();
+    return recent->stack_id;
   }
 
   v1::Stack stack;
@@ -272,7 +284,10 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
   // A hash another raw stack already holds (a collision) stays with that
   // one; this stack is then symbolized each time it comes.
   if (cached == t.raw_to_stack.end()) {
-    t.raw_to_stack.emplace(raw, Tracked::RawStack{id, rec.api, {rec.frames, rec.frames + rec.nframes}});
+    auto entry = std::make_unique<Tracked::RawStack>(
+        Tracked::RawStack{id, rec.api, {rec.frames, rec.frames + rec.nframes}});
+    recent = entry.get();
+    t.raw_to_stack.emplace(raw, std::move(entry));
   }
   if (t.stacks_sent.insert(id).second) *t.batch.add_new_stacks() = std::move(stack);
   return id;
