@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <functional>
 #include <cstring>
 
 namespace cgoheap::client {
@@ -69,13 +70,14 @@ void RingReader::StartRound() {
     c.pos = c.released = descs[lanes_.size()].tail.load(std::memory_order_acquire);
     lanes_.push_back(c);
   }
-  active_.clear();
+  ready_.clear();
   for (uint32_t i = 0; i < lanes_.size(); ++i) {
     lanes_[i].limit = descs[i].head.load(std::memory_order_acquire);
     if (round_hook_ != nullptr) round_hook_(i, round_hook_arg_);
     Peek(i);
-    if (lanes_[i].ready) active_.push_back(i);
+    if (lanes_[i].ready) ready_.push_back({lanes_[i].key, i});
   }
+  std::make_heap(ready_.begin(), ready_.end(), std::greater<>());
 }
 
 // Whether lane's next record can be taken this round, and its key.
@@ -109,17 +111,16 @@ void RingReader::Peek(uint32_t lane) {
 }
 
 bool RingReader::Next(RingRecord* rec) {
-  size_t best = 0;
   for (bool fresh = false;; fresh = true) {
     if (corrupt_) return false;
-    if (!active_.empty()) break;
+    if (!ready_.empty()) break;
     if (fresh) return false;
     StartRound();
   }
-  for (size_t i = 1; i < active_.size(); ++i) {
-    if (lanes_[active_[i]].key < lanes_[active_[best]].key) best = i;
-  }
-  uint32_t lane = active_[best];
+  // The ready lane with the smallest key (a min-heap: many lanes may be ready).
+  std::pop_heap(ready_.begin(), ready_.end(), std::greater<>());
+  uint32_t lane = ready_.back().second;
+  ready_.pop_back();
   Cursor& c = lanes_[lane];
   const uint64_t mask = header_->lane_words - 1;
   const uint64_t* words = ring::LaneWords(header_, lane);
@@ -135,9 +136,9 @@ bool RingReader::Next(RingRecord* rec) {
   c.pos += ring::HeaderWords(h);
   if (lane == 0) c.floor = c.key;
   Peek(lane);
-  if (!c.ready) {
-    active_[best] = active_.back();
-    active_.pop_back();
+  if (c.ready) {
+    ready_.push_back({c.key, lane});
+    std::push_heap(ready_.begin(), ready_.end(), std::greater<>());
   }
   return true;
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/ring.h"
@@ -76,7 +77,8 @@ class RingReader {
   size_t bytes_ = 0;
   bool owned_ = false;
   std::vector<Cursor> lanes_;
-  std::vector<uint32_t> active_;  // lanes with a ready record this round
+  // Lanes with a ready record this round, by key: a min-heap of (key, lane).
+  std::vector<std::pair<uint64_t, uint32_t>> ready_;
   uint64_t cut_ = 0;
   bool corrupt_ = false;
   void (*round_hook_)(uint32_t, void*) = nullptr;
