@@ -223,6 +223,18 @@ TEST(RunTest, BlocksHandedBetweenThreadsAreMatchedExactly) {
   EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
 }
 
+// 80 threads at once for 64 lanes: some share lane 0 while the others write
+// lanes of their own.
+TEST(RunTest, MoreThreadsAtOnceThanLanesAreMatchedExactly) {
+  Report r = RunUnder(Program("handoff"), {"1", "40", "10000"});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "leaked 400\n");
+  ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
+  EXPECT_EQ(Num(r.leak(0), "blocks"), 400);
+  EXPECT_EQ(Num(r.leak(0), "bytes"), 400 * 24);
+  EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
+}
+
 TEST(RunTest, SampledModeEstimatesTheLeakWithoutBias) {
   std::string src = ProgramSource("goroutines");
   // 8 x 100000 iterations: 8000 leaked blocks of 48 bytes among 2.4M
