@@ -47,8 +47,6 @@ class RingWriter {
                              std::memory_order_relaxed);
     gen_.fetch_add(1, std::memory_order_acq_rel);
   }
-  RingHeader* header() const { return header_; }
-  uint32_t gen() const { return gen_.load(std::memory_order_relaxed); }
 
   // Writes one record (words[0]: its header word; words[1] is set here to the
   // record's key). When the lane is full, a sampled process drops at once; an
