@@ -210,9 +210,9 @@ TEST(RunTest, ConcurrentGoroutinesLeakAnExactCount) {
 // share lane 0 and give their lanes back when they exit): the per-thread
 // lanes must still merge into the true order, or frees would land before
 // their allocations and show thousands of blocks that were freed as leaks.
-TEST(RunTest, BlocksHandedBetweenThreadsAreMatchedExactly) {
+void ExpectHandoffMatched(const std::vector<std::string>& env) {
   std::string src = ProgramSource("handoff");
-  Report r = RunUnder(Program("handoff"), {"6", "3", "20000"}, {}, {"CGOHEAP_RING_LANES=8"});
+  Report r = RunUnder(Program("handoff"), {"6", "3", "20000"}, {}, env);
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
   EXPECT_EQ(r.run.out, "leaked 360\n");
   ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
@@ -221,6 +221,16 @@ TEST(RunTest, BlocksHandedBetweenThreadsAreMatchedExactly) {
   std::vector<FrameRef> frames = Frames(r.leak(0));
   ExpectFrameAt(frames, "make_kept", src, LineOf(src, "// LEAK: 24 bytes"));
   EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
+}
+
+TEST(RunTest, BlocksHandedBetweenThreadsAreMatchedExactly) {
+  ExpectHandoffMatched({"CGOHEAP_RING_LANES=8"});
+}
+
+// The same order from the fallback clock (a shared counter), used where the
+// kernel does not keep time with the TSC.
+TEST(RunTest, BlocksHandedBetweenThreadsAreMatchedWithTheCounterClock) {
+  ExpectHandoffMatched({"CGOHEAP_RING_LANES=8", "CGOHEAP_CLOCK=counter"});
 }
 
 // 80 threads at once for 64 lanes: some share lane 0 while the others write
