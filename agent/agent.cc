@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "agent/cfi_unwinder.h"
 #include "agent/ring.h"
 #include "agent/ring_writer.h"
 #include "agent/sampled_set.h"
@@ -88,13 +89,23 @@ uint64_t ParseHex(const char*& p, const char* end) {
   return v;
 }
 
+// dlopens + dlcloses as of the latest snapshot of the mappings.
+constinit std::atomic<uint64_t> g_maps_generation{0};
+constinit std::atomic<bool> g_snapshotting{false};
+
+int CountObjectChanges(dl_phdr_info* info, size_t, void* out) {
+  *static_cast<uint64_t*>(out) = info->dlpi_adds + info->dlpi_subs;
+  return 1;
+}
+
 // Copies the executable file-backed mappings of /proc/self/maps into the
-// ring header as "start end offset path" lines.
+// ring header as "start end offset path" lines. One writer at a time (the
+// caller holds g_snapshotting); the forwarder reads under the seqlock.
 void SnapshotMaps(ring::RingHeader* h) {
   int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
   h->maps_seq.fetch_add(1, std::memory_order_acq_rel);  // odd: writing
-  static char buf[8192];  // start-up / fork only: single threaded
+  static char buf[8192];  // one writer at a time: g_snapshotting
   size_t have = 0, out = 0;
   for (;;) {
     ssize_t r = read(fd, buf + have, sizeof buf - have);
@@ -226,7 +237,10 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
     close(cfd);
   }
   if (const char* svc = getenv("CGOHEAP_SERVICE")) AppendStr(h->service, 0, sizeof h->service, svc);
-  SnapshotMaps(h);
+  uint64_t generation = 0;
+  dl_iterate_phdr(CountObjectChanges, &generation);
+  g_maps_generation.store(generation, std::memory_order_relaxed);
+  SnapshotMaps(h);  // start-up or fork child: single threaded
   std::atomic_thread_fence(std::memory_order_release);
   h->magic = ring::kMagic;
   if (rename(tmp, final_path) != 0) {
@@ -373,6 +387,24 @@ extern "C" bool cgoheap_active() {
   return g_ring.load(std::memory_order_relaxed) != nullptr;
 }
 
+namespace cgoheap::agent {
+namespace {
+
+// Code of an object mapped after the last snapshot was just unwound (the CFI
+// unwinder saw dlopen's counter move): snapshot the mappings again, so that
+// the forwarder can symbolize it even after the process is gone.
+__attribute__((noinline)) void RefreshMaps(ring::RingHeader* h, uint64_t generation) {
+  if (g_snapshotting.exchange(true, std::memory_order_acquire)) return;  // another thread is at it
+  if (g_maps_generation.load(std::memory_order_relaxed) != generation) {
+    SnapshotMaps(h);
+    g_maps_generation.store(generation, std::memory_order_relaxed);
+  }
+  g_snapshotting.store(false, std::memory_order_release);
+}
+
+}  // namespace
+}  // namespace cgoheap::agent
+
 extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* frame) {
   using namespace cgoheap;
   ring::RingHeader* h = g_ring.load(std::memory_order_acquire);
@@ -388,6 +420,10 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* fr
   uint64_t words[ring::kRecordFixedWords + ring::kMaxFrames];
   int nframes = cgoheap_capture_stack(words + ring::kRecordFixedWords, ring::kMaxFrames, frame);
   if (nframes == 0) h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
+  uint64_t generation = agent::CfiObjectsGeneration();
+  if (generation != 0 && generation != agent::g_maps_generation.load(std::memory_order_relaxed)) {
+    agent::RefreshMaps(h, generation);
+  }
   unsigned nwords = ring::kRecordFixedWords + nframes;
   words[0] = ring::EncodeHeader(ring::Kind::kAlloc, static_cast<ring::Api>(api), nframes, nwords);
   words[2] = reinterpret_cast<uint64_t>(ptr);

@@ -57,6 +57,7 @@ struct Slot {
 };
 constinit Slot g_cache[kCacheSlots]{};
 constinit std::atomic<uint64_t> g_misses{0}, g_entries{0}, g_last_miss{0};
+constinit std::atomic<uint64_t> g_objects_generation{0};
 
 size_t SlotOf(uint64_t pc) { return (pc * 0x9e3779b97f4a7c15ULL) >> 48; }
 
@@ -161,10 +162,12 @@ struct Reader {
 struct Object {
   uint64_t pc;
   const uint8_t* eh_frame_hdr = nullptr;
+  uint64_t generation = 0;  // dlopens + dlcloses so far
 };
 
 int FindObject(dl_phdr_info* info, size_t, void* arg) {
   auto* obj = static_cast<Object*>(arg);
+  obj->generation = info->dlpi_adds + info->dlpi_subs;
   bool inside = false;
   const uint8_t* hdr = nullptr;
   for (int i = 0; i < info->dlpi_phnum; ++i) {
@@ -370,7 +373,9 @@ bool Execute(const uint8_t* p, const uint8_t* end, const Cie& cie, uint64_t loc,
 __attribute__((noinline)) Rule Learn(uint64_t pc) {
   Rule rule;
   Object obj{pc};
-  if (dl_iterate_phdr(FindObject, &obj) == 0 || obj.eh_frame_hdr == nullptr) {
+  int in_object = dl_iterate_phdr(FindObject, &obj);
+  if (obj.generation != 0) g_objects_generation.store(obj.generation, std::memory_order_relaxed);
+  if (in_object == 0 || obj.eh_frame_hdr == nullptr) {
     rule.kind = kNoInfoKind;
     return rule;
   }
@@ -474,6 +479,8 @@ StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace) {
   regs->pc = ra;
   return ra == 0 ? StepResult::kEnd : StepResult::kOk;
 }
+
+uint64_t CfiObjectsGeneration() { return g_objects_generation.load(std::memory_order_relaxed); }
 
 CfiCacheStats CfiStats() {
   return {g_misses.load(std::memory_order_relaxed), g_entries.load(std::memory_order_relaxed),

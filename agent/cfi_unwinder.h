@@ -50,6 +50,11 @@ struct StepTrace {
 // return address (every frame but the first), so the rule for pc-1 applies.
 StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace = nullptr);
 
+// dlopens + dlcloses of the process as of the latest rule learnt (0: none
+// learnt yet). Code never seen before is learnt on its first unwind, so a
+// change here is how the agent hears that a new object is mapped.
+uint64_t CfiObjectsGeneration();
+
 // Cache statistics, for benchmarks and tests (hits are not counted: a shared
 // counter on the hot path would cost more than the step).
 struct CfiCacheStats {

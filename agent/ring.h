@@ -138,8 +138,9 @@ struct alignas(64) RingHeader {
   uint32_t cmdline_len;
   char service[128];      // $CGOHEAP_SERVICE, NUL-terminated
   // Executable mappings of the process ("start end offset path\n" lines),
-  // rewritten after each dlopen/dlclose under a seqlock: the forwarder may
-  // read it after the process has exited, when /proc/PID/maps is gone.
+  // rewritten under a seqlock when code of an object dlopened since is first
+  // unwound: the forwarder may read it after the process has exited, when
+  // /proc/PID/maps is gone.
   alignas(64) std::atomic<uint64_t> maps_seq;  // odd while being written
   uint32_t maps_len;
   char maps[kMapsBytes];

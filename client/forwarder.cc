@@ -189,8 +189,10 @@ void Forwarder::Discover() {
     }
     t->process_id = RandomId();
     std::string pid_dir = "/proc/" + std::to_string(t->pid);
-    std::string maps = ReadFile(pid_dir + "/maps");
-    t->sym.SetMappings(maps.empty() ? t->ring.Maps() : maps);
+    // The agent's snapshot, completed by /proc (mappings made after it),
+    // which is partial or empty for a process that is exiting.
+    t->sym.SetMappings(t->ring.Maps());
+    t->sym.AddMappings(ReadFile(pid_dir + "/maps"));
     t->sym.OpenAll();  // now, while the files certainly exist
 
     v1::ProcessHello hello;
@@ -262,10 +264,11 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
   for (int i = 0; i < rec.nframes; ++i) {
     uint64_t pc = rec.frames[i];
     frames.clear();
-    if (!t.sym.Symbolize(pc, true, &frames) && !t.ended) {
-      // Mapped after the snapshot (dlopen): the process is alive, look again.
-      std::string maps = ReadFile("/proc/" + std::to_string(t.pid) + "/maps");
-      if (!maps.empty()) t.sym.SetMappings(maps);
+    if (!t.sym.Symbolize(pc, true, &frames)) {
+      // Mapped after we looked (dlopen): the agent's snapshot (it takes a
+      // new one after each dlopen) and /proc, while the process lives.
+      t.sym.AddMappings(t.ring.Maps());
+      if (!t.ended) t.sym.AddMappings(ReadFile("/proc/" + std::to_string(t.pid) + "/maps"));
       t.sym.Symbolize(pc, true, &frames);
     }
     if (frames.empty()) frames.push_back(SymbolizedFrame{"??", "", 0, "", false});

@@ -222,6 +222,10 @@ ObjectFile* ObjectCache::Get(const std::string& path) {
 void ProcessSymbolizer::SetMappings(std::string_view text) {
   mappings_.clear();
   cache_.clear();
+  AddMappings(text);
+}
+
+void ProcessSymbolizer::AddMappings(std::string_view text) {
   size_t pos = 0;
   while (pos < text.size()) {
     size_t nl = text.find('\n', pos);

@@ -73,6 +73,10 @@ class ProcessSymbolizer {
   // Replaces the mappings with "start end offset path" lines (hex numbers), or
   // /proc/PID/maps content (detected by its "start-end perms" form).
   void SetMappings(std::string_view text);
+  // Adds mappings to those known (same forms). /proc/PID/maps of a process
+  // that is exiting can be partial: added to the agent's own snapshot, it
+  // can only complete it.
+  void AddMappings(std::string_view text);
   bool Covers(uint64_t pc) const;
   // Appends the frames of pc (more than one when calls were inlined);
   // innermost first. Returns false when no mapping covers pc.

@@ -14,12 +14,13 @@ constexpr std::array<std::string_view, 5> kCgoBridge = {
     "runtime.asmcgocall_no_g"};
 
 // One-time allocations of glibc and the dynamic loader.
-constexpr std::array<std::pair<std::string_view, std::string_view>, 8> kLibcInternal = {{
+constexpr std::array<std::pair<std::string_view, std::string_view>, 9> kLibcInternal = {{
     {"_IO_file_doallocate", "stdio buffer"},
     {"_dl_allocate_tls", "thread-local storage"},
     {"_dl_allocate_tls_storage", "thread-local storage"},
     {"_dl_init", "shared library initialization"},
     {"_dl_map_object", "dynamic loader"},
+    {"_dl_open", "dynamic loader (dlopen)"},
     {"__tzfile_read", "time zone data"},
     {"_nl_find_locale", "locale data"},
     {"__libc_setlocale", "locale data"},

@@ -245,6 +245,24 @@ TEST(RunTest, MoreThreadsAtOnceThanLanesAreMatchedExactly) {
   EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
 }
 
+// A library loaded with dlopen after start-up, a leak in it, and an exit at
+// once: the agent snapshots the mappings again when it first unwinds the new
+// code, so the library's function and line are named although the process
+// (and its /proc/PID/maps) is gone when the forwarder symbolizes. dlopen's
+// own allocations are the loader's (hidden).
+TEST(RunTest, LibraryLoadedWithDlopenIsNamedAfterTheProcessIsGone) {
+  std::string lib_src = ProgramsSrc() + "/dlopen/leaklib.c";
+  std::string src = ProgramSource("dlopen");
+  Report r = RunUnder(Program("dlopen"), {Program("libleaklib.so")});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "leaked 40\n");
+  ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
+  EXPECT_EQ(Num(r.leak(0), "bytes"), 40);
+  std::vector<FrameRef> frames = Frames(r.leak(0));
+  ExpectFrameAt(frames, "fill", lib_src, LineOf(lib_src, "// LEAK: 40 bytes"));
+  ExpectFrameAt(frames, "main.main", src, LineOf(src, "p := C.call_make(path, 40)"));
+}
+
 TEST(RunTest, SampledModeEstimatesTheLeakWithoutBias) {
   std::string src = ProgramSource("goroutines");
   // 8 x 100000 iterations: 8000 leaked blocks of 48 bytes among 2.4M

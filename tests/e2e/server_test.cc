@@ -98,7 +98,8 @@ TEST(ServerTest, FleetGroupsTheSameStackAcrossProcesses) {
   Value leaks = Leaks(d.address(), "fleet");
   EXPECT_EQ(Field(leaks, "processes").number_value(), 3);
   const auto& list = Field(leaks, "leaks").list_value();
-  ASSERT_EQ(list.values_size(), 1);
+  ASSERT_EQ(list.values_size(), 1)
+      << Cli({"leaks", "--server=" + d.address(), "--service=fleet", "--all"}).out;
   EXPECT_EQ(Field(list.values(0), "processes").number_value(), 3);
   EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 3 * 17);
   EXPECT_EQ(Field(list.values(0), "blocks").number_value(), 3);
