@@ -202,7 +202,6 @@ class ChainRecorder {
     active_ = true;
   }
   void Stop() { active_ = false; }
-  bool active() const { return active_; }
   // After a step to regs (the caller's pc, SP, RBP), which read trace.
   void Step(const StepTrace& trace, const UnwindRegs& regs) {
     if (!active_) return;
