@@ -428,7 +428,9 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* fr
   words[0] = ring::EncodeHeader(ring::Kind::kAlloc, static_cast<ring::Api>(api), nframes, nwords);
   words[2] = reinterpret_cast<uint64_t>(ptr);
   words[3] = size;
-  g_writer.Publish(&agent::t_lane, words, nwords, size);
+  if (!g_writer.Publish(&agent::t_lane, words, nwords, size) && g_sample_bytes != 0) {
+    g_sampled.Erase(reinterpret_cast<uint64_t>(ptr));  // not recorded: neither is its free
+  }
 }
 
 extern "C" void cgoheap_on_free(void* ptr) {

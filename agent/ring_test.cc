@@ -268,16 +268,50 @@ TEST(RingTest, FullLaneDropsAndCountsInsteadOfBlocking) {
   TestRing r;
   MakeRing(dir.path(), 2, 64, /*sample_bytes=*/524288, ring::Clock::kTsc, &r);
   ring::RingWriter writer;
-  writer.Reset(r.h, 0, nullptr);
+  writer.Reset(r.h, 30'000'000'000, nullptr);
   ring::ThreadLane lane{};
   uint64_t words[ring::kRecordFixedWords];
-  Record(words, ring::Kind::kFree, 1, 0, 0);
+  Record(words, ring::Kind::kAlloc, 1, 10, 0);
   int written = 0;
+  auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 100; ++i) written += writer.Publish(&lane, words, ring::kRecordFixedWords, 10);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10))
+      << "a sampled allocation never waits for room";
   EXPECT_EQ(lane.lane, 1u);
   EXPECT_EQ(written, 64 / 4);
   EXPECT_EQ(r.h->dropped_events.load(), 100u - 64 / 4);
   EXPECT_EQ(r.h->dropped_bytes.load(), (100u - 64 / 4) * 10);
+}
+
+// A sampled process waits to record a free (dropping it would show a freed
+// block as leaked), and writes it once the reader makes room.
+TEST(RingTest, SampledModeWaitsToRecordAFree) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 2, 64, /*sample_bytes=*/524288, ring::Clock::kTsc, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 30'000'000'000, nullptr);
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords];
+  Record(words, ring::Kind::kAlloc, 1, 10, 0);
+  for (int i = 0; i < 64 / 4; ++i) ASSERT_TRUE(writer.Publish(&lane, words, 4, 10));
+  std::atomic<bool> written{false};
+  std::jthread blocked([&] {
+    uint64_t w[ring::kRecordFixedWords];
+    Record(w, ring::Kind::kFree, 1, 0, 0);
+    written = writer.Publish(&lane, w, 4, 0);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(written.load());
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  while (reader.Next(&rec)) {
+  }
+  reader.Release();
+  blocked.join();
+  EXPECT_TRUE(written.load());
+  EXPECT_EQ(r.h->dropped_events.load(), 0u);
 }
 
 TEST(RingTest, ExactModeWaitsBoundedlyThenDropsAtOnceUntilTheReaderMoves) {

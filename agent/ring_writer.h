@@ -49,16 +49,20 @@ class RingWriter {
   }
 
   // Writes one record (words[0]: its header word; words[1] is set here to the
-  // record's key). When the lane is full, a sampled process drops at once; an
-  // exact one waits up to full_wait_ns for the reader, and after one such
-  // timeout drops at once until the reader moves again, so a dead forwarder
-  // costs each thread one wait, not one per event.
+  // record's key). When the lane is full, the writer waits up to full_wait_ns
+  // for the reader, and after one such timeout drops at once until the reader
+  // moves again, so a dead forwarder costs each thread one wait, not one per
+  // event. A sampled process waits only to record a free: a lost allocation
+  // is one sample fewer (its free is then ignored), a lost free would show a
+  // freed block as leaked.
   bool Publish(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size) {
     RingHeader* h = header_;
     uint32_t gen = gen_.load(std::memory_order_relaxed);
     if (tl->gen != gen) *tl = ThreadLane{gen, 0, 0, 0, tl->exiting};
     if (tl->lane == 0 && !tl->exiting && tl->retry-- == 0) Claim(tl);
-    bool ok = tl->lane != 0 ? PublishOwn(h, tl, words, n) : PublishShared(h, words, n);
+    bool may_wait = h->sample_bytes == 0 || HeaderKind(words[0]) == Kind::kFree;
+    bool ok = tl->lane != 0 ? PublishOwn(h, tl, words, n, may_wait)
+                            : PublishShared(h, words, n, may_wait);
     if (!ok) {
       h->dropped_events.fetch_add(1, std::memory_order_relaxed);
       h->dropped_bytes.fetch_add(size, std::memory_order_relaxed);
@@ -117,13 +121,14 @@ class RingWriter {
   // Room for n words at pos, waiting (exact mode) if the lane is full. In the
   // shared lane pos moves under us: a stale pos (below the tail) counts as
   // room, and the caller reserves again.
-  bool WaitForRoom(RingHeader* h, LaneDesc* d, uint64_t pos, unsigned n, uint64_t* known_tail) {
+  bool WaitForRoom(RingHeader* h, LaneDesc* d, uint64_t pos, unsigned n, bool may_wait,
+                   uint64_t* known_tail) {
     const uint64_t cap = h->lane_words;
     auto room = [&](uint64_t tail) { return pos < tail || pos + n - tail <= cap; };
     uint64_t tail = d->tail.load(std::memory_order_acquire);
     *known_tail = tail;
     if (room(tail)) return true;
-    if (h->sample_bytes != 0 || tail + 1 == d->stalled_tail.load(std::memory_order_relaxed)) {
+    if (!may_wait || tail + 1 == d->stalled_tail.load(std::memory_order_relaxed)) {
       return false;
     }
     // Once asleep, wait for a quarter of the lane (not just this record):
@@ -152,11 +157,11 @@ class RingWriter {
   }
 
   // The thread's own lane: plain stores, one release store of the head.
-  bool PublishOwn(RingHeader* h, ThreadLane* tl, uint64_t* words, unsigned n) {
+  bool PublishOwn(RingHeader* h, ThreadLane* tl, uint64_t* words, unsigned n, bool may_wait) {
     LaneDesc* d = &Lanes(h)[tl->lane];
     const uint64_t cap = h->lane_words, mask = cap - 1;
     uint64_t pos = d->head.load(std::memory_order_relaxed);
-    if (pos + n - tl->known_tail > cap && !WaitForRoom(h, d, pos, n, &tl->known_tail)) {
+    if (pos + n - tl->known_tail > cap && !WaitForRoom(h, d, pos, n, may_wait, &tl->known_tail)) {
       return false;
     }
     uint64_t* ring = LaneWords(h, tl->lane);
@@ -169,7 +174,7 @@ class RingWriter {
 
   // Lane 0, shared: reserve with a CAS on its head, commit with a release
   // store of the header word.
-  bool PublishShared(RingHeader* h, uint64_t* words, unsigned n) {
+  bool PublishShared(RingHeader* h, uint64_t* words, unsigned n, bool may_wait) {
     LaneDesc* d = &Lanes(h)[0];
     const uint64_t cap = h->lane_words, mask = cap - 1;
     uint64_t pos = d->head.load(std::memory_order_relaxed);
@@ -185,7 +190,7 @@ class RingWriter {
       }
       if (pos + n - tail > cap) {
         uint64_t seen;
-        bool room = WaitForRoom(h, d, pos, n, &seen);
+        bool room = WaitForRoom(h, d, pos, n, may_wait, &seen);
         tail = seen;
         shared_known_tail_.store(tail, std::memory_order_release);
         if (!room) return false;

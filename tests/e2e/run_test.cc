@@ -22,6 +22,7 @@ using google::protobuf::Value;
 struct Report {
   RunResult run;
   Value doc;
+  std::string json;
   const Value& leaks() const { return doc.struct_value().fields().at("leaks"); }
   int num_leaks() const { return leaks().list_value().values_size(); }
   const Value& leak(int i) const { return leaks().list_value().values(i); }
@@ -70,9 +71,9 @@ Report RunUnder(const std::string& program, const std::vector<std::string>& args
   argv.insert(argv.end(), args.begin(), args.end());
   Report r;
   r.run = RunProcess(argv, env);
-  std::string json = ReadFile(report_path);
-  EXPECT_FALSE(json.empty()) << "no report; stderr:\n" << r.run.err;
-  if (!json.empty()) r.doc = ParseJson(json);
+  r.json = ReadFile(report_path);
+  EXPECT_FALSE(r.json.empty()) << "no report; stderr:\n" << r.run.err;
+  if (!r.json.empty()) r.doc = ParseJson(r.json);
   return r;
 }
 
@@ -270,7 +271,7 @@ TEST(RunTest, SampledModeEstimatesTheLeakWithoutBias) {
   // the estimate's standard deviation is about 10%.
   Report r = RunUnder(Program("goroutines"), {"8", "100000"}, {"--sample-bytes=4096"});
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
-  ASSERT_EQ(r.num_leaks(), 1) << "churned allocations are freed, even when sampled";
+  ASSERT_EQ(r.num_leaks(), 1) << "churned allocations are freed, even when sampled\n" << r.json;
   const Value& leak = r.leak(0);
   EXPECT_TRUE(Field(leak, "estimated").bool_value());
   EXPECT_EQ(Num(leak, "sample_bytes"), 4096);
