@@ -325,7 +325,12 @@ size_t Forwarder::Drain(Tracked& t) {
       }
     }
     if (++n % 4096 == 0) t.ring.Release();
-    if (t.live_events >= static_cast<int>(options_.max_batch_events)) Flush(t, true);
+    // Cancelled pairs keep their slots until the flush compacts them: bound
+    // those too, or a churning process fills the forwarder's memory.
+    if (t.live_events >= static_cast<int>(options_.max_batch_events) ||
+        t.batch.kinds_size() >= 4 * static_cast<int>(options_.max_batch_events)) {
+      Flush(t, true);
+    }
   }
   t.ring.Release();
   return n;
