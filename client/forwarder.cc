@@ -16,6 +16,7 @@
 #include <cstring>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -94,6 +95,7 @@ struct Forwarder::Tracked {
   int pidfd = -1;
   bool ended = false;      // the process is gone: drain, then End
   bool end_sent = false;
+  bool told_corrupt = false;
   v1::ProcessEnd end;
 
   // Raw stacks (api + return addresses) already interned, by their hash;
@@ -333,6 +335,12 @@ size_t Forwarder::Drain(Tracked& t) {
     }
   }
   t.ring.Release();
+  if (t.ring.corrupt() && !t.told_corrupt) {
+    t.told_corrupt = true;
+    std::cerr << "cgoheap: " << t.path
+              << " holds a record outside the ring protocol (a damaged file, or an agent of "
+                 "another version): this process's later events are not read\n";
+  }
   return n;
 }
 
