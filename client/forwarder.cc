@@ -157,7 +157,7 @@ void Forwarder::Discover() {
     std::string name = e->d_name;
     if (!absl::EndsWith(name, ".ring")) continue;
     std::string path = options_.ring_dir + "/" + name;
-    if (!tracked_.contains(path)) fresh.push_back(path);
+    if (!tracked_.contains(path) && !rejected_.contains(path)) fresh.push_back(path);
   }
   closedir(dir);
   std::sort(fresh.begin(), fresh.end(), [](const std::string& a, const std::string& b) {
@@ -171,7 +171,12 @@ void Forwarder::Discover() {
   for (const std::string& path : fresh) {
     auto t = std::make_unique<Tracked>(&objects_);
     t->path = path;
-    if (!t->ring.Open(path)) continue;  // not a ring of ours: ignore it
+    if (!t->ring.Open(path)) {  // not a ring this version reads: say so once
+      rejected_.insert(path);
+      std::cerr << "cgoheap: ignoring " << path
+                << ": not a ring of this version of cgoheap (is the agent the same version?)\n";
+      continue;
+    }
     t->pid = t->ring.header().pid;
     // An exec replaces the image but keeps the pid: the older ring is done.
     for (auto& [p, other] : tracked_) {

@@ -96,6 +96,7 @@ class Forwarder {
   std::string host_;
   std::map<std::string, std::unique_ptr<Tracked>> tracked_;  // by ring path
   std::vector<std::string> order_;
+  absl::flat_hash_set<std::string> rejected_;  // files in the directory that are not our rings
 };
 
 }  // namespace cgoheap::client
