@@ -39,6 +39,7 @@ constinit GoBoundary g_boundary{};
 constinit uint64_t g_self_lo = 0, g_self_hi = 0;
 // Its destructor gives a thread's lane back when the thread exits.
 constinit pthread_key_t g_lane_key = 0;
+constinit int g_ring_fd = -1;  // the ring file, for allocating lanes as they are claimed
 constinit bool g_have_lane_key = false;
 
 // ---- small allocation-free string helpers (start-up only) ----
@@ -207,17 +208,23 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return nullptr;
   size_t bytes = ring::RingFileBytes(static_cast<uint32_t>(lanes), words);
-  if (ftruncate(fd, bytes) != 0) {
+  // The file is sparse, but every page the agent writes must exist: a write
+  // to a page a full file system cannot supply is a SIGBUS in the program.
+  // So the header, the lane descriptors and the shared lane 0 are allocated
+  // now, and each other lane when a thread claims it (ReserveLane).
+  size_t fixed = ring::kHeaderBytes + lanes * sizeof(ring::LaneDesc) + words * 8;
+  if (ftruncate(fd, bytes) != 0 || fallocate(fd, 0, 0, fixed) != 0) {
     close(fd);
     unlink(tmp);
     return nullptr;
   }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
   if (p == MAP_FAILED) {
+    close(fd);
     unlink(tmp);
     return nullptr;
   }
+  g_ring_fd = fd;
   auto* h = static_cast<ring::RingHeader*>(p);
   h->version = ring::kVersion;
   h->header_bytes = ring::kHeaderBytes;
@@ -245,6 +252,8 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   h->magic = ring::kMagic;
   if (rename(tmp, final_path) != 0) {
     munmap(p, bytes);
+    close(fd);
+    g_ring_fd = -1;
     unlink(tmp);
     return nullptr;
   }
@@ -254,8 +263,10 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
 void ReleaseRing() {
   g_mode = Mode::kOff;
   ring::RingHeader* h = g_ring.exchange(nullptr, std::memory_order_acq_rel);
-  g_writer.Reset(nullptr, 0, nullptr);  // every thread's lane is void now
+  g_writer.Reset(nullptr, 0, nullptr, nullptr);  // every thread's lane is void now
   if (h != nullptr) munmap(h, ring::RingFileBytes(h->lane_count, h->lane_words));
+  if (g_ring_fd >= 0) close(g_ring_fd);
+  g_ring_fd = -1;
 }
 
 bool ShouldTrack() {
@@ -264,6 +275,16 @@ bool ShouldTrack() {
   uint64_t root = EnvU64("CGOHEAP_ROOT_PID", 0);
   return root == 0 || root == static_cast<uint64_t>(getpid()) ||
          EnvU64("CGOHEAP_TRACE_CHILDREN", 0) == 1;
+}
+
+// Allocates a lane's pages before its thread writes them (see CreateRing);
+// false: the file system is full, the thread shares lane 0.
+bool ReserveLane(uint32_t lane) {
+  ring::RingHeader* h = g_ring.load(std::memory_order_acquire);
+  if (h == nullptr || g_ring_fd < 0) return false;
+  off_t start = static_cast<off_t>(reinterpret_cast<char*>(ring::LaneWords(h, lane)) -
+                                   reinterpret_cast<char*>(h));
+  return fallocate(g_ring_fd, 0, start, static_cast<off_t>(h->lane_words * 8)) == 0;
 }
 
 // The lane's generation rides along, so that a lane of a ring this process
@@ -296,7 +317,8 @@ void StartTracking() {
   ring::RingHeader* h = CreateRing(getenv("CGOHEAP_RING_DIR"), rate);
   if (h == nullptr) return;
   g_sample_bytes = rate;
-  g_writer.Reset(h, EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000, OnLaneClaimed);
+  g_writer.Reset(h, EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000, ReserveLane,
+                 OnLaneClaimed);
   g_ring.store(h, std::memory_order_release);
   g_mode = rate != 0 ? Mode::kSampled : Mode::kExact;
 }

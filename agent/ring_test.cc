@@ -70,7 +70,7 @@ void ManyWriters(uint32_t lanes, int threads_n, ring::Clock clock) {
   TestRing r;
   MakeRing(dir.path(), lanes, 1 << 10, 0, clock, &r);  // small: wraps many times
   ring::RingWriter writer;
-  writer.Reset(r.h, 10'000'000'000, nullptr);
+  writer.Reset(r.h, 10'000'000'000, nullptr, nullptr);
   client::RingReader reader;
   ASSERT_TRUE(reader.Attach(r.h, r.bytes));  // one mapping: see RingReader::Attach
   constexpr int kPerThread = 30000;
@@ -140,7 +140,7 @@ void HandOver(ring::Clock clock) {
   TestRing r;
   MakeRing(dir.path(), 8, 1 << 12, 0, clock, &r);
   ring::RingWriter writer;
-  writer.Reset(r.h, 10'000'000'000, nullptr);
+  writer.Reset(r.h, 10'000'000'000, nullptr, nullptr);
   client::RingReader reader;
   ASSERT_TRUE(reader.Attach(r.h, r.bytes));
   constexpr int kAddresses = 64, kHops = 600;
@@ -224,7 +224,7 @@ void PublishedBetweenHeads(ring::Clock clock) {
     ring::ThreadLane a{}, b{};
     bool fired = false;
   } ctx;
-  ctx.writer.Reset(r.h, 1'000'000'000, nullptr);
+  ctx.writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
   uint64_t words[ring::kRecordFixedWords];
   Record(words, ring::Kind::kFree, 0x100, 0, 0);  // A and B claim lanes 1 and 2
   ASSERT_TRUE(ctx.writer.Publish(&ctx.a, words, 4, 0));
@@ -268,7 +268,7 @@ TEST(RingTest, FullLaneDropsAndCountsInsteadOfBlocking) {
   TestRing r;
   MakeRing(dir.path(), 2, 64, /*sample_bytes=*/524288, ring::Clock::kTsc, &r);
   ring::RingWriter writer;
-  writer.Reset(r.h, 30'000'000'000, nullptr);
+  writer.Reset(r.h, 30'000'000'000, nullptr, nullptr);
   ring::ThreadLane lane{};
   uint64_t words[ring::kRecordFixedWords];
   Record(words, ring::Kind::kAlloc, 1, 10, 0);
@@ -290,7 +290,7 @@ TEST(RingTest, SampledModeWaitsToRecordAFree) {
   TestRing r;
   MakeRing(dir.path(), 2, 64, /*sample_bytes=*/524288, ring::Clock::kTsc, &r);
   ring::RingWriter writer;
-  writer.Reset(r.h, 30'000'000'000, nullptr);
+  writer.Reset(r.h, 30'000'000'000, nullptr, nullptr);
   ring::ThreadLane lane{};
   uint64_t words[ring::kRecordFixedWords];
   Record(words, ring::Kind::kAlloc, 1, 10, 0);
@@ -319,7 +319,7 @@ TEST(RingTest, ExactModeWaitsBoundedlyThenDropsAtOnceUntilTheReaderMoves) {
   TestRing r;
   MakeRing(dir.path(), 2, 64, 0, ring::Clock::kTsc, &r);
   ring::RingWriter writer;
-  writer.Reset(r.h, 20'000'000, nullptr);  // 20 ms
+  writer.Reset(r.h, 20'000'000, nullptr, nullptr);  // 20 ms
   ring::ThreadLane lane{};
   uint64_t words[ring::kRecordFixedWords];
   Record(words, ring::Kind::kFree, 1, 0, 0);
@@ -347,7 +347,7 @@ TEST(RingTest, ExactModeWriterResumesWhenTheReaderMakesRoom) {
   TestRing r;
   MakeRing(dir.path(), 2, 64, 0, ring::Clock::kTsc, &r);
   ring::RingWriter writer;
-  writer.Reset(r.h, 30'000'000'000, nullptr);
+  writer.Reset(r.h, 30'000'000'000, nullptr, nullptr);
   ring::ThreadLane lane{};
   uint64_t words[ring::kRecordFixedWords];
   Record(words, ring::Kind::kFree, 1, 0, 0);
@@ -385,7 +385,8 @@ TEST(RingTest, ReleasedLaneIsReusedAfterItsUnreadRecords) {
   ring::RingWriter writer;
   static std::vector<uint32_t> claims;
   claims.clear();
-  writer.Reset(r.h, 1'000'000'000, [](uint32_t, uint32_t lane) { claims.push_back(lane); });
+  writer.Reset(r.h, 1'000'000'000, nullptr,
+               [](uint32_t, uint32_t lane) { claims.push_back(lane); });
   uint64_t words[ring::kRecordFixedWords];
   for (int t = 0; t < 3; ++t) {
     std::thread([&, t] {
@@ -407,6 +408,34 @@ TEST(RingTest, ReleasedLaneIsReusedAfterItsUnreadRecords) {
   while (reader.Next(&rec)) order.push_back(rec.kind == ring::Kind::kFree ? 1000 + rec.address : rec.address);
   EXPECT_EQ(order, (std::vector<uint64_t>{0, 1, 2, 3, 4, 1000, 10, 11, 12, 13, 14, 1010, 20, 21,
                                           22, 23, 24, 1020}));
+}
+
+// A lane whose storage cannot be allocated (a full file system) is never
+// written: the thread shares lane 0, and nothing is lost.
+TEST(RingTest, LaneWithoutStorageIsNotUsed) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 4, 1 << 8, 0, ring::Clock::kTsc, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 1'000'000'000, [](uint32_t) { return false; }, nullptr);
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords];
+  for (int i = 0; i < 10; ++i) {
+    Record(words, ring::Kind::kAlloc, 100 + i, 8, 0);
+    ASSERT_TRUE(writer.Publish(&lane, words, 4, 8));
+  }
+  EXPECT_EQ(lane.lane, 0u);
+  for (uint32_t i = 1; i < 4; ++i) EXPECT_EQ(ring::Lanes(r.h)[i].owner.load(), 0u) << i;
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  int read = 0;
+  while (reader.Next(&rec)) {
+    EXPECT_EQ(rec.lane, 0u);
+    EXPECT_EQ(rec.address, 100u + read);
+    ++read;
+  }
+  EXPECT_EQ(read, 10);
 }
 
 TEST(RingTest, ReaderRejectsFilesThatAreNotRings) {
@@ -436,7 +465,7 @@ TEST(RingTest, DamagedLaneStopsTheReader) {
   TestRing r;
   MakeRing(dir.path(), 2, 64, 0, ring::Clock::kTsc, &r);
   ring::RingWriter writer;
-  writer.Reset(r.h, 0, nullptr);
+  writer.Reset(r.h, 0, nullptr, nullptr);
   ring::ThreadLane lane{};
   uint64_t words[ring::kRecordFixedWords];
   Record(words, ring::Kind::kFree, 1, 0, 0);

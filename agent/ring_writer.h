@@ -31,6 +31,9 @@ struct ThreadLane {
 
 class RingWriter {
  public:
+  // Called before a thread takes a free lane: false (its storage cannot be
+  // allocated) leaves the lane free and the thread on the shared lane.
+  using ReserveHook = bool (*)(uint32_t lane);
   // Called once per claimed lane, on the claiming thread (the agent registers
   // a thread-exit handler that gives the lane back).
   using ClaimHook = void (*)(uint32_t gen, uint32_t lane);
@@ -39,9 +42,10 @@ class RingWriter {
 
   // Starts writing a new ring (nullptr: none); every thread's old ThreadLane
   // is void from here on (generation), as after a fork.
-  void Reset(RingHeader* h, uint64_t full_wait_ns, ClaimHook on_claim) {
+  void Reset(RingHeader* h, uint64_t full_wait_ns, ReserveHook reserve, ClaimHook on_claim) {
     header_ = h;
     full_wait_ns_ = full_wait_ns;
+    reserve_ = reserve;
     on_claim_ = on_claim;
     shared_known_tail_.store(h != nullptr ? Lanes(h)[0].tail.load(std::memory_order_acquire) : 0,
                              std::memory_order_relaxed);
@@ -105,6 +109,10 @@ class RingWriter {
           !lanes[i].owner.compare_exchange_strong(free_owner, tid, std::memory_order_acquire,
                                                   std::memory_order_relaxed)) {
         continue;
+      }
+      if (reserve_ != nullptr && !reserve_(i)) {
+        lanes[i].owner.store(0, std::memory_order_release);
+        break;  // no room for lanes: share lane 0
       }
       uint32_t used = h->lanes_used.load(std::memory_order_relaxed);
       while (used < i + 1 && !h->lanes_used.compare_exchange_weak(
@@ -212,6 +220,7 @@ class RingWriter {
 
   RingHeader* header_ = nullptr;
   uint64_t full_wait_ns_ = 2'000'000'000;
+  ReserveHook reserve_ = nullptr;
   ClaimHook on_claim_ = nullptr;
   std::atomic<uint32_t> gen_{0};
   alignas(64) std::atomic<uint64_t> shared_known_tail_{0};

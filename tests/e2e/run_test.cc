@@ -1,10 +1,12 @@
 // `cgoheap run` on real cgo programs: the seed article's four cases and more,
 // checked to the byte, the block and the file:line.
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -262,6 +264,30 @@ TEST(RunTest, LibraryLoadedWithDlopenIsNamedAfterTheProcessIsGone) {
   std::vector<FrameRef> frames = Frames(r.leak(0));
   ExpectFrameAt(frames, "fill", lib_src, LineOf(lib_src, "// LEAK: 40 bytes"));
   ExpectFrameAt(frames, "main.main", src, LineOf(src, "p := C.call_make(path, 40)"));
+}
+
+// Rings on a file system too small for every thread's lane (a 64 MiB
+// /dev/shm in a container is the usual case): lanes whose pages cannot be
+// allocated are never used, so the program is never killed by SIGBUS for
+// writing a page that cannot exist, and the report stays exact. Needs a
+// tmpfs mount (root); skipped where mounting is not allowed.
+TEST(RunTest, RingsOnAFullFileSystemNeverCrashTheProgram) {
+  TempDir dir;
+  std::string small = dir.path() + "/small";
+  std::filesystem::create_directories(small);
+  if (mount("tmpfs", small.c_str(), "tmpfs", 0, "size=6m") != 0) {
+    GTEST_SKIP() << "cannot mount a small tmpfs here: " << strerror(errno);
+  }
+  // 2 MiB lanes: the header and lane 0 take 2 MiB, so most of the 40
+  // threads find no room for a lane of their own.
+  Report r = RunUnder(Program("handoff"), {"1", "20", "10000"}, {"--data=" + dir.path() + "/db"},
+                      {"TMPDIR=" + small});
+  umount(small.c_str());
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "leaked 200\n");
+  ASSERT_EQ(r.num_leaks(), 1) << r.json;
+  EXPECT_EQ(Num(r.leak(0), "blocks"), 200);
+  EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
 }
 
 TEST(RunTest, SampledModeEstimatesTheLeakWithoutBias) {
