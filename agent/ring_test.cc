@@ -263,6 +263,79 @@ TEST(RingTest, EventsPublishedWhileTheReaderLooksWaitForTheNextRoundCounter) {
   PublishedBetweenHeads(ring::Clock::kCounter);
 }
 
+// Lane 0 is published as it is reserved: a writer still writing its record
+// hides the records behind it. Here thread C's free of X sits behind such a
+// record while thread A's allocation of X (reusing the address) is ready in
+// lane 1: the reader must wait for the unfinished record rather than merge
+// the allocation ahead of the free it depends on.
+TEST(RingTest, UnfinishedRecordInTheSharedLaneHoldsBackLaterKeys) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 2, 1 << 8, 0, ring::Clock::kTsc, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  ring::ThreadLane a{}, c{};
+  c.exiting = true;  // never claims a lane: writes lane 0
+  uint64_t words[ring::kRecordFixedWords];
+  Record(words, ring::Kind::kAlloc, 0x10, 8, 0);  // A claims lane 1
+  ASSERT_TRUE(writer.Publish(&a, words, 4, 8));
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  ASSERT_TRUE(reader.Next(&rec));
+  ASSERT_FALSE(reader.Next(&rec));
+  // W reserves lane 0's next record and is preempted before writing it.
+  ring::LaneDesc& lane0 = ring::Lanes(r.h)[0];
+  uint64_t w_pos = lane0.head.fetch_add(4);
+  uint64_t w_key = ring::TscRecordKey();
+  Record(words, ring::Kind::kFree, 0x5000, 0, 0);  // C frees X, behind W
+  ASSERT_TRUE(writer.Publish(&c, words, 4, 0));
+  Record(words, ring::Kind::kAlloc, 0x5000, 8, 0);  // A allocates X again
+  ASSERT_TRUE(writer.Publish(&a, words, 4, 8));
+  EXPECT_FALSE(reader.Next(&rec)) << "nothing may pass the unfinished record";
+  // W finishes.
+  uint64_t* l0 = ring::LaneWords(r.h, 0);
+  const uint64_t cap = r.h->lane_words;
+  l0[(w_pos + 1) & (cap - 1)] = w_key;
+  l0[(w_pos + 2) & (cap - 1)] = 0x77;
+  l0[(w_pos + 3) & (cap - 1)] = 8;
+  std::atomic_ref<uint64_t>(l0[w_pos & (cap - 1)])
+      .store(ring::WithLap(ring::EncodeHeader(ring::Kind::kAlloc, ring::Api::kMalloc, 0, 4),
+                           w_pos, cap),
+             std::memory_order_release);
+  std::vector<std::pair<ring::Kind, uint64_t>> order;
+  while (reader.Next(&rec)) order.push_back({rec.kind, rec.address});
+  EXPECT_EQ(order, (std::vector<std::pair<ring::Kind, uint64_t>>{{ring::Kind::kAlloc, 0x77},
+                                                                  {ring::Kind::kFree, 0x5000},
+                                                                  {ring::Kind::kAlloc, 0x5000}}));
+}
+
+// When the process is gone, a record that will never be finished holds
+// nothing back: the other lanes are read to the end.
+TEST(RingTest, TornRecordOfADeadProcessHoldsNothingBack) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 2, 1 << 8, 0, ring::Clock::kTsc, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  ring::ThreadLane a{};
+  uint64_t words[ring::kRecordFixedWords];
+  Record(words, ring::Kind::kAlloc, 0x10, 8, 0);
+  ASSERT_TRUE(writer.Publish(&a, words, 4, 8));
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  ASSERT_TRUE(reader.Next(&rec));
+  ring::Lanes(r.h)[0].head.fetch_add(4);  // reserved, never written
+  Record(words, ring::Kind::kAlloc, 0x20, 8, 0);
+  ASSERT_TRUE(writer.Publish(&a, words, 4, 8));
+  EXPECT_FALSE(reader.Next(&rec));
+  reader.WritersGone();
+  ASSERT_TRUE(reader.Next(&rec));
+  EXPECT_EQ(rec.address, 0x20u);
+  EXPECT_EQ(reader.Uncommitted(), 4u);
+}
+
 TEST(RingTest, FullLaneDropsAndCountsInsteadOfBlocking) {
   testing::TempDir dir;
   TestRing r;

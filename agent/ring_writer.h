@@ -205,13 +205,18 @@ class RingWriter {
         pos = d->head.load(std::memory_order_relaxed);
         continue;
       }
+      // The key is read after the head was seen and before the CAS: if the
+      // CAS succeeds, every record before pos was reserved, so keyed, before
+      // the head was seen, so keys rise with positions in this lane too (a
+      // key read after the CAS could come out below a later writer's).
+      uint64_t key = Key(h);
       if (d->head.compare_exchange_weak(pos, pos + n, std::memory_order_acq_rel,
                                         std::memory_order_relaxed)) {
+        words[1] = key;
         break;
       }
     }
     uint64_t* ring = LaneWords(h, 0);
-    words[1] = Key(h);
     for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
     std::atomic_ref<uint64_t>(ring[pos & mask])
         .store(WithLap(words[0], pos, cap), std::memory_order_release);

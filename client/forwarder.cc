@@ -378,6 +378,7 @@ void Forwarder::Flush(Tracked& t, bool force) {
 }
 
 void Forwarder::End(Tracked& t) {
+  t.ring.WritersGone();
   Drain(t);
   Flush(t, true);
   v1::AgentMessage msg;

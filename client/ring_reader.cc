@@ -76,6 +76,14 @@ void RingReader::StartRound() {
     if (round_hook_ != nullptr) round_hook_(i, round_hook_arg_);
     Peek(i);
     if (lanes_[i].ready) ready_.push_back({lanes_[i].key, i});
+    // Lane 0 is published as it is reserved: a record still being written
+    // hides those behind it, which other lanes' records may depend on (the
+    // free whose address another thread then allocates). Its key is at
+    // least the last one taken from lane 0 (keys rise with positions there),
+    // so this round takes nothing from at or beyond that key.
+    if (i == 0 && lanes_[0].unfinished && !writers_gone_) {
+      cut_ = std::min(cut_, lanes_[0].floor);
+    }
   }
   std::make_heap(ready_.begin(), ready_.end(), std::greater<>());
 }
@@ -84,6 +92,7 @@ void RingReader::StartRound() {
 void RingReader::Peek(uint32_t lane) {
   Cursor& c = lanes_[lane];
   c.ready = false;
+  c.unfinished = false;
   if (corrupt_ || c.pos >= c.limit) return;
   const uint64_t cap = header_->lane_words, mask = cap - 1;
   uint64_t* words = ring::LaneWords(header_, lane);
@@ -92,6 +101,7 @@ void RingReader::Peek(uint32_t lane) {
     // Lane 0: reserved, not committed yet. An owned lane publishes its head
     // after the record: a missing header there is damage.
     if (lane != 0) corrupt_ = true;
+    c.unfinished = true;
     return;
   }
   unsigned n = ring::HeaderWords(h), nframes = ring::HeaderFrames(h);
@@ -101,9 +111,9 @@ void RingReader::Peek(uint32_t lane) {
     return;
   }
   uint64_t key = words[(c.pos + 1) & mask];
-  // Lane 0's writers read their keys after reserving, so a writer delayed
-  // between the two can leave a key below its predecessor's: the lane's
-  // order (the order of reservation) wins.
+  // Lane 0's writers read their keys just before reserving, so keys rise
+  // with positions there too (RingWriter::PublishShared); should one not,
+  // the lane's order wins.
   if (lane == 0) key = std::max(key, c.floor);
   if (key >= cut_) return;
   c.key = key;

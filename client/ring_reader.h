@@ -49,6 +49,9 @@ class RingReader {
   // The file is not what the protocol allows (a writer outside it, or a
   // damaged file): reading stopped there.
   bool corrupt() const { return corrupt_; }
+  // The process is gone: no record will ever be completed any more, so
+  // nothing waits for one (see StartRound).
+  void WritersGone() { writers_gone_ = true; }
   // Tests: called in each round right after a lane's head was read, to let
   // writers run at exactly that point.
   void SetRoundHookForTest(void (*hook)(uint32_t lane, void* arg), void* arg) {
@@ -69,6 +72,7 @@ class RingReader {
     uint64_t key = 0;       // key of the record at pos, when ready
     uint64_t floor = 0;     // lane 0: keys are made monotonic (see .cc)
     bool ready = false;     // a record at pos with key below the cut
+    bool unfinished = false;  // lane 0: the record at pos is reserved, not yet written
   };
   void StartRound();
   void Peek(uint32_t lane);
@@ -81,6 +85,7 @@ class RingReader {
   std::vector<std::pair<uint64_t, uint32_t>> ready_;
   uint64_t cut_ = 0;
   bool corrupt_ = false;
+  bool writers_gone_ = false;
   void (*round_hook_)(uint32_t, void*) = nullptr;
   void* round_hook_arg_ = nullptr;
 };

@@ -264,6 +264,17 @@ int RunCommand(const std::vector<std::string>& args) {
   }
 
   std::vector<std::string> ids = fwd.process_ids();
+  if (ids.empty()) {
+    // No ring appeared: the agent never ran in the program, or could not
+    // create its ring. An empty report would read as "no leaks".
+    std::cerr << "cgoheap run: " << (*rest)[0]
+              << " was not recorded: the agent did not start in it. cgoheap sees programs that "
+                 "load shared libraries (a Go program built with cgo, not CGO_ENABLED=0 or "
+                 "-static) and that keep LD_PRELOAD; the agent also needs room for its ring in "
+              << ring_dir << ".\n";
+    cleanup();
+    return exit_code;
+  }
   std::string report;
   if (!local) {
     std::string first = ids.empty() ? "" : ids[0];

@@ -418,6 +418,16 @@ TEST(RunTest, BadInputGetsAClearError) {
   EXPECT_NE(unknown.err.find("unknown flag --bogus for cgoheap run"), std::string::npos)
       << unknown.err;
 
+  // A program the agent never starts in (here: a library that is no agent)
+  // is said to be unrecorded, not reported as free of leaks.
+  RunResult unrecorded =
+      RunProcess({cgoheap, "run", "--agent=/lib/x86_64-linux-gnu/libm.so.6", "--", "true"});
+  EXPECT_EQ(unrecorded.exit_code, 0);
+  EXPECT_NE(unrecorded.err.find("true was not recorded: the agent did not start in it"),
+            std::string::npos)
+      << unrecorded.err;
+  EXPECT_EQ(unrecorded.err.find("LEAK SUMMARY"), std::string::npos) << unrecorded.err;
+
   RunResult missing = RunProcess({cgoheap, "run", "--", "/nonexistent/program"});
   EXPECT_EQ(missing.exit_code, 127);
   EXPECT_NE(missing.err.find("cannot run '/nonexistent/program': No such file or directory"),
