@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
@@ -40,6 +41,7 @@ constinit uint64_t g_self_lo = 0, g_self_hi = 0;
 // Its destructor gives a thread's lane back when the thread exits.
 constinit pthread_key_t g_lane_key = 0;
 constinit int g_ring_fd = -1;  // the ring file, for allocating lanes as they are claimed
+constinit bool g_can_reserve = true;  // its file system supports fallocate
 constinit bool g_have_lane_key = false;
 
 // ---- small allocation-free string helpers (start-up only) ----
@@ -213,7 +215,10 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   // So the header, the lane descriptors and the shared lane 0 are allocated
   // now, and each other lane when a thread claims it (ReserveLane).
   size_t fixed = ring::kHeaderBytes + lanes * sizeof(ring::LaneDesc) + words * 8;
-  if (ftruncate(fd, bytes) != 0 || fallocate(fd, 0, 0, fixed) != 0) {
+  bool reserved = ftruncate(fd, bytes) == 0 && fallocate(fd, 0, 0, fixed) == 0;
+  // A file system without fallocate (EOPNOTSUPP): write without reserving.
+  g_can_reserve = reserved;
+  if (!reserved && errno != EOPNOTSUPP) {
     close(fd);
     unlink(tmp);
     return nullptr;
@@ -282,6 +287,7 @@ bool ShouldTrack() {
 bool ReserveLane(uint32_t lane) {
   ring::RingHeader* h = g_ring.load(std::memory_order_acquire);
   if (h == nullptr || g_ring_fd < 0) return false;
+  if (!g_can_reserve) return true;  // the file system cannot: as before, write sparse
   off_t start = static_cast<off_t>(reinterpret_cast<char*>(ring::LaneWords(h, lane)) -
                                    reinterpret_cast<char*>(h));
   return fallocate(g_ring_fd, 0, start, static_cast<off_t>(h->lane_words * 8)) == 0;
