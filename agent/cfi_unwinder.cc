@@ -57,7 +57,6 @@ struct Slot {
 };
 constinit Slot g_cache[kCacheSlots]{};
 constinit std::atomic<uint64_t> g_misses{0}, g_entries{0}, g_last_miss{0};
-constinit std::atomic<uint64_t> g_objects_generation{0};
 
 size_t SlotOf(uint64_t pc) { return (pc * 0x9e3779b97f4a7c15ULL) >> 48; }
 
@@ -374,7 +373,9 @@ __attribute__((noinline)) Rule Learn(uint64_t pc) {
   Rule rule;
   Object obj{pc};
   int in_object = dl_iterate_phdr(FindObject, &obj);
-  if (obj.generation != 0) g_objects_generation.store(obj.generation, std::memory_order_relaxed);
+  if (obj.generation != 0) {
+    g_cfi_objects_generation.store(obj.generation, std::memory_order_relaxed);
+  }
   if (in_object == 0 || obj.eh_frame_hdr == nullptr) {
     rule.kind = kNoInfoKind;
     return rule;
@@ -480,7 +481,7 @@ StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace) {
   return ra == 0 ? StepResult::kEnd : StepResult::kOk;
 }
 
-uint64_t CfiObjectsGeneration() { return g_objects_generation.load(std::memory_order_relaxed); }
+constinit std::atomic<uint64_t> g_cfi_objects_generation{0};
 
 CfiCacheStats CfiStats() {
   return {g_misses.load(std::memory_order_relaxed), g_entries.load(std::memory_order_relaxed),

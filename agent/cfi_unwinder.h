@@ -18,6 +18,7 @@
 //   while (CfiStep(&r, first) == StepResult::kOk) { ...r.pc... }
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace cgoheap::agent {
@@ -53,7 +54,11 @@ StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace = 
 // dlopens + dlcloses of the process as of the latest rule learnt (0: none
 // learnt yet). Code never seen before is learnt on its first unwind, so a
 // change here is how the agent hears that a new object is mapped.
-uint64_t CfiObjectsGeneration();
+// Inline: the agent checks it after every recorded allocation.
+extern std::atomic<uint64_t> g_cfi_objects_generation;
+inline uint64_t CfiObjectsGeneration() {
+  return g_cfi_objects_generation.load(std::memory_order_relaxed);
+}
 
 // Cache statistics, for benchmarks and tests (hits are not counted: a shared
 // counter on the hot path would cost more than the step).

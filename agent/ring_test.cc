@@ -336,117 +336,92 @@ TEST(RingTest, TornRecordOfADeadProcessHoldsNothingBack) {
   EXPECT_EQ(reader.Uncommitted(), 4u);
 }
 
-TEST(RingTest, FullLaneDropsAndCountsInsteadOfBlocking) {
+// A ring with one lane of its own for the test's writer (64 words: 16 free
+// records of 4 words fill it), as the tests of full lanes need.
+struct SmallRing {
+  SmallRing(uint64_t sample_bytes, uint64_t full_wait_ns) {
+    MakeRing(dir.path(), 2, 64, sample_bytes, ring::Clock::kTsc, &r);
+    writer.Reset(r.h, full_wait_ns, nullptr, nullptr);
+  }
+  // Publishes one record of kind at address (size for allocations).
+  bool Put(ring::Kind kind, uint64_t address, uint64_t size = 0) {
+    uint64_t words[ring::kRecordFixedWords];
+    Record(words, kind, address, size, 0);
+    return writer.Publish(&lane, words, ring::kRecordFixedWords, size);
+  }
+  static constexpr int kRecordsThatFit = 64 / ring::kRecordFixedWords;
+
   testing::TempDir dir;
   TestRing r;
-  MakeRing(dir.path(), 2, 64, /*sample_bytes=*/524288, ring::Clock::kTsc, &r);
   ring::RingWriter writer;
-  writer.Reset(r.h, 30'000'000'000, nullptr, nullptr);
   ring::ThreadLane lane{};
-  uint64_t words[ring::kRecordFixedWords];
-  Record(words, ring::Kind::kAlloc, 1, 10, 0);
+};
+
+TEST(RingTest, FullLaneDropsAndCountsInsteadOfBlocking) {
+  SmallRing t(/*sample_bytes=*/524288, 30'000'000'000);
   int written = 0;
   auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < 100; ++i) written += writer.Publish(&lane, words, ring::kRecordFixedWords, 10);
+  for (int i = 0; i < 100; ++i) written += t.Put(ring::Kind::kAlloc, 1, 10);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10))
       << "a sampled allocation never waits for room";
-  EXPECT_EQ(lane.lane, 1u);
-  EXPECT_EQ(written, 64 / 4);
-  EXPECT_EQ(r.h->dropped_events.load(), 100u - 64 / 4);
-  EXPECT_EQ(r.h->dropped_bytes.load(), (100u - 64 / 4) * 10);
+  EXPECT_EQ(t.lane.lane, 1u);
+  EXPECT_EQ(written, SmallRing::kRecordsThatFit);
+  EXPECT_EQ(t.r.h->dropped_events.load(), 100u - SmallRing::kRecordsThatFit);
+  EXPECT_EQ(t.r.h->dropped_bytes.load(), (100u - SmallRing::kRecordsThatFit) * 10);
 }
 
 // A sampled process waits to record a free (dropping it would show a freed
-// block as leaked), and writes it once the reader makes room.
-TEST(RingTest, SampledModeWaitsToRecordAFree) {
-  testing::TempDir dir;
-  TestRing r;
-  MakeRing(dir.path(), 2, 64, /*sample_bytes=*/524288, ring::Clock::kTsc, &r);
-  ring::RingWriter writer;
-  writer.Reset(r.h, 30'000'000'000, nullptr, nullptr);
-  ring::ThreadLane lane{};
-  uint64_t words[ring::kRecordFixedWords];
-  Record(words, ring::Kind::kAlloc, 1, 10, 0);
-  for (int i = 0; i < 64 / 4; ++i) ASSERT_TRUE(writer.Publish(&lane, words, 4, 10));
-  std::atomic<bool> written{false};
-  std::jthread blocked([&] {
-    uint64_t w[ring::kRecordFixedWords];
-    Record(w, ring::Kind::kFree, 1, 0, 0);
-    written = writer.Publish(&lane, w, 4, 0);
-  });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_FALSE(written.load());
-  client::RingReader reader;
-  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
-  client::RingRecord rec;
-  while (reader.Next(&rec)) {
+// block as leaked), and writes it once the reader makes room; so does an
+// exact process for any record.
+void WriterResumesWhenTheReaderMakesRoom(uint64_t sample_bytes) {
+  SmallRing t(sample_bytes, 30'000'000'000);
+  for (int i = 0; i < SmallRing::kRecordsThatFit; ++i) {
+    ASSERT_TRUE(t.Put(ring::Kind::kAlloc, 1, 10));
   }
-  reader.Release();
-  blocked.join();
-  EXPECT_TRUE(written.load());
-  EXPECT_EQ(r.h->dropped_events.load(), 0u);
-}
-
-TEST(RingTest, ExactModeWaitsBoundedlyThenDropsAtOnceUntilTheReaderMoves) {
-  testing::TempDir dir;
-  TestRing r;
-  MakeRing(dir.path(), 2, 64, 0, ring::Clock::kTsc, &r);
-  ring::RingWriter writer;
-  writer.Reset(r.h, 20'000'000, nullptr, nullptr);  // 20 ms
-  ring::ThreadLane lane{};
-  uint64_t words[ring::kRecordFixedWords];
-  Record(words, ring::Kind::kFree, 1, 0, 0);
-  for (int i = 0; i < 64 / 4; ++i) ASSERT_TRUE(writer.Publish(&lane, words, 4, 0));
-  auto t0 = std::chrono::steady_clock::now();
-  EXPECT_FALSE(writer.Publish(&lane, words, 4, 0));  // waits ~20 ms, then drops
-  auto waited = std::chrono::steady_clock::now() - t0;
-  EXPECT_GE(waited, std::chrono::milliseconds(20));
-  for (int i = 0; i < 1000; ++i) EXPECT_FALSE(writer.Publish(&lane, words, 4, 0));  // no more waits
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
-  EXPECT_EQ(r.h->dropped_events.load(), 1001u);
-  client::RingReader reader;
-  ASSERT_TRUE(reader.Open(r.path));
-  client::RingRecord rec;
-  int read = 0;
-  while (reader.Next(&rec)) ++read;
-  reader.Release();
-  EXPECT_EQ(read, 64 / 4);
-  EXPECT_TRUE(writer.Publish(&lane, words, 4, 0));  // the reader moved: writing resumes
-}
-
-// A writer waiting for room is woken by the reader's Release and writes.
-TEST(RingTest, ExactModeWriterResumesWhenTheReaderMakesRoom) {
-  testing::TempDir dir;
-  TestRing r;
-  MakeRing(dir.path(), 2, 64, 0, ring::Clock::kTsc, &r);
-  ring::RingWriter writer;
-  writer.Reset(r.h, 30'000'000'000, nullptr, nullptr);
-  ring::ThreadLane lane{};
-  uint64_t words[ring::kRecordFixedWords];
-  Record(words, ring::Kind::kFree, 1, 0, 0);
-  for (int i = 0; i < 64 / 4; ++i) ASSERT_TRUE(writer.Publish(&lane, words, 4, 0));
   std::atomic<bool> written{false};
   auto t0 = std::chrono::steady_clock::now();
-  std::jthread blocked([&] {
-    uint64_t w[ring::kRecordFixedWords];
-    Record(w, ring::Kind::kFree, 2, 0, 0);
-    written = writer.Publish(&lane, w, 4, 0);
-  });
+  std::jthread blocked([&] { written = t.Put(ring::Kind::kFree, 2); });
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_FALSE(written.load()) << "the lane was full: the writer must wait";
   client::RingReader reader;
-  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  ASSERT_TRUE(reader.Attach(t.r.h, t.r.bytes));
   client::RingRecord rec;
   int read = 0;
   while (reader.Next(&rec)) ++read;
   reader.Release();
-  EXPECT_EQ(read, 64 / 4);
+  EXPECT_EQ(read, SmallRing::kRecordsThatFit);
   blocked.join();
   EXPECT_TRUE(written.load());
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
-  EXPECT_EQ(r.h->dropped_events.load(), 0u);
+  EXPECT_EQ(t.r.h->dropped_events.load(), 0u);
   ASSERT_TRUE(reader.Next(&rec));
+  EXPECT_EQ(rec.kind, ring::Kind::kFree);
   EXPECT_EQ(rec.address, 2u);
+}
+
+TEST(RingTest, SampledModeWaitsToRecordAFree) { WriterResumesWhenTheReaderMakesRoom(524288); }
+TEST(RingTest, ExactModeWriterResumesWhenTheReaderMakesRoom) {
+  WriterResumesWhenTheReaderMakesRoom(0);
+}
+
+TEST(RingTest, ExactModeWaitsBoundedlyThenDropsAtOnceUntilTheReaderMoves) {
+  SmallRing t(0, 20'000'000);  // 20 ms
+  for (int i = 0; i < SmallRing::kRecordsThatFit; ++i) ASSERT_TRUE(t.Put(ring::Kind::kFree, 1));
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(t.Put(ring::Kind::kFree, 1));  // waits ~20 ms, then drops
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, std::chrono::milliseconds(20));
+  for (int i = 0; i < 1000; ++i) EXPECT_FALSE(t.Put(ring::Kind::kFree, 1));  // no more waits
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_EQ(t.r.h->dropped_events.load(), 1001u);
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Open(t.r.path));
+  client::RingRecord rec;
+  int read = 0;
+  while (reader.Next(&rec)) ++read;
+  reader.Release();
+  EXPECT_EQ(read, SmallRing::kRecordsThatFit);
+  EXPECT_TRUE(t.Put(ring::Kind::kFree, 1));  // the reader moved: writing resumes
 }
 
 // A lane given back by an exiting thread is claimed by the next thread,
@@ -534,20 +509,13 @@ TEST(RingTest, ReaderRejectsFilesThatAreNotRings) {
 // A record whose size field lies (a writer outside the protocol, a damaged
 // file): the reader stops and says so, rather than read garbage as events.
 TEST(RingTest, DamagedLaneStopsTheReader) {
-  testing::TempDir dir;
-  TestRing r;
-  MakeRing(dir.path(), 2, 64, 0, ring::Clock::kTsc, &r);
-  ring::RingWriter writer;
-  writer.Reset(r.h, 0, nullptr, nullptr);
-  ring::ThreadLane lane{};
-  uint64_t words[ring::kRecordFixedWords];
-  Record(words, ring::Kind::kFree, 1, 0, 0);
-  ASSERT_TRUE(writer.Publish(&lane, words, 4, 0));
-  ASSERT_TRUE(writer.Publish(&lane, words, 4, 0));
-  uint64_t* w = ring::LaneWords(r.h, 1);
+  SmallRing t(0, 0);
+  ASSERT_TRUE(t.Put(ring::Kind::kFree, 1));
+  ASSERT_TRUE(t.Put(ring::Kind::kFree, 1));
+  uint64_t* w = ring::LaneWords(t.r.h, 1);
   w[4] = ring::WithLap(ring::EncodeHeader(ring::Kind::kAlloc, ring::Api::kMalloc, 9, 4), 4, 64);
   client::RingReader reader;
-  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  ASSERT_TRUE(reader.Attach(t.r.h, t.r.bytes));
   client::RingRecord rec;
   EXPECT_TRUE(reader.Next(&rec));
   EXPECT_FALSE(reader.Next(&rec));

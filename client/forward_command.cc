@@ -26,11 +26,11 @@ void OnStop(int) { g_stop.store(true); }
 }  // namespace
 
 int ForwardCommand(const std::vector<std::string>& args) {
-  std::string ring_dir, server = DefaultServer(), service;
+  std::string ring_dir, server, service;
   double ack_timeout = 60;
   FlagSet flags("cgoheap forward");
   flags.String("ring-dir", &ring_dir, "DIR", "where agents create their rings ($CGOHEAP_RING_DIR of the processes)");
-  flags.String("server", &server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+  ServerFlag(flags, &server);
   flags.String("service", &service, "NAME", "service name for processes that set no CGOHEAP_SERVICE");
   flags.Duration("ack-timeout", &ack_timeout, "on exit, how long to wait for acknowledgements (default 60s)");
   auto rest = flags.Parse(args);

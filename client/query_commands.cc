@@ -28,6 +28,11 @@ std::string DefaultServer() {
   return env != nullptr && *env != 0 ? env : "127.0.0.1:7070";
 }
 
+void ServerFlag(FlagSet& flags, std::string* server) {
+  *server = DefaultServer();
+  flags.String("server", server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+}
+
 std::string Unreachable(const std::string& server, const std::string& alternative) {
   return absl::StrCat("cannot reach cgoheapd at ", server,
                       ": is it running? Start one with `cgoheapd --listen=", server,
@@ -59,10 +64,10 @@ void SetDeadline(grpc::ClientContext* ctx) {
 }  // namespace
 
 int PsCommand(const std::vector<std::string>& args) {
-  std::string server = DefaultServer(), service;
+  std::string server, service;
   bool json = false;
   FlagSet flags("cgoheap ps");
-  flags.String("server", &server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+  ServerFlag(flags, &server);
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.Bool("json", &json, "print one JSON document");
   auto rest = flags.Parse(args);
@@ -82,10 +87,10 @@ int PsCommand(const std::vector<std::string>& args) {
 }
 
 int LeaksCommand(const std::vector<std::string>& args) {
-  std::string server = DefaultServer(), service, process;
+  std::string server, service, process;
   bool json = false, all = false;
   FlagSet flags("cgoheap leaks");
-  flags.String("server", &server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+  ServerFlag(flags, &server);
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.String("process", &process, "ID", "only this process (an id from cgoheap ps)");
   flags.Bool("all", &all, "include allocations of the Go runtime and the C library");
@@ -109,11 +114,11 @@ int LeaksCommand(const std::vector<std::string>& args) {
 }
 
 int TopCommand(const std::vector<std::string>& args) {
-  std::string server = DefaultServer(), service, by = "stack";
+  std::string server, service, by = "stack";
   uint64_t limit = 20;
   bool json = false;
   FlagSet flags("cgoheap top");
-  flags.String("server", &server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+  ServerFlag(flags, &server);
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.String("by", &by, "stack|function|line", "group the live heap (default stack)");
   flags.Uint("limit", &limit, "N", "show the N largest (default 20)");
@@ -137,10 +142,10 @@ int TopCommand(const std::vector<std::string>& args) {
 }
 
 int WatchCommand(const std::vector<std::string>& args) {
-  std::string server = DefaultServer(), service;
+  std::string server, service;
   bool json = false;
   FlagSet flags("cgoheap watch");
-  flags.String("server", &server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
+  ServerFlag(flags, &server);
   flags.String("service", &service, "NAME", "only findings of this service");
   flags.Bool("json", &json, "one JSON object per line");
   auto rest = flags.Parse(args);

@@ -109,44 +109,48 @@ TEST(RunTest, SeedCStringLeakReachesTheGoLine) {
   EXPECT_GT(Num(r.doc, "hidden"), 0);  // runtime thread TLS, the stdio buffer
 }
 
-TEST(RunTest, SeedCMallocLeakHasTheCLineAndTheGoCaller) {
-  std::string src = ProgramSource("seed_cmalloc");
-  Report r = RunUnder(Program("seed_cmalloc"));
+// The seed article's 2nd and 3rd programs leak the same two blocks: 128 MiB
+// malloced by C function f1 and a 17-byte C.CString. Returns the frames of
+// the first, largest leak.
+std::vector<FrameRef> ExpectSeedLeaks(const Report& r, const std::string& src) {
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
-  ASSERT_EQ(r.num_leaks(), 2) << r.run.err;
-  // Largest first.
-  EXPECT_EQ(Num(r.leak(0), "bytes"), 134217728);
+  if (r.num_leaks() != 2) {
+    ADD_FAILURE() << "2 leaks expected: " << r.json;
+    return {};
+  }
+  EXPECT_EQ(Num(r.leak(0), "bytes"), 134217728);  // largest first
   EXPECT_EQ(Num(r.leak(0), "blocks"), 1);
   std::vector<FrameRef> frames = Frames(r.leak(0));
   ExpectFrameAt(frames, "f1", src, LineOf(src, "// CLEAK"));
-  EXPECT_EQ(frames[1].function, "f1") << "f1 is the allocator's caller";
-  // f1 is inlined into cgo's wrapper: both frames are shown.
-  ASSERT_GE(frames.size(), 3u);
-  EXPECT_EQ(frames[2].function.rfind("_cgo_", 0), 0u) << frames[2].function;
-  ExpectFrameAt(frames, "main.main", src, LineOf(src, "// CALLS-F1"));
-  EXPECT_EQ(Num(r.leak(0), "user_frame"), 1);
-
   EXPECT_EQ(Num(r.leak(1), "bytes"), 17);
   EXPECT_EQ(Num(r.leak(1), "blocks"), 1);
   ExpectFrameAt(Frames(r.leak(1)), "main.main", src, LineOf(src, "// LEAK: 17 bytes"));
+  return frames;
+}
+
+TEST(RunTest, SeedCMallocLeakHasTheCLineAndTheGoCaller) {
+  std::string src = ProgramSource("seed_cmalloc");
+  Report r = RunUnder(Program("seed_cmalloc"));
+  std::vector<FrameRef> frames = ExpectSeedLeaks(r, src);
+  // f1 is the allocator's caller, and inlined into cgo's wrapper: both
+  // frames are shown.
+  ASSERT_GE(frames.size(), 3u);
+  EXPECT_EQ(frames[1].function, "f1");
+  EXPECT_EQ(frames[2].function.rfind("_cgo_", 0), 0u) << frames[2].function;
+  ExpectFrameAt(frames, "main.main", src, LineOf(src, "// CALLS-F1"));
+  EXPECT_EQ(Num(r.leak(0), "user_frame"), 1);
 }
 
 TEST(RunTest, SeedThreadLeakHasNoGoFramesToInvent) {
   std::string src = ProgramSource("seed_thread");
-  Report r = RunUnder(Program("seed_thread"));
-  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
-  ASSERT_EQ(r.num_leaks(), 2) << r.run.err;
-  EXPECT_EQ(Num(r.leak(0), "bytes"), 134217728);
-  EXPECT_EQ(Num(r.leak(0), "blocks"), 1);
-  std::vector<FrameRef> frames = Frames(r.leak(0));
-  ExpectFrameAt(frames, "f1", src, LineOf(src, "// CLEAK"));
+  std::vector<FrameRef> frames = ExpectSeedLeaks(RunUnder(Program("seed_thread")), src);
+  ASSERT_GE(frames.size(), 2u);
   EXPECT_EQ(frames[1].function, "f1");
   for (const FrameRef& f : frames) {
     EXPECT_EQ(f.function.find("main."), std::string::npos) << f.function;
     EXPECT_EQ(f.function.find("runtime."), std::string::npos) << f.function;
   }
   EXPECT_GE(FindFrame(frames, "start_thread"), 0);
-  ExpectFrameAt(Frames(r.leak(1)), "main.main", src, LineOf(src, "// LEAK: 17 bytes"));
 }
 
 TEST(RunTest, SeedPprofServerStoppedWithInterruptReportsItsLeaks) {
@@ -213,39 +217,36 @@ TEST(RunTest, ConcurrentGoroutinesLeakAnExactCount) {
 // share lane 0 and give their lanes back when they exit): the per-thread
 // lanes must still merge into the true order, or frees would land before
 // their allocations and show thousands of blocks that were freed as leaks.
-void ExpectHandoffMatched(const std::vector<std::string>& env) {
+// tests/programs/handoff run as WAVES PAIRS ITEMS leaks ITEMS/1000 blocks
+// of 24 bytes per pair and wave, all at one line, and nothing else.
+void ExpectHandoffMatched(const Report& r, int blocks) {
   std::string src = ProgramSource("handoff");
-  Report r = RunUnder(Program("handoff"), {"6", "3", "20000"}, {}, env);
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
-  EXPECT_EQ(r.run.out, "leaked 360\n");
-  ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
-  EXPECT_EQ(Num(r.leak(0), "blocks"), 360);
-  EXPECT_EQ(Num(r.leak(0), "bytes"), 360 * 24);
-  std::vector<FrameRef> frames = Frames(r.leak(0));
-  ExpectFrameAt(frames, "make_kept", src, LineOf(src, "// LEAK: 24 bytes"));
+  EXPECT_EQ(r.run.out, "leaked " + std::to_string(blocks) + "\n");
+  ASSERT_EQ(r.num_leaks(), 1) << r.json;
+  EXPECT_EQ(Num(r.leak(0), "blocks"), blocks);
+  EXPECT_EQ(Num(r.leak(0), "bytes"), blocks * 24);
+  ExpectFrameAt(Frames(r.leak(0)), "make_kept", src, LineOf(src, "// LEAK: 24 bytes"));
   EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
 }
 
 TEST(RunTest, BlocksHandedBetweenThreadsAreMatchedExactly) {
-  ExpectHandoffMatched({"CGOHEAP_RING_LANES=8"});
+  ExpectHandoffMatched(
+      RunUnder(Program("handoff"), {"6", "3", "20000"}, {}, {"CGOHEAP_RING_LANES=8"}), 360);
 }
 
 // The same order from the fallback clock (a shared counter), used where the
 // kernel does not keep time with the TSC.
 TEST(RunTest, BlocksHandedBetweenThreadsAreMatchedWithTheCounterClock) {
-  ExpectHandoffMatched({"CGOHEAP_RING_LANES=8", "CGOHEAP_CLOCK=counter"});
+  ExpectHandoffMatched(RunUnder(Program("handoff"), {"6", "3", "20000"}, {},
+                                {"CGOHEAP_RING_LANES=8", "CGOHEAP_CLOCK=counter"}),
+                       360);
 }
 
 // 80 threads at once for 64 lanes: some share lane 0 while the others write
 // lanes of their own.
 TEST(RunTest, MoreThreadsAtOnceThanLanesAreMatchedExactly) {
-  Report r = RunUnder(Program("handoff"), {"1", "40", "10000"});
-  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
-  EXPECT_EQ(r.run.out, "leaked 400\n");
-  ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
-  EXPECT_EQ(Num(r.leak(0), "blocks"), 400);
-  EXPECT_EQ(Num(r.leak(0), "bytes"), 400 * 24);
-  EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
+  ExpectHandoffMatched(RunUnder(Program("handoff"), {"1", "40", "10000"}), 400);
 }
 
 // A library loaded with dlopen after start-up, a leak in it, and an exit at
@@ -261,6 +262,7 @@ TEST(RunTest, LibraryLoadedWithDlopenIsNamedAfterTheProcessIsGone) {
   EXPECT_EQ(r.run.out, "leaked 40\n");
   ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
   EXPECT_EQ(Num(r.leak(0), "bytes"), 40);
+  EXPECT_EQ(Num(r.leak(0), "blocks"), 1);
   std::vector<FrameRef> frames = Frames(r.leak(0));
   ExpectFrameAt(frames, "fill", lib_src, LineOf(lib_src, "// LEAK: 40 bytes"));
   ExpectFrameAt(frames, "main.main", src, LineOf(src, "p := C.call_make(path, 40)"));
@@ -283,11 +285,7 @@ TEST(RunTest, RingsOnAFullFileSystemNeverCrashTheProgram) {
   Report r = RunUnder(Program("handoff"), {"1", "20", "10000"}, {"--data=" + dir.path() + "/db"},
                       {"TMPDIR=" + small});
   umount(small.c_str());
-  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
-  EXPECT_EQ(r.run.out, "leaked 200\n");
-  ASSERT_EQ(r.num_leaks(), 1) << r.json;
-  EXPECT_EQ(Num(r.leak(0), "blocks"), 200);
-  EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
+  ExpectHandoffMatched(r, 200);
 }
 
 TEST(RunTest, SampledModeEstimatesTheLeakWithoutBias) {
