@@ -26,6 +26,7 @@
 #include "agent/sampled_set.h"
 #include "agent/sampler.h"
 #include "symbolize/elf_image.h"
+#include "symbolize/go_module.h"
 #include "symbolize/gopclntab.h"
 
 namespace cgoheap::agent {
@@ -241,6 +242,9 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   h->ppid = getppid();
   h->start_unix_nanos = static_cast<int64_t>(NowNanos(CLOCK_REALTIME));
   h->sample_bytes = sample_bytes;
+  if (g_boundary.asmcgocall_lo != 0 && !g_boundary.crossing.known()) {
+    h->flags |= ring::kFlagGoCrossingUnknown;
+  }
   ssize_t n_exe = readlink("/proc/self/exe", h->exe, sizeof h->exe - 1);
   h->exe[n_exe > 0 ? n_exe : 0] = 0;
   if (int cfd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC); cfd >= 0) {
@@ -366,10 +370,12 @@ bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out) {
   ElfImage elf;
   if (!elf.Open(exe)) return false;
   uint64_t value = 0, size = 0;
-  ElfSection pcln, text;
+  ElfSection text;
+  GoModule module;
   GoPclntab tab;
-  bool have_tab = elf.FindSection(".gopclntab", &pcln) && elf.FindSection(".text", &text) &&
-                  tab.Init(pcln.data, pcln.size, text.addr);
+  bool have_text = elf.FindSection(".text", &text);
+  bool have_tab = ReadGoModule(elf, &module) &&
+                  tab.Init(module.pclntab, module.pclntab_size, module.text_start);
   if (elf.FindSymbol("runtime.asmcgocall.abi0", &value, &size) ||
       elf.FindSymbol("runtime.asmcgocall", &value, &size)) {
     out->asmcgocall_lo = value + bias;
@@ -388,6 +394,12 @@ bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out) {
   if (have_tab) {
     out->text_lo = tab.text_start() + bias;
     out->text_hi = tab.text_end() + bias;
+  }
+  // asmcgocall's code, from the file (the same bytes as the mapped text).
+  uint64_t link_lo = out->asmcgocall_lo - bias, len = out->asmcgocall_hi - out->asmcgocall_lo;
+  if (have_text && link_lo >= text.addr && len <= 4096 && link_lo - text.addr + len <= text.size &&
+      text.data != nullptr) {
+    DecodeAsmcgocall(text.data + (link_lo - text.addr), len, out->asmcgocall_lo, &out->crossing);
   }
   return true;
 }
@@ -447,7 +459,9 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* fr
   }
   uint64_t words[ring::kRecordFixedWords + ring::kMaxFrames];
   int nframes = cgoheap_capture_stack(words + ring::kRecordFixedWords, ring::kMaxFrames, frame);
-  if (nframes == 0) h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
+  if (nframes == 0 || cgoheap_last_capture_crossing_failed()) {
+    h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
+  }
   uint64_t generation = agent::CfiObjectsGeneration();
   if (generation != 0 && generation != agent::g_maps_generation.load(std::memory_order_relaxed)) {
     agent::RefreshMaps(h, generation);

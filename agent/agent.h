@@ -18,6 +18,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "agent/go_crossing.h"
+
 extern "C" {
 
 // Records an allocation the fast path chose (every one in exact mode, a
@@ -34,6 +36,9 @@ bool cgoheap_active();
 // boundary). Returns the number of return addresses written. frame: as for
 // cgoheap_on_alloc.
 int cgoheap_capture_stack(uint64_t* pcs, int max, const void* frame = nullptr);
+// True when this thread's latest capture reached runtime.asmcgocall but could
+// not recover the Go frames above it (counted as an unwind failure).
+bool cgoheap_last_capture_crossing_failed();
 
 }  // extern "C"
 
@@ -80,11 +85,16 @@ extern SampledSet g_sampled;  // agent/sampled_set.h
 struct GoBoundary {
   uint64_t asmcgocall_lo = 0, asmcgocall_hi = 0;
   uint64_t text_lo = 0, text_hi = 0;  // Go text (runtime bias applied)
+  GoCrossing crossing;                // asmcgocall's frame (runtime addresses)
 };
 const GoBoundary& Boundary();
+inline const GoCrossing& Crossing() { return Boundary().crossing; }
 
 // Start-up and fork entry points (agent.cc).
 void Initialize();
+// Finds asmcgocall and Go's text in exe (loaded at bias) and decodes
+// asmcgocall's frame layout. False when exe has no asmcgocall (no Go, or no
+// cgo); out->crossing.known() is false when its layout is not understood.
 bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out);
 void AgentRange(uint64_t* lo, uint64_t* hi);
 

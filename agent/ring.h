@@ -108,6 +108,12 @@ inline constexpr Api HeaderApi(uint64_t h) { return static_cast<Api>((h >> 48) &
 inline constexpr unsigned HeaderFrames(uint64_t h) { return (h >> 32) & 0xffff; }
 inline constexpr unsigned HeaderWords(uint64_t h) { return (h >> 16) & 0xffff; }
 
+// RingHeader::flags.
+// The executable calls C through runtime.asmcgocall, but asmcgocall's frame
+// is not one the agent understands (a Go release newer than it knows): the
+// Go frames above every cgo call are missing from this process's stacks.
+inline constexpr uint32_t kFlagGoCrossingUnknown = 1;
+
 // How record keys are made.
 enum class Clock : uint32_t { kTsc = 1, kCounter = 2 };
 
@@ -130,7 +136,7 @@ struct alignas(64) RingHeader {
   alignas(64) std::atomic<uint64_t> dropped_events;  // lane full, gave up
   std::atomic<uint64_t> dropped_bytes;
   std::atomic<uint64_t> reserved1;
-  std::atomic<uint64_t> unwind_failures;
+  std::atomic<uint64_t> unwind_failures;  // stacks cut short (see agent.h)
   // Identity, written once at start-up: the forwarder may first look at the
   // ring after the process is gone, when /proc/PID is too.
   char exe[512];          // readlink /proc/self/exe, NUL-terminated

@@ -1,20 +1,23 @@
 // Stack capture across the cgo boundary.
 //
 // A cgo call runs C on the thread's g0 stack, entered through
-// runtime.asmcgocall, which leaves RBP untouched (ARCHITECTURE.md fact 2).
-// So: DWARF-unwind the C frames with libunwind until the return address lies
-// inside asmcgocall; the RBP recovered for that frame is the Go caller's frame
-// pointer on the goroutine stack, and Go always keeps frame pointers on amd64,
-// so the rest is a frame-pointer walk. The boundary is recognised by address
-// (learnt from .symtab or .gopclntab at start-up), never by name: libunwind
-// names that frame `main` in a `-s -w` binary.
+// runtime.asmcgocall. So: DWARF-unwind the C frames (the cached CFI
+// unwinder, libunwind where it cannot) until the return address lies inside
+// asmcgocall; there, asmcgocall's own frame on the g0 stack holds the
+// goroutine's g and the depth of the goroutine's SP below g->stack.hi, at
+// offsets that differ by Go release and are learnt from asmcgocall's code at
+// start-up (agent/go_crossing.h). Go keeps frame pointers on amd64, so the
+// rest is a frame-pointer walk of the goroutine stack. The boundary is
+// recognised by address (learnt from .symtab or .gopclntab), never by name:
+// libunwind names that frame `main` in a `-s -w` binary.
 //
-// The walk must never fault inside someone else's process. asmcgocall saves
-// the goroutine's g at 48(SP) and the depth below stack.hi at 40(SP) of its
-// g0 frame (runtime/asm_amd64.s). g->stack is g's first field, [lo, hi).
-// Every frame pointer is checked against those bounds (aligned, strictly
-// increasing) before it is read; g itself is read with process_vm_readv the
-// first time a thread sees it, so a corrupt value costs an error, not a crash.
+// The walk must never fault inside someone else's process. g->stack is g's
+// first field, [lo, hi). Every frame pointer is checked against those bounds
+// (aligned, strictly increasing) before it is read; g itself is read with
+// process_vm_readv the first time a thread sees it, so a corrupt value costs
+// an error, not a crash. On a system stack (the Go runtime's own calls into
+// C) there are no bounds to check against, so every word is read with
+// process_vm_readv.
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 #include <sys/uio.h>
@@ -24,6 +27,7 @@
 
 #include "agent/agent.h"
 #include "agent/cfi_unwinder.h"
+#include "agent/go_crossing.h"
 
 namespace cgoheap::agent {
 namespace {
@@ -32,6 +36,8 @@ namespace {
 // runtime recycles them), so once readable a g stays readable; its stack
 // bounds are not cached, because a growing goroutine stack is copied.
 __attribute__((tls_model("initial-exec"))) thread_local uint64_t t_known_g = 0;
+// The latest capture reached asmcgocall but found no Go frame above it.
+__attribute__((tls_model("initial-exec"))) thread_local bool t_crossing_failed = false;
 
 bool SafeRead(uint64_t addr, void* out, size_t len) {
   iovec local{out, len};
@@ -56,30 +62,76 @@ bool GoroutineStack(uint64_t g, uint64_t* lo, uint64_t* hi) {
   return true;
 }
 
-// sp, bp: registers of the asmcgocall frame (the state right after the C
-// function it called returned).
-int WalkGoFrames(uint64_t sp, uint64_t bp, uint64_t* pcs, int max) {
-  const uint64_t* frame = reinterpret_cast<const uint64_t*>(sp);
-  uint64_t depth = frame[5];  // 40(SP); sp is on this thread's own g0 stack
-  uint64_t g = frame[6];      // 48(SP)
-  uint64_t lo, hi;
-  if (!GoroutineStack(g, &lo, &hi) || depth == 0 || depth > hi - lo) return 0;
-  uint64_t old_sp = hi - depth;  // SP at asmcgocall's entry: return into cgocall
+uint64_t Word(uint64_t addr) { return *reinterpret_cast<const uint64_t*>(addr); }
+
+// Walks frame pointers from the SP asmcgocall saved at its entry (entry_sp)
+// up a stack [lo, hi). bp: RBP as the C code preserved it. checked: every
+// word is read with process_vm_readv (bounds unknown).
+int WalkFramePointers(uint64_t entry_sp, uint64_t bp, uint64_t lo, uint64_t hi, bool checked,
+                      uint64_t* pcs, int max) {
+  auto read = [checked](uint64_t addr, uint64_t* v) {
+    if (!checked) {
+      *v = Word(addr);
+      return true;
+    }
+    return SafeRead(addr, v, sizeof *v);
+  };
+  if ((entry_sp & 7) != 0 || entry_sp < lo || entry_sp + 16 > hi) return 0;
   int n = 0;
-  if ((old_sp & 7) == 0 && old_sp + 8 <= hi && n < max) {
-    pcs[n++] = *reinterpret_cast<const uint64_t*>(old_sp);
+  uint64_t prev = entry_sp;
+  if (Crossing().pushes_frame) {
+    // entry_sp is asmcgocall's own frame record. The restored RBP is not
+    // used: it was saved on the g0 stack before any callback, and the
+    // goroutine stack may have been moved since.
+    bp = entry_sp;
+  } else {
+    // entry_sp holds asmcgocall's return address; RBP is its caller's frame.
+    uint64_t ret;
+    if (!read(entry_sp, &ret)) return 0;
+    if (n < max) pcs[n++] = ret;
+    prev = entry_sp + 8;
   }
-  uint64_t prev = old_sp;
   while (n < max) {
     if ((bp & 7) != 0 || bp < prev || bp < lo || bp + 16 > hi) break;
-    const uint64_t* f = reinterpret_cast<const uint64_t*>(bp);
-    uint64_t ret = f[1];
-    if (ret == 0) break;
+    uint64_t next, ret;
+    if (!read(bp, &next) || !read(bp + 8, &ret) || ret == 0) break;
     pcs[n++] = ret;
     prev = bp + 16;
-    bp = f[0];
+    bp = next;
   }
   return n;
+}
+
+// sp, bp: registers of the asmcgocall frame (the state right after the C
+// function it called returned to site).
+int WalkGoFrames(const GoCrossing::Site& site, uint64_t sp, uint64_t bp, uint64_t* pcs, int max) {
+  int n = 0;
+  if (site.kind == GoCrossing::Kind::kGoroutine) {
+    uint64_t depth = Word(sp + site.depth_off);  // sp is on this thread's own g0 stack
+    uint64_t g = Word(sp + site.g_off);
+    uint64_t lo, hi;
+    if (GoroutineStack(g, &lo, &hi) && depth != 0 && depth <= hi - lo) {
+      n = WalkFramePointers(hi - depth, bp, lo, hi, /*checked=*/false, pcs, max);
+    }
+  } else if (site.kind == GoCrossing::Kind::kSystemStack) {
+    // Already on a system stack (g0 or gsignal): the frames above are on
+    // this very stack, whose bounds are not known here.
+    uint64_t entry_sp = Word(sp + site.sp_off);
+    n = WalkFramePointers(entry_sp, bp, sp, sp + (uint64_t{1} << 26), /*checked=*/true, pcs, max);
+  }
+  if (n == 0) t_crossing_failed = true;
+  return n;
+}
+
+// The Go frames above asmcgocall, whose return site is pc; 0 (and a failed
+// crossing) where asmcgocall's layout is not known.
+int CrossIntoGo(uint64_t pc, uint64_t sp, uint64_t bp, uint64_t* pcs, int max) {
+  const GoCrossing::Site* site = Crossing().Find(pc);
+  if (site == nullptr) {
+    t_crossing_failed = true;
+    return 0;
+  }
+  return WalkGoFrames(*site, sp, bp, pcs, max);
 }
 
 }  // namespace
@@ -115,7 +167,7 @@ __attribute__((noinline)) int LibunwindCapture(uint64_t* pcs, int max) {
       unw_word_t sp = 0, bp = 0;
       if (unw_get_reg(&cursor, UNW_REG_SP, &sp) == 0 &&
           unw_get_reg(&cursor, UNW_X86_64_RBP, &bp) == 0) {
-        n += WalkGoFrames(sp, bp, pcs + n, max - n);
+        n += CrossIntoGo(ip, sp, bp, pcs + n, max - n);
       }
       break;
     }
@@ -181,7 +233,7 @@ int FromChainCache(const UnwindRegs& start, uint64_t* pcs, int max) {
     int n = static_cast<int>(c.n);
     if (c.go) {
       uint64_t bp = c.bp_slot != 0 ? *reinterpret_cast<const uint64_t*>(c.bp_slot) : start.bp;
-      n += WalkGoFrames(c.end_sp, bp, pcs + n, max - n);
+      n += CrossIntoGo(c.pcs[c.n - 1], c.end_sp, bp, pcs + n, max - n);
     }
     ++t_chain_hits;
     return n;
@@ -255,6 +307,7 @@ class ChainRecorder {
 extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max,
                                                               const void* frame) {
   using namespace cgoheap::agent;
+  t_crossing_failed = false;
   UnwindRegs regs;
   bool first_is_return_address = true;
   int n = 0;
@@ -269,7 +322,7 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
     regs = UnwindRegs{fp[1], reinterpret_cast<uint64_t>(fp + 2), fp[0]};
     if (!InAgent(regs.pc)) {
       pcs[n++] = regs.pc;
-      if (InAsmcgocall(regs.pc)) return n + WalkGoFrames(regs.sp, regs.bp, pcs + n, max - n);
+      if (InAsmcgocall(regs.pc)) return n + CrossIntoGo(regs.pc, regs.sp, regs.bp, pcs + n, max - n);
       if (int cached = FromChainCache(regs, pcs, max); cached >= 0) return cached;
       chain.Start(regs);
     }
@@ -301,11 +354,15 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
       // regs are asmcgocall's: SP just after the C function returned, RBP as
       // the C code preserved it.
       chain.Remember(n, /*go=*/true, regs.sp);
-      n += WalkGoFrames(regs.sp, regs.bp, pcs + n, max - n);
+      n += CrossIntoGo(regs.pc, regs.sp, regs.bp, pcs + n, max - n);
       return n;
     }
   }
   return n;
+}
+
+extern "C" bool cgoheap_last_capture_crossing_failed() {
+  return cgoheap::agent::t_crossing_failed;
 }
 
 // For tests: captures this thread served from its chain cache.

@@ -101,6 +101,24 @@ bool ElfImage::FindSection(std::string_view name, ElfSection* out) const {
   return false;
 }
 
+bool ElfImage::SectionAt(uint64_t addr, ElfSection* out) const {
+  for (uint16_t i = 0; i < shnum_; ++i) {
+    Elf64_Shdr sh;
+    if (!ReadAt(data_, size_, shoff_ + uint64_t{i} * sizeof(Elf64_Shdr), &sh)) return false;
+    if (!(sh.sh_flags & SHF_ALLOC) || addr < sh.sh_addr || addr - sh.sh_addr >= sh.sh_size) continue;
+    out->addr = sh.sh_addr;
+    out->size = sh.sh_size;
+    if (sh.sh_type == SHT_NOBITS) {
+      out->data = nullptr;
+      return true;
+    }
+    if (sh.sh_offset > size_ || size_ - sh.sh_offset < sh.sh_size) return false;
+    out->data = data_ + sh.sh_offset;
+    return true;
+  }
+  return false;
+}
+
 bool ElfImage::SymbolTable(const char* tab, const char* strtab, ElfSection* syms,
                            ElfSection* strs) const {
   return FindSection(tab, syms) && syms->data != nullptr && FindSection(strtab, strs) &&

@@ -37,6 +37,8 @@ class ElfImage {
   bool OpenMemory(const uint8_t* data, size_t size);
 
   bool FindSection(std::string_view name, ElfSection* out) const;
+  // The allocated section whose addresses contain addr (link-time address).
+  bool SectionAt(uint64_t addr, ElfSection* out) const;
   // Looks a symbol up by exact name in .symtab, then .dynsym.
   bool FindSymbol(std::string_view name, uint64_t* value, uint64_t* size) const;
   // Finds the function symbol that contains addr (link-time address).

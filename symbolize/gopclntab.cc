@@ -13,7 +13,20 @@ constexpr int kEntryOff = 0;
 constexpr int kNameOff = 1;
 constexpr int kPcFile = 5;
 constexpr int kPcLn = 6;
+constexpr int kNpcdata = 7;
 constexpr int kCuOffset = 8;
+// runtime._func's fixed part ends with funcID, flag, a pad byte and
+// nfuncdata; Go 1.20 added startLine before them.
+constexpr uint32_t kFuncFixed118 = 40, kFuncFixed120 = 44;
+constexpr uint32_t kPcdataInlTreeIndex = 2;
+constexpr uint32_t kFuncdataInlTree = 3;
+// runtime.inlinedCall: Go 1.20+ {funcID u8, _ [3]byte, nameOff i32,
+// parentPc i32, startLine i32}; Go 1.18-1.19 {parent i16, funcID u8, _ u8,
+// file i32, line i32, func_ i32, parentPc i32}.
+struct InlinedCallLayout {
+  uint32_t size, name_off, parent_pc;
+};
+constexpr InlinedCallLayout kInlined118{20, 12, 16}, kInlined120{16, 4, 8};
 
 uint32_t U32(const uint8_t* p) {
   uint32_t v;
@@ -163,6 +176,56 @@ bool GoPclntab::Line(const Func& f, uint64_t pc, std::string_view* file, int32_t
   *file = CStr(filetab_off_ + file_off);
   *line = ln;
   return !file->empty();
+}
+
+bool GoPclntab::PcData(const Func& f, uint32_t i, uint64_t pc, int32_t* out) const {
+  uint32_t npcdata, table;
+  uint32_t fixed = go120_ ? kFuncFixed120 : kFuncFixed118;
+  if (!FuncField(f.func_off, kNpcdata, &npcdata) || i >= npcdata ||
+      !FuncField(f.func_off, static_cast<int>(fixed / 4 + i), &table)) {
+    return false;
+  }
+  return PcValue(f, table, pc, out);
+}
+
+const uint8_t* GoPclntab::FuncData(const Func& f, uint32_t i, size_t* avail) const {
+  uint32_t fixed = go120_ ? kFuncFixed120 : kFuncFixed118;
+  uint64_t last = pcln_off_ + uint64_t{f.func_off} + fixed - 1;  // nfuncdata
+  uint32_t npcdata, off;
+  if (gofunc_ == nullptr || last >= size_ || i >= data_[last] ||
+      !FuncField(f.func_off, kNpcdata, &npcdata) || npcdata > 1024 ||
+      !FuncField(f.func_off, static_cast<int>(fixed / 4 + npcdata + i), &off) ||
+      off == 0xffffffff || off >= gofunc_size_) {
+    return nullptr;
+  }
+  *avail = gofunc_size_ - off;
+  return gofunc_ + off;
+}
+
+int GoPclntab::Frames(const Func& f, uint64_t pc, Frame* out, int max) const {
+  size_t avail = 0;
+  const uint8_t* tree = FuncData(f, kFuncdataInlTree, &avail);
+  const InlinedCallLayout& layout = go120_ ? kInlined120 : kInlined118;
+  int n = 0;
+  while (n < max) {
+    Frame& fr = out[n];
+    if (!Line(f, pc, &fr.file, &fr.line)) break;
+    int32_t ix = -1;
+    if (tree == nullptr || !PcData(f, kPcdataInlTreeIndex, pc, &ix) || ix < 0 ||
+        uint64_t(ix) + 1 > avail / layout.size) {
+      fr.function = FuncName(f);
+      return n + 1;
+    }
+    // pc is in a call inlined at tree[ix]: that callee's frame, then the
+    // caller's, at the instruction that stands for the call (parentPc).
+    const uint8_t* call = tree + uint64_t(ix) * layout.size;
+    fr.function = CStr(funcname_off_ + U32(call + layout.name_off));
+    ++n;
+    uint64_t parent = f.entry + U32(call + layout.parent_pc);
+    if (parent >= f.end) break;
+    pc = parent;
+  }
+  return n;
 }
 
 bool GoPclntab::FindByName(std::string_view name, Func* f) const {

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "symbolize/elf_image.h"
+#include "symbolize/go_module.h"
 #include "symbolize/gopclntab.h"
 
 namespace cgoheap {
@@ -87,10 +88,14 @@ std::unique_ptr<ObjectFile> ObjectFile::Open(const std::string& path) {
   uint64_t filesz;
   im.elf.ExecSegment(&im.exec_vaddr, &im.exec_offset, &filesz);
   im.et_dyn = im.elf.IsSharedObject();
-  ElfSection pcln, text;
-  if (im.elf.FindSection(".gopclntab", &pcln) && im.elf.FindSection(".text", &text)) {
-    im.has_go = im.go.Init(pcln.data, pcln.size, text.addr);
+  GoModule module;
+  if (ReadGoModule(im.elf, &module)) {
+    im.has_go = im.go.Init(module.pclntab, module.pclntab_size, module.text_start);
+    im.go.SetFuncData(module.gofunc, module.gofunc_size);
   }
+  obj->go_version_ = module.version;
+  obj->go_main_module_ = module.main_module;
+  obj->go_main_package_ = module.main_package;
   im.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (im.fd >= 0) {
     im.dwfl = dwfl_begin(&kOfflineCallbacks);
@@ -127,17 +132,21 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
   absl::MutexLock lock(&im.mu);
   GoPclntab::Func f;
   if (im.has_go && im.go.FindFunc(addr, &f)) {
-    SymbolizedFrame fr;
-    fr.function = GoName(im.go.FuncName(f));
-    std::string_view file;
-    int32_t line = 0;
-    if (im.go.Line(f, addr, &file, &line)) {
-      fr.file = std::string(file);
-      fr.line = line > 0 ? line : 0;
+    GoPclntab::Frame frames[32];
+    int n = im.go.Frames(f, addr, frames, 32);
+    if (n == 0) {  // no line: the function alone
+      frames[0] = GoPclntab::Frame{im.go.FuncName(f), {}, 0};
+      n = 1;
     }
-    fr.object = path_;
-    fr.go = true;
-    out->push_back(std::move(fr));
+    for (int i = 0; i < n; ++i) {
+      SymbolizedFrame fr;
+      fr.function = GoName(frames[i].function);
+      fr.file = std::string(frames[i].file);
+      fr.line = frames[i].line > 0 ? frames[i].line : 0;
+      fr.object = path_;
+      fr.go = true;
+      out->push_back(std::move(fr));
+    }
     return;
   }
   size_t first = out->size();

@@ -42,6 +42,11 @@ class ObjectFile {
   void Symbolize(uint64_t link_addr, std::vector<SymbolizedFrame>* out);
   const std::string& path() const { return path_; }
   const std::string& build_id() const { return build_id_; }
+  // From a Go executable's build info: "go1.22.12", its main module's path
+  // and its main package's import path ("" when not Go or not recorded).
+  const std::string& go_version() const { return go_version_; }
+  const std::string& go_main_module() const { return go_main_module_; }
+  const std::string& go_main_package() const { return go_main_package_; }
   // Reads the debugging information now (it is otherwise read on first use).
   void LoadDebugInfo();
   // Converts a runtime pc in a mapping (start, file offset) to a link address.
@@ -52,6 +57,7 @@ class ObjectFile {
   explicit ObjectFile(std::string path);
   std::string path_;
   std::string build_id_;
+  std::string go_version_, go_main_module_, go_main_package_;
   std::unique_ptr<Impl> impl_;
 };
 
