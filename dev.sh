@@ -22,20 +22,48 @@ PACKAGES=(
   golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev
   prometheus curl
 )
+# The Go releases the test programs are built with, besides golang-go (1.19)
+# and the machine's /usr/local/go; tests/go_toolchains.sh fetches the others.
+BACKPORTS_PACKAGES=(golang-1.21-go golang-1.22-go golang-1.23-go)
+BACKPORTS_SOURCES=/etc/apt/sources.list.d/cgoheap-bookworm-backports.sources
 BUILD_DIR=${CGOHEAP_BUILD_DIR:-build}
 JOBS=$(nproc)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# The archive apt already uses for Debian bookworm (deb822 or one-line form).
+bookworm_mirror() {
+  {
+    awk '/^URIs:/ {u = $2} /^Suites:/ {for (i = 2; i <= NF; i++) if ($i == "bookworm") {print u; exit}}' \
+      /etc/apt/sources.list.d/*.sources 2>/dev/null
+    awk '$1 == "deb" {for (i = 2; i < NF; i++) if ($(i + 1) == "bookworm" && $i ~ /:\/\//) print $i}' \
+      /etc/apt/sources.list 2>/dev/null
+  } | head -1
+}
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
 deps() {
-  local missing=()
-  for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
+  local missing=() sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
+  local backports=()
+  for p in "${BACKPORTS_PACKAGES[@]}"; do installed "$p" || backports+=("$p"); done
+  if ((${#backports[@]})) && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    local mirror
+    mirror=$(bookworm_mirror)
+    if [ -n "$mirror" ]; then
+      log "adding bookworm-backports of $mirror to apt's sources (for ${backports[*]})"
+      printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$mirror" | "${sudo[@]}" tee "$BACKPORTS_SOURCES" >/dev/null
+    else
+      log "not Debian bookworm: ${backports[*]} skipped (the Go releases they give are not tested)"
+      backports=()
+    fi
+  fi
+  missing+=("${backports[@]}")
   ((${#missing[@]} == 0)) && return 0
   log "installing ${missing[*]}"
-  local sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }

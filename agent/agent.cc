@@ -1,8 +1,8 @@
 // The agent's core: start-up, the ring writer and the record paths.
 //
-// Rules that hold for every function reachable from a hook (STYLE.md, "The
-// agent is a different world"): no allocation, no stdio, no blocking lock, no
-// exceptions. Start-up (Initialize) and the fork child handler run single
+// Rules that hold for every function reachable from a hook (as in heaptrack
+// and tcmalloc, and checked by the allocation guard build): no allocation,
+// no stdio, no blocking lock, no exceptions. Start-up (Initialize) and the fork child handler run single
 // threaded and may take slow paths; they are kept out of line.
 #include "agent/agent.h"
 

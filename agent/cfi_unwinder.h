@@ -1,7 +1,7 @@
 // A cached DWARF CFI unwinder for x86-64, for use inside allocator hooks.
 //
-// libunwind's unw_step costs about 1.2 us per allocation here (ARCHITECTURE.md
-// fact 7): it re-derives every frame's rule from .eh_frame and validates memory
+// libunwind's unw_step costs about 1.2 us per allocation here (docs/ARCHITECTURE.md
+// fact 9): it re-derives every frame's rule from .eh_frame and validates memory
 // with system calls. What a frame needs is small and depends only on its
 // return address: where the CFA is (RSP or RBP plus an offset) and where the
 // caller's RBP was saved. This unwinder learns that rule once per address

@@ -5,7 +5,7 @@
 // the C frames into the Go frames that made the call, the agent needs what
 // asmcgocall saved on the g0 stack before it called C: the goroutine's g and
 // the depth of the goroutine's SP below g->stack.hi. Where it keeps them
-// differs by Go release (docs/ARCHITECTURE.md, "The cgo crossing"):
+// differs by Go release (docs/ARCHITECTURE.md fact 3):
 //
 //   Go 1.19-1.21  SUBQ $64, SP   g at 48(SP), depth at 40(SP)   CALL AX
 //   Go 1.22+      SUBQ $16, SP   g at 8(SP),  depth at 0(SP)    CALL asmcgocall_landingpad

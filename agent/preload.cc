@@ -2,7 +2,7 @@
 // to the next definition (glibc's, or whatever allocator the program links),
 // and reports to the agent core.
 //
-// Ordering (ARCHITECTURE.md fact 5): a free is recorded before the real free
+// Ordering (docs/ARCHITECTURE.md fact 8): a free is recorded before the real free
 // and an allocation after the real allocator returns, so no other thread can
 // be handed the same address in between. realloc is a free of the old block
 // followed by an allocation of the new one.

@@ -3,7 +3,7 @@
 //
 // Why a file and not a socket or an in-process sender thread: a Go program
 // exits with the raw exit_group syscall and never runs atexit handlers or ELF
-// destructors (ARCHITECTURE.md fact 1), so whatever the target still holds at
+// destructors (docs/ARCHITECTURE.md fact 1), so whatever the target still holds at
 // exit would be lost. The mapping outlives the process; the forwarder reads
 // the last events after the target is gone and reports its end itself.
 //

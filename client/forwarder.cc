@@ -97,6 +97,7 @@ struct Forwarder::Tracked {
   bool end_sent = false;
   bool told_corrupt = false;
   v1::ProcessEnd end;
+  std::string own_basis;  // how its executable's own code is told apart (Stack.own_basis)
 
   // Raw stacks (api + return addresses) already interned, by their hash;
   // each keeps its frames, so that two stacks whose hashes collide are never
@@ -215,8 +216,14 @@ void Forwarder::Discover() {
     if (exe.ends_with(" (deleted)")) exe.remove_suffix(10);
     hello.set_executable(std::string(exe));
     if (!exe.empty()) {
-      if (ObjectFile* obj = objects_.Get(hello.executable())) hello.set_build_id(obj->build_id());
+      if (ObjectFile* obj = objects_.Get(hello.executable())) {
+        hello.set_build_id(obj->build_id());
+        hello.set_go_version(obj->go_version());
+        hello.set_go_main_module(obj->go_main_module());
+        t->own_basis = obj->own_basis();
+      }
     }
+    hello.set_go_crossing_unknown((rh.flags & ring::kFlagGoCrossingUnknown) != 0);
     std::string cmdline(rh.cmdline, std::min<size_t>(rh.cmdline_len, sizeof rh.cmdline));
     for (absl::string_view a : absl::StrSplit(cmdline, '\0', absl::SkipEmpty())) {
       hello.add_args(std::string(a));
@@ -287,8 +294,10 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
       out->set_object(std::move(f.object));
       out->set_pc(pc);
       out->set_go(f.go);
+      out->set_own(f.own);
     }
   }
+  stack.set_own_basis(t.own_basis);
   uint64_t id = StackId(stack);
   stack.set_id(id);
   // A hash another raw stack already holds (a collision) stays with that
@@ -369,6 +378,7 @@ void Forwarder::Flush(Tracked& t, bool force) {
   b.mutable_stack_ids()->Truncate(kept);
   b.set_unix_nanos(UnixNanos());
   b.set_dropped_events(t.ring.dropped_events());
+  b.set_unwind_failures(t.ring.unwind_failures());
   b.set_cancelled_pairs(t.cancelled);
   v1::AgentMessage msg;
   msg.mutable_batch()->Swap(&b);
@@ -385,6 +395,7 @@ void Forwarder::End(Tracked& t) {
   *msg.mutable_end() = t.end;
   if (msg.end().unix_nanos() == 0) msg.mutable_end()->set_unix_nanos(UnixNanos());
   msg.mutable_end()->set_dropped_events(t.ring.dropped_events());
+  msg.mutable_end()->set_unwind_failures(t.ring.unwind_failures());
   msg.mutable_end()->set_torn_records(t.ring.Uncommitted() > 0 ? 1 : 0);
   t.stream->Send(std::move(msg));
   t.end_sent = true;

@@ -4,7 +4,7 @@
 // It runs beside the target (in `cgoheap run`, in the launcher itself), so it
 // can read the target's files and /proc entries, and it outlives the target:
 // it reports the end of each process, which the target cannot do for itself
-// (ARCHITECTURE.md fact 1).
+// (docs/ARCHITECTURE.md fact 1).
 //
 //   Forwarder fwd(options);
 //   while (running) { fwd.Poll(); ...waitpid... fwd.OnExit(pid, status); }

@@ -103,6 +103,7 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
       absl::StrAppend(&out, ", in ", Plural(leak.processes(), "process", "processes"));
     }
     if (leak.internal()) absl::StrAppend(&out, " [internal: ", leak.internal_reason(), "]");
+    if (!leak.incomplete().empty()) absl::StrAppend(&out, " [incomplete: ", leak.incomplete(), "]");
     out += "\n";
     size_t width = 0;
     for (const auto& f : leak.stack().frames()) width = std::max(width, f.function().size());
@@ -149,6 +150,17 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
                     " events were dropped because the forwarder fell behind: this report is "
                     "incomplete\n");
   }
+  if (r.go_crossing_unknown() > 0) {
+    absl::StrAppend(&out, p, " WARNING: ", Plural(r.go_crossing_unknown(), "process", "processes"),
+                    " built by a Go release whose cgo calls this cgoheap does not understand: "
+                    "their stacks stop where C was called from Go (a newer cgoheap may know it)\n");
+  }
+  if (r.unwind_failures() > 0) {
+    absl::StrAppend(&out, p, " WARNING: the stacks of ", Thousands(r.unwind_failures()),
+                    r.unwind_failures() == 1 ? " allocation were" : " allocations were",
+                    " cut short (the Go frames above a cgo call, or C frames, could not be "
+                    "recovered); those leaks are shown, marked incomplete\n");
+  }
   return out;
 }
 
@@ -171,6 +183,9 @@ std::string LeakJson(const v1::Leak& leak) {
       ",\"internal\":", leak.internal() ? "true" : "false",
       ",\"internal_reason\":", JsonString(leak.internal_reason()),
       ",\"user_frame\":", leak.user_frame(),
+      ",\"user_frames\":[", absl::StrJoin(leak.user_frames(), ","), "]",
+      ",\"user_code\":", JsonString(leak.user_code()),
+      ",\"incomplete\":", JsonString(leak.incomplete()),
       ",\"stack_id\":", JsonString(absl::StrFormat("%016x", leak.stack().id())),
       ",\"process_ids\":[", absl::StrJoin(pids, ","), "]",
       ",\"frames\":[", absl::StrJoin(frames, ","), "]}");
@@ -181,7 +196,9 @@ std::string LeaksJson(const v1::LeaksResponse& r) {
   for (const v1::Leak& leak : r.leaks()) leaks.push_back(LeakJson(leak));
   return absl::StrCat("{\"leaks\":[", absl::StrJoin(leaks, ","), "],\"processes\":", r.processes(),
                       ",\"hidden\":", r.hidden(), ",\"hidden_bytes\":", r.hidden_bytes(),
-                      ",\"dropped_events\":", r.dropped_events(), "}\n");
+                      ",\"dropped_events\":", r.dropped_events(),
+                      ",\"unwind_failures\":", r.unwind_failures(),
+                      ",\"go_crossing_unknown\":", r.go_crossing_unknown(), "}\n");
 }
 
 // "handle (/src/main.go:16)": the user's frame of a stack, else the allocator's caller.
@@ -254,20 +271,30 @@ std::string WatchLine(const v1::Leak& leak) {
 }
 
 std::string ProcessesText(const v1::ListProcessesResponse& list) {
-  std::string out = absl::StrFormat("%-16s  %7s  %-14s  %-10s  %6s  %14s  %10s  %10s  %s\n",
+  std::string out = absl::StrFormat("%-16s  %7s  %-14s  %-10s  %6s  %14s  %10s  %10s  %10s  %-10s  %s\n",
                                     "PROCESS", "PID", "SERVICE", "STATE", "MODE", "LIVE BYTES",
-                                    "EVENTS", "DROPPED", "COMMAND");
+                                    "EVENTS", "DROPPED", "CUT SHORT", "GO", "COMMAND");
   for (const auto& p : list.processes()) {
     std::string mode = p.hello().sample_bytes() == 0
                            ? "exact"
                            : absl::StrCat("1/", p.hello().sample_bytes());
-    absl::StrAppendFormat(&out, "%-16s  %7d  %-14s  %-10s  %6s  %14s  %10s  %10s  %s\n",
+    std::string go = p.hello().go_version().empty() ? "-" : p.hello().go_version();
+    if (p.hello().go_crossing_unknown()) go += "!";
+    absl::StrAppendFormat(&out, "%-16s  %7d  %-14s  %-10s  %6s  %14s  %10s  %10s  %10s  %-10s  %s\n",
                           p.process_id(), p.hello().pid(), p.hello().service(), StateText(p), mode,
                           absl::StrCat(p.estimated() ? "~" : "", Thousands(p.live_bytes())),
-                          Thousands(p.events()),
-                          Thousands(p.dropped_events()), absl::StrJoin(p.hello().args(), " "));
+                          Thousands(p.events()), Thousands(p.dropped_events()),
+                          Thousands(p.unwind_failures()), go, absl::StrJoin(p.hello().args(), " "));
   }
   if (list.processes_size() == 0) out += "(no processes)\n";
+  for (const auto& p : list.processes()) {
+    if (p.hello().go_crossing_unknown()) {
+      absl::StrAppend(&out, "WARNING: process ", p.process_id(), " was built by ",
+                      p.hello().go_version().empty() ? "a Go release" : p.hello().go_version(),
+                      " (marked !), whose cgo calls this cgoheap does not understand: its stacks "
+                      "stop where C was called from Go\n");
+    }
+  }
   return out;
 }
 
@@ -285,7 +312,12 @@ std::string ProcessesJson(const v1::ListProcessesResponse& list) {
         ",\"sample_bytes\":", p.hello().sample_bytes(), ",\"live_bytes\":", p.live_bytes(),
         ",\"estimated\":", p.estimated() ? "true" : "false",
         ",\"live_blocks\":", p.live_blocks(), ",\"events\":", p.events(),
-        ",\"dropped_events\":", p.dropped_events(), ",\"args\":[", absl::StrJoin(args, ","),
+        ",\"dropped_events\":", p.dropped_events(),
+        ",\"unwind_failures\":", p.unwind_failures(),
+        ",\"go_version\":", JsonString(p.hello().go_version()),
+        ",\"go_main_module\":", JsonString(p.hello().go_main_module()),
+        ",\"go_crossing_unknown\":", p.hello().go_crossing_unknown() ? "true" : "false",
+        ",\"args\":[", absl::StrJoin(args, ","),
         "]}"));
   }
   return absl::StrCat("{\"processes\":[", absl::StrJoin(procs, ","), "]}\n");

@@ -188,6 +188,10 @@ std::string RingReader::Maps() const {
   return {};
 }
 
+uint64_t RingReader::unwind_failures() const {
+  return header_->unwind_failures.load(std::memory_order_relaxed);
+}
+
 uint64_t RingReader::dropped_events() const {
   return header_->dropped_events.load(std::memory_order_relaxed);
 }

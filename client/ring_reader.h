@@ -63,6 +63,7 @@ class RingReader {
   // The mappings text, read consistently (seqlock); empty if unavailable.
   std::string Maps() const;
   uint64_t dropped_events() const;
+  uint64_t unwind_failures() const;
 
  private:
   struct Cursor {

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "symbolize/gopclntab.h"
+
 namespace cgoheap {
 namespace {
 
@@ -69,21 +71,29 @@ void ReadBuildInfo(const ElfImage& elf, GoModule* out) {
   if (!PrefixedString(&p, end, &vers, &vlen)) return;
   CopyString(vers, vlen, out->version, sizeof out->version);
   if (!PrefixedString(&p, end, &mod, &mlen)) return;
+  // The module info is framed by 16-byte sentinels (debug/buildinfo).
+  if (mlen >= 33 && mod[mlen - 17] == '\n') {
+    mod += 16;
+    mlen -= 32;
+  }
   ModinfoField(mod, mlen, "path", out->main_package, sizeof out->main_package);
   ModinfoField(mod, mlen, "mod", out->main_module, sizeof out->main_module);
 }
 
 bool Inside(const ElfSection& s, uint64_t addr) { return addr >= s.addr && addr - s.addr < s.size; }
 
+constexpr size_t kModuledataWords = 64;
+
 // Finds firstmoduledata by its first word (the pcHeader's address) in the
-// sections the linker puts it in, and checks it before believing it.
-bool FindModuledata(const ElfImage& elf, bool go120, GoModule* out, uint64_t* text,
-                    uint64_t* gofunc) {
+// sections the linker puts it in, and checks it before believing it. Its
+// first 24 words have kept their places since Go 1.18; later ones move
+// (Go 1.20 added covctrs, 1.27 reshaped the type fields), so gofunc is not
+// taken from a fixed place: see ReadGoModule.
+const uint8_t* FindModuledata(const ElfImage& elf, GoModule* out, uint64_t* text) {
   ElfSection text_sec;
-  if (!elf.FindSection(".text", &text_sec)) return false;
+  if (!elf.FindSection(".text", &text_sec)) return nullptr;
   ElfSection pcln{out->pclntab, out->pclntab_size, out->pclntab_addr};
-  const int gofunc_word = go120 ? 40 : 38;
-  constexpr size_t kWords = 41;
+  constexpr size_t kWords = kModuledataWords;
   for (const char* name : {".go.module", ".noptrdata", ".data"}) {
     ElfSection sec;
     if (!elf.FindSection(name, &sec) || sec.data == nullptr || sec.size < kWords * 8) continue;
@@ -91,17 +101,29 @@ bool FindModuledata(const ElfImage& elf, bool go120, GoModule* out, uint64_t* te
       const uint8_t* m = sec.data + off;
       if (U64(m) != out->pclntab_addr) continue;
       uint64_t funcnametab = U64(m + 8), t = U64(m + 22 * 8), etext = U64(m + 23 * 8);
-      uint64_t minpc = U64(m + 20 * 8), f = U64(m + gofunc_word * 8);
+      uint64_t minpc = U64(m + 20 * 8);
       if (!Inside(pcln, funcnametab) || !Inside(text_sec, t) || etext < t ||
           etext - text_sec.addr > text_sec.size || minpc < t || minpc > etext) {
         continue;
       }
       *text = t;
-      *gofunc = f;
-      return true;
+      return m;
     }
   }
-  return false;
+  return nullptr;
+}
+
+// Sets out->gofunc to the bytes at link address addr if the inline trees
+// read right from there.
+bool TryFuncData(const ElfImage& elf, const GoPclntab& tab, uint64_t addr, GoModule* out) {
+  ElfSection sec;
+  if (addr == 0 || !elf.SectionAt(addr, &sec) || sec.data == nullptr) return false;
+  const uint8_t* data = sec.data + (addr - sec.addr);
+  size_t size = sec.size - (addr - sec.addr);
+  if (!tab.FuncDataLooksRight(data, size)) return false;
+  out->gofunc = data;
+  out->gofunc_size = size;
+  return true;
 }
 
 }  // namespace
@@ -117,29 +139,30 @@ bool ReadGoModule(const ElfImage& elf, GoModule* out) {
   uint32_t magic;
   std::memcpy(&magic, pcln.data, 4);
   if (magic != kMagic118 && magic != kMagic120) return false;
-  uint64_t md_text = 0, md_gofunc = 0, value = 0, size = 0;
-  bool have_md = FindModuledata(elf, magic == kMagic120, out, &md_text, &md_gofunc);
+  uint64_t md_text = 0, value = 0, size = 0;
+  const uint8_t* md = FindModuledata(elf, out, &md_text);
   // The text start: the header's (Go 1.18-1.25), else moduledata's, else the
   // symbol. Never .text's address: an external link puts C code first.
   uint64_t header_text = U64(pcln.data + 24);
   if (header_text != 0) {
     out->text_start = header_text;
-  } else if (have_md) {
+  } else if (md != nullptr) {
     out->text_start = md_text;
   } else if (elf.FindSymbol("runtime.text", &value, &size)) {
     out->text_start = value;
   } else {
     return false;
   }
-  uint64_t gofunc = have_md ? md_gofunc : 0;
-  if (gofunc == 0 && (elf.FindSymbol("go:func.*", &value, &size) ||
-                      elf.FindSymbol("go.func.*", &value, &size))) {
-    gofunc = value;
+  // gofunc: the symbol where there is one; else the moduledata word from
+  // which the inline trees read right (its place differs by release).
+  GoPclntab tab;
+  if (!tab.Init(out->pclntab, out->pclntab_size, out->text_start)) return false;
+  if ((elf.FindSymbol("go:func.*", &value, &size) || elf.FindSymbol("go.func.*", &value, &size)) &&
+      TryFuncData(elf, tab, value, out)) {
+    return true;
   }
-  ElfSection fsec;
-  if (gofunc != 0 && elf.SectionAt(gofunc, &fsec) && fsec.data != nullptr) {
-    out->gofunc = fsec.data + (gofunc - fsec.addr);
-    out->gofunc_size = fsec.size - (gofunc - fsec.addr);
+  for (size_t w = 24; md != nullptr && w < kModuledataWords; ++w) {
+    if (TryFuncData(elf, tab, U64(md + w * 8), out)) break;
   }
   return true;
 }

@@ -228,6 +228,29 @@ int GoPclntab::Frames(const Func& f, uint64_t pc, Frame* out, int max) const {
   return n;
 }
 
+bool GoPclntab::FuncDataLooksRight(const uint8_t* gofunc, size_t size) const {
+  GoPclntab probe = *this;
+  probe.SetFuncData(gofunc, size);
+  const InlinedCallLayout& layout = go120_ ? kInlined120 : kInlined118;
+  int good = 0;
+  Func f;
+  for (uint32_t i = 0; i < nfunc_ && good < 16; ++i) {
+    size_t avail = 0;
+    const uint8_t* tree;
+    if (!FuncAt(i, &f) || (tree = probe.FuncData(f, kFuncdataInlTree, &avail)) == nullptr) {
+      continue;
+    }
+    if (avail < layout.size) return false;
+    uint32_t name = U32(tree + layout.name_off), parent_pc = U32(tree + layout.parent_pc);
+    std::string_view s = CStr(funcname_off_ + name);
+    if (s.empty() || s.find('.') == std::string_view::npos || parent_pc >= f.end - f.entry) {
+      return false;
+    }
+    ++good;
+  }
+  return good > 0;
+}
+
 bool GoPclntab::FindByName(std::string_view name, Func* f) const {
   for (uint32_t i = 0; i < nfunc_; ++i) {
     if (FuncAt(i, f) && FuncName(*f) == name) return true;

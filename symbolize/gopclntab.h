@@ -1,7 +1,7 @@
 // Reader for Go's .gopclntab: function names, files and lines for every Go PC.
 //
 // Go's runtime needs this table to run, so it survives `-ldflags=-s -w`, which
-// removes .symtab and DWARF (ARCHITECTURE.md fact 3). It is the only correct
+// removes .symtab and DWARF (docs/ARCHITECTURE.md fact 6). It is the only correct
 // source for Go lines here: libdw maps Go PCs to a wrong file. Formats of
 // Go 1.18-1.19 (magic 0xfffffff0) and 1.20+ (0xfffffff1, still 1.26's) are
 // understood; layout from Go's runtime/symtab.go, runtime/symtabinl.go and
@@ -68,6 +68,10 @@ class GoPclntab {
   // line, then the function it was inlined into with the line of the call.
   // Returns how many were written (at most max; 0 if pc is not covered).
   int Frames(const Func& f, uint64_t pc, Frame* out, int max) const;
+  // True when gofunc (size bytes) is where funcdata offsets start: the
+  // inline trees of the first functions that have one read as inline trees
+  // (names in the name table, call sites inside their functions).
+  bool FuncDataLooksRight(const uint8_t* gofunc, size_t size) const;
   // Finds a function by exact name; linear, for start-up use.
   bool FindByName(std::string_view name, Func* f) const;
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "symbolize/elf_image.h"
+#include "symbolize/go_module.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap {
@@ -18,9 +19,9 @@ struct Loaded {
 };
 
 void Load(const std::string& path, Loaded* l) {
-  ElfSection pcln, text;
-  l->ok = l->elf.Open(path.c_str()) && l->elf.FindSection(".gopclntab", &pcln) &&
-          l->elf.FindSection(".text", &text) && l->tab.Init(pcln.data, pcln.size, text.addr);
+  GoModule m;
+  l->ok = l->elf.Open(path.c_str()) && ReadGoModule(l->elf, &m) &&
+          l->tab.Init(m.pclntab, m.pclntab_size, m.text_start);
 }
 
 TEST(GoPclntabTest, FindsFunctionsFilesAndLines) {
@@ -72,29 +73,48 @@ TEST(GoPclntabTest, StrippedBinaryKeepsTheTable) {
   EXPECT_EQ(full.tab.num_funcs(), stripped.tab.num_funcs());
 }
 
-TEST(GoPclntabTest, TruncatedOrGarbageTablesAreRejectedWithoutCrashing) {
+// Damaged tables are rejected at Init; a table cut inside its function data
+// is read without ever reading past the end (ASan builds check that).
+TEST(GoPclntabTest, TruncatedOrGarbageTablesAreRejected) {
   Loaded l;
   Load(testing::Program("seed_cstring"), &l);
   ASSERT_TRUE(l.ok);
   ElfSection pcln;
   ASSERT_TRUE(l.elf.FindSection(".gopclntab", &pcln));
-  std::vector<uint8_t> copy(pcln.data, pcln.data + pcln.size);
-  for (size_t cut : {size_t{0}, size_t{7}, size_t{64}, copy.size() / 3, copy.size() - 1}) {
-    GoPclntab t;
-    if (!t.Init(copy.data(), cut, 0x401000)) continue;
-    GoPclntab::Func f;
-    for (uint64_t pc = t.text_start(); pc < t.text_end(); pc += 4093) {
-      if (t.FindFunc(pc, &f)) {
-        std::string_view file;
-        int32_t line;
-        t.Line(f, pc, &file, &line);
-        (void)t.FuncName(f);
-      }
-    }
-  }
-  std::vector<uint8_t> junk(4096, 0xff);
+  // Exact-size copies on the heap, so that a read past the end is caught.
+  auto copy_of = [&](size_t n) {
+    return std::vector<uint8_t>(pcln.data, pcln.data + n);
+  };
   GoPclntab t;
+  for (size_t cut : {size_t{0}, size_t{7}, size_t{64}, size_t{72}, pcln.size / 3}) {
+    std::vector<uint8_t> c = copy_of(cut);
+    EXPECT_FALSE(t.Init(c.data(), c.size(), 0x401000)) << "cut at " << cut;
+  }
+  std::vector<uint8_t> bad_magic = copy_of(pcln.size);
+  bad_magic[0] ^= 0x55;
+  EXPECT_FALSE(t.Init(bad_magic.data(), bad_magic.size(), 0x401000));
+  std::vector<uint8_t> bad_ptr_size = copy_of(pcln.size);
+  bad_ptr_size[7] = 4;  // a 32-bit table
+  EXPECT_FALSE(t.Init(bad_ptr_size.data(), bad_ptr_size.size(), 0x401000));
+  std::vector<uint8_t> too_many = copy_of(pcln.size);
+  too_many[8 + 3] = 0x7f;  // nfunc far beyond the section
+  EXPECT_FALSE(t.Init(too_many.data(), too_many.size(), 0x401000));
+  std::vector<uint8_t> junk(4096, 0xff);
   EXPECT_FALSE(t.Init(junk.data(), junk.size(), 0));
+
+  // Cut one byte short: the header is whole, the end is gone. Every lookup
+  // either answers or says no; none reads past the copy.
+  std::vector<uint8_t> short_by_one = copy_of(pcln.size - 1);
+  ASSERT_TRUE(t.Init(short_by_one.data(), short_by_one.size(), l.tab.text_start()));
+  GoPclntab::Func f;
+  int found = 0;
+  for (uint64_t pc = t.text_start(); pc < t.text_end(); pc += 257) {
+    if (!t.FindFunc(pc, &f)) continue;
+    ++found;
+    GoPclntab::Frame frames[8];
+    t.Frames(f, pc, frames, 8);
+  }
+  EXPECT_GT(found, 100);
 }
 
 }  // namespace

@@ -96,6 +96,7 @@ std::unique_ptr<ObjectFile> ObjectFile::Open(const std::string& path) {
   obj->go_version_ = module.version;
   obj->go_main_module_ = module.main_module;
   obj->go_main_package_ = module.main_package;
+  if (im.has_go && !im.et_dyn) obj->FindOwnDirectories();
   im.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (im.fd >= 0) {
     im.dwfl = dwfl_begin(&kOfflineCallbacks);
@@ -107,6 +108,48 @@ std::unique_ptr<ObjectFile> ObjectFile::Open(const std::string& path) {
     }
   }
   return obj;
+}
+
+namespace {
+
+// "example.com/app/db" of "example.com/app/db.(*T).Get[...]".
+std::string_view GoPackage(std::string_view function) {
+  function = function.substr(0, function.find('['));
+  size_t slash = function.rfind('/');
+  size_t dot = function.find('.', slash == std::string_view::npos ? 0 : slash);
+  return dot == std::string_view::npos ? std::string_view() : function.substr(0, dot);
+}
+
+std::string_view Dir(std::string_view file) {
+  size_t slash = file.rfind('/');
+  return slash == std::string_view::npos ? std::string_view() : file.substr(0, slash);
+}
+
+}  // namespace
+
+bool ObjectFile::OwnGoFunction(std::string_view function) const {
+  std::string_view pkg = GoPackage(function);
+  if (pkg == "main") return true;
+  const std::string& m = go_main_module_;
+  return !m.empty() && pkg.starts_with(m) && (pkg.size() == m.size() || pkg[m.size()] == '/');
+}
+
+void ObjectFile::FindOwnDirectories() {
+  own_basis_ = go_main_module_.empty()
+                   ? "package main and the C code in its directory (the executable's build info "
+                     "names no module: a GOPATH or file-list build)"
+                   : "main module " + go_main_module_ + " (the executable's build info)";
+  const GoPclntab& tab = impl_->go;
+  GoPclntab::Func f;
+  for (uint32_t i = 0; i < tab.num_funcs(); ++i) {
+    if (!tab.FuncAt(i, &f) || !OwnGoFunction(tab.FuncName(f))) continue;
+    std::string_view file;
+    int32_t line;
+    if (tab.Line(f, f.entry, &file, &line) && !file.ends_with("_cgo_gotypes.go") &&
+        !Dir(file).empty()) {
+      own_dirs_.emplace(Dir(file));
+    }
+  }
 }
 
 void ObjectFile::LoadDebugInfo() {
@@ -145,6 +188,7 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
       fr.line = frames[i].line > 0 ? frames[i].line : 0;
       fr.object = path_;
       fr.go = true;
+      fr.own = !own_basis_.empty() && OwnGoFunction(fr.function);
       out->push_back(std::move(fr));
     }
     return;
@@ -218,6 +262,11 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
     fr.function = im.elf.SymbolFor(addr, &name, &start) ? std::string(name) : "??";
     fr.object = path_;
     out->push_back(std::move(fr));
+  }
+  if (!own_dirs_.empty()) {
+    for (size_t i = first; i < out->size(); ++i) {
+      (*out)[i].own = own_dirs_.contains(std::string(Dir((*out)[i].file)));
+    }
   }
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -29,6 +30,7 @@ struct SymbolizedFrame {
   uint32_t line = 0;
   std::string object;
   bool go = false;
+  bool own = false;  // the program's own code (ObjectFile::own_basis says how decided)
 };
 
 // One ELF file, opened once and shared by every process that maps it.
@@ -47,6 +49,10 @@ class ObjectFile {
   const std::string& go_version() const { return go_version_; }
   const std::string& go_main_module() const { return go_main_module_; }
   const std::string& go_main_package() const { return go_main_package_; }
+  // For a Go executable: how its frames are marked `own` (the program's own
+  // code): "main module M (build info)", or, without a module, package main
+  // and C code in its directories. Empty for other objects (never own).
+  const std::string& own_basis() const { return own_basis_; }
   // Reads the debugging information now (it is otherwise read on first use).
   void LoadDebugInfo();
   // Converts a runtime pc in a mapping (start, file offset) to a link address.
@@ -58,6 +64,12 @@ class ObjectFile {
   std::string path_;
   std::string build_id_;
   std::string go_version_, go_main_module_, go_main_package_;
+  std::string own_basis_;
+  // Own Go packages' source directories: cgo's C code of a package lives in
+  // its directory, so a C frame there is the program's own too.
+  std::unordered_set<std::string> own_dirs_;
+  bool OwnGoFunction(std::string_view function) const;
+  void FindOwnDirectories();
   std::unique_ptr<Impl> impl_;
 };
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "symbolize/elf_image.h"
+#include "symbolize/go_module.h"
 #include "symbolize/gopclntab.h"
 #include "tests/testing/test_util.h"
 
@@ -65,10 +66,10 @@ TEST(SymbolizerTest, GoFramesComeFromPclntabInBothMappingForms) {
   std::string exe = testing::Program("seed_cmalloc_stripped");
   ElfImage elf;
   ASSERT_TRUE(elf.Open(exe.c_str()));
-  ElfSection pcln, text;
+  GoModule module;
   GoPclntab tab;
-  ASSERT_TRUE(elf.FindSection(".gopclntab", &pcln) && elf.FindSection(".text", &text));
-  ASSERT_TRUE(tab.Init(pcln.data, pcln.size, text.addr));
+  ASSERT_TRUE(ReadGoModule(elf, &module));
+  ASSERT_TRUE(tab.Init(module.pclntab, module.pclntab_size, module.text_start));
   GoPclntab::Func main_main;
   ASSERT_TRUE(tab.FindByName("main.main", &main_main));
   uint64_t vaddr, offset, filesz;

@@ -71,6 +71,7 @@ absl::Status HeapState::Load() {
         proc.rec.set_events(snap->events());
         proc.rec.set_unknown_frees(snap->unknown_frees());
         proc.rec.set_dropped_events(snap->dropped_events());
+        proc.rec.set_unwind_failures(snap->unwind_failures());
         proc.rec.set_cancelled_pairs(snap->cancelled_pairs());
       } else if (!absl::IsNotFound(snap.status())) {
         return snap.status();
@@ -277,7 +278,7 @@ void HeapState::Announce(uint64_t process_id, const Process& p, const char* kind
   leak.set_processes(1);
   leak.add_process_ids(FormatProcessId(process_id));
   *leak.mutable_stack() = entry->stack;
-  leak.set_user_frame(entry->cls.user_frame);
+  DescribeLeak(entry->cls, &leak);
   leak.set_estimated(p.rec.hello().sample_bytes() != 0);
   leak.set_sample_bytes(p.rec.hello().sample_bytes());
   leak.set_rate_bytes_per_hour(rate);
@@ -438,6 +439,7 @@ absl::Status HeapState::MaybeSnapshot(uint64_t id, Process& p) {
   snap.set_events(p.rec.events());
   snap.set_unknown_frees(p.rec.unknown_frees());
   snap.set_dropped_events(p.rec.dropped_events());
+  snap.set_unwind_failures(p.rec.unwind_failures());
   snap.set_cancelled_pairs(p.rec.cancelled_pairs());
   absl::Status st = store_->PutSnapshot(id, snap);
   if (st.ok()) p.log_bytes = 0;
@@ -467,6 +469,7 @@ void HeapState::ApplyEvents(Process& p, const v1::EventBatch& b) {
   }
   p.rec.set_events(p.rec.events() + b.kinds_size());
   p.rec.set_dropped_events(std::max(p.rec.dropped_events(), b.dropped_events()));
+  p.rec.set_unwind_failures(std::max(p.rec.unwind_failures(), b.unwind_failures()));
   p.rec.set_cancelled_pairs(std::max(p.rec.cancelled_pairs(), b.cancelled_pairs()));
 }
 
@@ -530,6 +533,7 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   rec.set_ended(true);
   rec.set_last_seq(seq);
   rec.set_dropped_events(std::max(rec.dropped_events(), msg.end().dropped_events()));
+  rec.set_unwind_failures(std::max(rec.unwind_failures(), msg.end().unwind_failures()));
   for (const auto& [stack_id, t] : p->by_stack) {
     if (t.blocks == 0) continue;
     v1::StackTotal* e = rec.add_exit_leaks();
@@ -572,6 +576,7 @@ v1::ProcessInfo HeapState::Info(uint64_t id, const Process& p) const {
   // Pairs cancelled in the forwarder were two events each.
   info.set_events(p.rec.events() + 2 * p.rec.cancelled_pairs());
   info.set_dropped_events(p.rec.dropped_events());
+  info.set_unwind_failures(p.rec.unwind_failures());
   info.set_last_seq(p.last_seq);
   return info;
 }
@@ -632,7 +637,7 @@ void HeapState::AddLeak(const char* kind, uint64_t stack_id, LeakGroup& g, bool 
     *leak->mutable_stack() = entry->stack;
     leak->set_internal(internal);
     leak->set_internal_reason(entry->cls.reason);
-    leak->set_user_frame(entry->cls.user_frame);
+    DescribeLeak(entry->cls, leak);
   } else {
     leak->mutable_stack()->set_id(stack_id);
     leak->set_user_frame(-1);
@@ -668,6 +673,10 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
     if (!req.service().empty() && p->rec.hello().service() != req.service()) continue;
     resp.set_processes(resp.processes() + 1);
     resp.set_dropped_events(resp.dropped_events() + p->rec.dropped_events());
+    resp.set_unwind_failures(resp.unwind_failures() + p->rec.unwind_failures());
+    if (p->rec.hello().go_crossing_unknown()) {
+      resp.set_go_crossing_unknown(resp.go_crossing_unknown() + 1);
+    }
     for (const v1::StackTotal& e : p->rec.exit_leaks()) {
       LeakGroup& g = groups[e.stack_id()];
       g.bytes += e.est_bytes();

@@ -40,8 +40,9 @@ bool IsSystemObject(std::string_view object) {
          object.starts_with("/usr/lib/") || object.starts_with("/usr/lib64/");
 }
 
-bool IsUserFrame(const v1::Frame& f) {
+bool IsUserFrame(const v1::Stack& stack, const v1::Frame& f) {
   if (f.function().empty() || f.function() == "??" || IsCgoGenerated(f)) return false;
+  if (!stack.own_basis().empty()) return f.own();
   if (f.go()) return !IsGoStdlibFunction(f.function());
   return !f.file().empty() && !IsSystemObject(f.object()) &&
          f.file().find("/runtime/cgo/") == std::string::npos;
@@ -71,10 +72,17 @@ bool IsGoStdlibFunction(const std::string& function) {
 
 StackClass ClassifyStack(const v1::Stack& stack) {
   StackClass c;
+  c.user_code = stack.own_basis().empty()
+                    ? "Go code outside the standard library, and C code outside the system's "
+                      "libraries (the forwarder did not say which code is the program's)"
+                    : stack.own_basis();
   bool saw_go = false, saw_caller = false;
   for (int i = 0; i < stack.frames_size(); ++i) {
     const v1::Frame& f = stack.frames(i);
-    if (i > 0 && c.user_frame < 0 && IsUserFrame(f)) c.user_frame = i;
+    if (i > 0 && IsUserFrame(stack, f)) {
+      if (c.user_frame < 0) c.user_frame = i;
+      c.user_frames.push_back(i);
+    }
     for (const auto& [fn, why] : kLibcInternal) {
       if (f.function() == fn && !c.internal) {
         c.internal = true;
@@ -92,11 +100,17 @@ StackClass ClassifyStack(const v1::Stack& stack) {
       }
     }
   }
-  if (saw_go && !saw_caller && !c.internal) {
-    c.internal = true;
-    c.reason = "Go runtime (cgo call from the system stack)";
+  if (saw_go && !saw_caller) {
+    c.incomplete = "the Go frames above the cgo call could not be recovered";
   }
   return c;
+}
+
+void DescribeLeak(const StackClass& c, v1::Leak* leak) {
+  leak->set_user_frame(c.user_frame);
+  leak->mutable_user_frames()->Assign(c.user_frames.begin(), c.user_frames.end());
+  leak->set_user_code(c.user_code);
+  leak->set_incomplete(c.incomplete);
 }
 
 }  // namespace cgoheap::server

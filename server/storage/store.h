@@ -8,7 +8,7 @@
 //
 // Writes append each acknowledged batch under a sequential key: RocksDB takes
 // those at millions of keys per second here, where one random key per event
-// manages a few hundred thousand (ARCHITECTURE.md fact 8). The live heap of a
+// manages a few hundred thousand (docs/ARCHITECTURE.md fact 10). The live heap of a
 // running process is derived state, rebuilt by replaying its batches; when a
 // process ends its exit leaks are folded into its StoredProcess and its
 // batches deleted in the same atomic write. A process that runs for a long

@@ -87,9 +87,22 @@ void ExpectFrameAt(const std::vector<FrameRef>& frames, const std::string& funct
   EXPECT_EQ(frames[i].line, line) << function;
 }
 
-TEST(RunTest, SeedCStringLeakReachesTheGoLine) {
+// The cases every user tries first, run on every Go release the machine
+// has, each program built with that release (tests/CMakeLists.txt): the
+// crossing from C into Go, .gopclntab and inlining all differ by release.
+class CgoProgramTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string P(const std::string& name) const { return ProgramFor(GetParam(), name); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Go, CgoProgramTest, ::testing::ValuesIn(GoReleases()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return GoTestSuffix(info.param);
+                         });
+
+TEST_P(CgoProgramTest, SeedCStringLeakReachesTheGoLine) {
   std::string src = ProgramSource("seed_cstring");
-  Report r = RunUnder(Program("seed_cstring"));
+  Report r = RunUnder(P("seed_cstring"));
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
   ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
   const Value& leak = r.leak(0);
@@ -128,9 +141,9 @@ std::vector<FrameRef> ExpectSeedLeaks(const Report& r, const std::string& src) {
   return frames;
 }
 
-TEST(RunTest, SeedCMallocLeakHasTheCLineAndTheGoCaller) {
+TEST_P(CgoProgramTest, SeedCMallocLeakHasTheCLineAndTheGoCaller) {
   std::string src = ProgramSource("seed_cmalloc");
-  Report r = RunUnder(Program("seed_cmalloc"));
+  Report r = RunUnder(P("seed_cmalloc"));
   std::vector<FrameRef> frames = ExpectSeedLeaks(r, src);
   // f1 is the allocator's caller, and inlined into cgo's wrapper: both
   // frames are shown.
@@ -141,9 +154,9 @@ TEST(RunTest, SeedCMallocLeakHasTheCLineAndTheGoCaller) {
   EXPECT_EQ(Num(r.leak(0), "user_frame"), 1);
 }
 
-TEST(RunTest, SeedThreadLeakHasNoGoFramesToInvent) {
+TEST_P(CgoProgramTest, SeedThreadLeakHasNoGoFramesToInvent) {
   std::string src = ProgramSource("seed_thread");
-  std::vector<FrameRef> frames = ExpectSeedLeaks(RunUnder(Program("seed_thread")), src);
+  std::vector<FrameRef> frames = ExpectSeedLeaks(RunUnder(P("seed_thread")), src);
   ASSERT_GE(frames.size(), 2u);
   EXPECT_EQ(frames[1].function, "f1");
   for (const FrameRef& f : frames) {
@@ -153,7 +166,7 @@ TEST(RunTest, SeedThreadLeakHasNoGoFramesToInvent) {
   EXPECT_GE(FindFrame(frames, "start_thread"), 0);
 }
 
-TEST(RunTest, SeedPprofServerStoppedWithInterruptReportsItsLeaks) {
+TEST_P(CgoProgramTest, SeedPprofServerStoppedWithInterruptReportsItsLeaks) {
   std::string src = ProgramSource("seed_pprof");
   TempDir dir;
   std::string report_path = dir.path() + "/report.json";
@@ -165,7 +178,7 @@ TEST(RunTest, SeedPprofServerStoppedWithInterruptReportsItsLeaks) {
     dup2(out[1], 1);
     close(out[0]);
     execl((BinDir() + "/cgoheap").c_str(), "cgoheap", "run", "--json",
-          ("--report=" + report_path).c_str(), "--", Program("seed_pprof").c_str(), nullptr);
+          ("--report=" + report_path).c_str(), "--", P("seed_pprof").c_str(), nullptr);
     _exit(127);
   }
   close(out[1]);
@@ -188,18 +201,18 @@ TEST(RunTest, SeedPprofServerStoppedWithInterruptReportsItsLeaks) {
   ExpectFrameAt(Frames(leaks.values(1)), "main.main", src, LineOf(src, "// LEAK: 17 bytes"));
 }
 
-TEST(RunTest, ProgramThatFreesEverythingHasNoLeak) {
-  Report r = RunUnder(Program("noleak"));
+TEST_P(CgoProgramTest, ProgramThatFreesEverythingHasNoLeak) {
+  Report r = RunUnder(P("noleak"));
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
   EXPECT_EQ(r.run.out, "total 7890\n");
   EXPECT_EQ(r.num_leaks(), 0) << r.run.err;
   EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
 }
 
-TEST(RunTest, ConcurrentGoroutinesLeakAnExactCount) {
+TEST_P(CgoProgramTest, ConcurrentGoroutinesLeakAnExactCount) {
   std::string src = ProgramSource("goroutines");
   const int workers = 8, iterations = 5000;
-  Report r = RunUnder(Program("goroutines"), {std::to_string(workers), std::to_string(iterations)});
+  Report r = RunUnder(P("goroutines"), {std::to_string(workers), std::to_string(iterations)});
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
   const int expected_blocks = workers * (iterations / 100);
   EXPECT_EQ(r.run.out, "leaked " + std::to_string(expected_blocks) + "\n");
@@ -210,6 +223,26 @@ TEST(RunTest, ConcurrentGoroutinesLeakAnExactCount) {
   ExpectFrameAt(frames, "main.worker", src, LineOf(src, "// LEAK: 48 bytes"));
   EXPECT_EQ(frames[1].function, "make_buffer");
   EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
+}
+
+// A leaking helper inlined into its caller (on Go 1.21 and later; not on
+// 1.19): each inlined function is a frame of its own with its own line, and
+// the caller keeps the line of the call.
+TEST_P(CgoProgramTest, InlinedGoCallsAreFramesOfTheirOwn) {
+  std::string src = ProgramSource("inlined");
+  Report r = RunUnder(P("inlined"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "leaked 1000\n");
+  ASSERT_EQ(r.num_leaks(), 1) << r.json;
+  EXPECT_EQ(Num(r.leak(0), "blocks"), 1000);
+  EXPECT_EQ(Num(r.leak(0), "bytes"), 12000);
+  std::vector<FrameRef> frames = Frames(r.leak(0));
+  int helper = FindFrame(frames, "main.leakOne"), caller = FindFrame(frames, "main.batch");
+  ASSERT_GE(helper, 0) << r.json;
+  EXPECT_EQ(caller, helper + 1) << r.json;
+  ExpectFrameAt(frames, "main.leakOne", src, LineOf(src, "// LEAK: 12 bytes"));
+  ExpectFrameAt(frames, "main.batch", src, LineOf(src, "// CALLS leakOne"));
+  EXPECT_EQ(Num(r.doc, "unwind_failures"), 0);
 }
 
 // Blocks freed on another thread than the one that allocated them, addresses
@@ -230,9 +263,9 @@ void ExpectHandoffMatched(const Report& r, int blocks) {
   EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
 }
 
-TEST(RunTest, BlocksHandedBetweenThreadsAreMatchedExactly) {
+TEST_P(CgoProgramTest, BlocksHandedBetweenThreadsAreMatchedExactly) {
   ExpectHandoffMatched(
-      RunUnder(Program("handoff"), {"6", "3", "20000"}, {}, {"CGOHEAP_RING_LANES=8"}), 360);
+      RunUnder(P("handoff"), {"6", "3", "20000"}, {}, {"CGOHEAP_RING_LANES=8"}), 360);
 }
 
 // The same order from the fallback clock (a shared counter), used where the
@@ -254,10 +287,10 @@ TEST(RunTest, MoreThreadsAtOnceThanLanesAreMatchedExactly) {
 // code, so the library's function and line are named although the process
 // (and its /proc/PID/maps) is gone when the forwarder symbolizes. dlopen's
 // own allocations are the loader's (hidden).
-TEST(RunTest, LibraryLoadedWithDlopenIsNamedAfterTheProcessIsGone) {
+TEST_P(CgoProgramTest, LibraryLoadedWithDlopenIsNamedAfterTheProcessIsGone) {
   std::string lib_src = ProgramsSrc() + "/dlopen/leaklib.c";
   std::string src = ProgramSource("dlopen");
-  Report r = RunUnder(Program("dlopen"), {Program("libleaklib.so")});
+  Report r = RunUnder(P("dlopen"), {Program("libleaklib.so")});
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
   EXPECT_EQ(r.run.out, "leaked 40\n");
   ASSERT_EQ(r.num_leaks(), 1) << r.run.err;
@@ -324,17 +357,17 @@ TEST(RunTest, DeadForwarderNeverBlocksTheProgramAndDropsAreCounted) {
   EXPECT_GT(reader.dropped_events(), 1'000'000u) << "4M events into a 1 MiB ring";
 }
 
-TEST(RunTest, RealCgoLibraryBehavesIdentically) {
-  RunResult plain = RunProcess({Program("sqlite")});
+TEST_P(CgoProgramTest, RealCgoLibraryBehavesIdentically) {
+  RunResult plain = RunProcess({P("sqlite")});
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
-  Report r = RunUnder(Program("sqlite"));
+  Report r = RunUnder(P("sqlite"));
   EXPECT_EQ(r.run.exit_code, plain.exit_code);
   EXPECT_EQ(r.run.out, plain.out);
   EXPECT_TRUE(r.run.out.ends_with("rows 200 last name-199\n")) << r.run.out;
   EXPECT_EQ(r.num_leaks(), 0);
 }
 
-TEST(RunTest, StrippedBinaryGetsTheSameGoFunctionsAndLines) {
+TEST_P(CgoProgramTest, StrippedBinaryGetsTheSameGoFunctionsAndLines) {
   auto go_frames = [](const Value& leak) {
     std::vector<std::string> out;
     for (const FrameRef& f : Frames(leak)) {
@@ -344,8 +377,8 @@ TEST(RunTest, StrippedBinaryGetsTheSameGoFunctionsAndLines) {
     }
     return out;
   };
-  Report full = RunUnder(Program("seed_cmalloc"));
-  Report stripped = RunUnder(Program("seed_cmalloc_stripped"));
+  Report full = RunUnder(P("seed_cmalloc"));
+  Report stripped = RunUnder(P("seed_cmalloc_stripped"));
   ASSERT_EQ(full.num_leaks(), 2);
   ASSERT_EQ(stripped.num_leaks(), 2);
   for (int i = 0; i < 2; ++i) {

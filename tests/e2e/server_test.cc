@@ -84,7 +84,9 @@ TEST(ServerTest, RunWithServerPointsToTheQueryThatSeesEverything) {
             std::string::npos)
       << text.out;
   RunResult none = Cli({"leaks", "--server=" + d.address(), "--service=nosuch", "--json"});
-  EXPECT_EQ(none.out, "{\"leaks\":[],\"processes\":0,\"hidden\":0,\"hidden_bytes\":0,\"dropped_events\":0}\n");
+  EXPECT_EQ(none.out,
+            "{\"leaks\":[],\"processes\":0,\"hidden\":0,\"hidden_bytes\":0,\"dropped_events\":0,"
+            "\"unwind_failures\":0,\"go_crossing_unknown\":0}\n");
 }
 
 TEST(ServerTest, FleetGroupsTheSameStackAcrossProcesses) {

@@ -20,6 +20,26 @@ std::string BinDir() { return CGOHEAP_BIN_DIR; }
 std::string ProgramsDir() { return CGOHEAP_PROGRAMS_DIR; }
 std::string ProgramsSrc() { return CGOHEAP_PROGRAMS_SRC; }
 std::string Program(const std::string& name) { return ProgramsDir() + "/" + name; }
+std::vector<std::string> GoReleases() {
+  std::vector<std::string> out;
+  std::stringstream in(CGOHEAP_GO_RELEASES);
+  for (std::string r; std::getline(in, r, ',');) {
+    if (!r.empty()) out.push_back(r);
+  }
+  return out;
+}
+std::string DefaultGoRelease() { return CGOHEAP_GO_DEFAULT; }
+std::string ProgramFor(const std::string& release, const std::string& name) {
+  if (release == DefaultGoRelease()) return Program(name);
+  return ProgramsDir() + "/go" + release + "/" + name;
+}
+std::string GoTestSuffix(const std::string& release) {
+  std::string s = "go" + release;
+  for (char& c : s) {
+    if (c == '.') c = '_';
+  }
+  return s;
+}
 std::string ProgramSource(const std::string& name) {
   return ProgramsSrc() + "/" + name + "/main.go";
 }

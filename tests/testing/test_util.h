@@ -16,8 +16,18 @@ namespace cgoheap::testing {
 std::string BinDir();
 std::string ProgramsDir();  // built Go test programs
 std::string ProgramsSrc();  // their sources
+// A test program built with the default (newest) Go release.
 std::string Program(const std::string& name);
 std::string ProgramSource(const std::string& name);
+
+// The Go releases the machine has ("1.19", ..., "1.27"), oldest first, each
+// of which built the matrix's programs (tests/CMakeLists.txt).
+std::vector<std::string> GoReleases();
+std::string DefaultGoRelease();
+// A test program built with Go release `release`.
+std::string ProgramFor(const std::string& release, const std::string& name);
+// "go1_22": a release as a test name suffix.
+std::string GoTestSuffix(const std::string& release);
 
 std::string ReadFile(const std::string& path);
 // 1-based line of the first line containing marker; fails the test if none.

@@ -1,0 +1,34 @@
+// C code that calls back into Go (the functions main.go exports).
+#include <pthread.h>
+#include <stddef.h>
+
+#include "_cgo_export.h"
+
+void c_loop(int n) {
+  for (int i = 0; i < n; ++i) {
+    goLeak(i);  // C-LOOP-CALLS
+  }
+}
+
+void c_inner(int n) {
+  for (int i = 0; i < n; ++i) {
+    goLeakDeep(i);  // C-INNER-CALLS
+  }
+}
+
+void c_outer(int n) {
+  goMiddle(n);  // C-OUTER-CALLS
+}
+
+static void *thread_main(void *arg) {
+  int n = *(int *)arg;
+  for (int i = 0; i < n; ++i) {
+    goLeakFromCThread(i);  // C-THREAD-CALLS
+  }
+  return NULL;
+}
+
+void c_thread(int n) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, thread_main, &n) == 0) pthread_join(t, NULL);
+}
