@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include "agent/cfi_unwinder.h"
 #include "agent/ring.h"
@@ -366,40 +367,76 @@ void AgentRange(uint64_t* lo, uint64_t* hi) {
   *hi = g_self_hi;
 }
 
+namespace {
+
+// A function's range, from the symbol tables, else from .gopclntab (a `-s -w`
+// binary). names: the symbol names it may have, in order.
+bool FindFunction(const ElfImage& elf, const GoPclntab* tab,
+                  std::initializer_list<const char*> names, uint64_t* lo, uint64_t* hi) {
+  uint64_t value = 0, size = 0;
+  for (const char* name : names) {
+    if (elf.FindSymbol(name, &value, &size)) {
+      *lo = value;
+      *hi = value + (size ? size : 1);
+      return true;
+    }
+  }
+  GoPclntab::Func f;
+  for (const char* name : names) {
+    if (tab != nullptr && tab->FindByName(name, &f)) {
+      *lo = f.entry;
+      *hi = f.end;
+      return true;
+    }
+  }
+  return false;
+}
+
+// The code of [lo, hi) (link addresses) from the file: the same bytes as
+// the mapped text.
+const uint8_t* CodeAt(const ElfSection& text, uint64_t lo, uint64_t hi) {
+  if (text.data == nullptr || lo < text.addr || hi <= lo || hi - lo > 4096 ||
+      hi - text.addr > text.size) {
+    return nullptr;
+  }
+  return text.data + (lo - text.addr);
+}
+
+}  // namespace
+
 bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out) {
   ElfImage elf;
   if (!elf.Open(exe)) return false;
-  uint64_t value = 0, size = 0;
   ElfSection text;
   GoModule module;
   GoPclntab tab;
   bool have_text = elf.FindSection(".text", &text);
   bool have_tab = ReadGoModule(elf, &module) &&
                   tab.Init(module.pclntab, module.pclntab_size, module.text_start);
-  if (elf.FindSymbol("runtime.asmcgocall.abi0", &value, &size) ||
-      elf.FindSymbol("runtime.asmcgocall", &value, &size)) {
-    out->asmcgocall_lo = value + bias;
-    out->asmcgocall_hi = value + bias + (size ? size : 1);
-  } else if (have_tab) {
-    GoPclntab::Func f;
-    if (!tab.FindByName("runtime.asmcgocall.abi0", &f) &&
-        !tab.FindByName("runtime.asmcgocall", &f)) {
-      return false;
-    }
-    out->asmcgocall_lo = f.entry + bias;
-    out->asmcgocall_hi = f.end + bias;
-  } else {
+  const GoPclntab* pcln = have_tab ? &tab : nullptr;
+  uint64_t lo, hi;
+  if (!FindFunction(elf, pcln, {"runtime.asmcgocall.abi0", "runtime.asmcgocall"}, &lo, &hi)) {
     return false;
   }
+  out->asmcgocall_lo = lo + bias;
+  out->asmcgocall_hi = hi + bias;
   if (have_tab) {
     out->text_lo = tab.text_start() + bias;
     out->text_hi = tab.text_end() + bias;
   }
-  // asmcgocall's code, from the file (the same bytes as the mapped text).
-  uint64_t link_lo = out->asmcgocall_lo - bias, len = out->asmcgocall_hi - out->asmcgocall_lo;
-  if (have_text && link_lo >= text.addr && len <= 4096 && link_lo - text.addr + len <= text.size &&
-      text.data != nullptr) {
-    DecodeAsmcgocall(text.data + (link_lo - text.addr), len, out->asmcgocall_lo, &out->crossing);
+  if (!have_text) return true;
+  if (const uint8_t* code = CodeAt(text, lo, hi)) {
+    DecodeAsmcgocall(code, hi - lo, lo + bias, &out->crossing);
+  }
+  uint64_t cb_lo, cb_hi;
+  if (FindFunction(elf, pcln, {"runtime.cgocallback.abi0", "runtime.cgocallback"}, &cb_lo,
+                   &cb_hi) &&
+      FindFunction(elf, pcln, {"crosscall2"}, &lo, &hi)) {
+    out->cgocallback_lo = cb_lo + bias;
+    out->cgocallback_hi = cb_hi + bias;
+    if (const uint8_t* code = CodeAt(text, lo, hi)) {
+      DecodeCrosscall2(code, hi - lo, lo + bias, cb_lo + bias, cb_hi + bias, &out->callback);
+    }
   }
   return true;
 }

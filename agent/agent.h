@@ -86,6 +86,8 @@ struct GoBoundary {
   uint64_t asmcgocall_lo = 0, asmcgocall_hi = 0;
   uint64_t text_lo = 0, text_hi = 0;  // Go text (runtime bias applied)
   GoCrossing crossing;                // asmcgocall's frame (runtime addresses)
+  uint64_t cgocallback_lo = 0, cgocallback_hi = 0;
+  CallbackCrossing callback;          // crosscall2's frame (runtime addresses)
 };
 const GoBoundary& Boundary();
 inline const GoCrossing& Crossing() { return Boundary().crossing; }

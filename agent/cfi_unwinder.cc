@@ -1,6 +1,8 @@
 #include "agent/cfi_unwinder.h"
 
 #include <link.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -448,7 +450,13 @@ __attribute__((noinline)) Rule Learn(uint64_t pc) {
 
 }  // namespace
 
-StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace) {
+bool CheckedRead(uint64_t addr, void* out, size_t len) {
+  iovec local{out, len};
+  iovec remote{reinterpret_cast<void*>(addr), len};
+  return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len);
+}
+
+StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace, bool checked) {
   uint64_t lookup = is_return_address ? regs->pc - 1 : regs->pc;
   uint64_t packed;
   if (!CacheGet(lookup, &packed)) {
@@ -469,8 +477,17 @@ StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace) {
   if (cfa <= regs->sp || (cfa & 7) != 0 || cfa - regs->sp > (uint64_t{1} << 26)) {
     return StepResult::kBadStack;
   }
-  uint64_t ra = *reinterpret_cast<const uint64_t*>(cfa + rule.ra_off);
-  if (rule.rbp_saved) regs->bp = *reinterpret_cast<const uint64_t*>(cfa + rule.rbp_off);
+  uint64_t ra, bp = regs->bp;
+  if (checked) {
+    if (!CheckedRead(cfa + rule.ra_off, &ra, 8) ||
+        (rule.rbp_saved && !CheckedRead(cfa + rule.rbp_off, &bp, 8))) {
+      return StepResult::kBadStack;
+    }
+  } else {
+    ra = *reinterpret_cast<const uint64_t*>(cfa + rule.ra_off);
+    if (rule.rbp_saved) bp = *reinterpret_cast<const uint64_t*>(cfa + rule.rbp_off);
+  }
+  regs->bp = bp;
   if (trace != nullptr) {
     trace->ra_slot = cfa + rule.ra_off;
     trace->rbp_slot = rule.rbp_saved ? cfa + rule.rbp_off : 0;

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace cgoheap::agent {
@@ -49,7 +50,14 @@ struct StepTrace {
 
 // Steps from the frame in regs to its caller. is_return_address: pc is a
 // return address (every frame but the first), so the rule for pc-1 applies.
-StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace = nullptr);
+// checked: read the stack with process_vm_readv (a failed read ends the
+// unwind with kBadStack), for stacks whose bounds are not known.
+StepResult CfiStep(UnwindRegs* regs, bool is_return_address, StepTrace* trace = nullptr,
+                   bool checked = false);
+
+// Reads len bytes at addr of this process without faulting: false if any of
+// them is not mapped readable. A system call: for slow paths only.
+bool CheckedRead(uint64_t addr, void* out, size_t len);
 
 // dlopens + dlcloses of the process as of the latest rule learnt (0: none
 // learnt yet). Code never seen before is learnt on its first unwind, so a

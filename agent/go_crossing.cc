@@ -69,4 +69,58 @@ bool DecodeAsmcgocall(const uint8_t* code, size_t size, uint64_t entry, GoCrossi
   return true;
 }
 
+bool DecodeCrosscall2(const uint8_t* code, size_t size, uint64_t entry, uint64_t callback_lo,
+                      uint64_t callback_hi, CallbackCrossing* out) {
+  *out = CallbackCrossing{};
+  const uint8_t* p = code;
+  const uint8_t* end = code + size;
+  uint64_t depth = 0;      // bytes below the return address
+  uint64_t rbp_depth = 0;  // where the caller's RBP went, as a depth
+  while (p < end && depth < 4096) {
+    size_t left = static_cast<size_t>(end - p);
+    if (p[0] == 0x55) {  // PUSHQ BP
+      depth += 8;
+      if (rbp_depth == 0) rbp_depth = depth;
+      p += 1;
+    } else if (left >= 3 && p[0] == 0x48 && p[1] == 0x89 && p[2] == 0xE5) {  // MOVQ SP, BP
+      p += 3;
+    } else if (left >= 4 && p[0] == 0x48 && p[1] == 0x83 && p[2] == 0xEC) {  // SUBQ $imm8, SP
+      if (p[3] >= 0x80) return false;
+      depth += p[3];
+      p += 4;
+    } else if (left >= 7 && p[0] == 0x48 && p[1] == 0x81 && p[2] == 0xEC) {  // SUBQ $imm32, SP
+      uint32_t imm = p[3] | p[4] << 8 | p[5] << 16 | uint32_t{p[6]} << 24;
+      if (imm >= 4096) return false;
+      depth += imm;
+      p += 7;
+    } else if (left >= 5 && p[0] == 0x48 && p[1] == 0x8D && p[2] == 0x6C && p[3] == 0x24) {
+      p += 5;  // LEAQ disp8(SP), BP
+    } else if (left >= 4 && (p[0] == 0x48 || p[0] == 0x4C) && p[1] == 0x89 && (p[2] & 7) == 4 &&
+               p[3] == 0x24 && (p[2] >> 6) <= 1) {  // MOVQ reg, disp(SP)
+      bool has_disp = (p[2] >> 6) == 1;
+      if (has_disp && (left < 5 || p[4] >= 0x80)) return false;
+      uint64_t disp = has_disp ? p[4] : 0;
+      bool is_rbp = p[0] == 0x48 && ((p[2] >> 3) & 7) == 5;
+      if (is_rbp && rbp_depth == 0) {
+        if (disp >= depth) return false;
+        rbp_depth = depth - disp;
+      }
+      p += has_disp ? 5 : 4;
+    } else if (left >= 5 && p[0] == 0xE8) {  // CALL rel32
+      int32_t rel;
+      __builtin_memcpy(&rel, p + 1, 4);
+      uint64_t ret = entry + static_cast<uint64_t>(p + 5 - code);
+      uint64_t target = ret + static_cast<int64_t>(rel);
+      if (target < callback_lo || target >= callback_hi || rbp_depth == 0) return false;
+      out->return_pc = ret;
+      out->cfa_off = static_cast<uint32_t>(depth + 8);
+      out->rbp_off = static_cast<uint32_t>(rbp_depth + 8);
+      return true;
+    } else {
+      return false;
+    }
+  }
+  return false;
+}
+
 }  // namespace cgoheap::agent

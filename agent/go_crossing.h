@@ -65,6 +65,26 @@ struct GoCrossing {
   }
 };
 
+// The way back from a callback: C calls an exported Go function through
+// crosscall2 (runtime/cgo/asm_amd64.s), which calls runtime.cgocallback on
+// the C stack. crosscall2 is Go assembly, so it has no DWARF CFI in
+// .eh_frame; its frame is learnt from its prologue instead:
+//   Go 1.19-1.20  SUBQ $0x30, SP; MOVQ BP, 0x28(SP); LEAQ 0x28(SP), BP; ...
+//   Go 1.21+      PUSHQ BP; MOVQ SP, BP; SUBQ $0x30, SP; MOVQ BP, 0x28(SP); ...
+// then register saves and SUBQ $0x18, SP before CALL runtime.cgocallback.
+struct CallbackCrossing {
+  uint64_t return_pc = 0;  // in crosscall2, after its CALL runtime.cgocallback
+  uint32_t cfa_off = 0;    // crosscall2's CFA = SP at return_pc + cfa_off
+  uint32_t rbp_off = 0;    // its caller's RBP is saved at CFA - rbp_off
+  bool known() const { return return_pc != 0; }
+};
+
+// Decodes crosscall2's code up to its call of runtime.cgocallback, which
+// lies in [callback_lo, callback_hi). Instructions other than the stack
+// adjustments and register saves it is made of stop the decoding (false).
+bool DecodeCrosscall2(const uint8_t* code, size_t size, uint64_t entry, uint64_t callback_lo,
+                      uint64_t callback_hi, CallbackCrossing* out);
+
 // Decodes asmcgocall's code (size bytes at code, linked or loaded at entry).
 // True when at least one goroutine return site was recognised. Reads only
 // [code, code + size); allocation-free.

@@ -18,6 +18,16 @@
 // an error, not a crash. On a system stack (the Go runtime's own calls into
 // C) there are no bounds to check against, so every word is read with
 // process_vm_readv.
+//
+// Callbacks. When C calls back into Go (an exported Go function), the Go
+// frames of the callback end at runtime.cgocallback, whose frame record is
+// on the C stack: the saved RBP in cgocallbackg's frame points at it. From
+// there the walk goes on through crosscall2 (its frame learnt from its code,
+// agent/go_crossing.h) into the C frames that called back, CFI-unwound with
+// every read checked (the C stack's bounds are not known here), to the next
+// asmcgocall, and so on: a stack crosses as many times as the program did,
+// and ends at the goroutine's start or, on a thread C created, at
+// start_thread.
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 #include <sys/uio.h>
@@ -39,10 +49,11 @@ __attribute__((tls_model("initial-exec"))) thread_local uint64_t t_known_g = 0;
 // The latest capture reached asmcgocall but found no Go frame above it.
 __attribute__((tls_model("initial-exec"))) thread_local bool t_crossing_failed = false;
 
-bool SafeRead(uint64_t addr, void* out, size_t len) {
-  iovec local{out, len};
-  iovec remote{reinterpret_cast<void*>(addr), len};
-  return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len);
+bool SafeRead(uint64_t addr, void* out, size_t len) { return CheckedRead(addr, out, len); }
+
+bool InCgocallback(uint64_t pc) {
+  const GoBoundary& b = Boundary();
+  return pc >= b.cgocallback_lo && pc < b.cgocallback_hi;
 }
 
 bool GoroutineStack(uint64_t g, uint64_t* lo, uint64_t* hi) {
@@ -66,9 +77,11 @@ uint64_t Word(uint64_t addr) { return *reinterpret_cast<const uint64_t*>(addr); 
 
 // Walks frame pointers from the SP asmcgocall saved at its entry (entry_sp)
 // up a stack [lo, hi). bp: RBP as the C code preserved it. checked: every
-// word is read with process_vm_readv (bounds unknown).
+// word is read with process_vm_readv (bounds unknown). *callback: where the
+// walk reached runtime.cgocallback, its frame record on the C stack (0 if
+// it did not).
 int WalkFramePointers(uint64_t entry_sp, uint64_t bp, uint64_t lo, uint64_t hi, bool checked,
-                      uint64_t* pcs, int max) {
+                      uint64_t* pcs, int max, uint64_t* callback) {
   auto read = [checked](uint64_t addr, uint64_t* v) {
     if (!checked) {
       *v = Word(addr);
@@ -97,6 +110,10 @@ int WalkFramePointers(uint64_t entry_sp, uint64_t bp, uint64_t lo, uint64_t hi, 
     if (!read(bp, &next) || !read(bp + 8, &ret) || ret == 0) break;
     pcs[n++] = ret;
     prev = bp + 16;
+    if (InCgocallback(ret) && (next < lo || next >= hi)) {
+      *callback = next;  // cgocallback's frame, on the stack of the C code that called back
+      break;
+    }
     bp = next;
   }
   return n;
@@ -104,34 +121,61 @@ int WalkFramePointers(uint64_t entry_sp, uint64_t bp, uint64_t lo, uint64_t hi, 
 
 // sp, bp: registers of the asmcgocall frame (the state right after the C
 // function it called returned to site).
-int WalkGoFrames(const GoCrossing::Site& site, uint64_t sp, uint64_t bp, uint64_t* pcs, int max) {
+int WalkGoFrames(const GoCrossing::Site& site, uint64_t sp, uint64_t bp, uint64_t* pcs, int max,
+                 uint64_t* callback) {
   int n = 0;
   if (site.kind == GoCrossing::Kind::kGoroutine) {
     uint64_t depth = Word(sp + site.depth_off);  // sp is on this thread's own g0 stack
     uint64_t g = Word(sp + site.g_off);
     uint64_t lo, hi;
     if (GoroutineStack(g, &lo, &hi) && depth != 0 && depth <= hi - lo) {
-      n = WalkFramePointers(hi - depth, bp, lo, hi, /*checked=*/false, pcs, max);
+      n = WalkFramePointers(hi - depth, bp, lo, hi, /*checked=*/false, pcs, max, callback);
     }
   } else if (site.kind == GoCrossing::Kind::kSystemStack) {
     // Already on a system stack (g0 or gsignal): the frames above are on
     // this very stack, whose bounds are not known here.
     uint64_t entry_sp = Word(sp + site.sp_off);
-    n = WalkFramePointers(entry_sp, bp, sp, sp + (uint64_t{1} << 26), /*checked=*/true, pcs, max);
+    uint64_t ignored = 0;
+    n = WalkFramePointers(entry_sp, bp, sp, sp + (uint64_t{1} << 26), /*checked=*/true, pcs, max,
+                          &ignored);
   }
   if (n == 0) t_crossing_failed = true;
   return n;
 }
 
 // The Go frames above asmcgocall, whose return site is pc; 0 (and a failed
-// crossing) where asmcgocall's layout is not known.
-int CrossIntoGo(uint64_t pc, uint64_t sp, uint64_t bp, uint64_t* pcs, int max) {
+// crossing) where asmcgocall's layout is not known. *callback as for
+// WalkFramePointers.
+int CrossIntoGo(uint64_t pc, uint64_t sp, uint64_t bp, uint64_t* pcs, int max,
+                uint64_t* callback) {
+  *callback = 0;
   const GoCrossing::Site* site = Crossing().Find(pc);
   if (site == nullptr) {
     t_crossing_failed = true;
     return 0;
   }
-  return WalkGoFrames(*site, sp, bp, pcs, max);
+  return WalkGoFrames(*site, sp, bp, pcs, max, callback);
+}
+
+// From cgocallback's frame record (at record, on the C stack above inner_sp,
+// the SP of the asmcgocall the walk came through) to the C code that called
+// back: records crosscall2's frame and its caller's, and sets regs to the
+// caller's frame. False where the frames are not as crosscall2 makes them.
+bool CrossBackIntoC(uint64_t record, uint64_t inner_sp, UnwindRegs* regs, uint64_t* pcs, int* n,
+                    int max) {
+  const CallbackCrossing& x = Boundary().callback;
+  uint64_t rec[2];  // saved RBP, return address into crosscall2
+  if (!x.known() || (record & 7) != 0 || record <= inner_sp ||
+      record - inner_sp > (uint64_t{1} << 26) || !SafeRead(record, rec, sizeof rec) ||
+      rec[1] != x.return_pc || *n + 2 > max) {
+    return false;
+  }
+  uint64_t cfa = record + 16 + x.cfa_off, ret, rbp;
+  if (!SafeRead(cfa - 8, &ret, 8) || !SafeRead(cfa - x.rbp_off, &rbp, 8) || ret == 0) return false;
+  pcs[(*n)++] = rec[1];
+  pcs[(*n)++] = ret;
+  *regs = UnwindRegs{ret, cfa, rbp};
+  return true;
 }
 
 }  // namespace
@@ -167,7 +211,8 @@ __attribute__((noinline)) int LibunwindCapture(uint64_t* pcs, int max) {
       unw_word_t sp = 0, bp = 0;
       if (unw_get_reg(&cursor, UNW_REG_SP, &sp) == 0 &&
           unw_get_reg(&cursor, UNW_X86_64_RBP, &bp) == 0) {
-        n += CrossIntoGo(ip, sp, bp, pcs + n, max - n);
+        uint64_t callback;  // libunwind's path crosses once
+        n += CrossIntoGo(ip, sp, bp, pcs + n, max - n, &callback);
       }
       break;
     }
@@ -216,7 +261,11 @@ __attribute__((tls_model("initial-exec"))) thread_local Chain t_chains[kChains];
 __attribute__((tls_model("initial-exec"))) thread_local unsigned t_chain_next = 0;
 __attribute__((tls_model("initial-exec"))) thread_local uint64_t t_chain_hits = 0;
 
-int FromChainCache(const UnwindRegs& start, uint64_t* pcs, int max) {
+// The C frames of a cached chain that starts at start, and the Go frames
+// after it: the number of frames, or -1 if no chain matches. *crossing: the
+// chain ended at asmcgocall, whose frame regs are in *at.
+int FromChainCache(const UnwindRegs& start, uint64_t* pcs, int max, bool* crossing,
+                   UnwindRegs* at) {
   for (const Chain& c : t_chains) {
     if (c.pc0 != start.pc || c.sp0 != start.sp || (c.need_bp0 && c.bp0 != start.bp) ||
         static_cast<int>(c.n) > max) {
@@ -230,13 +279,13 @@ int FromChainCache(const UnwindRegs& start, uint64_t* pcs, int max) {
     }
     if (i < c.nchecks) continue;
     for (i = 0; i < c.n; ++i) pcs[i] = c.pcs[i];
-    int n = static_cast<int>(c.n);
+    *crossing = c.go;
     if (c.go) {
       uint64_t bp = c.bp_slot != 0 ? *reinterpret_cast<const uint64_t*>(c.bp_slot) : start.bp;
-      n += CrossIntoGo(c.pcs[c.n - 1], c.end_sp, bp, pcs + n, max - n);
+      *at = UnwindRegs{c.pcs[c.n - 1], c.end_sp, bp};
     }
     ++t_chain_hits;
-    return n;
+    return static_cast<int>(c.n);
   }
   return -1;
 }
@@ -304,61 +353,103 @@ class ChainRecorder {
 }  // namespace
 }  // namespace cgoheap::agent
 
+namespace cgoheap::agent {
+namespace {
+
+// At asmcgocall (regs: its frame, the C function it called just returned):
+// the Go frames above it, and, where they end in a callback from C, back
+// into the C frames that called back. Returns the new frame count; *more:
+// regs now describe a C frame to go on unwinding from.
+int CrossAt(UnwindRegs* regs, uint64_t* pcs, int n, int max, bool* more) {
+  uint64_t callback = 0;
+  n += CrossIntoGo(regs->pc, regs->sp, regs->bp, pcs + n, max - n, &callback);
+  *more = callback != 0 && CrossBackIntoC(callback, regs->sp, regs, pcs, &n, max);
+  return n;
+}
+
+// Unwinds from regs (pcs[0..n) already recorded), crossing into Go at each
+// asmcgocall and back into C at each callback.
+int Unwind(UnwindRegs regs, bool first_is_return_address, ChainRecorder* chain, uint64_t* pcs,
+           int n, int max) {
+  bool checked = false;  // after a callback: the C stack's bounds are not known
+  for (int steps = 0; n < max && steps < 2 * max + 16; ++steps) {
+    StepTrace trace;
+    StepResult r = CfiStep(&regs, /*is_return_address=*/steps > 0 || first_is_return_address,
+                           &trace, checked);
+    if (r == StepResult::kEnd || r == StepResult::kNoInfo) {
+      chain->Remember(n, /*go=*/false, regs.sp);
+      return n;
+    }
+    if (r != StepResult::kOk) return checked ? n : LibunwindCapture(pcs, max);
+    chain->Step(trace, regs);
+    if (InAgent(regs.pc)) {  // the hook's own frames
+      chain->Stop();
+      continue;
+    }
+    chain->Frame(n, regs.pc);
+    pcs[n++] = regs.pc;
+    if (InAsmcgocall(regs.pc)) {
+      // regs are asmcgocall's: SP just after the C function returned, RBP as
+      // the C code preserved it.
+      chain->Remember(n, /*go=*/true, regs.sp);
+      chain->Stop();
+      bool more;
+      n = CrossAt(&regs, pcs, n, max, &more);
+      if (!more) return n;
+      checked = true;
+      first_is_return_address = true;
+    }
+  }
+  return n;
+}
+
+}  // namespace
+}  // namespace cgoheap::agent
+
 extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max,
                                                               const void* frame) {
   using namespace cgoheap::agent;
   t_crossing_failed = false;
   UnwindRegs regs;
-  bool first_is_return_address = true;
   int n = 0;
   // The chain being unwound, for the cache (only for captures from a hook's
   // frame, whose start is the program's own call site).
   ChainRecorder chain;
-  if (frame != nullptr) {
-    // The shim's frame (the agent keeps frame pointers): [fp] is the caller's
-    // RBP, [fp+8] the return address into the caller, fp+16 the caller's SP.
-    // The caller's own frame is then the first one recorded.
-    const auto* fp = static_cast<const uint64_t*>(frame);
-    regs = UnwindRegs{fp[1], reinterpret_cast<uint64_t>(fp + 2), fp[0]};
-    if (!InAgent(regs.pc)) {
-      pcs[n++] = regs.pc;
-      if (InAsmcgocall(regs.pc)) return n + CrossIntoGo(regs.pc, regs.sp, regs.bp, pcs + n, max - n);
-      if (int cached = FromChainCache(regs, pcs, max); cached >= 0) return cached;
-      chain.Start(regs);
-    }
-  } else {
+  if (frame == nullptr) {
     asm volatile(
         "mov %%rsp, %0\n\t"
         "mov %%rbp, %1\n\t"
         "lea 0(%%rip), %2"
         : "=r"(regs.sp), "=r"(regs.bp), "=r"(regs.pc));
-    first_is_return_address = false;
+    return Unwind(regs, /*first_is_return_address=*/false, &chain, pcs, n, max);
   }
-  for (int steps = 0; n < max && steps < max + 16; ++steps) {
-    StepTrace trace;
-    StepResult r = CfiStep(&regs, /*is_return_address=*/steps > 0 || first_is_return_address,
-                           &trace);
-    if (r == StepResult::kEnd || r == StepResult::kNoInfo) {
-      chain.Remember(n, /*go=*/false, regs.sp);
-      return n;
-    }
-    if (r != StepResult::kOk) return LibunwindCapture(pcs, max);
-    chain.Step(trace, regs);
-    if (InAgent(regs.pc)) {  // the hook's own frames
-      chain.Stop();
-      continue;
-    }
-    chain.Frame(n, regs.pc);
+  // The shim's frame (the agent keeps frame pointers): [fp] is the caller's
+  // RBP, [fp+8] the return address into the caller, fp+16 the caller's SP.
+  // The caller's own frame is then the first one recorded.
+  const auto* fp = static_cast<const uint64_t*>(frame);
+  regs = UnwindRegs{fp[1], reinterpret_cast<uint64_t>(fp + 2), fp[0]};
+  if (!InAgent(regs.pc)) {
     pcs[n++] = regs.pc;
-    if (InAsmcgocall(regs.pc)) {
-      // regs are asmcgocall's: SP just after the C function returned, RBP as
-      // the C code preserved it.
-      chain.Remember(n, /*go=*/true, regs.sp);
-      n += CrossIntoGo(regs.pc, regs.sp, regs.bp, pcs + n, max - n);
-      return n;
+    bool crossing = InAsmcgocall(regs.pc);
+    if (!crossing) {
+      UnwindRegs at;
+      if (int cached = FromChainCache(regs, pcs, max, &crossing, &at); cached >= 0) {
+        if (!crossing) return cached;
+        n = cached;
+        regs = at;
+      } else {
+        chain.Start(regs);
+      }
+    }
+    if (crossing) {
+      bool more;
+      n = CrossAt(&regs, pcs, n, max, &more);
+      if (!more) return n;
+      ChainRecorder none;
+      return Unwind(regs, /*first_is_return_address=*/true, &none, pcs, n, max);
     }
   }
-  return n;
+  return Unwind(regs, /*first_is_return_address=*/true, &chain, pcs, n, max);
 }
 
 extern "C" bool cgoheap_last_capture_crossing_failed() {

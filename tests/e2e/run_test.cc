@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -245,6 +246,77 @@ TEST_P(CgoProgramTest, InlinedGoCallsAreFramesOfTheirOwn) {
   EXPECT_EQ(Num(r.doc, "unwind_failures"), 0);
 }
 
+// C calling back into Go, which leaks (tests/programs/callback): the stack
+// crosses the boundary both ways as often as the program did. Expects, in
+// this order, each (function, file, marker) of `path` among the leak's
+// frames, and every one of them marked as the program's own code.
+struct Expected {
+  std::string function, file, marker;
+};
+
+void ExpectCrossings(const Report& r, int bytes, int blocks, const std::vector<Expected>& path) {
+  const Value* leak = nullptr;
+  for (int i = 0; i < r.num_leaks(); ++i) {
+    if (Num(r.leak(i), "bytes") == bytes * blocks) leak = &r.leak(i);
+  }
+  ASSERT_NE(leak, nullptr) << "no leak of " << blocks << " x " << bytes << " bytes: " << r.json;
+  EXPECT_EQ(Num(*leak, "blocks"), blocks);
+  EXPECT_EQ(Str(*leak, "incomplete"), "");
+  std::vector<FrameRef> frames = Frames(*leak);
+  std::vector<int> own;
+  for (const Value& v : Field(*leak, "user_frames").list_value().values()) {
+    own.push_back(static_cast<int>(v.number_value()));
+  }
+  size_t from = 0;
+  for (const Expected& e : path) {
+    int line = LineOf(e.file, e.marker);
+    size_t i = from;
+    while (i < frames.size() &&
+           !(frames[i].function == e.function && frames[i].file == e.file && frames[i].line == line)) {
+      ++i;
+    }
+    ASSERT_LT(i, frames.size()) << "no " << e.function << " at " << e.file << ":" << line
+                                << " after frame " << from << ": " << r.json;
+    EXPECT_NE(std::find(own.begin(), own.end(), static_cast<int>(i)), own.end())
+        << e.function << " is not marked as the program's own code";
+    from = i + 1;
+  }
+  EXPECT_EQ(Num(*leak, "user_frame"), own.empty() ? -1 : own[0]);
+  EXPECT_EQ(Str(*leak, "user_code"), "main module example.com/callback (the executable's build info)");
+}
+
+TEST_P(CgoProgramTest, CallbackFromACLoopHasEveryCrossing) {
+  std::string go = ProgramsSrc() + "/callback/main.go", c = ProgramsSrc() + "/callback/callback.c";
+  Report r = RunUnder(P("callback"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "leaked 18\n");
+  ASSERT_EQ(r.num_leaks(), 3) << r.json;
+  EXPECT_EQ(Num(r.doc, "unwind_failures"), 0);
+  // Go -> C loop -> Go callback.
+  ExpectCrossings(r, 33, 10,
+                  {{"main.goLeak", go, "// LEAK: 33 bytes"},
+                   {"c_loop", c, "// C-LOOP-CALLS"},
+                   {"main.main", go, "// GO-CALLS-LOOP"}});
+  // Go -> C -> Go -> C -> Go.
+  ExpectCrossings(r, 44, 5,
+                  {{"main.goLeakDeep", go, "// LEAK: 44 bytes"},
+                   {"c_inner", c, "// C-INNER-CALLS"},
+                   {"main.goMiddle", go, "// MIDDLE-CALLS"},
+                   {"c_outer", c, "// C-OUTER-CALLS"},
+                   {"main.main", go, "// GO-CALLS-OUTER"}});
+  // A thread that C created: through the C frames to the thread's start.
+  ExpectCrossings(r, 55, 3,
+                  {{"main.goLeakFromCThread", go, "// LEAK: 55 bytes"},
+                   {"thread_main", c, "// C-THREAD-CALLS"}});
+  for (int i = 0; i < r.num_leaks(); ++i) {
+    if (Num(r.leak(i), "bytes") == 165) {
+      std::vector<FrameRef> frames = Frames(r.leak(i));
+      EXPECT_GE(FindFrame(frames, "start_thread"), 0) << r.json;
+      EXPECT_EQ(FindFrame(frames, "main.main"), -1) << "a C thread has no Go caller to invent";
+    }
+  }
+}
+
 // Blocks freed on another thread than the one that allocated them, addresses
 // reused across threads, and 36 threads over the run for 8 lanes (threads
 // share lane 0 and give their lanes back when they exit): the per-thread
@@ -365,6 +437,28 @@ TEST_P(CgoProgramTest, RealCgoLibraryBehavesIdentically) {
   EXPECT_EQ(r.run.out, plain.out);
   EXPECT_TRUE(r.run.out.ends_with("rows 200 last name-199\n")) << r.run.out;
   EXPECT_EQ(r.num_leaks(), 0);
+}
+
+// A database opened and never closed: every block SQLite allocated for it
+// leaks, each through the library's Go and C code. The program's own code
+// is the line that opened it, never the library's C wrapper
+// (_sqlite3_open_v2, in go-sqlite3's package directory).
+TEST_P(CgoProgramTest, RealCgoLibraryLeakIsMarkedAtTheProgramsLine) {
+  std::string src = ProgramSource("sqlite");
+  const int line = LineOf(src, "// LEAK: a connection never closed");
+  Report r = RunUnder(P("sqlite"), {"leak"});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  ASSERT_GE(r.num_leaks(), 5) << r.json;
+  for (int i = 0; i < r.num_leaks(); ++i) {
+    std::vector<FrameRef> frames = Frames(r.leak(i));
+    int user = static_cast<int>(Num(r.leak(i), "user_frame"));
+    ASSERT_GE(user, 0) << "leak " << i << ": " << r.json;
+    ASSERT_LT(user, static_cast<int>(frames.size()));
+    EXPECT_EQ(frames[user].function, "main.main") << "leak " << i;
+    EXPECT_EQ(frames[user].file, src) << "leak " << i;
+    EXPECT_EQ(frames[user].line, line) << "leak " << i;
+    EXPECT_NE(Str(r.leak(i), "user_code").find("package main"), std::string::npos);
+  }
 }
 
 TEST_P(CgoProgramTest, StrippedBinaryGetsTheSameGoFunctionsAndLines) {

@@ -16,8 +16,11 @@ void c_inner(int n) {
   }
 }
 
+volatile int outer_calls;
+
 void c_outer(int n) {
   goMiddle(n);  // C-OUTER-CALLS
+  outer_calls++;  // not a tail call: c_outer keeps its frame
 }
 
 static void *thread_main(void *arg) {

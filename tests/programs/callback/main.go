@@ -1,8 +1,9 @@
 // Stacks that cross more than once: C code calling back into Go, which
 // leaks C memory. Three paths, each leaking blocks of its own size:
-//   Go -> C loop -> Go callback            10 blocks of 33 bytes
-//   Go -> C -> Go -> C -> Go               5 blocks of 44 bytes
-//   a C thread (pthread_create) -> Go      3 blocks of 55 bytes
+//
+//	Go -> C loop -> Go callback            10 blocks of 33 bytes
+//	Go -> C -> Go -> C -> Go               5 blocks of 44 bytes
+//	a C thread (pthread_create) -> Go      3 blocks of 55 bytes
 package main
 
 // #cgo CFLAGS: -O2 -g

@@ -1,5 +1,8 @@
 // A real cgo library (mattn/go-sqlite3, Debian's golang-github-mattn-go-sqlite3-dev)
 // under the agent: creates a table, writes, reads back, prints the result.
+// With the argument "leak", it also opens a second database and never
+// closes it: every block SQLite allocated for it is leaked, and the line
+// that made it is the user's, not the library's C code.
 package main
 
 import (
@@ -46,4 +49,11 @@ func main() {
 	}
 	rows.Close()
 	fmt.Println("rows", n, "last", last)
+	if len(os.Args) > 1 && os.Args[1] == "leak" {
+		leaked, _ := sql.Open("sqlite3", ":memory:")
+		if err := leaked.Ping(); err != nil { // LEAK: a connection never closed
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 }
