@@ -447,6 +447,11 @@ __attribute__((cold, noinline)) void Initialize() {
   uint64_t bias = 0;
   dl_iterate_phdr(MainBias, &bias);
   FindGoBoundary("/proc/self/exe", bias, &g_boundary);
+  if constexpr (kAllocGuard) {
+    // Test builds only: behave as with a Go release whose asmcgocall is not
+    // understood, to prove that it is said and that nothing is hidden.
+    if (getenv("CGOHEAP_TEST_UNKNOWN_GO_CROSSING") != nullptr) g_boundary.crossing = GoCrossing{};
+  }
   pthread_atfork(nullptr, nullptr, AtForkChild);
   g_have_lane_key = pthread_key_create(&g_lane_key, OnThreadExit) == 0;
   StartTracking();

@@ -62,6 +62,16 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                   .Name("cgoheap_agent_dropped_events")
                   .Help("Events the agents dropped because the ring was full, by service")
                   .Register(*registry_);
+  unwind_failures_ = &BuildGauge()
+                         .Name("cgoheap_agent_unwind_failures")
+                         .Help("Allocations whose stack the agents cut short (the Go frames "
+                               "above a cgo call, or C frames, not recovered), by service")
+                         .Register(*registry_);
+  crossing_unknown_ = &BuildGauge()
+                          .Name("cgoheap_agent_go_crossing_unknown_processes")
+                          .Help("Processes built by a Go release whose cgo calls the agent does "
+                                "not understand (no Go frames in their stacks), by service")
+                          .Register(*registry_);
   suspect_bytes_ = &BuildGauge()
                         .Name("cgoheap_leak_suspect_bytes")
                         .Help("Live bytes in stacks flagged as growth leaks in running processes")
@@ -111,7 +121,7 @@ void ServerMetrics::SetStorageBytes(double bytes) { storage_bytes_->Set(bytes); 
 void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
                                  const absl::flat_hash_map<std::string, ServiceSuspects>& suspects) {
   std::map<std::pair<std::string, std::string>, double> counts;
-  std::map<std::string, double> live, dropped;
+  std::map<std::string, double> live, dropped, unwind_failures, crossing_unknown;
   for (const auto& p : list.processes()) {
     const std::string& svc = p.hello().service();
     for (const char* state : {"running", "exited", "killed", "exec"}) counts[{svc, state}] += 0;
@@ -119,12 +129,16 @@ void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
     if (p.state() == "running") live[svc] += static_cast<double>(p.live_bytes());
     live.try_emplace(svc, 0);
     dropped[svc] += static_cast<double>(p.dropped_events());
+    unwind_failures[svc] += static_cast<double>(p.unwind_failures());
+    crossing_unknown[svc] += p.hello().go_crossing_unknown() && p.state() == "running" ? 1 : 0;
   }
   for (const auto& [key, n] : counts) {
     processes_->Add({{"service", key.first}, {"state", key.second}}).Set(n);
   }
   for (const auto& [svc, v] : live) live_bytes_->Add({{"service", svc}}).Set(v);
   for (const auto& [svc, v] : dropped) dropped_->Add({{"service", svc}}).Set(v);
+  for (const auto& [svc, v] : unwind_failures) unwind_failures_->Add({{"service", svc}}).Set(v);
+  for (const auto& [svc, v] : crossing_unknown) crossing_unknown_->Add({{"service", svc}}).Set(v);
   // Every service seen gets both series (0 when nothing grows), so alerts can
   // tell "no leak" from "no data".
   for (const auto& [svc, v] : live) {

@@ -5,6 +5,8 @@
 // cgoheap_query_latency_seconds{method}, cgoheap_storage_bytes.
 // Fleet (per service, refreshed from HeapState): cgoheap_processes{service,state},
 // cgoheap_live_bytes{service}, cgoheap_agent_dropped_events{service},
+// cgoheap_agent_unwind_failures{service},
+// cgoheap_agent_go_crossing_unknown_processes{service} (running ones),
 // cgoheap_leak_suspect_bytes{service}, cgoheap_leak_suspect_stacks{service},
 // cgoheap_leak_suspect_stack_bytes{service,stack,site} for the top-K growing
 // stacks of each service only.
@@ -75,6 +77,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>* processes_;
   prometheus::Family<prometheus::Gauge>* live_bytes_;
   prometheus::Family<prometheus::Gauge>* dropped_;
+  prometheus::Family<prometheus::Gauge>* unwind_failures_;
+  prometheus::Family<prometheus::Gauge>* crossing_unknown_;
   prometheus::Family<prometheus::Gauge>* suspect_bytes_;
   prometheus::Family<prometheus::Gauge>* suspect_stacks_;
   prometheus::Family<prometheus::Gauge>* suspect_stack_bytes_;

@@ -121,6 +121,11 @@ TEST_P(CgoProgramTest, SeedCStringLeakReachesTheGoLine) {
   ExpectFrameAt(frames, "main.main", src, LineOf(src, "// LEAK: 17 bytes"));
   EXPECT_EQ(Num(leak, "user_frame"), main_main);
   EXPECT_GT(Num(r.doc, "hidden"), 0);  // runtime thread TLS, the stdio buffer
+  // The crossing leaves no junk frame, and nothing was cut short.
+  for (const FrameRef& f : frames) EXPECT_NE(f.function, "??") << r.json;
+  EXPECT_EQ(FindFrame(frames, "runtime.goexit"), static_cast<int>(frames.size()) - 1) << r.json;
+  EXPECT_EQ(Num(r.doc, "unwind_failures"), 0);
+  EXPECT_EQ(Num(r.doc, "go_crossing_unknown"), 0);
 }
 
 // The seed article's 2nd and 3rd programs leak the same two blocks: 128 MiB
@@ -461,6 +466,33 @@ TEST_P(CgoProgramTest, RealCgoLibraryLeakIsMarkedAtTheProgramsLine) {
   }
 }
 
+// A SQL function written in Go, which SQLite calls back from inside
+// sqlite3_step for each row, leaks a C block per row: the stack goes from
+// the function's line through SQLite's C code to the Go line of the query.
+TEST_P(CgoProgramTest, SqliteFunctionInGoLeaksWithTheQueryLine) {
+  std::string src = ProgramSource("sqlite");
+  Report r = RunUnder(P("sqlite"), {"udf"});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "sum 30 leaked 5\n");
+  ASSERT_EQ(r.num_leaks(), 1) << r.json;
+  EXPECT_EQ(Num(r.leak(0), "bytes"), 5 * 77);
+  EXPECT_EQ(Num(r.leak(0), "blocks"), 5);
+  std::vector<FrameRef> frames = Frames(r.leak(0));
+  int tag = FindFrame(frames, "main.tag"), step = FindFrame(frames, "sqlite3_step"),
+      query = FindFrame(frames, "main.udf");
+  ASSERT_GE(tag, 0) << r.json;
+  ASSERT_GT(step, tag) << r.json;
+  ASSERT_GT(query, step) << r.json;
+  ExpectFrameAt(frames, "main.tag", src, LineOf(src, "// LEAK: 77 bytes per row"));
+  ExpectFrameAt(frames, "main.udf", src, LineOf(src, "// QUERY CALLS tag"));
+  EXPECT_EQ(Num(r.leak(0), "user_frame"), tag);
+  std::vector<int> own;
+  for (const Value& v : Field(r.leak(0), "user_frames").list_value().values()) {
+    own.push_back(static_cast<int>(v.number_value()));
+  }
+  EXPECT_NE(std::find(own.begin(), own.end(), query), own.end()) << r.json;
+}
+
 TEST_P(CgoProgramTest, StrippedBinaryGetsTheSameGoFunctionsAndLines) {
   auto go_frames = [](const Value& leak) {
     std::vector<std::string> out;
@@ -515,6 +547,53 @@ TEST(RunTest, AllShowsWhatTheGoRuntimeAndLibcAllocate) {
   EXPECT_EQ(Field(doc, "leaks").list_value().values_size(), 1);
   EXPECT_EQ(Num(doc, "hidden"), internal);
   EXPECT_EQ(Num(doc, "hidden_bytes"), internal_bytes);
+}
+
+// A Go release whose asmcgocall the agent does not understand (made so with
+// the guard build's test switch): its cgo calls are never walked, that is
+// said in the report, the JSON and `ps`, and no leak is hidden for lack of
+// its Go frames: both seed leaks are shown, marked incomplete.
+TEST(RunTest, UnknownGoReleaseIsSaidAndHidesNoLeak) {
+  std::string agent = std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent_guard.so";
+  std::vector<std::string> env = {"CGOHEAP_TEST_UNKNOWN_GO_CROSSING=1"};
+  Report r = RunUnder(Program("seed_cmalloc"), {}, {"--agent=" + agent}, env);
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(Num(r.doc, "go_crossing_unknown"), 1);
+  EXPECT_GE(Num(r.doc, "unwind_failures"), 2);
+  ASSERT_EQ(r.num_leaks(), 2) << r.json;
+  EXPECT_EQ(Num(r.leak(0), "bytes"), 134217728);
+  EXPECT_EQ(Num(r.leak(1), "bytes"), 17);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(Str(r.leak(i), "incomplete"), "the Go frames above the cgo call could not be recovered");
+    EXPECT_FALSE(Field(r.leak(i), "internal").bool_value());
+    std::vector<FrameRef> frames = Frames(r.leak(i));
+    ASSERT_FALSE(frames.empty());
+    EXPECT_EQ(frames.back().function, "runtime.asmcgocall") << r.json;
+    EXPECT_EQ(FindFrame(frames, "main.main"), -1);
+  }
+
+  TempDir data;
+  RunResult text = RunProcess({BinDir() + "/cgoheap", "run", "--agent=" + agent,
+                               "--data=" + data.path(), "--", Program("seed_cmalloc")},
+                              env);
+  EXPECT_NE(text.err.find("WARNING: 1 process built by a Go release whose cgo calls this cgoheap "
+                          "does not understand"),
+            std::string::npos)
+      << text.err;
+  EXPECT_NE(text.err.find("[incomplete: the Go frames above the cgo call could not be recovered]"),
+            std::string::npos)
+      << text.err;
+  Cgoheapd d(data.path());
+  RunResult ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address()});
+  EXPECT_NE(ps.out.find("go1." + DefaultGoRelease().substr(2)), std::string::npos) << ps.out;
+  EXPECT_NE(ps.out.find("!"), std::string::npos) << ps.out;
+  EXPECT_NE(ps.out.find("WARNING: process "), std::string::npos) << ps.out;
+  RunResult json = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address(), "--json"});
+  Value procs = ParseJson(json.out);
+  ASSERT_EQ(Field(procs, "processes").list_value().values_size(), 1) << json.out;
+  const Value& p = Field(procs, "processes").list_value().values(0);
+  EXPECT_TRUE(Field(p, "go_crossing_unknown").bool_value());
+  EXPECT_GE(Num(p, "unwind_failures"), 2);
 }
 
 TEST(RunTest, GuardedAgentNeverAllocatesInsideAHook) {

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <string>
@@ -18,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_join.h"
 #include "cgoheap.grpc.pb.h"
 #include "tests/testing/test_util.h"
 
@@ -263,6 +265,59 @@ TEST(ServerTest, GrowthLeakIsFoundWhileTheServiceRuns) {
   EXPECT_TRUE(at_line) << leak.DebugString();
   EXPECT_TRUE(in_c) << leak.DebugString();
   // The growth shows in the metrics too: one suspect stack for the service.
+}
+
+// A service on each Go release whose leak is made in a callback from C
+// (tests/programs/callback serve): found as a growth leak while it runs,
+// with the callback's line, the C code that called back, and the Go line
+// that called that C code.
+class GrowthOnEveryReleaseTest : public ::testing::TestWithParam<std::string> {};
+
+INSTANTIATE_TEST_SUITE_P(Go, GrowthOnEveryReleaseTest, ::testing::ValuesIn(GoReleases()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return GoTestSuffix(info.param);
+                         });
+
+TEST_P(GrowthOnEveryReleaseTest, GrowthLeakInACallbackIsFoundWhileItRuns) {
+  std::string go = ProgramsSrc() + "/callback/main.go", c = ProgramsSrc() + "/callback/callback.c";
+  TempDir data;
+  Cgoheapd d(data.path(), {"--leak-window=4s"});
+  std::string out = data.path() + "/out.txt";
+  pid_t run = SpawnBackground({BinDir() + "/cgoheap", "run", "--server=" + d.address(),
+                               "--service=callbacks", "--", ProgramFor(GetParam(), "callback"),
+                               "serve", "60"},
+                              out);
+  Value found;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(40);
+  while (std::chrono::steady_clock::now() < deadline) {
+    Value leaks = Leaks(d.address(), "callbacks");
+    if (Field(leaks, "leaks").list_value().values_size() > 0) {
+      found = leaks;
+      break;
+    }
+    usleep(250'000);
+  }
+  StopGroup(run, SIGINT);
+  EXPECT_NE(ReadFile(out).find("READY"), std::string::npos);
+  const auto& list = Field(found, "leaks").list_value();
+  ASSERT_EQ(list.values_size(), 1) << "no growth leak within 40 s: " << found.DebugString();
+  const Value& leak = list.values(0);
+  EXPECT_EQ(Field(leak, "kind").string_value(), "growth");
+  EXPECT_EQ(Field(leak, "incomplete").string_value(), "");
+  std::vector<std::string> path;
+  for (const Value& f : Field(leak, "frames").list_value().values()) {
+    path.push_back(Field(f, "function").string_value() + " " + Field(f, "file").string_value() +
+                   ":" + std::to_string(static_cast<int>(Field(f, "line").number_value())));
+  }
+  std::vector<std::string> expected = {
+      "main.goServe " + go + ":" + std::to_string(LineOf(go, "// LEAK: growth in a callback")),
+      "c_request " + c + ":" + std::to_string(LineOf(c, "// C-REQUEST-CALLS")),
+      "main.serve " + go + ":" + std::to_string(LineOf(go, "// GO-CALLS-REQUEST"))};
+  size_t at = 0;
+  for (const std::string& e : expected) {
+    while (at < path.size() && path[at] != e) ++at;
+    ASSERT_LT(at, path.size()) << "no " << e << " in order in:\n" << absl::StrJoin(path, "\n");
+  }
 }
 
 class IngestProtocolTest : public ::testing::Test {

@@ -23,6 +23,12 @@ void c_outer(int n) {
   outer_calls++;  // not a tail call: c_outer keeps its frame
 }
 
+// One request of a service that never exits: C calls back into Go.
+void c_request(int i) {
+  goServe(i);  // C-REQUEST-CALLS
+  outer_calls++;
+}
+
 static void *thread_main(void *arg) {
   int n = *(int *)arg;
   for (int i = 0; i < n; ++i) {
