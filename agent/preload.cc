@@ -156,7 +156,13 @@ __attribute__((visibility("default"))) void free(void* p) {
   g_real.free(p);
 }
 
-__attribute__((visibility("default"))) void* realloc(void* old, size_t size) {
+}  // extern "C"
+
+namespace {
+
+// realloc and reallocarray: api names the entry point the program called.
+// Inlined into each, so that the frame the unwind starts from is theirs.
+__attribute__((always_inline)) inline void* Reallocate(Api api, void* old, size_t size) {
   cgoheap::agent::CheckNotInHook();
   EnsureReal();
   if (FromBootstrap(old)) {
@@ -169,19 +175,30 @@ __attribute__((visibility("default"))) void* realloc(void* old, size_t size) {
   }
   if (old == nullptr) {
     void* p = g_real.realloc(nullptr, size);
-    Allocated(Api::kRealloc, p, size);
+    Allocated(api, p, size);
     return p;
   }
+  // A size no allocator can give (glibc refuses anything over PTRDIFF_MAX
+  // before touching the block): the block stays as it was recorded.
+  if (size > static_cast<size_t>(PTRDIFF_MAX)) return g_real.realloc(old, size);
   Freeing(old);
   void* p = g_real.realloc(old, size);
   if (p != nullptr) {
-    Allocated(Api::kRealloc, p, size);
+    Allocated(api, p, size);
   } else if (size != 0) {
     // Failed: the old block is still live. Its original stack is gone, so it
     // is re-recorded here with the stack of the failed realloc.
-    Allocated(Api::kRealloc, old, g_real.malloc_usable_size ? g_real.malloc_usable_size(old) : 0);
+    Allocated(api, old, g_real.malloc_usable_size ? g_real.malloc_usable_size(old) : 0);
   }
   return p;
+}
+
+}  // namespace
+
+extern "C" {
+
+__attribute__((visibility("default"))) void* realloc(void* old, size_t size) {
+  return Reallocate(Api::kRealloc, old, size);
 }
 
 __attribute__((visibility("default"))) void* reallocarray(void* old, size_t n, size_t size) {
@@ -190,7 +207,7 @@ __attribute__((visibility("default"))) void* reallocarray(void* old, size_t n, s
     errno = ENOMEM;
     return nullptr;
   }
-  return realloc(old, total);
+  return Reallocate(Api::kReallocarray, old, total);
 }
 
 __attribute__((visibility("default"))) int posix_memalign(void** out, size_t align, size_t size) {

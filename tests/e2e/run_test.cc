@@ -322,6 +322,82 @@ TEST_P(CgoProgramTest, CallbackFromACLoopHasEveryCrossing) {
   }
 }
 
+// Every allocator entry point a C library may use, and realloc in each of
+// its cases (tests/programs/allocators): each leak exact, with the entry
+// point as the innermost frame, the C function that called it, and the Go
+// line that called that.
+TEST(RunTest, EveryAllocatorEntryPointIsRecordedExactly) {
+  std::string src = ProgramSource("allocators");
+  Report r = RunUnder(Program("allocators"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "moved 1 in place 1 zero freed 1 failed 1\n");
+  struct Case {
+    std::string api;
+    int bytes;
+    std::string libc_frame;  // between the entry point and the program's C function
+    std::string function, what;
+  };
+  const std::vector<Case> cases = {
+      {"malloc", 101, "", "leak_malloc", "malloc"},
+      {"calloc", 102, "", "leak_calloc", "calloc"},
+      {"realloc", 200003, "", "leak_realloc_moved", "realloc moved"},
+      {"realloc", 1040, "", "leak_realloc_in_place", "realloc in place"},
+      {"realloc", 105, "", "leak_realloc_null", "realloc NULL"},
+      // A failed realloc leaves the block as malloc made it.
+      {"malloc", 106, "", "leak_realloc_failed", "realloc failed"},
+      {"reallocarray", 107, "", "leak_reallocarray", "reallocarray"},
+      {"posix_memalign", 108, "", "leak_posix_memalign", "posix_memalign"},
+      {"aligned_alloc", 109, "", "leak_aligned_alloc", "aligned_alloc"},
+      {"memalign", 110, "", "leak_memalign", "memalign"},
+      {"valloc", 111, "", "leak_valloc", "valloc"},
+      {"pvalloc", 112, "", "leak_pvalloc", "pvalloc"},
+      {"malloc", 113, "__strdup", "leak_strdup", "strdup"},
+      {"malloc", 115, "__strndup", "leak_strndup", "strndup"},
+  };
+  ASSERT_EQ(r.num_leaks(), static_cast<int>(cases.size())) << r.json;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const Value* leak = nullptr;
+    for (int i = 0; i < r.num_leaks(); ++i) {
+      if (Num(r.leak(i), "bytes") == c.bytes) leak = &r.leak(i);
+    }
+    ASSERT_NE(leak, nullptr) << r.json;
+    EXPECT_EQ(Num(*leak, "blocks"), 1);
+    std::vector<FrameRef> frames = Frames(*leak);
+    ASSERT_GE(frames.size(), 3u);
+    EXPECT_EQ(frames[0].function, c.api);
+    size_t own = 1;
+    if (!c.libc_frame.empty()) {
+      EXPECT_EQ(frames[1].function, c.libc_frame);
+      own = 2;
+    }
+    EXPECT_EQ(frames[own].function, c.function);
+    EXPECT_EQ(frames[own].file, src);
+    EXPECT_EQ(frames[own].line, LineOf(src, "// C: " + c.what));
+    EXPECT_EQ(Num(*leak, "user_frame"), own);
+    ExpectFrameAt(frames, "main.main", src, LineOf(src, "// GO: " + c.what));
+  }
+}
+
+// The same entry points allocating and freeing in a loop: no leak, and the
+// agent saw every event the program made (it counts its own), beyond the
+// few the Go runtime makes.
+TEST(RunTest, FreesThroughEveryEntryPointLeaveNothingAndEveryEventIsSeen) {
+  TempDir data;
+  Report r = RunUnder(Program("allocators"), {"churn", "2000"}, {"--data=" + data.path()});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  ASSERT_EQ(r.run.out, "events 48000\n");
+  EXPECT_EQ(r.num_leaks(), 0) << r.json;
+  EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
+  Cgoheapd d(data.path());
+  RunResult ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address(), "--json"});
+  Value procs = ParseJson(ps.out);
+  ASSERT_EQ(Field(procs, "processes").list_value().values_size(), 1) << ps.out;
+  double events = Num(Field(procs, "processes").list_value().values(0), "events");
+  EXPECT_GE(events, 48000) << "the agent missed allocator events";
+  EXPECT_LT(events, 48000 + 500) << "more events than the program and the Go runtime made";
+}
+
 // Blocks freed on another thread than the one that allocated them, addresses
 // reused across threads, and 36 threads over the run for 8 lanes (threads
 // share lane 0 and give their lanes back when they exit): the per-thread
