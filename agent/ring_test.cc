@@ -19,6 +19,19 @@
 namespace cgoheap {
 namespace {
 
+// Waits until done() holds, for at most limit; false if it never did. Every
+// loop here that waits for the code under test goes through this, so that a
+// regression fails in seconds instead of hanging until ctest's timeout.
+template <typename F>
+bool WaitFor(F done, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
 struct TestRing {
   ring::RingHeader* h = nullptr;
   size_t bytes = 0;
@@ -74,18 +87,21 @@ void ManyWriters(uint32_t lanes, int threads_n, ring::Clock clock) {
   client::RingReader reader;
   ASSERT_TRUE(reader.Attach(r.h, r.bytes));  // one mapping: see RingReader::Attach
   constexpr int kPerThread = 30000;
-  std::atomic<bool> go{false};
+  // Writers count what they could not publish and stop when told: the
+  // assertions are in this thread, and a failing reader never leaves them
+  // waiting for room.
+  std::atomic<bool> go{false}, stop{false};
+  std::atomic<int> not_published{0};
   std::vector<std::jthread> threads;
   for (int t = 0; t < threads_n; ++t) {
     threads.emplace_back([&, t] {
       ring::ThreadLane lane{};
-      while (!go.load()) {
-      }
-      for (int i = 0; i < kPerThread; ++i) {
+      while (!go.load() && !stop.load()) std::this_thread::yield();
+      for (int i = 0; i < kPerThread && !stop.load(); ++i) {
         uint64_t words[ring::kRecordFixedWords + 5];
         unsigned nframes = i % 5;
         Record(words, ring::Kind::kAlloc, (uint64_t(t) << 32) | i, i, nframes);
-        ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords + nframes, i));
+        if (!writer.Publish(&lane, words, ring::kRecordFixedWords + nframes, i)) ++not_published;
       }
     });
   }
@@ -95,26 +111,45 @@ void ManyWriters(uint32_t lanes, int threads_n, ring::Clock clock) {
   std::vector<uint64_t> last_key(threads_n, 0);
   std::set<uint32_t> lanes_seen;
   client::RingRecord rec;
-  while (total < threads_n * kPerThread) {
-    while (reader.Next(&rec)) {
-      int t = static_cast<int>(rec.address >> 32), i = static_cast<int>(rec.address & 0xffffffff);
-      ASSERT_LT(t, threads_n);
-      ASSERT_EQ(i, next[t]) << "thread " << t;
-      ASSERT_EQ(rec.size, static_cast<uint64_t>(i));
-      ASSERT_EQ(rec.nframes, i % 5);
-      for (int f = 0; f < rec.nframes; ++f) ASSERT_EQ(rec.frames[f], rec.address + f);
-      if (rec.lane != 0) {  // lane 0: keys are read after reserving
-        ASSERT_GE(rec.key, last_key[t]);
-      }
-      last_key[t] = rec.key;
-      lanes_seen.insert(rec.lane);
-      ++next[t];
-      ++total;
+  // Checks one record; false (with the failure recorded) on the first wrong one.
+  auto check = [&](const client::RingRecord& rec) {
+    int t = static_cast<int>(rec.address >> 32), i = static_cast<int>(rec.address & 0xffffffff);
+    if (t >= threads_n || i != next[t] || rec.size != static_cast<uint64_t>(i) ||
+        rec.nframes != i % 5) {
+      ADD_FAILURE() << "thread " << t << " record " << i << " (expected " << next[t]
+                    << "), size " << rec.size << ", " << rec.nframes << " frames";
+      return false;
     }
-    ASSERT_FALSE(reader.corrupt());
+    for (int f = 0; f < rec.nframes; ++f) {
+      if (rec.frames[f] != rec.address + f) {
+        ADD_FAILURE() << "thread " << t << " record " << i << ": frame " << f << " is wrong";
+        return false;
+      }
+    }
+    // Lane 0's keys are read after reserving: only own lanes keep them rising.
+    if (rec.lane != 0 && rec.key < last_key[t]) {
+      ADD_FAILURE() << "thread " << t << " record " << i << ": key went back";
+      return false;
+    }
+    last_key[t] = rec.key;
+    lanes_seen.insert(rec.lane);
+    ++next[t];
+    ++total;
+    return true;
+  };
+  bool ok = WaitFor([&] {
+    while (reader.Next(&rec)) {
+      if (!check(rec)) return true;
+    }
     reader.Release();
-  }
+    return total == threads_n * kPerThread || reader.corrupt();
+  });
+  stop = true;
   threads.clear();
+  EXPECT_TRUE(ok) << "only " << total << " of " << threads_n * kPerThread << " records in 30 s";
+  EXPECT_EQ(total, threads_n * kPerThread);
+  EXPECT_FALSE(reader.corrupt());
+  EXPECT_EQ(not_published.load(), 0);
   EXPECT_EQ(r.h->dropped_events.load(), 0u);
   EXPECT_EQ(reader.Uncommitted(), 0u);
   EXPECT_FALSE(reader.Next(&rec));
@@ -150,13 +185,14 @@ void HandOver(ring::Clock clock) {
   std::vector<std::atomic<uint64_t>> mailbox(3 * kAddresses);
   for (auto& m : mailbox) m.store(0);
   for (int a = 0; a < kAddresses; ++a) mailbox[a].store(uint64_t(a + 1) << 12 | 1);
-  std::atomic<int> finished{0}, done{0};
+  std::atomic<int> finished{0}, done{0}, not_published{0};
+  std::atomic<bool> stop{false};
   std::vector<std::jthread> threads;
   for (int t = 0; t < 3; ++t) {
     threads.emplace_back([&, t] {
       ring::ThreadLane lane{};
       uint64_t words[ring::kRecordFixedWords];
-      while (finished.load() < kAddresses) {
+      while (finished.load() < kAddresses && !stop.load()) {
         for (int a = 0; a < kAddresses; ++a) {
           uint64_t v = mailbox[t * kAddresses + a].load(std::memory_order_acquire);
           if (v == 0) continue;
@@ -165,10 +201,10 @@ void HandOver(ring::Clock clock) {
           int hop = static_cast<int>(v & 0xfff) - 1;
           if (hop > 0) {
             Record(words, ring::Kind::kFree, address, 0, 0);
-            ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords, 0));
+            if (!writer.Publish(&lane, words, ring::kRecordFixedWords, 0)) ++not_published;
           }
           Record(words, ring::Kind::kAlloc, address, 8, 0);
-          ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords, 8));
+          if (!writer.Publish(&lane, words, ring::kRecordFixedWords, 8)) ++not_published;
           if (hop + 1 == kHops) {
             finished.fetch_add(1);
           } else {
@@ -183,22 +219,28 @@ void HandOver(ring::Clock clock) {
   std::map<uint64_t, bool> live;
   client::RingRecord rec;
   uint64_t events = 0;
-  for (;;) {
+  bool wrong = false;
+  bool ok = WaitFor([&] {
     bool finished = done.load() == 3;
-    while (reader.Next(&rec)) {
+    while (!wrong && reader.Next(&rec)) {
       bool& is_live = live[rec.address];
-      if (rec.kind == ring::Kind::kAlloc) {
-        ASSERT_FALSE(is_live) << "allocated twice without a free: " << std::hex << rec.address;
-      } else {
-        ASSERT_TRUE(is_live) << "freed before it was allocated: " << std::hex << rec.address;
+      if (rec.kind == ring::Kind::kAlloc && is_live) {
+        ADD_FAILURE() << "allocated twice without a free: " << std::hex << rec.address;
+        wrong = true;
+      } else if (rec.kind == ring::Kind::kFree && !is_live) {
+        ADD_FAILURE() << "freed before it was allocated: " << std::hex << rec.address;
+        wrong = true;
       }
       is_live = rec.kind == ring::Kind::kAlloc;
       ++events;
     }
     reader.Release();
-    if (finished) break;
-  }
+    return finished || wrong;
+  });
+  stop = true;
   threads.clear();
+  EXPECT_TRUE(ok) << "the writers did not finish in 30 s";
+  EXPECT_EQ(not_published.load(), 0);
   while (reader.Next(&rec)) ++events;
   EXPECT_EQ(live.size(), static_cast<size_t>(kAddresses));
   EXPECT_EQ(events, uint64_t{kAddresses} * (2 * kHops - 1));
@@ -378,11 +420,17 @@ void WriterResumesWhenTheReaderMakesRoom(uint64_t sample_bytes) {
   for (int i = 0; i < SmallRing::kRecordsThatFit; ++i) {
     ASSERT_TRUE(t.Put(ring::Kind::kAlloc, 1, 10));
   }
-  std::atomic<bool> written{false};
+  std::atomic<bool> written{false}, returned{false};
   auto t0 = std::chrono::steady_clock::now();
-  std::jthread blocked([&] { written = t.Put(ring::Kind::kFree, 2); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_FALSE(written.load()) << "the lane was full: the writer must wait";
+  std::jthread blocked([&] {
+    written = t.Put(ring::Kind::kFree, 2);
+    returned = true;
+  });
+  // The writer says it waits for room in its lane's control words.
+  ring::LaneDesc& desc = ring::Lanes(t.r.h)[1];
+  ASSERT_TRUE(WaitFor([&] { return desc.waiting.load() != 0 || returned.load(); },
+                      std::chrono::seconds(10)));
+  EXPECT_FALSE(returned.load()) << "the lane was full: the writer must wait";
   client::RingReader reader;
   ASSERT_TRUE(reader.Attach(t.r.h, t.r.bytes));
   client::RingRecord rec;
@@ -436,18 +484,20 @@ TEST(RingTest, ReleasedLaneIsReusedAfterItsUnreadRecords) {
   writer.Reset(r.h, 1'000'000'000, nullptr,
                [](uint32_t, uint32_t lane) { claims.push_back(lane); });
   uint64_t words[ring::kRecordFixedWords];
+  int published = 0;
   for (int t = 0; t < 3; ++t) {
     std::thread([&, t] {
       ring::ThreadLane lane{};
       for (int i = 0; i < 5; ++i) {
         Record(words, ring::Kind::kAlloc, t * 10 + i, 1, 0);
-        ASSERT_TRUE(writer.Publish(&lane, words, 4, 1));
+        published += writer.Publish(&lane, words, 4, 1);
       }
       writer.ReleaseLane(&lane);
       Record(words, ring::Kind::kFree, t * 10, 0, 0);  // after release: the shared lane
-      ASSERT_TRUE(writer.Publish(&lane, words, 4, 0));
+      published += writer.Publish(&lane, words, 4, 0);
     }).join();
   }
+  EXPECT_EQ(published, 18);
   EXPECT_EQ(claims, (std::vector<uint32_t>{1, 1, 1}));
   client::RingReader reader;
   ASSERT_TRUE(reader.Attach(r.h, r.bytes));

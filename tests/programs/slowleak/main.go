@@ -1,6 +1,6 @@
 // A service that never exits on its own: it serves simulated requests
 // through cgo for the given number of seconds. Each request churns C buffers;
-// a cache fills during the first second and then stays; one allocation is
+// a cache fills during the first 64 requests (then it prints READY) and then stays; one allocation is
 // made at start-up; and one request in 50 forgets to free a C buffer.
 package main
 
@@ -35,12 +35,13 @@ func main() {
 		seconds, _ = strconv.Atoi(os.Args[1])
 	}
 	C.init_once()
-	fmt.Println("READY")
 	start := time.Now()
 	var sum uint64
 	for i := 0; time.Since(start) < time.Duration(seconds)*time.Second; i++ {
-		if time.Since(start) < time.Second {
-			C.cache_put(C.int(i % 64))
+		if i < 64 {
+			C.cache_put(C.int(i))
+		} else if i == 64 {
+			fmt.Println("READY") // the cache is full
 		}
 		req := C.CString("GET /item/" + strconv.Itoa(i))
 		forget := 0
