@@ -46,6 +46,24 @@ constinit int g_ring_fd = -1;  // the ring file, for allocating lanes as they ar
 constinit bool g_can_reserve = true;  // its file system supports fallocate
 constinit bool g_have_lane_key = false;
 
+// Test builds only (the guard agent): CGOHEAP_TEST_FALLOCATE makes the file
+// system of the ring refuse fallocate ("unsupported": EOPNOTSUPP, as some
+// file systems do) or have no room for any lane beyond lane 0 ("full":
+// ENOSPC), so that both paths are tested wherever the tests run.
+enum class FallocateFault { kNone, kUnsupported, kFull };
+constinit FallocateFault g_fallocate_fault = FallocateFault::kNone;
+
+int Reserve(int fd, off_t start, off_t len) {
+  if constexpr (kAllocGuard) {
+    if (g_fallocate_fault == FallocateFault::kUnsupported ||
+        (g_fallocate_fault == FallocateFault::kFull && start != 0)) {
+      errno = g_fallocate_fault == FallocateFault::kFull ? ENOSPC : EOPNOTSUPP;
+      return -1;
+    }
+  }
+  return fallocate(fd, 0, start, len);
+}
+
 // ---- small allocation-free string helpers (start-up only) ----
 
 size_t AppendStr(char* buf, size_t pos, size_t cap, const char* s) {
@@ -217,7 +235,7 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   // So the header, the lane descriptors and the shared lane 0 are allocated
   // now, and each other lane when a thread claims it (ReserveLane).
   size_t fixed = ring::kHeaderBytes + lanes * sizeof(ring::LaneDesc) + words * 8;
-  bool reserved = ftruncate(fd, bytes) == 0 && fallocate(fd, 0, 0, fixed) == 0;
+  bool reserved = ftruncate(fd, bytes) == 0 && Reserve(fd, 0, static_cast<off_t>(fixed)) == 0;
   // A file system without fallocate (EOPNOTSUPP): write without reserving.
   g_can_reserve = reserved;
   if (!reserved && errno != EOPNOTSUPP) {
@@ -295,7 +313,7 @@ bool ReserveLane(uint32_t lane) {
   if (!g_can_reserve) return true;  // the file system cannot: as before, write sparse
   off_t start = static_cast<off_t>(reinterpret_cast<char*>(ring::LaneWords(h, lane)) -
                                    reinterpret_cast<char*>(h));
-  return fallocate(g_ring_fd, 0, start, static_cast<off_t>(h->lane_words * 8)) == 0;
+  return Reserve(g_ring_fd, start, static_cast<off_t>(h->lane_words * 8)) == 0;
 }
 
 // The lane's generation rides along, so that a lane of a ring this process
@@ -451,6 +469,11 @@ __attribute__((cold, noinline)) void Initialize() {
     // Test builds only: behave as with a Go release whose asmcgocall is not
     // understood, to prove that it is said and that nothing is hidden.
     if (getenv("CGOHEAP_TEST_UNKNOWN_GO_CROSSING") != nullptr) g_boundary.crossing = GoCrossing{};
+    if (const char* f = getenv("CGOHEAP_TEST_FALLOCATE"); f != nullptr) {
+      g_fallocate_fault = strcmp(f, "unsupported") == 0 ? FallocateFault::kUnsupported
+                          : strcmp(f, "full") == 0      ? FallocateFault::kFull
+                                                        : FallocateFault::kNone;
+    }
   }
   pthread_atfork(nullptr, nullptr, AtForkChild);
   g_have_lane_key = pthread_key_create(&g_lane_key, OnThreadExit) == 0;
