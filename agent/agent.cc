@@ -524,7 +524,7 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* fr
   }
   uint64_t words[ring::kRecordFixedWords + ring::kMaxFrames];
   int nframes = cgoheap_capture_stack(words + ring::kRecordFixedWords, ring::kMaxFrames, frame);
-  if (nframes == 0 || cgoheap_last_capture_crossing_failed()) {
+  if (nframes == 0 || cgoheap_last_capture_cut_short()) {
     h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
   }
   uint64_t generation = agent::CfiObjectsGeneration();

@@ -36,9 +36,10 @@ bool cgoheap_active();
 // boundary). Returns the number of return addresses written. frame: as for
 // cgoheap_on_alloc.
 int cgoheap_capture_stack(uint64_t* pcs, int max, const void* frame = nullptr);
-// True when this thread's latest capture reached runtime.asmcgocall but could
-// not recover the Go frames above it (counted as an unwind failure).
-bool cgoheap_last_capture_crossing_failed();
+// True when this thread's latest capture was cut short (counted as an
+// unwind failure): it reached runtime.asmcgocall but could not recover the
+// Go frames above it, or met C code without unwind information.
+bool cgoheap_last_capture_cut_short();
 
 }  // extern "C"
 

@@ -102,5 +102,60 @@ TEST(GoCrossingTest, UnknownLayoutsAreNotGuessed) {
   EXPECT_FALSE(DecodeAsmcgocall(nullptr, 0, 0, &c));
 }
 
+// crosscall2 as Go 1.19-1.21 and 1.22+ assemble it (go tool objdump), up to its
+// CALL runtime.cgocallback.abi0 (at 0x9000 here).
+std::vector<uint8_t> Crosscall2(bool push_bp) {
+  std::vector<uint8_t> code;
+  if (push_bp) code.insert(code.end(), {0x55, 0x48, 0x89, 0xe5});  // PUSHQ BP; MOVQ SP, BP
+  code.insert(code.end(), {
+      0x48, 0x83, 0xec, 0x30,        // SUBQ $0x30, SP
+      0x48, 0x89, 0x6c, 0x24, 0x28,  // MOVQ BP, 0x28(SP)
+      0x48, 0x8d, 0x6c, 0x24, 0x28,  // LEAQ 0x28(SP), BP
+      0x48, 0x89, 0x1c, 0x24,        // MOVQ BX, 0(SP)
+      0x4c, 0x89, 0x64, 0x24, 0x08,  // MOVQ R12, 0x8(SP)
+      0x4c, 0x89, 0x6c, 0x24, 0x10,  // MOVQ R13, 0x10(SP)
+      0x4c, 0x89, 0x74, 0x24, 0x18,  // MOVQ R14, 0x18(SP)
+      0x4c, 0x89, 0x7c, 0x24, 0x20,  // MOVQ R15, 0x20(SP)
+      0x48, 0x83, 0xec, 0x18,        // SUBQ $0x18, SP
+      0x48, 0x89, 0x3c, 0x24,        // MOVQ DI, 0(SP)
+      0x48, 0x89, 0x74, 0x24, 0x08,  // MOVQ SI, 0x8(SP)
+      0x48, 0x89, 0x4c, 0x24, 0x10,  // MOVQ CX, 0x10(SP)
+  });
+  // CALL rel32 to 0x9000 from entry 0x8000.
+  uint64_t ret = 0x8000 + code.size() + 5;
+  int32_t rel = static_cast<int32_t>(0x9000 - static_cast<int64_t>(ret));
+  code.push_back(0xe8);
+  for (int i = 0; i < 4; ++i) code.push_back(static_cast<uint8_t>(rel >> (8 * i)));
+  code.insert(code.end(), {0x48, 0x83, 0xc4, 0x18, 0xc3});  // ADDQ $0x18, SP; RET
+  return code;
+}
+
+TEST(GoCrossingTest, Crosscall2FrameIsReadFromTheCode) {
+  for (bool push_bp : {false, true}) {
+    std::vector<uint8_t> code = Crosscall2(push_bp);
+    CallbackCrossing x;
+    ASSERT_TRUE(DecodeCrosscall2(code.data(), code.size(), 0x8000, 0x9000, 0x9100, &x)) << push_bp;
+    EXPECT_EQ(x.return_pc, 0x8000u + code.size() - 5);
+    // Below the return address: 0x30 + 0x18 (+ 8 for the pushed RBP).
+    EXPECT_EQ(x.cfa_off, (push_bp ? 0x50u : 0x48u) + 8);
+    // The caller's RBP: pushed first (1.21+), or stored at 0x28 of 0x30.
+    EXPECT_EQ(x.rbp_off, 16u);
+  }
+}
+
+TEST(GoCrossingTest, Crosscall2OfAnotherShapeIsNotGuessed) {
+  std::vector<uint8_t> code = Crosscall2(true);
+  CallbackCrossing x;
+  // A call of something other than cgocallback.
+  EXPECT_FALSE(DecodeCrosscall2(code.data(), code.size(), 0x8000, 0xa000, 0xa100, &x));
+  // An instruction the decoder does not know before the call.
+  std::vector<uint8_t> other = code;
+  other[4] = 0x90;  // NOP where SUBQ begins
+  EXPECT_FALSE(DecodeCrosscall2(other.data(), other.size(), 0x8000, 0x9000, 0x9100, &x));
+  EXPECT_FALSE(x.known());
+  // Cut before the call.
+  EXPECT_FALSE(DecodeCrosscall2(code.data(), code.size() - 8, 0x8000, 0x9000, 0x9100, &x));
+}
+
 }  // namespace
 }  // namespace cgoheap::agent

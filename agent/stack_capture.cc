@@ -46,8 +46,9 @@ namespace {
 // runtime recycles them), so once readable a g stays readable; its stack
 // bounds are not cached, because a growing goroutine stack is copied.
 __attribute__((tls_model("initial-exec"))) thread_local uint64_t t_known_g = 0;
-// The latest capture reached asmcgocall but found no Go frame above it.
-__attribute__((tls_model("initial-exec"))) thread_local bool t_crossing_failed = false;
+// The latest capture was cut short: it reached asmcgocall but found no Go
+// frame above it, or met C code without unwind information.
+__attribute__((tls_model("initial-exec"))) thread_local bool t_cut_short = false;
 
 bool SafeRead(uint64_t addr, void* out, size_t len) { return CheckedRead(addr, out, len); }
 
@@ -139,7 +140,7 @@ int WalkGoFrames(const GoCrossing::Site& site, uint64_t sp, uint64_t bp, uint64_
     n = WalkFramePointers(entry_sp, bp, sp, sp + (uint64_t{1} << 26), /*checked=*/true, pcs, max,
                           &ignored);
   }
-  if (n == 0) t_crossing_failed = true;
+  if (n == 0) t_cut_short = true;
   return n;
 }
 
@@ -151,7 +152,7 @@ int CrossIntoGo(uint64_t pc, uint64_t sp, uint64_t bp, uint64_t* pcs, int max,
   *callback = 0;
   const GoCrossing::Site* site = Crossing().Find(pc);
   if (site == nullptr) {
-    t_crossing_failed = true;
+    t_cut_short = true;
     return 0;
   }
   return WalkGoFrames(*site, sp, bp, pcs, max, callback);
@@ -187,6 +188,11 @@ namespace {
 bool InAsmcgocall(uint64_t pc) {
   const GoBoundary& b = Boundary();
   return pc >= b.asmcgocall_lo && pc < b.asmcgocall_hi;
+}
+
+bool InGoText(uint64_t pc) {
+  const GoBoundary& b = Boundary();
+  return pc >= b.text_lo && pc < b.text_hi;
 }
 
 bool InAgent(uint64_t pc) {
@@ -249,6 +255,7 @@ struct Chain {
   uint64_t bp0;       // also part of the key when need_bp0
   bool need_bp0;      // the starting RBP fed a CFA
   bool go;            // the last frame is in asmcgocall: the Go walk follows
+  bool cut_short;     // the unwind stopped at code without CFI
   uint32_t n;         // pcs[0..n): the C frames
   uint32_t nchecks;
   uint64_t end_sp;    // asmcgocall's SP
@@ -280,6 +287,7 @@ int FromChainCache(const UnwindRegs& start, uint64_t* pcs, int max, bool* crossi
     if (i < c.nchecks) continue;
     for (i = 0; i < c.n; ++i) pcs[i] = c.pcs[i];
     *crossing = c.go;
+    if (c.cut_short) t_cut_short = true;
     if (c.go) {
       uint64_t bp = c.bp_slot != 0 ? *reinterpret_cast<const uint64_t*>(c.bp_slot) : start.bp;
       *at = UnwindRegs{c.pcs[c.n - 1], c.end_sp, bp};
@@ -327,10 +335,11 @@ class ChainRecorder {
     if (index >= kChainFrames) active_ = false;
     if (active_) c_.pcs[index] = pc;
   }
-  void Remember(int n, bool go, uint64_t end_sp) {
+  void Remember(int n, bool go, uint64_t end_sp, bool cut_short = false) {
     if (!active_ || n > kChainFrames) return;
     c_.n = static_cast<uint32_t>(n);
     c_.go = go;
+    c_.cut_short = cut_short;
     c_.end_sp = end_sp;
     t_chains[t_chain_next++ % kChains] = c_;
   }
@@ -377,7 +386,13 @@ int Unwind(UnwindRegs regs, bool first_is_return_address, ChainRecorder* chain, 
     StepResult r = CfiStep(&regs, /*is_return_address=*/steps > 0 || first_is_return_address,
                            &trace, checked);
     if (r == StepResult::kEnd || r == StepResult::kNoInfo) {
-      chain->Remember(n, /*go=*/false, regs.sp);
+      // kEnd: the outermost frame (_start, clone). kNoInfo: code without
+      // CFI, whose callers are then unknown; except Go's own assembly,
+      // which calls C directly only where the runtime starts a thread or
+      // itself (rt0_go -> x_cgo_init): the stack ends there.
+      bool cut = r == StepResult::kNoInfo && !InGoText(regs.pc);
+      if (cut) t_cut_short = true;
+      chain->Remember(n, /*go=*/false, regs.sp, cut);
       return n;
     }
     if (r != StepResult::kOk) return checked ? n : LibunwindCapture(pcs, max);
@@ -409,7 +424,7 @@ int Unwind(UnwindRegs regs, bool first_is_return_address, ChainRecorder* chain, 
 extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max,
                                                               const void* frame) {
   using namespace cgoheap::agent;
-  t_crossing_failed = false;
+  t_cut_short = false;
   UnwindRegs regs;
   int n = 0;
   // The chain being unwound, for the cache (only for captures from a hook's
@@ -452,8 +467,8 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
   return Unwind(regs, /*first_is_return_address=*/true, &chain, pcs, n, max);
 }
 
-extern "C" bool cgoheap_last_capture_crossing_failed() {
-  return cgoheap::agent::t_crossing_failed;
+extern "C" bool cgoheap_last_capture_cut_short() {
+  return cgoheap::agent::t_cut_short;
 }
 
 // For tests: captures this thread served from its chain cache.

@@ -88,15 +88,7 @@ bool ElfImage::FindSection(std::string_view name, ElfSection* out) const {
     Elf64_Shdr sh;
     if (!ReadAt(data_, size_, shoff_ + uint64_t{i} * sizeof(Elf64_Shdr), &sh)) return false;
     if (CStrAt(data_ + strsh.sh_offset, strsh.sh_size, sh.sh_name) != name) continue;
-    out->addr = sh.sh_addr;
-    out->size = sh.sh_size;
-    if (sh.sh_type == SHT_NOBITS) {
-      out->data = nullptr;
-      return true;
-    }
-    if (sh.sh_offset > size_ || size_ - sh.sh_offset < sh.sh_size) return false;
-    out->data = data_ + sh.sh_offset;
-    return true;
+    return SectionOf(sh, out);
   }
   return false;
 }
@@ -106,17 +98,21 @@ bool ElfImage::SectionAt(uint64_t addr, ElfSection* out) const {
     Elf64_Shdr sh;
     if (!ReadAt(data_, size_, shoff_ + uint64_t{i} * sizeof(Elf64_Shdr), &sh)) return false;
     if (!(sh.sh_flags & SHF_ALLOC) || addr < sh.sh_addr || addr - sh.sh_addr >= sh.sh_size) continue;
-    out->addr = sh.sh_addr;
-    out->size = sh.sh_size;
-    if (sh.sh_type == SHT_NOBITS) {
-      out->data = nullptr;
-      return true;
-    }
-    if (sh.sh_offset > size_ || size_ - sh.sh_offset < sh.sh_size) return false;
-    out->data = data_ + sh.sh_offset;
-    return true;
+    return SectionOf(sh, out);
   }
   return false;
+}
+
+bool ElfImage::SectionOf(const Elf64_Shdr& sh, ElfSection* out) const {
+  out->addr = sh.sh_addr;
+  out->size = sh.sh_size;
+  if (sh.sh_type == SHT_NOBITS) {
+    out->data = nullptr;
+    return true;
+  }
+  if (sh.sh_offset > size_ || size_ - sh.sh_offset < sh.sh_size) return false;
+  out->data = data_ + sh.sh_offset;
+  return true;
 }
 
 bool ElfImage::SymbolTable(const char* tab, const char* strtab, ElfSection* syms,

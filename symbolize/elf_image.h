@@ -11,6 +11,8 @@
 //   }
 #pragma once
 
+#include <elf.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -56,6 +58,8 @@ class ElfImage {
 
  private:
   bool Parse();
+  // The view of a section header's contents, checked against the file.
+  bool SectionOf(const Elf64_Shdr& sh, ElfSection* out) const;
   // The descriptor of the first note in a note section.
   bool NoteDesc(std::string_view section, const uint8_t** desc, uint32_t* size) const;
   bool SymbolTable(const char* tab, const char* strtab, ElfSection* syms,

@@ -61,6 +61,17 @@ TEST_P(GoBinaryTest, AsmcgocallLayoutIsUnderstood) {
   }
 }
 
+// Callbacks: cgocallback found, crosscall2's frame understood, in full and
+// `-s -w` builds alike (crosscall2 is exported, so it stays in .dynsym).
+TEST_P(GoBinaryTest, CallbackCrossingIsUnderstood) {
+  agent::GoBoundary b;
+  ASSERT_TRUE(agent::FindGoBoundary(P("callback").c_str(), 0, &b));
+  EXPECT_GT(b.cgocallback_hi, b.cgocallback_lo);
+  ASSERT_TRUE(b.callback.known());
+  EXPECT_EQ(b.callback.cfa_off, Minor() >= 22 ? 0x58u : 0x50u);  // 1.22 added PUSHQ BP
+  EXPECT_EQ(b.callback.rbp_off, 16u);
+}
+
 // main.main's line for each of its instructions: the same from a full and
 // from a `-s -w` build (which has no symbol table to find the text start).
 TEST_P(GoBinaryTest, StrippedBinaryHasTheSameLines) {

@@ -9,7 +9,7 @@
 # Debian's toolchains (golang-go: 1.19; bookworm-backports: 1.21-1.23, which
 # dev.sh installs) and the machine's own /usr/local/go are used where they
 # are. Each other RELEASE named (default: 1.24 1.25 1.26 1.27) that none of
-# those provides is fetched as the go command fetches toolchains for
+# those provides ("none": fetch nothing) is fetched as the go command fetches toolchains for
 # GOTOOLCHAIN=go1.N.M: from the Go module proxy, as module
 # golang.org/toolchain, into CACHE_DIR. A release the proxy does not serve
 # is said on stderr and skipped: that is not a failure.
@@ -18,6 +18,7 @@ cache=${1:?usage: go_toolchains.sh CACHE_DIR [RELEASE...]}
 shift
 wanted=("$@")
 ((${#wanted[@]})) || wanted=(1.24 1.25 1.26 1.27)
+[ "${wanted[*]}" = none ] && wanted=()
 mkdir -p "$cache"
 
 declare -A have
@@ -39,6 +40,7 @@ for go in /usr/lib/go-1.19/bin/go /usr/lib/go-1.21/bin/go /usr/lib/go-1.22/bin/g
   [ -x "$go" ] && emit "$go"
 done
 
+((${#wanted[@]})) || exit 0
 if [ -z "$bootstrap" ]; then
   echo "go toolchains: no Go 1.21 or later on this machine to fetch ${wanted[*]} with; skipped" >&2
   exit 0

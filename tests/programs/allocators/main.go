@@ -61,6 +61,7 @@ package main
 // static void leak_pvalloc(void) { keep(pvalloc(112)); }                               // C: pvalloc
 // static void leak_strdup(void) { text[112] = 0; keep(strdup(text)); text[112] = '0'; } // C: strdup
 // static void leak_strndup(void) { keep(strndup(text, 114)); }                         // C: strndup
+// static int calloc_overflow(void) { return calloc(SIZE_MAX / 2, 4) == NULL; }  // no block
 //
 // // The compiler removes an allocation that is freed unused: each block
 // // goes through a volatile pointer first.
@@ -123,5 +124,7 @@ func main() {
 	C.leak_pvalloc()                     // GO: pvalloc
 	C.leak_strdup()                      // GO: strdup
 	C.leak_strndup()                     // GO: strndup
-	fmt.Println("moved", moved, "in place", inPlace, "zero freed", zero, "failed", failed)
+	overflow := C.calloc_overflow()
+	fmt.Println("moved", moved, "in place", inPlace, "zero freed", zero, "failed", failed,
+		"calloc overflow", overflow)
 }
