@@ -23,6 +23,19 @@ size_t MatchSpOperand(const uint8_t* p, const uint8_t* end, uint8_t op, uint8_t 
 constexpr uint8_t kMovLoad = 0x8B, kSub = 0x2B;
 constexpr uint8_t kRsi = 6, kRdi = 7;
 
+// get_tls(CX), which a position-independent build (-buildmode=pie) puts
+// between the CALL and the reloads: an instruction that only loads RCX
+// (MOVQ $imm32, CX; MOVQ rel32(IP), CX; MOVQ FS:imm32, CX). Its length, or 0.
+size_t LoadsCx(const uint8_t* p, const uint8_t* end) {
+  size_t left = static_cast<size_t>(end - p);
+  if (left >= 7 && p[0] == 0x48 && p[1] == 0xC7 && p[2] == 0xC1) return 7;
+  if (left >= 7 && p[0] == 0x48 && p[1] == 0x8B && p[2] == 0x0D) return 7;
+  if (left >= 9 && p[0] == 0x64 && p[1] == 0x48 && p[2] == 0x8B && p[3] == 0x0C && p[4] == 0x25) {
+    return 9;
+  }
+  return 0;
+}
+
 // True when the bytes just before p end a CALL: E8 rel32, or FF D0 (CALL AX).
 bool AfterCall(const uint8_t* code, const uint8_t* p) {
   return (p - code >= 5 && p[-5] == 0xE8) || (p - code >= 2 && p[-2] == 0xFF && p[-1] == 0xD0);
@@ -41,9 +54,10 @@ bool DecodeAsmcgocall(const uint8_t* code, size_t size, uint64_t entry, GoCrossi
     GoCrossing::Site site;
     site.return_pc = entry + static_cast<uint64_t>(p - code);
     uint8_t g_off, depth_off, sp_off;
-    if (size_t n = MatchSpOperand(p, end, kMovLoad, kRdi, &g_off); n != 0) {
+    const uint8_t* r = p + LoadsCx(p, end);  // the reloads
+    if (size_t n = MatchSpOperand(r, end, kMovLoad, kRdi, &g_off); n != 0) {
       // MOVQ stack_hi(DI), SI: 48 8B 77 disp8
-      const uint8_t* q = p + n;
+      const uint8_t* q = r + n;
       // g->stack is g's first field, {lo, hi}: stack.hi at 8. The walk
       // reads both words, so any other layout is not one it understands.
       if (end - q < 4 || q[0] != 0x48 || q[1] != 0x8B || q[2] != 0x77 || q[3] != 8) continue;
@@ -52,8 +66,8 @@ bool DecodeAsmcgocall(const uint8_t* code, size_t size, uint64_t entry, GoCrossi
       site.g_off = g_off;
       site.depth_off = depth_off;
       goroutine_site = true;
-    } else if (size_t m = MatchSpOperand(p, end, kMovLoad, kRsi, &sp_off); m != 0) {
-      const uint8_t* q = p + m;  // MOVQ SI, SP: 48 89 F4
+    } else if (size_t m = MatchSpOperand(r, end, kMovLoad, kRsi, &sp_off); m != 0) {
+      const uint8_t* q = r + m;  // MOVQ SI, SP: 48 89 F4
       if (end - q < 3 || q[0] != 0x48 || q[1] != 0x89 || q[2] != 0xF4) continue;
       site.kind = GoCrossing::Kind::kSystemStack;
       site.sp_off = sp_off;

@@ -25,7 +25,9 @@
 //   MOVQ sp_off(SP), SI        ; 48 8B 74 24 disp8 | 48 8B 34 24
 //   MOVQ SI, SP                ; 48 89 F4
 //
-// each right after a CALL (E8 rel32, or FF D0: CALL AX). A binary whose
+// each right after a CALL (E8 rel32, or FF D0: CALL AX), or after the one
+// instruction that loads RCX for get_tls in a -buildmode=pie binary
+// (MOVQ $-8, CX). A binary whose
 // asmcgocall matches neither is not walked into Go at all: the agent marks
 // the process (ring header flag) and records the C frames alone.
 //

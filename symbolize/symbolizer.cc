@@ -96,7 +96,7 @@ std::unique_ptr<ObjectFile> ObjectFile::Open(const std::string& path) {
   obj->go_version_ = module.version;
   obj->go_main_module_ = module.main_module;
   obj->go_main_package_ = module.main_package;
-  if (im.has_go && !im.et_dyn) obj->FindOwnDirectories();
+  if (im.has_go) obj->FindOwnDirectories();
   im.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (im.fd >= 0) {
     im.dwfl = dwfl_begin(&kOfflineCallbacks);
