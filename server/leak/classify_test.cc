@@ -52,6 +52,38 @@ TEST(ClassifyTest, SystemStackCgoCallIsInternal) {
   EXPECT_EQ(c.reason, "C library: thread-local storage (_dl_allocate_tls)");
 }
 
+// A missing Go part is no evidence of anything: the user's leak whose Go
+// frames could not be recovered is shown, marked incomplete.
+TEST(ClassifyTest, StackCutShortAtTheCrossingIsTheUsersAndIncomplete) {
+  v1::Stack s = Make({{"malloc", "", false},
+                      {"f1", "/src/main.go", false},
+                      {"_cgo_abc_Cfunc_f1", "/tmp/go-build/cgo-gcc-prolog", false},
+                      {"runtime.asmcgocall", "asm_amd64.s", true}});
+  StackClass c = ClassifyStack(s);
+  EXPECT_FALSE(c.internal) << c.reason;
+  EXPECT_EQ(c.incomplete, "the Go frames above the cgo call could not be recovered");
+  EXPECT_EQ(c.user_frame, 1);
+}
+
+// With the forwarder's marks, only the main module's frames are the user's:
+// a dependency's cgo wrapper with a source file is not.
+TEST(ClassifyTest, OwnFramesDecideWhenTheForwarderMarkedThem) {
+  v1::Stack s = Make({{"malloc", "", false},
+                      {"_sqlite3_open_v2", "/gocode/src/github.com/mattn/go-sqlite3/sqlite3.go", false},
+                      {"runtime.asmcgocall", "asm_amd64.s", true},
+                      {"runtime.cgocall", "cgocall.go", true},
+                      {"github.com/mattn/go-sqlite3.(*SQLiteDriver).Open", "/gocode/sqlite3.go", true},
+                      {"main.main", "/src/main.go", true},
+                      {"main.run", "/src/main.go", true}});
+  s.set_own_basis("main module example.com/app (the executable's build info)");
+  s.mutable_frames(5)->set_own(true);
+  s.mutable_frames(6)->set_own(true);
+  StackClass c = ClassifyStack(s);
+  EXPECT_EQ(c.user_frame, 5);
+  EXPECT_EQ(c.user_frames, (std::vector<int>{5, 6}));
+  EXPECT_EQ(c.user_code, s.own_basis());
+}
+
 TEST(ClassifyTest, StdioBufferIsInternalButALeakInUserCThreadIsNot) {
   v1::Stack stdio = Make({{"malloc", "", false},
                           {"_IO_file_doallocate", "", false},
