@@ -38,7 +38,6 @@ __attribute__((tls_model("initial-exec"))) thread_local ring::ThreadLane t_lane{
 
 constinit std::atomic<ring::RingHeader*> g_ring{nullptr};
 constinit ring::RingWriter g_writer;
-constinit GoBoundary g_boundary{};
 constinit uint64_t g_self_lo = 0, g_self_hi = 0;
 // Its destructor gives a thread's lane back when the thread exits.
 constinit pthread_key_t g_lane_key = 0;
@@ -378,7 +377,7 @@ void AllocatedInsideHook() {
   abort();
 }
 
-const GoBoundary& Boundary() { return g_boundary; }
+constinit GoBoundary g_boundary{};
 
 void AgentRange(uint64_t* lo, uint64_t* hi) {
   *lo = g_self_lo;
@@ -524,7 +523,7 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* fr
   }
   uint64_t words[ring::kRecordFixedWords + ring::kMaxFrames];
   int nframes = cgoheap_capture_stack(words + ring::kRecordFixedWords, ring::kMaxFrames, frame);
-  if (nframes == 0 || cgoheap_last_capture_cut_short()) {
+  if (nframes == 0 || agent::t_capture_cut_short) {
     h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
   }
   uint64_t generation = agent::CfiObjectsGeneration();

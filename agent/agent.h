@@ -90,8 +90,13 @@ struct GoBoundary {
   uint64_t cgocallback_lo = 0, cgocallback_hi = 0;
   CallbackCrossing callback;          // crosscall2's frame (runtime addresses)
 };
-const GoBoundary& Boundary();
-inline const GoCrossing& Crossing() { return Boundary().crossing; }
+// Set once at start-up (and in a fork child), read on every capture: inline.
+extern GoBoundary g_boundary;
+inline const GoBoundary& Boundary() { return g_boundary; }
+inline const GoCrossing& Crossing() { return g_boundary.crossing; }
+// The calling thread's latest capture was cut short (see
+// cgoheap_last_capture_cut_short).
+extern __attribute__((tls_model("initial-exec"))) thread_local bool t_capture_cut_short;
 
 // Start-up and fork entry points (agent.cc).
 void Initialize();

@@ -40,22 +40,20 @@
 #include "agent/go_crossing.h"
 
 namespace cgoheap::agent {
+
+// The latest capture was cut short: it reached asmcgocall but found no Go
+// frame above it, or met C code without unwind information.
+__attribute__((tls_model("initial-exec"))) thread_local bool t_capture_cut_short = false;
+
 namespace {
 
 // The last g this thread read safely. g structs are never unmapped (the
 // runtime recycles them), so once readable a g stays readable; its stack
 // bounds are not cached, because a growing goroutine stack is copied.
 __attribute__((tls_model("initial-exec"))) thread_local uint64_t t_known_g = 0;
-// The latest capture was cut short: it reached asmcgocall but found no Go
-// frame above it, or met C code without unwind information.
-__attribute__((tls_model("initial-exec"))) thread_local bool t_cut_short = false;
 
 bool SafeRead(uint64_t addr, void* out, size_t len) { return CheckedRead(addr, out, len); }
 
-bool InCgocallback(uint64_t pc) {
-  const GoBoundary& b = Boundary();
-  return pc >= b.cgocallback_lo && pc < b.cgocallback_hi;
-}
 
 bool GoroutineStack(uint64_t g, uint64_t* lo, uint64_t* hi) {
   if (g == 0 || (g & 7) != 0) return false;
@@ -91,6 +89,7 @@ int WalkFramePointers(uint64_t entry_sp, uint64_t bp, uint64_t lo, uint64_t hi, 
     return SafeRead(addr, v, sizeof *v);
   };
   if ((entry_sp & 7) != 0 || entry_sp < lo || entry_sp + 16 > hi) return 0;
+  const uint64_t cb_lo = Boundary().cgocallback_lo, cb_hi = Boundary().cgocallback_hi;
   int n = 0;
   uint64_t prev = entry_sp;
   if (Crossing().pushes_frame) {
@@ -111,7 +110,7 @@ int WalkFramePointers(uint64_t entry_sp, uint64_t bp, uint64_t lo, uint64_t hi, 
     if (!read(bp, &next) || !read(bp + 8, &ret) || ret == 0) break;
     pcs[n++] = ret;
     prev = bp + 16;
-    if (InCgocallback(ret) && (next < lo || next >= hi)) {
+    if (ret >= cb_lo && ret < cb_hi && (next < lo || next >= hi)) {
       *callback = next;  // cgocallback's frame, on the stack of the C code that called back
       break;
     }
@@ -140,7 +139,7 @@ int WalkGoFrames(const GoCrossing::Site& site, uint64_t sp, uint64_t bp, uint64_
     n = WalkFramePointers(entry_sp, bp, sp, sp + (uint64_t{1} << 26), /*checked=*/true, pcs, max,
                           &ignored);
   }
-  if (n == 0) t_cut_short = true;
+  if (n == 0) t_capture_cut_short = true;
   return n;
 }
 
@@ -152,7 +151,7 @@ int CrossIntoGo(uint64_t pc, uint64_t sp, uint64_t bp, uint64_t* pcs, int max,
   *callback = 0;
   const GoCrossing::Site* site = Crossing().Find(pc);
   if (site == nullptr) {
-    t_cut_short = true;
+    t_capture_cut_short = true;
     return 0;
   }
   return WalkGoFrames(*site, sp, bp, pcs, max, callback);
@@ -287,7 +286,7 @@ int FromChainCache(const UnwindRegs& start, uint64_t* pcs, int max, bool* crossi
     if (i < c.nchecks) continue;
     for (i = 0; i < c.n; ++i) pcs[i] = c.pcs[i];
     *crossing = c.go;
-    if (c.cut_short) t_cut_short = true;
+    if (c.cut_short) t_capture_cut_short = true;
     if (c.go) {
       uint64_t bp = c.bp_slot != 0 ? *reinterpret_cast<const uint64_t*>(c.bp_slot) : start.bp;
       *at = UnwindRegs{c.pcs[c.n - 1], c.end_sp, bp};
@@ -391,7 +390,7 @@ int Unwind(UnwindRegs regs, bool first_is_return_address, ChainRecorder* chain, 
       // which calls C directly only where the runtime starts a thread or
       // itself (rt0_go -> x_cgo_init): the stack ends there.
       bool cut = r == StepResult::kNoInfo && !InGoText(regs.pc);
-      if (cut) t_cut_short = true;
+      if (cut) t_capture_cut_short = true;
       chain->Remember(n, /*go=*/false, regs.sp, cut);
       return n;
     }
@@ -424,7 +423,7 @@ int Unwind(UnwindRegs regs, bool first_is_return_address, ChainRecorder* chain, 
 extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max,
                                                               const void* frame) {
   using namespace cgoheap::agent;
-  t_cut_short = false;
+  t_capture_cut_short = false;
   UnwindRegs regs;
   int n = 0;
   // The chain being unwound, for the cache (only for captures from a hook's
@@ -468,7 +467,7 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
 }
 
 extern "C" bool cgoheap_last_capture_cut_short() {
-  return cgoheap::agent::t_cut_short;
+  return cgoheap::agent::t_capture_cut_short;
 }
 
 // For tests: captures this thread served from its chain cache.
