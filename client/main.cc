@@ -5,7 +5,15 @@
 #include <string>
 #include <vector>
 
+#include <elfutils/libdwfl.h>
+#include <google/protobuf/stubs/common.h>
+#include <grpcpp/grpcpp.h>
+#include <libunwind.h>
+
+#include "absl/base/config.h"
+#include "absl/strings/str_cat.h"
 #include "client/commands.h"
+#include "common/version.h"
 
 namespace {
 
@@ -25,8 +33,19 @@ constexpr char kUsage[] = R"(cgoheap: find C memory leaks in Go programs that us
   cgoheap bench ingest [--server=ADDR] [--processes=N] [--seconds=S]
                                              load a cgoheapd; print events/s and ack latency
 
-Run `cgoheap COMMAND --help` for a command's flags.
+Run `cgoheap COMMAND --help` for a command's flags; `cgoheap --version` says
+which build this is.
 )";
+
+// The libraries cgoheap (and the agent it starts) are built with.
+cgoheap::LibraryVersions ClientLibraries() {
+  return {{"gRPC", grpc::Version()},
+          {"protobuf", google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION)},
+          {"elfutils", dwfl_version(nullptr)},
+          {"libunwind", absl::StrCat(UNW_VERSION_MAJOR, ".", UNW_VERSION_MINOR, ".",
+                                     UNW_VERSION_EXTRA)},
+          {"abseil", absl::StrCat(ABSL_LTS_RELEASE_VERSION)}};
+}
 
 }  // namespace
 
@@ -40,6 +59,10 @@ int main(int argc, char** argv) {
   if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
     std::cout << kUsage;
     return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version" || args[0] == "version") {
+    std::cout << cgoheap::VersionText("cgoheap", ClientLibraries());
+    return 0;
   }
   std::string cmd = args[0];
   args.erase(args.begin());

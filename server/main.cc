@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
                  "a stack whose live memory rises through this window is a growth leak (default 10m)");
   flags.Uint("metrics-top-k", &opts.metrics_top_k, "K",
              "growing stacks per service exported as series of their own (default 10)");
+  bool version = false;
+  flags.Bool("version", &version, "print the version, commit and libraries, and exit");
   std::vector<std::string> args(argv + 1, argv + argc);
   auto rest = flags.Parse(args);
   if (!rest.ok()) {
@@ -26,6 +28,10 @@ int main(int argc, char** argv) {
     std::cerr << (help ? "" : "cgoheapd: ") << rest.status().message() << "\n";
     if (!help) std::cerr << flags.Usage();
     return help ? 0 : 2;
+  }
+  if (version) {
+    std::cout << cgoheap::VersionText("cgoheapd", cgoheap::server::ServerLibraries());
+    return 0;
   }
   // SIGINT/SIGTERM are taken by a thread with sigwait, not a handler:
   // shutting down takes locks. Blocked before any gRPC thread starts.

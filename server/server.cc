@@ -4,6 +4,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <google/protobuf/stubs/common.h>
+#include <rocksdb/version.h>
+
+#include "absl/base/config.h"
 #include "absl/strings/str_cat.h"
 #include "server/ingest/heap_state.h"
 #include "server/ingest/ingest_service.h"
@@ -22,6 +26,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!store.ok()) return store.status();
   s->store_ = std::move(*store);
   s->metrics_ = std::make_unique<ServerMetrics>();
+  s->metrics_->SetBuildInfo(ProjectVersion(), GitCommit(), ServerLibraries());
   if (!options.metrics.empty()) {
     absl::Status st = s->metrics_->Serve(options.metrics);
     if (!st.ok()) return st;
@@ -61,6 +66,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
 }
 
 std::string Server::metrics_address() const { return metrics_->BoundAddress(); }
+
+LibraryVersions ServerLibraries() {
+  return {{"gRPC", grpc::Version()},
+          {"protobuf", google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION)},
+          {"RocksDB", absl::StrCat(ROCKSDB_MAJOR, ".", ROCKSDB_MINOR, ".", ROCKSDB_PATCH)},
+          {"prometheus-cpp", CGOHEAP_PROMETHEUS_CPP_VERSION},
+          {"abseil", absl::StrCat(ABSL_LTS_RELEASE_VERSION)}};
+}
 
 // Growth detection samples every window/16 (at least every 2 s); metrics
 // follow at the same pace.

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
+#include "common/version.h"
 
 namespace grpc {
 class Server;
@@ -65,5 +66,9 @@ class Server {
   std::once_flag shutdown_once_;
   std::thread refresher_;
 };
+
+// The libraries cgoheapd is built with, and their versions (--version, and
+// the labels of cgoheap_build_info).
+LibraryVersions ServerLibraries();
 
 }  // namespace cgoheap::server

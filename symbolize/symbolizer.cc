@@ -27,13 +27,27 @@ const Dwfl_Callbacks kOfflineCallbacks = {
 };
 
 // Go names assembly functions "pkg.fn.abi0" in some tables and not others;
-// show one name whatever the binary kept.
+// show one name whatever the binary kept. A generic function's name carries
+// its shape arguments ("pkg.Map[go.shape.int,go.shape.string]"): shown as
+// Go's own tools show it, "pkg.Map[...]".
 std::string GoName(std::string_view name) {
   constexpr std::string_view kAbi0 = ".abi0";
   if (name.size() > kAbi0.size() && name.substr(name.size() - kAbi0.size()) == kAbi0) {
     name.remove_suffix(kAbi0.size());
   }
-  return std::string(name);
+  std::string out;
+  out.reserve(name.size());
+  int depth = 0;
+  for (char c : name) {
+    if (c == '[' && depth++ == 0) {
+      out += "[...]";
+    } else if (c == ']' && depth > 0) {
+      --depth;
+    } else if (depth == 0) {
+      out += c;
+    }
+  }
+  return out;
 }
 
 std::string Demangle(const char* name) {
@@ -55,6 +69,21 @@ const char* DieName(Dwarf_Die* die) {
     return dwarf_diename(&origin);
   }
   return nullptr;
+}
+
+// A function's name as the user's other tools show it: the demangled linkage
+// name of C++ ("kv::Table::Insert(int)": namespace, class, parameters), the
+// plain name of C. An inlined instance takes both from its abstract origin.
+// Only a C++ mangled linkage name (_Z...) is taken: C code has linkage names
+// too where it renames its symbols (glibc's __GI_ aliases), and those are
+// not what its users call it.
+std::string FunctionName(Dwarf_Die* die) {
+  Dwarf_Attribute attr;
+  for (int at : {DW_AT_linkage_name, DW_AT_MIPS_linkage_name}) {
+    const char* linkage = dwarf_formstring(dwarf_attr_integrate(die, at, &attr));
+    if (linkage != nullptr && linkage[0] == '_' && linkage[1] == 'Z') return Demangle(linkage);
+  }
+  return Demangle(DieName(die));
 }
 
 }  // namespace
@@ -222,7 +251,7 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
       int tag = dwarf_tag(&scopes[i]);
       if (tag != DW_TAG_inlined_subroutine && tag != DW_TAG_subprogram) continue;
       SymbolizedFrame fr;
-      fr.function = Demangle(DieName(&scopes[i]));
+      fr.function = FunctionName(&scopes[i]);
       fr.file = file ? file : "";
       fr.line = line > 0 ? line : 0;
       fr.object = path_;
@@ -259,7 +288,7 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
     std::string_view name;
     uint64_t start;
     SymbolizedFrame fr;
-    fr.function = im.elf.SymbolFor(addr, &name, &start) ? std::string(name) : "??";
+    fr.function = im.elf.SymbolFor(addr, &name, &start) ? Demangle(std::string(name).c_str()) : "??";
     fr.object = path_;
     out->push_back(std::move(fr));
   }

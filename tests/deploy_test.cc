@@ -102,6 +102,35 @@ TEST(DeployTest, LiveMetricsPassPromtool) {
            std::chrono::steady_clock::now() < deadline && usleep(200'000) == 0);
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
   EXPECT_NE(check.err.find(exited), std::string::npos) << check.err;
+  // Which build runs, as Prometheus' convention has it (passes promtool too).
+  std::smatch build;
+  ASSERT_TRUE(std::regex_search(check.err, build,
+                                std::regex(R"(cgoheap_build_info\{([^}]*)\} 1\n)")))
+      << check.err;
+  std::string labels = build[1];
+  EXPECT_TRUE(std::regex_search(labels, std::regex(R"(commit="[0-9a-f]{12}(-dirty)?")"))) << labels;
+  EXPECT_NE(labels.find("version=\"0.1.0\""), std::string::npos) << labels;
+  EXPECT_NE(labels.find("rocksdb=\"7."), std::string::npos) << labels;
+  EXPECT_NE(labels.find("grpc=\"1."), std::string::npos) << labels;
+}
+
+// --version says which build this is: version, commit, libraries.
+TEST(DeployTest, BothProgramsSayTheirVersion) {
+  const std::string commit = R"(\(commit [0-9a-f]{12}(-dirty)?\)\n)";
+  RunResult client = RunProcess({BinDir() + "/cgoheap", "--version"});
+  EXPECT_EQ(client.exit_code, 0);
+  EXPECT_TRUE(std::regex_match(
+      client.out, std::regex("cgoheap 0\\.1\\.0 " + commit +
+                             R"(libraries: gRPC 1\.[0-9.]+, protobuf 3\.[0-9.]+, elfutils 0\.[0-9]+, )"
+                             R"(libunwind 1\.[0-9.]+, abseil [0-9]+\n)")))
+      << client.out;
+  RunResult server = RunProcess({BinDir() + "/cgoheapd", "--version"});
+  EXPECT_EQ(server.exit_code, 0);
+  EXPECT_TRUE(std::regex_match(
+      server.out, std::regex("cgoheapd 0\\.1\\.0 " + commit +
+                             R"(libraries: gRPC 1\.[0-9.]+, protobuf 3\.[0-9.]+, RocksDB 7\.[0-9.]+, )"
+                             R"(prometheus-cpp 1\.[0-9.]+, abseil [0-9]+\n)")))
+      << server.out;
 }
 
 }  // namespace

@@ -415,7 +415,7 @@ absl::flat_hash_map<std::string, ServiceSuspects> HeapState::Suspects() const {
         int f = e.cls.user_frame >= 0 ? e.cls.user_frame : std::min(1, e.stack.frames_size() - 1);
         if (f >= 0) {
           const v1::Frame& fr = e.stack.frames(f);
-          st.site = absl::StrCat(fr.function(), " ", fr.file(), ":", fr.line());
+          st.site = SiteLabel(absl::StrCat(fr.function(), " ", fr.file(), ":", fr.line()));
         }
       }
       s.top.push_back(std::move(st));

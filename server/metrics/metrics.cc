@@ -1,6 +1,7 @@
 #include "server/metrics/metrics.h"
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <utility>
 
@@ -117,6 +118,34 @@ void ServerMetrics::ObserveQuery(const std::string& method, double seconds) {
   query_latency_->Add({{"method", method}}, kLatencyBuckets).Observe(seconds);
 }
 void ServerMetrics::SetStorageBytes(double bytes) { storage_bytes_->Set(bytes); }
+
+std::string SiteLabel(std::string site) {
+  constexpr size_t kMax = 200, kKeep = 180;
+  if (site.size() <= kMax) return site;
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  for (unsigned char c : site) h = (h ^ c) * 1099511628211ULL;
+  site.resize(kKeep);
+  return absl::StrCat(site, "~", absl::Hex(h, absl::kZeroPad16));
+}
+
+void ServerMetrics::SetBuildInfo(const std::string& version, const std::string& commit,
+                                 const LibraryVersions& libraries) {
+  std::map<std::string, std::string> labels = {{"version", version}, {"commit", commit}};
+  // Label names: the library's name in lower case, letters and digits.
+  for (const auto& [name, v] : libraries) {
+    std::string key;
+    for (char c : name) {
+      if (std::isalnum(static_cast<unsigned char>(c))) key += static_cast<char>(std::tolower(c));
+    }
+    labels[key] = v;
+  }
+  prometheus::BuildGauge()
+      .Name("cgoheap_build_info")
+      .Help("Which build of cgoheapd runs: its version, commit and libraries (always 1)")
+      .Register(*registry_)
+      .Add(labels)
+      .Set(1);
+}
 
 void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
                                  const absl::flat_hash_map<std::string, ServiceSuspects>& suspects) {

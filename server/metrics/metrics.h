@@ -2,7 +2,8 @@
 //
 // Server health: cgoheap_ingest_events_total, cgoheap_ingest_batches_total,
 // cgoheap_ingest_errors_total, cgoheap_ack_latency_seconds,
-// cgoheap_query_latency_seconds{method}, cgoheap_storage_bytes.
+// cgoheap_query_latency_seconds{method}, cgoheap_storage_bytes,
+// cgoheap_build_info{version,commit,grpc,protobuf,rocksdb,prometheuscpp,abseil}.
 // Fleet (per service, refreshed from HeapState): cgoheap_processes{service,state},
 // cgoheap_live_bytes{service}, cgoheap_agent_dropped_events{service},
 // cgoheap_agent_unwind_failures{service},
@@ -22,6 +23,8 @@
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include "common/version.h"
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -43,6 +46,13 @@ struct ServiceSuspects {
 };
 
 // Thread-safe (prometheus-cpp metrics are).
+// A site ("function file:line") as a label value: the full function name
+// (C++ names with their namespace, class and parameters, so two functions
+// with one short name never merge). A value past 200 characters keeps its
+// first 180 and ends with "~" and 16 hex digits of a hash of the whole, so
+// it stays unique.
+std::string SiteLabel(std::string site);
+
 class ServerMetrics {
  public:
   ServerMetrics();
@@ -56,6 +66,9 @@ class ServerMetrics {
   void ObserveAck(double seconds);
   void ObserveQuery(const std::string& method, double seconds);
   void SetStorageBytes(double bytes);
+  // cgoheap_build_info{version, commit, <library>...} 1: which build runs.
+  void SetBuildInfo(const std::string& version, const std::string& commit,
+                    const LibraryVersions& libraries);
   // Replaces the per-service gauges from a process listing and the growth
   // leak suspects by service.
   void RefreshFleet(const v1::ListProcessesResponse& processes,

@@ -42,5 +42,19 @@ TEST(MetricsTest, PerStackSeriesAreOnlyTheCurrentTopK) {
   EXPECT_TRUE(Series(m, "cgoheap_leak_suspect_stack_bytes").empty());
 }
 
+// Two long C++ names that differ only past the cut stay two labels.
+TEST(MetricsTest, LongSiteLabelsAreShortenedAndStayUnique) {
+  std::string shared(190, 'x');
+  std::string a = "ns::Table<" + shared + ">::Insert(int) /src/t.cc:10";
+  std::string b = "ns::Table<" + shared + ">::Insert(long) /src/t.cc:10";
+  std::string la = SiteLabel(a), lb = SiteLabel(b);
+  EXPECT_EQ(la.size(), 180u + 1 + 16);
+  EXPECT_EQ(la.substr(0, 180), a.substr(0, 180));
+  EXPECT_EQ(la[180], '~');
+  EXPECT_NE(la, lb);
+  EXPECT_EQ(SiteLabel(a), la);  // stable
+  EXPECT_EQ(SiteLabel("kv::Table::Insert(int) /src/kv.cpp:18"), "kv::Table::Insert(int) /src/kv.cpp:18");
+}
+
 }  // namespace
 }  // namespace cgoheap::server

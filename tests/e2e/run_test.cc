@@ -400,6 +400,74 @@ TEST(RunTest, FreesThroughEveryEntryPointLeaveNothingAndEveryEventIsSeen) {
   EXPECT_LT(events, 48000 + 500) << "more events than the program and the Go runtime made";
 }
 
+// Function names as the user's other tools show them (tests/programs/
+// cppnames): C++ frames by their demangled qualified names (two classes
+// with an Insert each, a templated method, an inlined method), Go frames as
+// Go prints them (a method with its receiver, a closure, a generic function
+// as pprof shows it).
+TEST_P(CgoProgramTest, FunctionsAreNamedAsGdbAndPprofNameThem) {
+  std::string go = ProgramsSrc() + "/cppnames/main.go", cpp = ProgramsSrc() + "/cppnames/kv.cpp";
+  Report r = RunUnder(P("cppnames"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "leaked 3\n");
+  // Each expected frame is in exactly one leak, with this many bytes, at
+  // the marked line, and is that leak's first frame of the program's code.
+  struct Case {
+    std::string function, file, marker;
+    int bytes;
+  };
+  const std::vector<Case> cases = {
+      {"kv::Table::Insert(int)", cpp, "// LEAK: Table::Insert", 16},
+      {"kv::Index::Insert(int)", cpp, "// LEAK: Index::Insert", 16},
+      {"void kv::Store::Put<int>(int)", cpp, "// LEAK: Store::Put", 16},
+      {"kv::Table::Grow(int)", cpp, "// LEAK: Table::Grow", 32},
+      {"main.(*Buffer).Fill", go, "// LEAK: method", 31},
+      {"main.Keep[...]", go, "// LEAK: generic", 48},
+      {"main.run.func1", go, "// LEAK: closure", 33},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.function);
+    int found = 0;
+    for (int i = 0; i < r.num_leaks(); ++i) {
+      std::vector<FrameRef> frames = Frames(r.leak(i));
+      int at = FindFrame(frames, c.function);
+      if (at < 0) continue;
+      ++found;
+      EXPECT_EQ(Num(r.leak(i), "bytes"), c.bytes);
+      EXPECT_EQ(frames[at].file, c.file);
+      EXPECT_EQ(frames[at].line, LineOf(c.file, c.marker));
+      EXPECT_EQ(Num(r.leak(i), "user_frame"), at);
+    }
+    EXPECT_EQ(found, 1) << r.json;
+  }
+  // Without DWARF (strip --strip-debug), the names come from the symbol
+  // table, demangled just the same.
+  TempDir dir;
+  std::string nodebug = dir.path() + "/cppnames";
+  ASSERT_EQ(RunProcess({"objcopy", "--strip-debug", P("cppnames"), nodebug}).exit_code, 0);
+  Report bare = RunUnder(nodebug);
+  std::set<std::string> names;
+  for (int i = 0; i < bare.num_leaks(); ++i) {
+    for (const FrameRef& f : Frames(bare.leak(i))) names.insert(f.function);
+  }
+  // (GCC's clones keep their suffix, as valgrind and perf show it:
+  // "kv::Table::Insert(int) [clone .isra.0]".)
+  for (std::string fn : {"kv::Table::Insert(int)", "kv::Index::Insert(int)",
+                         "void kv::Store::Put<int>(int)", "main.Keep[...]"}) {
+    auto it = names.lower_bound(fn);
+    EXPECT_TRUE(it != names.end() && it->rfind(fn, 0) == 0) << fn << " in " << bare.json;
+  }
+  // The inlined method is a frame of its own, its caller keeps its line.
+  for (int i = 0; i < r.num_leaks(); ++i) {
+    std::vector<FrameRef> frames = Frames(r.leak(i));
+    int grow = FindFrame(frames, "kv::Table::Grow(int)");
+    if (grow < 0) continue;
+    ASSERT_LT(grow + 1, static_cast<int>(frames.size()));
+    EXPECT_EQ(frames[grow + 1].function, "kv_table_grow");
+    EXPECT_EQ(frames[grow + 1].line, LineOf(cpp, "// CALLS Grow"));
+  }
+}
+
 // Blocks freed on another thread than the one that allocated them, addresses
 // reused across threads, and 36 threads over the run for 8 lanes (threads
 // share lane 0 and give their lanes back when they exit): the per-thread

@@ -1,0 +1,3 @@
+module example.com/cppnames
+
+go 1.19
