@@ -572,5 +572,39 @@ TEST(RingTest, DamagedLaneStopsTheReader) {
   EXPECT_TRUE(reader.corrupt());
 }
 
+// The target can rewrite its ring at any time. A record's header changed
+// after the reader checked it (here: to claim 65,535 frames) is read as it
+// was checked, never as a count of words to copy into a 64-frame record;
+// and a lane count raised in the header moves no read of the reader.
+TEST(RingTest, HeaderRewrittenAfterItWasCheckedIsNotReadAgain) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 2, 1 << 8, 0, ring::Clock::kTsc, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords + 2];
+  for (uint64_t a : {100, 200}) {
+    Record(words, ring::Kind::kAlloc, a, 8, 2);
+    ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords + 2, 8));
+  }
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  ASSERT_TRUE(reader.Next(&rec));  // the first; the second is now checked and ready
+  EXPECT_EQ(rec.address, 100u);
+  uint64_t* lane_words = ring::LaneWords(r.h, lane.lane);
+  const uint64_t second = ring::kRecordFixedWords + 2;
+  lane_words[second] = ring::WithLap(
+      ring::EncodeHeader(ring::Kind::kAlloc, ring::Api::kMalloc, 0xffff, 0xffff), second, 1 << 8);
+  r.h->lane_count = ring::kMaxLanes;
+  ASSERT_TRUE(reader.Next(&rec));
+  EXPECT_EQ(rec.address, 200u);
+  EXPECT_EQ(rec.nframes, 2);
+  EXPECT_EQ(rec.frames[0], 200u);
+  EXPECT_EQ(rec.frames[1], 201u);
+  r.h->lane_count = 2;
+}
+
 }  // namespace
 }  // namespace cgoheap

@@ -50,7 +50,15 @@ bool RingReader::Attach(ring::RingHeader* h, size_t bytes) {
   }
   header_ = h;
   bytes_ = bytes;
+  lane_words_ = words;
+  lane_count_ = lanes;
   return true;
+}
+
+uint64_t* RingReader::Lane(uint32_t lane) const {
+  char* base = reinterpret_cast<char*>(header_) + ring::kHeaderBytes +
+               size_t{lane_count_} * sizeof(ring::LaneDesc);
+  return reinterpret_cast<uint64_t*>(base) + size_t{lane} * lane_words_;
 }
 
 // A round: read the cut, then every lane's head. Everything published before
@@ -63,7 +71,7 @@ void RingReader::StartRound() {
   cut_ = h->clock == static_cast<uint32_t>(ring::Clock::kTsc)
              ? ring::TscCut()
              : h->counter.load(std::memory_order_seq_cst);
-  uint32_t used = std::min(h->lanes_used.load(std::memory_order_acquire), h->lane_count);
+  uint32_t used = std::min(h->lanes_used.load(std::memory_order_acquire), lane_count_);
   ring::LaneDesc* descs = ring::Lanes(h);
   while (lanes_.size() < used) {
     Cursor c;
@@ -94,8 +102,8 @@ void RingReader::Peek(uint32_t lane) {
   c.ready = false;
   c.unfinished = false;
   if (corrupt_ || c.pos >= c.limit) return;
-  const uint64_t cap = header_->lane_words, mask = cap - 1;
-  uint64_t* words = ring::LaneWords(header_, lane);
+  const uint64_t cap = lane_words_, mask = cap - 1;
+  uint64_t* words = Lane(lane);
   uint64_t h = std::atomic_ref<uint64_t>(words[c.pos & mask]).load(std::memory_order_acquire);
   if (!ring::IsHeaderAt(h, c.pos, cap)) {
     // Lane 0: reserved, not committed yet. An owned lane publishes its head
@@ -111,6 +119,7 @@ void RingReader::Peek(uint32_t lane) {
     return;
   }
   uint64_t key = words[(c.pos + 1) & mask];
+  c.header = h;  // Next uses this, not a second read the target could change
   // Lane 0's writers read their keys just before reserving, so keys rise
   // with positions there too (RingWriter::PublishShared); should one not,
   // the lane's order wins.
@@ -132,9 +141,9 @@ bool RingReader::Next(RingRecord* rec) {
   uint32_t lane = ready_.back().second;
   ready_.pop_back();
   Cursor& c = lanes_[lane];
-  const uint64_t mask = header_->lane_words - 1;
-  const uint64_t* words = ring::LaneWords(header_, lane);
-  uint64_t h = words[c.pos & mask];
+  const uint64_t mask = lane_words_ - 1;
+  const uint64_t* words = Lane(lane);
+  const uint64_t h = c.header;  // checked by Peek: at most kMaxFrames frames
   rec->key = c.key;
   rec->lane = lane;
   rec->kind = ring::HeaderKind(h);

@@ -72,13 +72,21 @@ class RingReader {
     uint64_t limit = 0;     // the lane's head when this round began
     uint64_t key = 0;       // key of the record at pos, when ready
     uint64_t floor = 0;     // lane 0: keys are made monotonic (see .cc)
+    uint64_t header = 0;    // the record's header word at pos, as checked when ready
     bool ready = false;     // a record at pos with key below the cut
     bool unfinished = false;  // lane 0: the record at pos is reserved, not yet written
   };
   void StartRound();
   void Peek(uint32_t lane);
 
+  // The lane's words, from the geometry checked at Attach: the target can
+  // write its header at any time, so nothing that places a read is taken
+  // from the mapping again.
+  uint64_t* Lane(uint32_t lane) const;
+
   ring::RingHeader* header_ = nullptr;
+  uint64_t lane_words_ = 0;
+  uint32_t lane_count_ = 0;
   size_t bytes_ = 0;
   bool owned_ = false;
   std::vector<Cursor> lanes_;
