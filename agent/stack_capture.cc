@@ -394,7 +394,11 @@ int Unwind(UnwindRegs regs, bool first_is_return_address, ChainRecorder* chain, 
       chain->Remember(n, /*go=*/false, regs.sp, cut);
       return n;
     }
-    if (r != StepResult::kOk) return checked ? n : LibunwindCapture(pcs, max);
+    if (r != StepResult::kOk) {
+      if (!checked) return LibunwindCapture(pcs, max);
+      t_capture_cut_short = true;  // the C frames that called back could not be followed
+      return n;
+    }
     chain->Step(trace, regs);
     if (InAgent(regs.pc)) {  // the hook's own frames
       chain->Stop();

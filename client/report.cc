@@ -156,10 +156,10 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
                     "their stacks stop where C was called from Go (a newer cgoheap may know it)\n");
   }
   if (r.unwind_failures() > 0) {
-    absl::StrAppend(&out, p, " WARNING: the stacks of ", Thousands(r.unwind_failures()),
-                    r.unwind_failures() == 1 ? " allocation were" : " allocations were",
-                    " cut short (the Go frames above a cgo call, or C frames, could not be "
-                    "recovered); those leaks are shown, marked incomplete\n");
+    absl::StrAppend(&out, p, " WARNING: ", Plural(r.unwind_failures(), "allocation", "allocations"),
+                    " had stacks cut short (the Go frames above a cgo call, or the callers of C "
+                    "code without unwind information, could not be recovered): their leaks are "
+                    "still shown, and marked incomplete where their Go frames are missing\n");
   }
   return out;
 }

@@ -48,6 +48,18 @@ TEST(ReportTest, TextReadsLikeValgrind) {
             "== LEAK SUMMARY: no leaks\n"
             "== WARNING: 3 events were dropped because the forwarder fell behind: this report is "
             "incomplete\n");
+  v1::LeaksResponse cut;
+  cut.set_processes(2);
+  cut.set_unwind_failures(1);
+  cut.set_go_crossing_unknown(1);
+  EXPECT_EQ(LeaksText(cut, {"==", false}),
+            "== LEAK SUMMARY: no leaks across 2 processes\n"
+            "== WARNING: 1 process built by a Go release whose cgo calls this cgoheap does not "
+            "understand: their stacks stop where C was called from Go (a newer cgoheap may know "
+            "it)\n"
+            "== WARNING: 1 allocation had stacks cut short (the Go frames above a cgo call, or the "
+            "callers of C code without unwind information, could not be recovered): their leaks "
+            "are still shown, and marked incomplete where their Go frames are missing\n");
 }
 
 TEST(ReportTest, JsonHasTheDocumentedShape) {

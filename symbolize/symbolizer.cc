@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/go_names.h"
 #include "symbolize/elf_image.h"
 #include "symbolize/go_module.h"
 #include "symbolize/gopclntab.h"
@@ -141,14 +142,6 @@ std::unique_ptr<ObjectFile> ObjectFile::Open(const std::string& path) {
 
 namespace {
 
-// "example.com/app/db" of "example.com/app/db.(*T).Get[...]".
-std::string_view GoPackage(std::string_view function) {
-  function = function.substr(0, function.find('['));
-  size_t slash = function.rfind('/');
-  size_t dot = function.find('.', slash == std::string_view::npos ? 0 : slash);
-  return dot == std::string_view::npos ? std::string_view() : function.substr(0, dot);
-}
-
 std::string_view Dir(std::string_view file) {
   size_t slash = file.rfind('/');
   return slash == std::string_view::npos ? std::string_view() : file.substr(0, slash);
@@ -157,7 +150,7 @@ std::string_view Dir(std::string_view file) {
 }  // namespace
 
 bool ObjectFile::OwnGoFunction(std::string_view function) const {
-  std::string_view pkg = GoPackage(function);
+  std::string_view pkg = GoPackageOf(function);
   if (pkg == "main") return true;
   const std::string& m = go_main_module_;
   return !m.empty() && pkg.starts_with(m) && (pkg.size() == m.size() || pkg[m.size()] == '/');

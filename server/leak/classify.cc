@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "common/go_names.h"
 
 namespace cgoheap::server {
 namespace {
@@ -58,14 +59,8 @@ bool InBridge(std::string_view fn) {
 }  // namespace
 
 bool IsGoStdlibFunction(const std::string& function) {
-  // "net/http.(*conn).serve": the package path ends at the last '/' and the
-  // first '.' after it.
-  std::string_view fn = function;
-  size_t slash = fn.rfind('/');
-  size_t dot = fn.find('.', slash == std::string_view::npos ? 0 : slash);
-  if (dot == std::string_view::npos) return false;
-  std::string_view pkg = fn.substr(0, dot);
-  if (pkg == "main") return false;
+  std::string_view pkg = GoPackageOf(function);
+  if (pkg.empty() || pkg == "main") return false;
   std::string_view first = pkg.substr(0, pkg.find('/'));
   return first.find('.') == std::string_view::npos;
 }
