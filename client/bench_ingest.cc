@@ -185,18 +185,13 @@ int BenchCommand(const std::vector<std::string>& args) {
   Options o;
   FlagSet flags("cgoheap bench ingest");
   flags.String("server", &o.server, "HOST:PORT", "cgoheapd to load (default: a local one, temporary)");
-  flags.Uint("processes", &o.processes, "N", "simulated processes, one stream each (default 4)");
-  flags.Duration("seconds", &o.seconds, "how long to send (default 10s)");
-  flags.Uint("batch", &o.batch, "EVENTS", "events per batch (default 8192)");
-  flags.Uint("stacks", &o.stacks, "K", "distinct stacks per process (default 200)");
-  flags.Uint("window", &o.window, "W", "unacknowledged batches per stream (default 8)");
+  flags.Uint("processes", &o.processes, "N", "simulated processes, one stream each (default 4)", 1, 1024);
+  flags.Duration("seconds", &o.seconds, "how long to send (default 10s)", 0.1, 3600);
+  flags.Uint("batch", &o.batch, "EVENTS", "events per batch (default 8192)", 2, 500000);
+  flags.Uint("stacks", &o.stacks, "K", "distinct stacks per process (default 200)", 1, 1000000);
+  flags.Uint("window", &o.window, "W", "unacknowledged batches per stream (default 8)", 1, 1024);
   auto rest = flags.Parse(std::vector<std::string>(args.begin() + 1, args.end()));
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap bench ingest");
-  if (o.processes == 0 || o.batch < 2 || o.stacks == 0 || o.window == 0) {
-    std::cerr << "cgoheap bench ingest: --processes, --stacks and --window must be at least 1, "
-                 "--batch at least 2\n";
-    return 2;
-  }
   std::unique_ptr<server::Server> local;
   std::string temp;
   if (o.server.empty()) {

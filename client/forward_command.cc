@@ -32,7 +32,7 @@ int ForwardCommand(const std::vector<std::string>& args) {
   flags.String("ring-dir", &ring_dir, "DIR", "where agents create their rings ($CGOHEAP_RING_DIR of the processes)");
   ServerFlag(flags, &server);
   flags.String("service", &service, "NAME", "service name for processes that set no CGOHEAP_SERVICE");
-  flags.Duration("ack-timeout", &ack_timeout, "on exit, how long to wait for acknowledgements (default 60s)");
+  flags.Duration("ack-timeout", &ack_timeout, "on exit, how long to wait for acknowledgements (default 60s)", 0.01, 24 * 3600);
   auto rest = flags.Parse(args);
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap forward");
   if (ring_dir.empty()) {

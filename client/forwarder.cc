@@ -21,6 +21,7 @@
 
 #include "absl/strings/match.h"
 #include "common/clock.h"
+#include "common/escape.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -96,6 +97,7 @@ struct Forwarder::Tracked {
   bool ended = false;      // the process is gone: drain, then End
   bool end_sent = false;
   bool told_corrupt = false;
+  bool told_refused = false;
   v1::ProcessEnd end;
   std::string own_basis;  // how its executable's own code is told apart (Stack.own_basis)
 
@@ -205,7 +207,7 @@ void Forwarder::Discover() {
 
     v1::ProcessHello hello;
     hello.set_process_id(t->process_id);
-    hello.set_host(host_);
+    hello.set_host(WireString(host_));
     hello.set_pid(t->pid);
     hello.set_start_unix_nanos(t->ring.header().start_unix_nanos);
     hello.set_sample_bytes(t->ring.header().sample_bytes);
@@ -214,28 +216,27 @@ void Forwarder::Discover() {
     const ring::RingHeader& rh = t->ring.header();
     std::string_view exe(rh.exe, strnlen(rh.exe, sizeof rh.exe));
     if (exe.ends_with(" (deleted)")) exe.remove_suffix(10);
-    hello.set_executable(std::string(exe));
+    hello.set_executable(WireString(exe));
     if (!exe.empty()) {
-      if (ObjectFile* obj = objects_.Get(hello.executable())) {
-        hello.set_build_id(obj->build_id());
-        hello.set_go_version(obj->go_version());
-        hello.set_go_main_module(obj->go_main_module());
-        t->own_basis = obj->own_basis();
+      if (ObjectFile* obj = objects_.Get(std::string(exe))) {
+        hello.set_build_id(WireString(obj->build_id()));
+        hello.set_go_version(WireString(obj->go_version()));
+        hello.set_go_main_module(WireString(obj->go_main_module()));
+        t->own_basis = WireString(obj->own_basis());
       }
     }
     hello.set_go_crossing_unknown((rh.flags & ring::kFlagGoCrossingUnknown) != 0);
     std::string cmdline(rh.cmdline, std::min<size_t>(rh.cmdline_len, sizeof rh.cmdline));
     for (absl::string_view a : absl::StrSplit(cmdline, '\0', absl::SkipEmpty())) {
-      hello.add_args(std::string(a));
+      hello.add_args(WireString(std::string_view(a.data(), a.size())));
     }
     std::string service = options_.service;
     if (service.empty()) service.assign(rh.service, strnlen(rh.service, sizeof rh.service));
     if (service.empty()) {
-      std::string_view exe_path = hello.executable();
-      service = std::string(exe_path.substr(exe_path.rfind('/') + 1));
+      service = std::string(exe.substr(exe.rfind('/') + 1));
     }
     if (service.empty()) service = "unknown";
-    hello.set_service(service);
+    hello.set_service(WireString(service));
     t->stream = std::make_unique<IngestStream>(options_.channel, hello);
     order_.push_back(path);
     tracked_[path] = std::move(t);
@@ -288,10 +289,10 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
     if (frames.empty()) frames.push_back(SymbolizedFrame{"??", "", 0, "", false});
     for (SymbolizedFrame& f : frames) {
       v1::Frame* out = stack.add_frames();
-      out->set_function(std::move(f.function));
-      out->set_file(std::move(f.file));
+      out->set_function(WireString(f.function));
+      out->set_file(WireString(f.file));
       out->set_line(f.line);
-      out->set_object(std::move(f.object));
+      out->set_object(WireString(f.object));
       out->set_pc(pc);
       out->set_go(f.go);
       out->set_own(f.own);
@@ -358,8 +359,26 @@ size_t Forwarder::Drain(Tracked& t) {
   return n;
 }
 
+bool Forwarder::Refused(Tracked& t) {
+  absl::Status st = t.stream->error();
+  if (st.ok()) return false;
+  if (!t.told_refused) {
+    t.told_refused = true;
+    std::cerr << "cgoheap: the server refused the stream of process " << t.pid << " ("
+              << absl::StrFormat("%016x", t.process_id) << "): " << st.message()
+              << "\ncgoheap: its later events are read and discarded, so that it runs on\n";
+  }
+  return true;
+}
+
 void Forwarder::Flush(Tracked& t, bool force) {
   if (t.batch.kinds_size() == 0 && t.batch.new_stacks_size() == 0) return;
+  if (Refused(t)) {
+    t.batch.Clear();
+    t.batch_allocs.clear();
+    t.live_events = 0;
+    return;
+  }
   if (!force && absl::Now() - t.first_event < options_.max_batch_delay) return;
   // Compact the builder in place (cancelled pairs out) and send it as is.
   v1::EventBatch& b = t.batch;
@@ -397,7 +416,7 @@ void Forwarder::End(Tracked& t) {
   msg.mutable_end()->set_dropped_events(t.ring.dropped_events());
   msg.mutable_end()->set_unwind_failures(t.ring.unwind_failures());
   msg.mutable_end()->set_torn_records(t.ring.Uncommitted() > 0 ? 1 : 0);
-  t.stream->Send(std::move(msg));
+  if (!Refused(t)) t.stream->Send(std::move(msg));
   t.end_sent = true;
   unlink(t.path.c_str());
   if (t.pidfd >= 0) {

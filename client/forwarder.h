@@ -89,6 +89,8 @@ class Forwarder {
   size_t Drain(Tracked& t);
   uint64_t Intern(Tracked& t, const RingRecord& rec);
   void Flush(Tracked& t, bool force);
+  // The server refused t's stream: said once, with its reason.
+  bool Refused(Tracked& t);
   void End(Tracked& t);
 
   ForwarderOptions options_;

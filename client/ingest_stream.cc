@@ -42,15 +42,22 @@ IngestStream::~IngestStream() {
   thread_.join();
 }
 
-void IngestStream::Send(v1::AgentMessage msg) {
+bool IngestStream::Send(v1::AgentMessage msg) {
   absl::MutexLock lock(&mu_);
   while (unacked_bytes_ > max_unacked_bytes_ && error_.ok() && !stop_) {
     changed_.WaitWithTimeout(&mu_, absl::Milliseconds(100));
   }
+  if (!error_.ok()) return false;
   msg.set_seq(next_seq_++);
   unacked_bytes_ += msg.ByteSizeLong();
   unacked_.push_back(std::move(msg));
   changed_.SignalAll();
+  return true;
+}
+
+absl::Status IngestStream::error() const {
+  absl::MutexLock lock(&mu_);
+  return error_;
 }
 
 uint64_t IngestStream::sent() const {

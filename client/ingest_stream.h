@@ -30,8 +30,12 @@ class IngestStream {
   // Numbers msg (its seq is set here) and queues it. Blocks while more than
   // max_unacked_bytes are waiting for acknowledgement, so a server that cannot
   // keep up slows the forwarder (and, through the ring, never the target
-  // beyond the agent's bounded wait).
-  void Send(v1::AgentMessage msg);
+  // beyond the agent's bounded wait). Once the server has refused the stream
+  // (error()), nothing more is queued: msg is dropped and false returned.
+  bool Send(v1::AgentMessage msg);
+  // Not OK once the server refused the stream for a reason resending cannot
+  // fix (a malformed message, a refused credential): the stream is over.
+  absl::Status error() const;
   // Waits until every message sent so far is acknowledged.
   absl::Status WaitAcked(absl::Duration timeout);
   uint64_t sent() const;

@@ -121,7 +121,7 @@ int TopCommand(const std::vector<std::string>& args) {
   ServerFlag(flags, &server);
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.String("by", &by, "stack|function|line", "group the live heap (default stack)");
-  flags.Uint("limit", &limit, "N", "show the N largest (default 20)");
+  flags.Uint("limit", &limit, "N", "show the N largest (default 20)", 1, 100000);
   flags.Bool("json", &json, "print one JSON document");
   auto rest = flags.Parse(args);
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap top");

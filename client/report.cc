@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/escape.h"
 
 namespace cgoheap::client {
 namespace {
@@ -13,11 +14,14 @@ std::string Plural(uint64_t n, const char* one, const char* many) {
   return absl::StrCat(Thousands(n), " ", n == 1 ? one : many);
 }
 
+// Every string below that came from a target process (its arguments, its
+// symbols' names and files) goes through Printable before it reaches a
+// terminal.
 std::string Location(const v1::Frame& f) {
   if (!f.file().empty()) {
-    return f.line() ? absl::StrCat(f.file(), ":", f.line()) : f.file();
+    return f.line() ? absl::StrCat(Printable(f.file()), ":", f.line()) : Printable(f.file());
   }
-  if (!f.object().empty()) return absl::StrCat("in ", f.object());
+  if (!f.object().empty()) return absl::StrCat("in ", Printable(f.object()));
   return "";
 }
 
@@ -58,22 +62,40 @@ std::string Thousands(uint64_t v) {
   return out;
 }
 
+// Valid JSON whatever the bytes: control characters (C0, DEL, C1) and
+// bidirectional controls as \uHHHH, so the document is safe on a terminal
+// too; bytes that are not UTF-8 (data stored by an older forwarder) as the
+// text \xHH, the wire's own escape (common/escape.h).
 std::string JsonString(std::string_view s) {
   std::string out = "\"";
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", c);
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
+      case '"': out += "\\\""; ++i; continue;
+      case '\\': out += "\\\\"; ++i; continue;
+      case '\n': out += "\\n"; ++i; continue;
+      case '\t': out += "\\t"; ++i; continue;
+      case '\r': out += "\\r"; ++i; continue;
+      default: break;
     }
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    int n = Utf8SequenceLength(s.substr(i));
+    if (n == 0) {
+      absl::StrAppendFormat(&out, "\\\\x%02x", c);
+      ++i;
+      continue;
+    }
+    uint32_t cp = Utf8CodePoint(s.substr(i), n);
+    if (IsTerminalControl(cp)) {
+      absl::StrAppendFormat(&out, "\\u%04x", cp);
+    } else {
+      out.append(s.substr(i, n));
+    }
+    i += n;
   }
   out += "\"";
   return out;
@@ -102,17 +124,25 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
     if (r.processes() > 1 || leak.processes() > 1) {
       absl::StrAppend(&out, ", in ", Plural(leak.processes(), "process", "processes"));
     }
-    if (leak.internal()) absl::StrAppend(&out, " [internal: ", leak.internal_reason(), "]");
-    if (!leak.incomplete().empty()) absl::StrAppend(&out, " [incomplete: ", leak.incomplete(), "]");
+    if (leak.internal()) {
+      absl::StrAppend(&out, " [internal: ", Printable(leak.internal_reason()), "]");
+    }
+    if (!leak.incomplete().empty()) {
+      absl::StrAppend(&out, " [incomplete: ", Printable(leak.incomplete()), "]");
+    }
     out += "\n";
+    std::vector<std::string> names;
     size_t width = 0;
-    for (const auto& f : leak.stack().frames()) width = std::max(width, f.function().size());
+    for (const auto& f : leak.stack().frames()) {
+      names.push_back(Printable(f.function()));
+      width = std::max(width, names.back().size());
+    }
     for (int j = 0; j < leak.stack().frames_size(); ++j) {
       const v1::Frame& f = leak.stack().frames(j);
       std::string loc = Location(f);
-      std::string line = absl::StrCat(p, "    ", j == 0 ? "at " : "by ", f.function());
+      std::string line = absl::StrCat(p, "    ", j == 0 ? "at " : "by ", names[j]);
       if (!loc.empty()) {
-        line.append(width - f.function().size() + 2, ' ');
+        line.append(width - names[j].size() + 2, ' ');
         absl::StrAppend(&line, "(", loc, ")");
       }
       if (j == leak.user_frame()) absl::StrAppend(&line, "   <- your code");
@@ -207,7 +237,8 @@ std::string Site(const v1::Stack& stack, int user_frame) {
   if (i < 0) return "??";
   const v1::Frame& f = stack.frames(i);
   std::string loc = Location(f);
-  return loc.empty() ? f.function() : absl::StrCat(f.function(), " (", loc, ")");
+  return loc.empty() ? Printable(f.function())
+                     : absl::StrCat(Printable(f.function()), " (", loc, ")");
 }
 
 std::string TopText(const v1::TopResponse& r, const std::string& by) {
@@ -221,15 +252,15 @@ std::string TopText(const v1::TopResponse& r, const std::string& by) {
       for (int i = 1; i < e.stack().frames_size(); ++i) {
         const v1::Frame& f = e.stack().frames(i);
         if (f.go() && f.function().rfind("runtime.", 0) != 0 && f.file().find("_cgo_") == std::string::npos) {
-          where = absl::StrFormat("%s  <- %s (%s)  [%016x]", Site(e.stack(), -1), f.function(),
-                                  Location(f), e.stack().id());
+          where = absl::StrFormat("%s  <- %s (%s)  [%016x]", Site(e.stack(), -1),
+                                  Printable(f.function()), Location(f), e.stack().id());
           break;
         }
       }
     } else if (by == "function") {
-      where = e.function();
+      where = Printable(e.function());
     } else {
-      where = absl::StrCat(e.function(), " (", e.file(), ":", e.line(), ")");
+      where = absl::StrCat(Printable(e.function()), " (", Printable(e.file()), ":", e.line(), ")");
     }
     absl::StrAppendFormat(&out, "%16s  %10s  %5d  %s\n",
                           absl::StrCat(e.estimated() ? "~" : "", Thousands(e.bytes())),
@@ -267,7 +298,7 @@ std::string WatchLine(const v1::Leak& leak) {
                       Plural(leak.bytes(), "byte", "bytes"), " in ",
                       Plural(leak.blocks(), "block", "blocks"), " ", when, ", at ",
                       Site(leak.stack(), leak.user_frame()), ", process ",
-                      leak.process_ids_size() ? leak.process_ids(0) : "?", "\n");
+                      leak.process_ids_size() ? Printable(leak.process_ids(0)) : "?", "\n");
 }
 
 std::string ProcessesText(const v1::ListProcessesResponse& list) {
@@ -278,19 +309,23 @@ std::string ProcessesText(const v1::ListProcessesResponse& list) {
     std::string mode = p.hello().sample_bytes() == 0
                            ? "exact"
                            : absl::StrCat("1/", p.hello().sample_bytes());
-    std::string go = p.hello().go_version().empty() ? "-" : p.hello().go_version();
+    std::string go = p.hello().go_version().empty() ? "-" : Printable(p.hello().go_version());
+    std::vector<std::string> args;
+    for (const std::string& a : p.hello().args()) args.push_back(Printable(a));
     if (p.hello().go_crossing_unknown()) go += "!";
     absl::StrAppendFormat(&out, "%-16s  %7d  %-14s  %-10s  %6s  %14s  %10s  %10s  %10s  %-10s  %s\n",
-                          p.process_id(), p.hello().pid(), p.hello().service(), StateText(p), mode,
+                          p.process_id(), p.hello().pid(), Printable(p.hello().service()),
+                          StateText(p), mode,
                           absl::StrCat(p.estimated() ? "~" : "", Thousands(p.live_bytes())),
                           Thousands(p.events()), Thousands(p.dropped_events()),
-                          Thousands(p.unwind_failures()), go, absl::StrJoin(p.hello().args(), " "));
+                          Thousands(p.unwind_failures()), go, absl::StrJoin(args, " "));
   }
   if (list.processes_size() == 0) out += "(no processes)\n";
   for (const auto& p : list.processes()) {
     if (p.hello().go_crossing_unknown()) {
       absl::StrAppend(&out, "WARNING: process ", p.process_id(), " was built by ",
-                      p.hello().go_version().empty() ? "a Go release" : p.hello().go_version(),
+                      p.hello().go_version().empty() ? "a Go release"
+                                                     : Printable(p.hello().go_version()),
                       " (marked !), whose cgo calls this cgoheap does not understand: its stacks "
                       "stop where C was called from Go\n");
     }

@@ -80,6 +80,39 @@ TEST(ReportTest, JsonHasTheDocumentedShape) {
   EXPECT_EQ(Thousands(999), "999");
 }
 
+// Names, files and arguments come from other people's processes: nothing in
+// them may act on the terminal, or make the JSON invalid.
+TEST(ReportTest, StringsFromTargetsCannotReachTheTerminal) {
+  v1::LeaksResponse r = Sample();
+  v1::Frame* f = r.mutable_leaks(0)->mutable_stack()->mutable_frames(2);
+  f->set_function("main.main\x1b]0;owned\x07");
+  f->set_file("/src/caf\xe9/main.go\n==7== fake line");  // raw bytes, as stored by an older forwarder
+  std::string text = LeaksText(r, {"==7==", false});
+  EXPECT_NE(text.find("by main.main\\x1b]0;owned\\x07  (/src/caf\\xe9/main.go\\n==7== fake line:12)"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find('\x1b'), std::string::npos);
+  EXPECT_EQ(text.find("\n==7== fake"), std::string::npos);
+
+  v1::ListProcessesResponse list;
+  v1::ProcessInfo* p = list.add_processes();
+  p->set_process_id("00000000000000aa");
+  p->set_state("running");
+  p->mutable_hello()->set_service("svc\xc2\x9b" "2J");  // a C1 CSI, valid UTF-8
+  p->mutable_hello()->add_args("prog");
+  p->mutable_hello()->add_args("evil\xe2\x80\xaetxt.exe");  // right-to-left override
+  std::string ps = ProcessesText(list);
+  EXPECT_NE(ps.find("svc\\u009b2J"), std::string::npos) << ps;
+  EXPECT_NE(ps.find("prog evil\\u202etxt.exe"), std::string::npos) << ps;
+
+  google::protobuf::Value v = testing::ParseJson(ProcessesJson(list));
+  const auto& proc = v.struct_value().fields().at("processes").list_value().values(0).struct_value();
+  EXPECT_EQ(proc.fields().at("service").string_value(), "svc\xc2\x9b" "2J");
+  EXPECT_EQ(JsonString("caf\xe9"), "\"caf\\\\xe9\"");  // invalid UTF-8 as the text \xe9
+  EXPECT_EQ(JsonString("\x7f\xe2\x80\xae"), "\"\\u007f\\u202e\"");
+  EXPECT_EQ(JsonString("caf\xc3\xa9"), "\"caf\xc3\xa9\"");
+}
+
 TEST(ReportTest, StackIdDependsOnSymbolsNotAddresses) {
   v1::Stack a = Sample().leaks(0).stack();
   v1::Stack b = a;

@@ -155,14 +155,16 @@ int RunCommand(const std::vector<std::string>& args) {
   flags.String("server", &server_addr, "HOST:PORT",
                "send events to this cgoheapd (default: a local one, for this run only)");
   flags.String("service", &service, "NAME", "service name (default $CGOHEAP_SERVICE or the program's name)");
-  flags.Uint("sample-bytes", &sample_bytes, "N", "sample one allocation per N bytes on average (default 0: every allocation)");
+  flags.Uint("sample-bytes", &sample_bytes, "N", "sample one allocation per N bytes on average (default 0: every allocation)",
+             0, uint64_t{1} << 30);
   flags.Bool("all", &all, "also report allocations of the Go runtime and the C library");
   flags.Bool("json", &json, "print the report as one JSON document");
   flags.String("report", &report_path, "FILE", "write the report to FILE instead of stderr");
   flags.String("data", &data_dir, "DIR", "RocksDB directory of the local server (default: temporary, removed)");
   flags.String("agent", &agent_flag, "PATH", "the agent library (default: ../lib/cgoheap/ beside cgoheap)");
   flags.Bool("trace-children", &trace_children, "also track child processes (fork, exec)");
-  flags.Duration("ack-timeout", &ack_timeout, "how long to wait for the server to acknowledge everything (default 60s)");
+  flags.Duration("ack-timeout", &ack_timeout, "how long to wait for the server to acknowledge everything (default 60s)",
+                 0.01, 24 * 3600);
   auto rest = flags.Parse(args, /*stop_at_positional=*/true);
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap run");
   if (rest->empty()) {

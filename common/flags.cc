@@ -1,5 +1,8 @@
 #include "common/flags.h"
 
+#include <cmath>
+#include <cstring>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -29,22 +32,34 @@ void FlagSet::Bool(const std::string& name, bool* dst, const std::string& help) 
 }
 
 void FlagSet::Uint(const std::string& name, uint64_t* dst, const std::string& metavar,
-                   const std::string& help) {
-  flags_.push_back({name, metavar, help, false, [dst, name](const std::string& v) {
-                      if (!absl::SimpleAtoi(v, dst)) {
+                   const std::string& help, uint64_t min, uint64_t max) {
+  flags_.push_back({name, metavar, help, false, [=](const std::string& v) {
+                      uint64_t n;
+                      if (!absl::SimpleAtoi(v, &n)) {
                         return absl::InvalidArgumentError(absl::StrCat(
                             "--", name, " takes a non-negative whole number, not '", v, "'"));
                       }
+                      if (n < min || n > max) {
+                        return absl::InvalidArgumentError(absl::StrCat(
+                            "--", name, "=", v, " is out of range: use ", min, " to ", max));
+                      }
+                      *dst = n;
                       return absl::OkStatus();
                     }});
 }
 
-void FlagSet::Duration(const std::string& name, double* seconds, const std::string& help) {
-  flags_.push_back({name, "DURATION", help, false, [seconds, name](const std::string& v) {
+void FlagSet::Duration(const std::string& name, double* seconds, const std::string& help,
+                       double min_seconds, double max_seconds) {
+  flags_.push_back({name, "DURATION", help, false, [=](const std::string& v) {
                       absl::StatusOr<double> d = ParseDuration(v);
                       if (!d.ok()) {
                         return absl::InvalidArgumentError(
                             absl::StrCat("--", name, ": ", d.status().message()));
+                      }
+                      if (*d < min_seconds || *d > max_seconds) {
+                        return absl::InvalidArgumentError(absl::StrCat(
+                            "--", name, "=", v, " is out of range: use ",
+                            FormatDuration(min_seconds), " to ", FormatDuration(max_seconds)));
                       }
                       *seconds = *d;
                       return absl::OkStatus();
@@ -123,13 +138,29 @@ absl::StatusOr<double> ParseDuration(const std::string& text) {
     if (absl::EndsWith(text, u.suffix)) {
       std::string num = text.substr(0, text.size() - strlen(u.suffix));
       double v;
-      if (absl::SimpleAtod(num, &v) && v > 0 && !absl::EndsWith(num, "m")) return v * u.seconds;
+      if (absl::SimpleAtod(num, &v) && v > 0 && std::isfinite(v * u.seconds) &&
+          !absl::EndsWith(num, "m")) {
+        return v * u.seconds;
+      }
     }
   }
   double v;
-  if (absl::SimpleAtod(text, &v) && v > 0) return v;
+  if (absl::SimpleAtod(text, &v) && v > 0 && std::isfinite(v)) return v;
   return absl::InvalidArgumentError(
       absl::StrCat("'", text, "' is not a duration: use a positive number with ms, s, m or h"));
+}
+
+std::string FormatDuration(double seconds) {
+  struct Unit {
+    const char* suffix;
+    double seconds;
+  };
+  static constexpr Unit kUnits[] = {{"h", 3600}, {"m", 60}, {"s", 1}};
+  for (const Unit& u : kUnits) {
+    double n = seconds / u.seconds;
+    if (n >= 1 && n == std::floor(n)) return absl::StrCat(n, u.suffix);
+  }
+  return absl::StrCat(seconds * 1000, "ms");
 }
 
 }  // namespace cgoheap

@@ -27,10 +27,13 @@ class FlagSet {
   void String(const std::string& name, std::string* dst, const std::string& metavar,
               const std::string& help);
   void Bool(const std::string& name, bool* dst, const std::string& help);
+  // Every number and duration has the range that makes sense for it; a value
+  // outside is an error that gives the range.
   void Uint(const std::string& name, uint64_t* dst, const std::string& metavar,
-            const std::string& help);
+            const std::string& help, uint64_t min, uint64_t max);
   // Durations like 90s, 5m, 1h, 250ms; stored as seconds.
-  void Duration(const std::string& name, double* seconds, const std::string& help);
+  void Duration(const std::string& name, double* seconds, const std::string& help,
+                double min_seconds, double max_seconds);
 
   // Parses args. With stop_at_positional, parsing ends at the first argument
   // that is not a flag, or after "--"; the rest is returned untouched.
@@ -52,7 +55,11 @@ class FlagSet {
   std::vector<Flag> flags_;
 };
 
-// "5m" -> 300. Accepts ms, s, m, h; a bare number is seconds.
+// "5m" -> 300. Accepts ms, s, m, h; a bare number is seconds. Finite and
+// positive only.
 absl::StatusOr<double> ParseDuration(const std::string& text);
+// 300 -> "5m", 0.25 -> "250ms", 604800 -> "168h": the largest unit that
+// divides it, as ParseDuration reads it.
+std::string FormatDuration(double seconds);
 
 }  // namespace cgoheap

@@ -14,8 +14,8 @@ TEST(FlagsTest, ParsesEveryFormAndStopsAtTheProgram) {
   f.String("server", &server, "ADDR", "");
   f.Bool("json", &json, "");
   f.Bool("all", &all, "");
-  f.Uint("sample-bytes", &rate, "N", "");
-  f.Duration("window", &window, "");
+  f.Uint("sample-bytes", &rate, "N", "", 0, 1 << 30);
+  f.Duration("window", &window, "", 1, 3600);
   auto rest = f.Parse({"--server", "h:1", "--json", "--all=false", "--sample-bytes=524288",
                        "--window=5m", "prog", "--json", "x"},
                       true);
@@ -37,13 +37,15 @@ TEST(FlagsTest, ErrorsNameTheFlagAndTheCommand) {
   uint64_t n;
   bool b;
   f.String("server", &s, "ADDR", "");
-  f.Uint("n", &n, "N", "");
+  f.Uint("n", &n, "N", "", 1, 100);
   f.Bool("b", &b, "");
   EXPECT_EQ(f.Parse({"--nope"}).status().message(),
             "unknown flag --nope for cgoheap leaks (see cgoheap leaks --help)");
   EXPECT_EQ(f.Parse({"--server"}).status().message(), "flag --server needs a value: --server=ADDR");
   EXPECT_EQ(f.Parse({"--n=-3"}).status().message(),
             "--n takes a non-negative whole number, not '-3'");
+  EXPECT_EQ(f.Parse({"--n=0"}).status().message(), "--n=0 is out of range: use 1 to 100");
+  EXPECT_EQ(f.Parse({"--n=101"}).status().message(), "--n=101 is out of range: use 1 to 100");
   EXPECT_EQ(f.Parse({"--b=maybe"}).status().message(), "--b takes true or false, not 'maybe'");
   EXPECT_EQ(f.Parse({"stray"}).status().message(),
             "unexpected argument 'stray' for cgoheap leaks (see cgoheap leaks --help)");
@@ -60,6 +62,29 @@ TEST(FlagsTest, Durations) {
   EXPECT_FALSE(ParseDuration("soon").ok());
   EXPECT_FALSE(ParseDuration("-5s").ok());
   EXPECT_FALSE(ParseDuration("0").ok());
+  EXPECT_FALSE(ParseDuration("inf").ok());
+  EXPECT_FALSE(ParseDuration("infs").ok());
+  EXPECT_FALSE(ParseDuration("nan").ok());
+  EXPECT_FALSE(ParseDuration("1e400ms").ok());
+  EXPECT_EQ(FormatDuration(300), "5m");
+  EXPECT_EQ(FormatDuration(604800), "168h");
+  EXPECT_EQ(FormatDuration(90), "90s");
+  EXPECT_EQ(FormatDuration(0.25), "250ms");
+}
+
+TEST(FlagsTest, DurationsOutsideTheirRangeAreRefused) {
+  FlagSet f("cgoheapd");
+  double window = 600;
+  f.Duration("leak-window", &window, "", 1, 7 * 24 * 3600);
+  EXPECT_EQ(f.Parse({"--leak-window=1e-12s"}).status().message(),
+            "--leak-window=1e-12s is out of range: use 1s to 168h");
+  EXPECT_EQ(f.Parse({"--leak-window=30d"}).status().message(),
+            "--leak-window: '30d' is not a duration: use a positive number with ms, s, m or h");
+  EXPECT_EQ(f.Parse({"--leak-window=inf"}).status().message(),
+            "--leak-window: 'inf' is not a duration: use a positive number with ms, s, m or h");
+  EXPECT_EQ(window, 600);  // untouched by every refusal
+  ASSERT_TRUE(f.Parse({"--leak-window=2h"}).ok());
+  EXPECT_EQ(window, 7200);
 }
 
 }  // namespace

@@ -16,9 +16,10 @@ int main(int argc, char** argv) {
   flags.String("metrics", &opts.metrics, "HOST:PORT", "serve Prometheus /metrics here");
   flags.Bool("fsync", &opts.sync, "fsync the WAL before each acknowledgement");
   flags.Duration("leak-window", &opts.leak_window_seconds,
-                 "a stack whose live memory rises through this window is a growth leak (default 10m)");
+                 "a stack whose live memory rises through this window is a growth leak (default 10m)",
+                 1, 7 * 24 * 3600);
   flags.Uint("metrics-top-k", &opts.metrics_top_k, "K",
-             "growing stacks per service exported as series of their own (default 10)");
+             "growing stacks per service exported as series of their own (default 10)", 0, 1000);
   bool version = false;
   flags.Bool("version", &version, "print the version, commit and libraries, and exit");
   std::vector<std::string> args(argv + 1, argv + argc);

@@ -1,7 +1,14 @@
 #include "server/ingest/ingest_service.h"
 
-#include <chrono>
+#include <google/protobuf/stubs/logging.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 
 namespace cgoheap::server {
@@ -12,10 +19,28 @@ grpc::Status ToGrpc(const absl::Status& st) {
 
 namespace {
 
+// protobuf says why a parse failed only in its log ("String field
+// 'cgoheap.v1.ProcessHello.args' contains invalid UTF-8 data ..."). While a
+// stream parses, what it logs on that thread is kept for the error the
+// client gets; everything else goes to stderr as before.
+thread_local std::string* t_parse_log = nullptr;
+
+void KeepParseLog(google::protobuf::LogLevel level, const char* filename, int line,
+                  const std::string& message) {
+  if (t_parse_log != nullptr) {
+    if (!t_parse_log->empty()) t_parse_log->append("; ");
+    t_parse_log->append(message);
+    return;
+  }
+  static const char* const kLevels[] = {"INFO", "WARNING", "ERROR", "FATAL"};
+  std::cerr << "[libprotobuf " << kLevels[std::clamp<int>(level, 0, 3)] << " " << filename << ":"
+            << line << "] " << message << "\n";
+}
+
 // Reads one message at a time, applies it (RocksDB write included), and
 // acknowledges cumulatively: only the newest ack needs to reach the client,
 // so at most one write is in flight and later acks overwrite pending ones.
-class StreamReactor final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::IngestAck> {
+class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   StreamReactor(HeapState* state, ServerMetrics* metrics) : state_(state), metrics_(metrics) {
     StartRead(&request_);
@@ -27,8 +52,15 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::AgentMessage, v1:
       return;
     }
     auto start = std::chrono::steady_clock::now();
-    if (request_.has_hello()) process_id_ = request_.hello().process_id();
-    absl::StatusOr<uint64_t> acked = state_->Apply(process_id_, request_);
+    ++received_;
+    absl::Status parsed = Parse();
+    if (!parsed.ok()) {
+      if (metrics_ != nullptr) metrics_->OnIngestError();
+      MaybeFinish(ToGrpc(parsed));
+      return;
+    }
+    if (message_.has_hello()) process_id_ = message_.hello().process_id();
+    absl::StatusOr<uint64_t> acked = state_->Apply(process_id_, message_);
     if (!acked.ok()) {
       if (metrics_ != nullptr) metrics_->OnIngestError();
       MaybeFinish(ToGrpc(acked.status()));
@@ -46,7 +78,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::AgentMessage, v1:
       if (!writing_) {
         writing_ = true;
         have_pending_ = false;
-        ack_.set_acked_seq(pending_ack_);
+        SetAck(pending_ack_);
         write_now = true;
       }
     }
@@ -63,7 +95,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::AgentMessage, v1:
       if (ok && have_pending_) {
         writing_ = true;
         have_pending_ = false;
-        ack_.set_acked_seq(pending_ack_);
+        SetAck(pending_ack_);
         write_now = true;
       } else if (finish_wanted_ && !finished_) {
         finished_ = true;
@@ -82,6 +114,31 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::AgentMessage, v1:
   void OnDone() override { delete this; }
 
  private:
+  absl::Status Parse() {
+    static std::once_flag install;
+    std::call_once(install, [] { google::protobuf::SetLogHandler(KeepParseLog); });
+    message_.Clear();
+    std::string why;
+    t_parse_log = &why;
+    grpc::ProtoBufferReader reader(&request_);
+    bool ok = message_.ParseFromZeroCopyStream(&reader);
+    t_parse_log = nullptr;
+    request_.Clear();
+    if (ok) return absl::OkStatus();
+    if (why.empty()) why = "not a valid encoding";
+    return absl::InvalidArgumentError(absl::StrCat(
+        "message ", received_, " of this stream is not a cgoheap.v1.AgentMessage this server can "
+        "parse, and nothing from it was stored (", why, "). Every string field must be UTF-8: "
+        "the cgoheap forwarder writes other bytes as \\xHH; a client that sends them raw must "
+        "be fixed or upgraded"));
+  }
+  void SetAck(uint64_t seq) {
+    v1::IngestAck ack;
+    ack.set_acked_seq(seq);
+    bool own = false;
+    grpc::SerializationTraits<v1::IngestAck>::Serialize(ack, &ack_, &own);
+  }
+
   // Finishes now, or after the ack in flight (and any newer one) is written.
   void MaybeFinish(grpc::Status status) {
     {
@@ -97,11 +154,13 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::AgentMessage, v1:
 
   HeapState* const state_;
   ServerMetrics* const metrics_;
-  v1::AgentMessage request_;
+  grpc::ByteBuffer request_;
+  v1::AgentMessage message_;
+  uint64_t received_ = 0;  // messages read on this stream
   uint64_t process_id_ = 0;
 
   absl::Mutex mu_;
-  v1::IngestAck ack_;  // owned by the write in flight
+  grpc::ByteBuffer ack_;  // owned by the write in flight
   uint64_t pending_ack_ ABSL_GUARDED_BY(mu_) = 0;
   bool have_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
@@ -112,7 +171,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::AgentMessage, v1:
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::AgentMessage, v1::IngestAck>* IngestService::Stream(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Stream(
     grpc::CallbackServerContext* /*context*/) {
   return new StreamReactor(state_, metrics_);
 }

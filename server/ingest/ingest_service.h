@@ -1,5 +1,11 @@
 // The agent stream: one bidirectional gRPC stream per process, a reactor per
 // stream (callback API) that deletes itself in OnDone.
+//
+// The stream is taken as raw bytes and parsed here: a message gRPC cannot
+// parse would otherwise look exactly like the client closing its side, and
+// the stream would end with OK while the client waits for an ack that never
+// comes. Here such a message ends the stream with INVALID_ARGUMENT saying
+// which message and why.
 #pragma once
 
 #include "cgoheap.grpc.pb.h"
@@ -9,11 +15,11 @@
 namespace cgoheap::server {
 
 // Thread-safe.
-class IngestService final : public v1::Ingest::CallbackService {
+class IngestService final : public v1::Ingest::WithRawCallbackMethod_Stream<v1::Ingest::Service> {
  public:
   IngestService(HeapState* state, ServerMetrics* metrics) : state_(state), metrics_(metrics) {}
 
-  grpc::ServerBidiReactor<v1::AgentMessage, v1::IngestAck>* Stream(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Stream(
       grpc::CallbackServerContext* context) override;
 
  private:

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "client/ring_reader.h"
+#include "common/escape.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap::testing {
@@ -788,6 +789,55 @@ TEST(RunTest, UnknownGoReleaseIsSaidAndHidesNoLeak) {
   const Value& p = Field(procs, "processes").list_value().values(0);
   EXPECT_TRUE(Field(p, "go_crossing_unknown").bool_value());
   EXPECT_GE(Num(p, "unwind_failures"), 2);
+}
+
+// A file name in Latin-1 is as common an argument as any on older systems,
+// and an argument can hold anything, terminal escape sequences included.
+// Neither costs the report, and neither reaches the terminal of whoever
+// lists the processes.
+TEST(RunTest, ArgumentsThatAreNotTextKeepTheReportExactAndShowEscaped) {
+  const std::string latin1 = "caf\xe9.txt";
+  const std::string hostile = "\x1b]0;owned\x07\x1b[2J\n==1== 0 bytes";
+  const std::string service = "caisse-\xe9";
+  TempDir data;
+  RunResult run = RunProcess({BinDir() + "/cgoheap", "run", "--data=" + data.path(),
+                              "--service=" + service, "--", Program("seed_cstring"), latin1,
+                              hostile});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.err.find("17 bytes in 1 block never freed (1 of 1 leak)"), std::string::npos)
+      << run.err;
+  EXPECT_EQ(run.err.find("UTF-8"), std::string::npos) << run.err;
+
+  Cgoheapd d(data.path());
+  RunResult ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address()});
+  ASSERT_EQ(ps.exit_code, 0) << ps.err;
+  EXPECT_NE(ps.out.find("caf\\xe9.txt \\x1b]0;owned\\x07\\x1b[2J\\n==1== 0 bytes"),
+            std::string::npos)
+      << ps.out;
+  EXPECT_NE(ps.out.find("caisse-\\xe9"), std::string::npos) << ps.out;
+  EXPECT_EQ(ps.out.find('\x1b'), std::string::npos) << "a raw escape reached the terminal";
+  EXPECT_EQ(ps.out.find('\x07'), std::string::npos);
+
+  // JSON carries them as valid text, and the original bytes come back.
+  RunResult json = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address(), "--json"});
+  Value procs = ParseJson(json.out);
+  ASSERT_EQ(Field(procs, "processes").list_value().values_size(), 1) << json.out;
+  const Value& p = Field(procs, "processes").list_value().values(0);
+  const auto& args = Field(p, "args").list_value();
+  ASSERT_EQ(args.values_size(), 3) << json.out;
+  EXPECT_EQ(args.values(1).string_value(), "caf\\xe9.txt");
+  EXPECT_EQ(FromWireString(args.values(1).string_value()), latin1);
+  EXPECT_EQ(FromWireString(args.values(2).string_value()), hostile);
+  EXPECT_EQ(FromWireString(Str(p, "service")), service);
+
+  RunResult leaks = RunProcess({BinDir() + "/cgoheap", "leaks", "--server=" + d.address(),
+                                "--service=" + WireString(service), "--json"});
+  Value doc = ParseJson(leaks.out);
+  ASSERT_EQ(Field(doc, "leaks").list_value().values_size(), 1) << leaks.out << leaks.err;
+  const Value& leak = Field(doc, "leaks").list_value().values(0);
+  EXPECT_EQ(Num(leak, "bytes"), 17);
+  std::string src = ProgramSource("seed_cstring");
+  ExpectFrameAt(Frames(leak), "main.main", src, LineOf(src, "// LEAK: 17 bytes"));
 }
 
 TEST(RunTest, GuardedAgentNeverAllocatesInsideAHook) {

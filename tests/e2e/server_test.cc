@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_join.h"
 #include "cgoheap.grpc.pb.h"
+#include "client/ingest_stream.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap::testing {
@@ -560,10 +561,69 @@ TEST_F(IngestProtocolTest, HealthAndReflectionAnswerGenericTools) {
   EXPECT_NE(listing.find("grpc.health.v1.Health"), std::string::npos);
 }
 
+// proto3 strings must be UTF-8. gRPC alone would take a message it cannot
+// parse for the client closing its side and end the stream with OK, leaving
+// the client to wait for an ack forever; the server says what is wrong.
+TEST_F(IngestProtocolTest, MessageThatIsNotUtf8IsRefusedWithAReasonNeverASilentOk) {
+  std::vector<uint64_t> acks;
+  ASSERT_TRUE(Exchange({Hello(11), Batch(1, 5, true, 0x1000, 64)}, &acks).ok());
+
+  v1::AgentMessage latin1 = Hello(11);
+  latin1.mutable_hello()->add_args("cafX.txt");
+  std::string bytes = latin1.SerializeAsString();
+  bytes.replace(bytes.find("cafX"), 4, "caf\xe9");
+  grpc::GenericStub generic(channel_);
+  RawBidiCall call(&generic, "/cgoheap.v1.Ingest/Stream", bytes);
+  std::string answered;
+  grpc::Status st = call.Await(&answered);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("message 1 of this stream is not a cgoheap.v1.AgentMessage"),
+            std::string::npos)
+      << st.error_message();
+  EXPECT_NE(st.error_message().find("String field 'cgoheap.v1.ProcessHello.args' contains invalid "
+                                    "UTF-8 data"),
+            std::string::npos)
+      << st.error_message();
+  EXPECT_NE(st.error_message().find("Every string field must be UTF-8"), std::string::npos);
+  EXPECT_EQ(answered, "");  // no ack
+
+  // What was acknowledged before is intact, and the stream goes on.
+  acks.clear();
+  ASSERT_TRUE(Exchange({Hello(11), End(2)}, &acks).ok());
+  EXPECT_EQ(acks, (std::vector<uint64_t>{1, 2}));
+  Value leaks = Leaks(d_->address(), "proto");
+  ASSERT_EQ(Field(leaks, "leaks").list_value().values_size(), 1);
+}
+
+// A refusal resending cannot fix ends the stream: the reason comes back, and
+// nothing more is queued (a forwarder that kept queueing for a stream the
+// server refused would grow without bound).
+TEST_F(IngestProtocolTest, RefusedStreamStopsQueueingAndSaysWhy) {
+  v1::AgentMessage hello = Hello(12);
+  client::IngestStream stream(channel_, hello.hello());
+  v1::AgentMessage undefined_stack = Batch(0, 404, false, 0x1000, 64);
+  undefined_stack.clear_seq();
+  ASSERT_TRUE(stream.Send(undefined_stack));
+  absl::Status st = stream.WaitAcked(absl::Seconds(20));
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("which no batch defined"), std::string::npos) << st;
+  EXPECT_EQ(stream.error(), st);
+  EXPECT_FALSE(stream.Send(Batch(0, 5, true, 0x2000, 64)));
+  EXPECT_EQ(stream.sent(), 1u);
+}
+
 TEST(ServerFlagsTest, BadFlagsAndDirectoriesGetClearErrors) {
   RunResult unknown = RunProcess({BinDir() + "/cgoheapd", "--bogus=1"});
   EXPECT_EQ(unknown.exit_code, 2);
   EXPECT_NE(unknown.err.find("unknown flag --bogus for cgoheapd"), std::string::npos);
+  RunResult zero_window = RunProcess({BinDir() + "/cgoheapd", "--leak-window=1e-12s"});
+  EXPECT_EQ(zero_window.exit_code, 2);
+  EXPECT_NE(zero_window.err.find("--leak-window=1e-12s is out of range: use 1s to 168h"),
+            std::string::npos)
+      << zero_window.err;
+  RunResult endless = RunProcess({BinDir() + "/cgoheapd", "--leak-window=inf"});
+  EXPECT_EQ(endless.exit_code, 2);
+  EXPECT_NE(endless.err.find("'inf' is not a duration"), std::string::npos) << endless.err;
   RunResult no_data = RunProcess({BinDir() + "/cgoheapd", "--listen=127.0.0.1:0"});
   EXPECT_EQ(no_data.exit_code, 1);
   EXPECT_NE(no_data.err.find("--data=DIR is required"), std::string::npos);
