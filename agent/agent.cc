@@ -7,6 +7,7 @@
 #include "agent/agent.h"
 
 #include <dlfcn.h>
+#include <cpuid.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <link.h>
@@ -189,12 +190,28 @@ int MainBias(dl_phdr_info* info, size_t, void* out) {
   return 1;  // the first object is the main program
 }
 
+// Whether the CPU has RDTSCP (CPUID 0x80000001, EDX bit 27), which the TSC
+// keys are read with. Some virtual machines hide it even when the kernel
+// keeps time with the TSC, and there it is an invalid instruction: the
+// program would die of SIGILL at its first allocation.
+bool CpuHasRdtscp() {
+  if constexpr (kAllocGuard) {
+    // Test builds only: a CPU without it, to prove the fallback.
+    if (getenv("CGOHEAP_TEST_NO_RDTSCP") != nullptr) return false;
+  }
+  unsigned eax, ebx, ecx, edx;
+  constexpr unsigned kRdtscp = 1u << 27;
+  return __get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) != 0 && (edx & kRdtscp) != 0;
+}
+
 // The clock for record keys: the TSC when the kernel itself keeps time with
-// it (it checked that it is invariant and synchronized across CPUs), else a
-// shared counter. CGOHEAP_CLOCK=counter forces the counter.
+// it (it checked that it is invariant and synchronized across CPUs) and the
+// CPU has RDTSCP, else a shared counter. CGOHEAP_CLOCK=counter forces the
+// counter.
 ring::Clock ChooseClock() {
   const char* force = getenv("CGOHEAP_CLOCK");
   if (force != nullptr && strcmp(force, "counter") == 0) return ring::Clock::kCounter;
+  if (!CpuHasRdtscp()) return ring::Clock::kCounter;
   char buf[32] = {};
   int fd = open("/sys/devices/system/clocksource/clocksource0/current_clocksource",
                 O_RDONLY | O_CLOEXEC);

@@ -1,4 +1,7 @@
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -13,6 +16,8 @@
 
 #include "agent/ring.h"
 #include "agent/ring_writer.h"
+#include "client/fault_guard.h"
+#include "client/forwarder.h"
 #include "client/ring_reader.h"
 #include "tests/testing/test_util.h"
 
@@ -142,13 +147,13 @@ void ManyWriters(uint32_t lanes, int threads_n, ring::Clock clock) {
       if (!check(rec)) return true;
     }
     reader.Release();
-    return total == threads_n * kPerThread || reader.corrupt();
+    return total == threads_n * kPerThread || (reader.damage() != nullptr);
   });
   stop = true;
   threads.clear();
   EXPECT_TRUE(ok) << "only " << total << " of " << threads_n * kPerThread << " records in 30 s";
   EXPECT_EQ(total, threads_n * kPerThread);
-  EXPECT_FALSE(reader.corrupt());
+  EXPECT_FALSE((reader.damage() != nullptr));
   EXPECT_EQ(not_published.load(), 0);
   EXPECT_EQ(r.h->dropped_events.load(), 0u);
   EXPECT_EQ(reader.Uncommitted(), 0u);
@@ -569,7 +574,7 @@ TEST(RingTest, DamagedLaneStopsTheReader) {
   client::RingRecord rec;
   EXPECT_TRUE(reader.Next(&rec));
   EXPECT_FALSE(reader.Next(&rec));
-  EXPECT_TRUE(reader.corrupt());
+  EXPECT_TRUE((reader.damage() != nullptr));
 }
 
 // The target can rewrite its ring at any time. A record's header changed
@@ -604,6 +609,98 @@ TEST(RingTest, HeaderRewrittenAfterItWasCheckedIsNotReadAgain) {
   EXPECT_EQ(rec.frames[0], 200u);
   EXPECT_EQ(rec.frames[1], 201u);
   r.h->lane_count = 2;
+}
+
+// The target can truncate its ring file under the forwarder, which maps it
+// shared: touching the pages past the new end raises SIGBUS. That ring is
+// damaged, said so, and everything else goes on (the forwarder serves other
+// processes).
+TEST(RingTest, RingTruncatedUnderTheReaderDamagesThatRingOnly) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 2, 1 << 10, 0, ring::Clock::kTsc, &r);
+  r.h->dropped_events.store(3);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords + 2];
+  for (uint64_t a : {100, 200, 300}) {
+    Record(words, ring::Kind::kAlloc, a, 8, 2);
+    ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords + 2, 8));
+  }
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Open(r.path));
+  client::RingRecord rec;
+  ASSERT_TRUE(reader.Next(&rec));
+  EXPECT_EQ(rec.address, 100u);
+  EXPECT_EQ(reader.dropped_events(), 3u);
+  EXPECT_EQ(reader.damage(), nullptr);
+
+  ASSERT_EQ(truncate(r.path.c_str(), 4096), 0);  // the header's first page stays
+  EXPECT_FALSE(reader.Next(&rec));
+  ASSERT_NE(reader.damage(), nullptr);
+  EXPECT_STREQ(reader.damage(), "its ring file was truncated while it was read");
+  reader.Release();
+  EXPECT_EQ(reader.Maps(), "");
+  EXPECT_EQ(reader.dropped_events(), 3u);  // the last value read
+  EXPECT_EQ(reader.Uncommitted(), 0u);
+  EXPECT_EQ(reader.identity().pid, 1);
+  EXPECT_FALSE(reader.Next(&rec));
+
+  // A file truncated between open's size check and the first read.
+  client::RingReader late;
+  EXPECT_FALSE(late.Open(r.path));  // too small now: refused
+  ASSERT_EQ(truncate(r.path.c_str(), 0), 0);
+  client::RingReader empty;
+  EXPECT_FALSE(empty.Open(r.path));
+  munmap(r.h, r.bytes);
+  r.h = nullptr;
+}
+
+// The guard takes only faults in its own range: any other crash of the
+// forwarder is still a crash, with the signal it always had.
+TEST(RingTest, FaultGuardLetsOtherCrashesCrash) {
+  EXPECT_EXIT(
+      {
+        static char buffer[64];
+        client::FaultGuard guard(buffer, sizeof buffer);
+        void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        munmap(page, 4096);
+        if (sigsetjmp(guard.env, 0) == 0) *static_cast<volatile int*>(page) = 1;
+        _exit(0);  // the guard took a fault outside its range
+      },
+      ::testing::KilledBySignal(SIGSEGV), "");
+}
+
+// Rings arrive in a directory a sidecar may share with every process of a
+// pod: a file there can claim any pid. One that claims a live process of
+// another user, a symlink, or something that is not a regular file is never
+// read as that process.
+TEST(RingTest, RingsThatPoseAsAnotherUsersProcessOrAreNoFilesAreIgnored) {
+  testing::TempDir dir, elsewhere;
+  client::ForwarderOptions opts;
+  opts.ring_dir = dir.path();
+  opts.channel = grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials());
+  {
+    TestRing r;  // claims pid 1 (init, uid 0), but belongs to another user
+    MakeRing(dir.path(), 1, 1 << 8, 0, ring::Clock::kTsc, &r);
+    ASSERT_EQ(chown(r.path.c_str(), geteuid() + 4242, getegid()), 0);
+    TestRing target;  // a real ring, reached through a symlink
+    MakeRing(elsewhere.path(), 1, 1 << 8, 0, ring::Clock::kTsc, &target);
+    ASSERT_EQ(symlink(target.path.c_str(), (dir.path() + "/2-2.ring").c_str()), 0);
+    ASSERT_EQ(mkfifo((dir.path() + "/3-3.ring").c_str(), 0600), 0);
+    client::Forwarder fwd(opts);
+    fwd.Poll();
+    EXPECT_TRUE(fwd.process_ids().empty());
+  }
+  {
+    TestRing r;  // the same claim by init's own user is read
+    MakeRing(dir.path(), 1, 1 << 8, 0, ring::Clock::kTsc, &r);
+    ASSERT_EQ(chown(r.path.c_str(), 0, 0), 0);
+    client::Forwarder fwd(opts);
+    fwd.Poll();
+    EXPECT_EQ(fwd.process_ids().size(), 1u);
+  }
 }
 
 }  // namespace

@@ -38,6 +38,13 @@ std::string Unreachable(const std::string& server,
                         const std::string& alternative = "pass --server=HOST:PORT");
 // True once the channel connects, false after 5 s.
 bool Reachable(const std::shared_ptr<grpc::Channel>& channel);
+// --debuginfod: whether libdw may fetch missing debug info over the network.
+void DebuginfodFlag(FlagSet& flags, bool* allowed);
+// Unless allowed, removes DEBUGINFOD_URLS from this process's environment
+// (libdw reads it at each lookup), so symbolizing never contacts a
+// debuginfod server; returns the value removed ("" if none), for a child
+// that should still see it. Call before any thread starts.
+std::string KeepDebuginfodOff(bool allowed);
 // A cgoheapd inside this process on 127.0.0.1:<free port>, RocksDB in data_dir.
 absl::StatusOr<std::unique_ptr<server::Server>> StartLocalServer(const std::string& data_dir);
 

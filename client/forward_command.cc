@@ -28,13 +28,16 @@ void OnStop(int) { g_stop.store(true); }
 int ForwardCommand(const std::vector<std::string>& args) {
   std::string ring_dir, server, service;
   double ack_timeout = 60;
+  bool debuginfod = false;
   FlagSet flags("cgoheap forward");
   flags.String("ring-dir", &ring_dir, "DIR", "where agents create their rings ($CGOHEAP_RING_DIR of the processes)");
   ServerFlag(flags, &server);
   flags.String("service", &service, "NAME", "service name for processes that set no CGOHEAP_SERVICE");
   flags.Duration("ack-timeout", &ack_timeout, "on exit, how long to wait for acknowledgements (default 60s)", 0.01, 24 * 3600);
+  DebuginfodFlag(flags, &debuginfod);
   auto rest = flags.Parse(args);
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap forward");
+  KeepDebuginfodOff(debuginfod);
   if (ring_dir.empty()) {
     std::cerr << "cgoheap forward: --ring-dir=DIR is required: the CGOHEAP_RING_DIR the agents use\n";
     return 2;

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/escape.h"
 #include "absl/strings/numbers.h"
@@ -72,6 +73,27 @@ bool IsOurZombie(pid_t pid) {
   return sscanf(stat.c_str() + close_paren + 1, " %*c %d", &ppid) == 1 && ppid == getpid();
 }
 
+// Why a ring may not speak for the process it names, or "". A ring is
+// written by whoever created the file: it may claim any pid. While that
+// process lives, the ring must belong to its user (one of the uids in
+// /proc/PID/status, which are there for processes of every user, dumpable
+// or not), or a ring planted in a shared directory could end, or pose as,
+// another user's process.
+std::string ClaimRefused(const RingIdentity& who) {
+  if (who.pid <= 0) return absl::StrCat("it names no process (pid ", who.pid, ")");
+  std::string status = ReadFile(absl::StrCat("/proc/", who.pid, "/status"));
+  size_t at = status.find("\nUid:");
+  if (at == std::string::npos) return "";  // gone: there is no one to pose as
+  unsigned long long uids[4] = {};
+  int n = sscanf(status.c_str() + at + 5, "%llu %llu %llu %llu", &uids[0], &uids[1], &uids[2],
+                 &uids[3]);
+  for (int i = 0; i < n; ++i) {
+    if (uids[i] == who.owner_uid) return "";
+  }
+  return absl::StrCat("it claims process ", who.pid, ", which runs as uid ", uids[1],
+                      ", but the ring file belongs to uid ", who.owner_uid);
+}
+
 }  // namespace
 
 uint64_t StackId(const v1::Stack& stack) {
@@ -96,7 +118,7 @@ struct Forwarder::Tracked {
   int pidfd = -1;
   bool ended = false;      // the process is gone: drain, then End
   bool end_sent = false;
-  bool told_corrupt = false;
+  bool told_damage = false;
   bool told_refused = false;
   v1::ProcessEnd end;
   std::string own_basis;  // how its executable's own code is told apart (Stack.own_basis)
@@ -176,14 +198,23 @@ void Forwarder::Discover() {
     t->path = path;
     if (!t->ring.Open(path)) {  // not a ring this version reads: say so once
       rejected_.insert(path);
-      std::cerr << "cgoheap: ignoring " << path
-                << ": not a ring of this version of cgoheap (is the agent the same version?)\n";
+      std::cerr << "cgoheap: ignoring " << path << ": " << t->ring.open_error() << "\n";
       continue;
     }
-    t->pid = t->ring.header().pid;
+    const RingIdentity& who = t->ring.identity();
+    t->pid = who.pid;
+    if (std::string why = ClaimRefused(who); !why.empty()) {
+      rejected_.insert(path);
+      std::cerr << "cgoheap: ignoring " << path << ": " << why << "\n";
+      continue;
+    }
     // An exec replaces the image but keeps the pid: the older ring is done.
+    // (A ring of another user, or older than the one it would end, is no
+    // exec of that process.)
     for (auto& [p, other] : tracked_) {
-      if (other->pid == t->pid && !other->ended) {
+      const RingIdentity& was = other->ring.identity();
+      if (other->pid == t->pid && !other->ended && was.owner_uid == who.owner_uid &&
+          was.start_unix_nanos <= who.start_unix_nanos) {
         other->ended = true;
         other->end.set_exec(true);
         other->end.set_unix_nanos(UnixNanos());
@@ -198,6 +229,9 @@ void Forwarder::Discover() {
       t->end.set_unix_nanos(UnixNanos());
     }
     t->process_id = RandomId();
+    // A forwarder with other rights than the target's (a sidecar as root)
+    // opens only what the target itself could read.
+    if (geteuid() != who.owner_uid) t->sym.ReadAs(who.owner_uid, who.owner_gid);
     std::string pid_dir = "/proc/" + std::to_string(t->pid);
     // The agent's snapshot, completed by /proc (mappings made after it),
     // which is partial or empty for a process that is exiting.
@@ -209,15 +243,14 @@ void Forwarder::Discover() {
     hello.set_process_id(t->process_id);
     hello.set_host(WireString(host_));
     hello.set_pid(t->pid);
-    hello.set_start_unix_nanos(t->ring.header().start_unix_nanos);
-    hello.set_sample_bytes(t->ring.header().sample_bytes);
+    hello.set_start_unix_nanos(who.start_unix_nanos);
+    hello.set_sample_bytes(who.sample_bytes);
     // Who it is, as the agent wrote it at start-up: short-lived processes
     // are often gone, /proc entries with them, before this first look.
-    const ring::RingHeader& rh = t->ring.header();
-    std::string_view exe(rh.exe, strnlen(rh.exe, sizeof rh.exe));
+    std::string_view exe = who.exe;
     if (exe.ends_with(" (deleted)")) exe.remove_suffix(10);
     hello.set_executable(WireString(exe));
-    if (!exe.empty()) {
+    if (!exe.empty() && t->sym.MayOpen(std::string(exe))) {
       if (ObjectFile* obj = objects_.Get(std::string(exe))) {
         hello.set_build_id(WireString(obj->build_id()));
         hello.set_go_version(WireString(obj->go_version()));
@@ -225,13 +258,13 @@ void Forwarder::Discover() {
         t->own_basis = WireString(obj->own_basis());
       }
     }
-    hello.set_go_crossing_unknown((rh.flags & ring::kFlagGoCrossingUnknown) != 0);
-    std::string cmdline(rh.cmdline, std::min<size_t>(rh.cmdline_len, sizeof rh.cmdline));
-    for (absl::string_view a : absl::StrSplit(cmdline, '\0', absl::SkipEmpty())) {
+    hello.set_go_crossing_unknown((who.flags & ring::kFlagGoCrossingUnknown) != 0);
+    hello.set_clock(who.clock == ring::Clock::kTsc ? "tsc" : "counter");
+    for (absl::string_view a : absl::StrSplit(who.cmdline, '\0', absl::SkipEmpty())) {
       hello.add_args(WireString(std::string_view(a.data(), a.size())));
     }
     std::string service = options_.service;
-    if (service.empty()) service.assign(rh.service, strnlen(rh.service, sizeof rh.service));
+    if (service.empty()) service = who.service;
     if (service.empty()) {
       service = std::string(exe.substr(exe.rfind('/') + 1));
     }
@@ -350,11 +383,10 @@ size_t Forwarder::Drain(Tracked& t) {
     }
   }
   t.ring.Release();
-  if (t.ring.corrupt() && !t.told_corrupt) {
-    t.told_corrupt = true;
-    std::cerr << "cgoheap: " << t.path
-              << " holds a record outside the ring protocol (a damaged file, or an agent of "
-                 "another version): this process's later events are not read\n";
+  if (const char* damage = t.ring.damage(); damage != nullptr && !t.told_damage) {
+    t.told_damage = true;
+    std::cerr << "cgoheap: process " << t.pid << " (" << t.path << "): " << damage
+              << ": its later events are not read, and its report says so\n";
   }
   return n;
 }
@@ -398,6 +430,7 @@ void Forwarder::Flush(Tracked& t, bool force) {
   b.set_unix_nanos(UnixNanos());
   b.set_dropped_events(t.ring.dropped_events());
   b.set_unwind_failures(t.ring.unwind_failures());
+  if (const char* damage = t.ring.damage()) b.set_ring_damage(damage);
   b.set_cancelled_pairs(t.cancelled);
   v1::AgentMessage msg;
   msg.mutable_batch()->Swap(&b);
@@ -415,6 +448,7 @@ void Forwarder::End(Tracked& t) {
   if (msg.end().unix_nanos() == 0) msg.mutable_end()->set_unix_nanos(UnixNanos());
   msg.mutable_end()->set_dropped_events(t.ring.dropped_events());
   msg.mutable_end()->set_unwind_failures(t.ring.unwind_failures());
+  if (const char* damage = t.ring.damage()) msg.mutable_end()->set_ring_damage(damage);
   msg.mutable_end()->set_torn_records(t.ring.Uncommitted() > 0 ? 1 : 0);
   if (!Refused(t)) t.stream->Send(std::move(msg));
   t.end_sent = true;

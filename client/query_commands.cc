@@ -23,6 +23,20 @@ int FlagError(const absl::Status& st, const char* command) {
   return 2;
 }
 
+void DebuginfodFlag(FlagSet& flags, bool* allowed) {
+  flags.Bool("debuginfod", allowed,
+             "let libdw fetch missing debug info from the servers in $DEBUGINFOD_URLS (default: "
+             "no network lookups)");
+}
+
+std::string KeepDebuginfodOff(bool allowed) {
+  const char* urls = getenv("DEBUGINFOD_URLS");
+  if (allowed || urls == nullptr) return "";
+  std::string removed = urls;
+  unsetenv("DEBUGINFOD_URLS");
+  return removed;
+}
+
 std::string DefaultServer() {
   const char* env = getenv("CGOHEAP_SERVER");
   return env != nullptr && *env != 0 ? env : "127.0.0.1:7070";

@@ -185,6 +185,13 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
                     " built by a Go release whose cgo calls this cgoheap does not understand: "
                     "their stacks stop where C was called from Go (a newer cgoheap may know it)\n");
   }
+  if (r.damaged_rings() > 0) {
+    absl::StrAppend(&out, p, " WARNING: ", Plural(r.damaged_rings(), "process", "processes"),
+                    r.damaged_rings() == 1 ? " damaged its" : " damaged their",
+                    " cgoheap ring (truncated it, or wrote into it): events after that point were "
+                    "not read, so leaks here may be wrong or missing (cgoheap ps says which and "
+                    "why)\n");
+  }
   if (r.unwind_failures() > 0) {
     absl::StrAppend(&out, p, " WARNING: ", Plural(r.unwind_failures(), "allocation", "allocations"),
                     " had stacks cut short (the Go frames above a cgo call, or the callers of C "
@@ -228,7 +235,8 @@ std::string LeaksJson(const v1::LeaksResponse& r) {
                       ",\"hidden\":", r.hidden(), ",\"hidden_bytes\":", r.hidden_bytes(),
                       ",\"dropped_events\":", r.dropped_events(),
                       ",\"unwind_failures\":", r.unwind_failures(),
-                      ",\"go_crossing_unknown\":", r.go_crossing_unknown(), "}\n");
+                      ",\"go_crossing_unknown\":", r.go_crossing_unknown(),
+                      ",\"damaged_rings\":", r.damaged_rings(), "}\n");
 }
 
 // "handle (/src/main.go:16)": the user's frame of a stack, else the allocator's caller.
@@ -329,6 +337,12 @@ std::string ProcessesText(const v1::ListProcessesResponse& list) {
                       " (marked !), whose cgo calls this cgoheap does not understand: its stacks "
                       "stop where C was called from Go\n");
     }
+    if (!p.ring_damage().empty()) {
+      absl::StrAppend(&out, "WARNING: process ", p.process_id(), " (pid ", p.hello().pid(),
+                      "): ", Printable(p.ring_damage()),
+                      ", so its events after that point were not read: its live bytes and leaks "
+                      "miss them\n");
+    }
   }
   return out;
 }
@@ -352,6 +366,8 @@ std::string ProcessesJson(const v1::ListProcessesResponse& list) {
         ",\"go_version\":", JsonString(p.hello().go_version()),
         ",\"go_main_module\":", JsonString(p.hello().go_main_module()),
         ",\"go_crossing_unknown\":", p.hello().go_crossing_unknown() ? "true" : "false",
+        ",\"ring_damage\":", JsonString(p.ring_damage()),
+        ",\"clock\":", JsonString(p.hello().clock()),
         ",\"args\":[", absl::StrJoin(args, ","),
         "]}"));
   }

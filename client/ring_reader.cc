@@ -8,10 +8,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <climits>
 #include <functional>
 #include <cstring>
+
+#include "client/fault_guard.h"
 
 namespace cgoheap::client {
 
@@ -20,39 +23,87 @@ RingReader::~RingReader() {
 }
 
 bool RingReader::Open(const std::string& path) {
-  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return false;
+  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    open_error_ = errno == ELOOP ? "a symlink: rings are read only from the files agents create"
+                                 : std::string("cannot open it: ") + strerror(errno);
+    return false;
+  }
   struct stat st;
-  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) < ring::kHeaderBytes) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
+    open_error_ = "not a regular file";
+    return false;
+  }
+  const char* not_ring = "not a ring of this version of cgoheap (is the agent the same version?)";
+  if (static_cast<size_t>(st.st_size) < ring::kHeaderBytes) {
+    close(fd);
+    open_error_ = not_ring;
     return false;
   }
   void* p = mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
-  if (p == MAP_FAILED) return false;
-  if (!Attach(static_cast<ring::RingHeader*>(p), st.st_size)) {
-    munmap(p, st.st_size);
+  if (p == MAP_FAILED) {
+    open_error_ = std::string("cannot map it: ") + strerror(errno);
     return false;
   }
+  if (!Attach(static_cast<ring::RingHeader*>(p), st.st_size)) {
+    munmap(p, st.st_size);
+    open_error_ = not_ring;
+    return false;
+  }
+  identity_.owner_uid = st.st_uid;
+  identity_.owner_gid = st.st_gid;
   owned_ = true;
   return true;
 }
 
 bool RingReader::Attach(ring::RingHeader* h, size_t bytes) {
+  FaultGuard guard(h, bytes);
+  if (sigsetjmp(guard.env, 0) != 0) return false;  // truncated already
+  return Check(h, bytes);
+}
+
+// Every field is read once, into a local or a member, and checked there.
+bool RingReader::Check(ring::RingHeader* h, size_t bytes) {
   uint64_t words = h->lane_words;
   uint32_t lanes = h->lane_count;
+  uint32_t clock = h->clock;
   if (h->magic != ring::kMagic || h->version != ring::kVersion ||
       h->header_bytes != ring::kHeaderBytes || words < 64 || (words & (words - 1)) != 0 ||
       lanes < 1 || lanes > ring::kMaxLanes || ring::RingFileBytes(lanes, words) != bytes ||
-      (h->clock != static_cast<uint32_t>(ring::Clock::kTsc) &&
-       h->clock != static_cast<uint32_t>(ring::Clock::kCounter))) {
+      (clock != static_cast<uint32_t>(ring::Clock::kTsc) &&
+       clock != static_cast<uint32_t>(ring::Clock::kCounter))) {
     return false;
   }
+  RingIdentity id;
+  id.pid = h->pid;
+  id.ppid = h->ppid;
+  id.start_unix_nanos = h->start_unix_nanos;
+  id.sample_bytes = h->sample_bytes;
+  id.flags = h->flags;
+  id.clock = static_cast<ring::Clock>(clock);
+  char exe[sizeof h->exe], cmdline[sizeof h->cmdline], service[sizeof h->service];
+  memcpy(exe, h->exe, sizeof exe);
+  memcpy(cmdline, h->cmdline, sizeof cmdline);
+  memcpy(service, h->service, sizeof service);
+  uint32_t cmdline_len = std::min<uint32_t>(h->cmdline_len, sizeof cmdline);
+  id.exe.assign(exe, strnlen(exe, sizeof exe));
+  id.cmdline.assign(cmdline, cmdline_len);
+  id.service.assign(service, strnlen(service, sizeof service));
+  identity_ = std::move(id);
   header_ = h;
   bytes_ = bytes;
   lane_words_ = words;
   lane_count_ = lanes;
+  clock_ = clock;
   return true;
+}
+
+const char* RingReader::damage() const {
+  if (truncated_) return "its ring file was truncated while it was read";
+  if (corrupt_) return "its ring holds a record outside the ring protocol";
+  return nullptr;
 }
 
 uint64_t* RingReader::Lane(uint32_t lane) const {
@@ -68,7 +119,7 @@ uint64_t* RingReader::Lane(uint32_t lane) const {
 // this round or an earlier one. Records are then taken smallest key first.
 void RingReader::StartRound() {
   ring::RingHeader* h = header_;
-  cut_ = h->clock == static_cast<uint32_t>(ring::Clock::kTsc)
+  cut_ = clock_ == static_cast<uint32_t>(ring::Clock::kTsc)
              ? ring::TscCut()
              : h->counter.load(std::memory_order_seq_cst);
   uint32_t used = std::min(h->lanes_used.load(std::memory_order_acquire), lane_count_);
@@ -129,7 +180,29 @@ void RingReader::Peek(uint32_t lane) {
   c.ready = true;
 }
 
+// f() with every access to the mapping guarded: if the file was truncated
+// under it (or before), the ring is damaged from then on and `fallback` is
+// returned. Whatever f calls must not allocate or lock while it touches the
+// mapping (see FaultGuard).
+template <typename T, typename F>
+T RingReader::Guarded(const T& fallback, F f) {
+  if (truncated_) return fallback;
+  FaultGuard guard(header_, bytes_);
+  if (sigsetjmp(guard.env, 0) != 0) {
+    truncated_ = true;
+    return fallback;
+  }
+  return f();
+}
+
 bool RingReader::Next(RingRecord* rec) {
+  if (corrupt_) return false;
+  return Guarded(false, [&] { return NextRecord(rec); });
+}
+
+// Guarded by Next: nothing here allocates or locks while it touches the
+// mapping (lanes_ and ready_ grow between reads, never during one).
+bool RingReader::NextRecord(RingRecord* rec) {
   for (bool fresh = false;; fresh = true) {
     if (corrupt_) return false;
     if (!ready_.empty()) break;
@@ -163,6 +236,13 @@ bool RingReader::Next(RingRecord* rec) {
 }
 
 void RingReader::Release() {
+  Guarded(0, [&] {
+    ReleaseLanes();
+    return 0;
+  });
+}
+
+void RingReader::ReleaseLanes() {
   ring::LaneDesc* descs = ring::Lanes(header_);
   for (uint32_t i = 0; i < lanes_.size(); ++i) {
     Cursor& c = lanes_[i];
@@ -178,31 +258,46 @@ void RingReader::Release() {
   }
 }
 
-uint64_t RingReader::Uncommitted() const {
-  uint64_t read = lanes_.empty() ? ring::Lanes(header_)[0].tail.load(std::memory_order_acquire)
-                                 : lanes_[0].pos;
-  return ring::Lanes(header_)[0].head.load(std::memory_order_acquire) - read;
+uint64_t RingReader::Uncommitted() {
+  return Guarded(uint64_t{0}, [&] {
+    ring::LaneDesc* descs = ring::Lanes(header_);
+    uint64_t read = lanes_.empty() ? descs[0].tail.load(std::memory_order_acquire) : lanes_[0].pos;
+    return descs[0].head.load(std::memory_order_acquire) - read;
+  });
 }
 
-std::string RingReader::Maps() const {
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    uint64_t s1 = header_->maps_seq.load(std::memory_order_acquire);
-    if (s1 & 1) continue;
-    uint32_t len = header_->maps_len;
-    if (len > ring::kMapsBytes) return {};
-    std::string out(header_->maps, len);
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (header_->maps_seq.load(std::memory_order_relaxed) == s1) return out;
-  }
-  return {};
+std::string RingReader::Maps() {
+  // Allocated before the guarded reads: a jump out of them skips nothing
+  // that owns memory.
+  std::string out(ring::kMapsBytes, '\0');
+  uint32_t len = Guarded(uint32_t{0}, [&] {
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      uint64_t s1 = header_->maps_seq.load(std::memory_order_acquire);
+      if (s1 & 1) continue;
+      uint32_t n = header_->maps_len;
+      if (n > ring::kMapsBytes) return uint32_t{0};
+      memcpy(out.data(), header_->maps, n);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (header_->maps_seq.load(std::memory_order_relaxed) == s1) return n;
+    }
+    return uint32_t{0};
+  });
+  out.resize(len);
+  return out;
 }
 
-uint64_t RingReader::unwind_failures() const {
-  return header_->unwind_failures.load(std::memory_order_relaxed);
+uint64_t RingReader::unwind_failures() {
+  unwind_failures_ = Guarded(unwind_failures_, [&] {
+    return header_->unwind_failures.load(std::memory_order_relaxed);
+  });
+  return unwind_failures_;
 }
 
-uint64_t RingReader::dropped_events() const {
-  return header_->dropped_events.load(std::memory_order_relaxed);
+uint64_t RingReader::dropped_events() {
+  dropped_events_ = Guarded(dropped_events_, [&] {
+    return header_->dropped_events.load(std::memory_order_relaxed);
+  });
+  return dropped_events_;
 }
 
 }  // namespace cgoheap::client

@@ -2,9 +2,16 @@
 // merges the records of its lanes into one order that never puts an event
 // before one it depends on, and gives the space back.
 //
+// The ring is written by the target, which may be buggy or hostile: every
+// value is checked before it places a read, read once (the checked copy is
+// what is used), and every access to the mapping is guarded (FaultGuard), so
+// a ring file truncated under the reader damages that ring only.
+//
 //   RingReader r;
 //   if (r.Open(path)) while (r.Next(&rec)) { ... } ; r.Release();
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <string>
@@ -14,6 +21,23 @@
 #include "agent/ring.h"
 
 namespace cgoheap::client {
+
+// Who the process is, as its agent wrote it at start-up: copied once at
+// Attach, so nothing the target writes later changes it.
+struct RingIdentity {
+  // The ring file's owner: the user the agent ran as (0 for Attach).
+  uid_t owner_uid = 0;
+  gid_t owner_gid = 0;
+  int32_t pid = 0;
+  int32_t ppid = 0;
+  int64_t start_unix_nanos = 0;
+  uint64_t sample_bytes = 0;
+  uint32_t flags = 0;
+  ring::Clock clock = ring::Clock::kCounter;
+  std::string exe;      // as readlink gave it (may end in " (deleted)")
+  std::string cmdline;  // NUL-separated
+  std::string service;
+};
 
 struct RingRecord {
   uint64_t key;  // the record's clock value (ring.h)
@@ -34,7 +58,11 @@ class RingReader {
   RingReader(const RingReader&) = delete;
   RingReader& operator=(const RingReader&) = delete;
 
+  // Opens a ring file: a regular file, never through a symlink, never
+  // blocking. False for anything that is not a ring of this version, with
+  // the reason in open_error().
   bool Open(const std::string& path);
+  const std::string& open_error() const { return open_error_; }
   // Reads a ring already mapped in this process (not owned). Tests use it so
   // that writer and reader share one mapping, which ThreadSanitizer needs to
   // see their synchronization.
@@ -45,10 +73,11 @@ class RingReader {
   void Release();
   // Words reserved in the shared lane but never committed: only meaningful
   // once the process is gone (a writer died mid-record).
-  uint64_t Uncommitted() const;
-  // The file is not what the protocol allows (a writer outside it, or a
-  // damaged file): reading stopped there.
-  bool corrupt() const { return corrupt_; }
+  uint64_t Uncommitted();
+  // Why reading this ring stopped for good, or nullptr: the file is not
+  // what the protocol allows (a writer outside it, a damaged file), or it
+  // was truncated under the reader.
+  const char* damage() const;
   // The process is gone: no record will ever be completed any more, so
   // nothing waits for one (see StartRound).
   void WritersGone() { writers_gone_ = true; }
@@ -59,11 +88,12 @@ class RingReader {
     round_hook_arg_ = arg;
   }
 
-  const ring::RingHeader& header() const { return *header_; }
+  const RingIdentity& identity() const { return identity_; }
   // The mappings text, read consistently (seqlock); empty if unavailable.
-  std::string Maps() const;
-  uint64_t dropped_events() const;
-  uint64_t unwind_failures() const;
+  std::string Maps();
+  // The agent's counters; the last values read once the ring is damaged.
+  uint64_t dropped_events();
+  uint64_t unwind_failures();
 
  private:
   struct Cursor {
@@ -76,8 +106,13 @@ class RingReader {
     bool ready = false;     // a record at pos with key below the cut
     bool unfinished = false;  // lane 0: the record at pos is reserved, not yet written
   };
+  bool Check(ring::RingHeader* h, size_t bytes);
+  template <typename T, typename F>
+  T Guarded(const T& fallback, F f);
+  bool NextRecord(RingRecord* rec);
   void StartRound();
   void Peek(uint32_t lane);
+  void ReleaseLanes();
 
   // The lane's words, from the geometry checked at Attach: the target can
   // write its header at any time, so nothing that places a read is taken
@@ -85,6 +120,11 @@ class RingReader {
   uint64_t* Lane(uint32_t lane) const;
 
   ring::RingHeader* header_ = nullptr;
+  std::string open_error_;
+  RingIdentity identity_;
+  uint32_t clock_ = 0;
+  uint64_t dropped_events_ = 0;
+  uint64_t unwind_failures_ = 0;
   uint64_t lane_words_ = 0;
   uint32_t lane_count_ = 0;
   size_t bytes_ = 0;
@@ -94,6 +134,7 @@ class RingReader {
   std::vector<std::pair<uint64_t, uint32_t>> ready_;
   uint64_t cut_ = 0;
   bool corrupt_ = false;
+  bool truncated_ = false;
   bool writers_gone_ = false;
   void (*round_hook_)(uint32_t, void*) = nullptr;
   void* round_hook_arg_ = nullptr;

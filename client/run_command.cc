@@ -80,7 +80,7 @@ struct Child {
 
 Child Launch(const std::vector<std::string>& argv, const std::string& agent,
              const std::string& ring_dir, uint64_t sample_bytes, bool trace_children,
-             const std::string& service) {
+             const std::string& service, const std::string& debuginfod_urls) {
   Child c;
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) {
@@ -106,6 +106,8 @@ Child Launch(const std::vector<std::string>& argv, const std::string& agent,
     setenv("CGOHEAP_SAMPLE_BYTES", std::to_string(sample_bytes).c_str(), 1);
     setenv("CGOHEAP_TRACE_CHILDREN", trace_children ? "1" : "0", 1);
     if (!service.empty()) setenv("CGOHEAP_SERVICE", service.c_str(), 1);
+    // Taken from cgoheap's own environment only (KeepDebuginfodOff).
+    if (!debuginfod_urls.empty()) setenv("DEBUGINFOD_URLS", debuginfod_urls.c_str(), 1);
     std::vector<char*> cargv;
     for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
     cargv.push_back(nullptr);
@@ -149,7 +151,7 @@ absl::StatusOr<std::unique_ptr<server::Server>> StartLocalServer(const std::stri
 int RunCommand(const std::vector<std::string>& args) {
   std::string server_addr, service, report_path, data_dir, agent_flag;
   uint64_t sample_bytes = 0;
-  bool all = false, json = false, trace_children = false;
+  bool all = false, json = false, trace_children = false, debuginfod = false;
   double ack_timeout = 60;
   FlagSet flags("cgoheap run");
   flags.String("server", &server_addr, "HOST:PORT",
@@ -163,10 +165,12 @@ int RunCommand(const std::vector<std::string>& args) {
   flags.String("data", &data_dir, "DIR", "RocksDB directory of the local server (default: temporary, removed)");
   flags.String("agent", &agent_flag, "PATH", "the agent library (default: ../lib/cgoheap/ beside cgoheap)");
   flags.Bool("trace-children", &trace_children, "also track child processes (fork, exec)");
+  DebuginfodFlag(flags, &debuginfod);
   flags.Duration("ack-timeout", &ack_timeout, "how long to wait for the server to acknowledge everything (default 60s)",
                  0.01, 24 * 3600);
   auto rest = flags.Parse(args, /*stop_at_positional=*/true);
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap run");
+  const std::string debuginfod_urls = KeepDebuginfodOff(debuginfod);
   if (rest->empty()) {
     std::cerr << "cgoheap run: nothing to run: cgoheap run [flags] -- PROGRAM [ARGS...]\n";
     return 2;
@@ -216,7 +220,8 @@ int RunCommand(const std::vector<std::string>& args) {
   fwd_opts.channel = channel;
   Forwarder fwd(fwd_opts);
   if (std::string exe = FindExecutable((*rest)[0]); !exe.empty()) fwd.Prepare(exe);
-  Child child = Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service);
+  Child child =
+      Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service, debuginfod_urls);
   auto cleanup = [&] {
     std::error_code ec;
     fs::remove_all(ring_dir, ec);

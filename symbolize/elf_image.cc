@@ -35,13 +35,18 @@ ElfImage::~ElfImage() {
 bool ElfImage::Open(const char* path) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
+  bool ok = OpenFd(fd);
+  close(fd);
+  return ok;
+}
+
+bool ElfImage::OpenFd(int fd) {
   struct stat st;
-  if (fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(Elf64_Ehdr))) {
-    close(fd);
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+      st.st_size < static_cast<off_t>(sizeof(Elf64_Ehdr))) {
     return false;
   }
   void* p = mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
   if (p == MAP_FAILED) return false;
   data_ = static_cast<const uint8_t*>(p);
   size_ = st.st_size;

@@ -33,8 +33,12 @@ class ElfImage {
   ElfImage(const ElfImage&) = delete;
   ElfImage& operator=(const ElfImage&) = delete;
 
-  // Maps the file read-only. Returns false if it is not a 64-bit ELF.
+  // Maps the file read-only. Returns false if it is not a 64-bit ELF. For
+  // files a process names about itself (/proc/self/exe in the agent).
   bool Open(const char* path);
+  // The same from an open file (not closed here): the forwarder opens what a
+  // target names with OpenRegularFile (symbolize/file_access.h).
+  bool OpenFd(int fd);
   // Views an ELF image already in memory (not owned).
   bool OpenMemory(const uint8_t* data, size_t size);
 

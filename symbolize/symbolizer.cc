@@ -14,6 +14,7 @@
 
 #include "common/go_names.h"
 #include "symbolize/elf_image.h"
+#include "symbolize/file_access.h"
 #include "symbolize/go_module.h"
 #include "symbolize/gopclntab.h"
 
@@ -112,7 +113,9 @@ ObjectFile::~ObjectFile() = default;
 std::unique_ptr<ObjectFile> ObjectFile::Open(const std::string& path) {
   std::unique_ptr<ObjectFile> obj(new ObjectFile(path));
   Impl& im = *obj->impl_;
-  if (!im.elf.Open(path.c_str())) return obj;  // unreadable: names stay "??"
+  // Opened as untrusted (symbolize/file_access.h): a target names it.
+  im.fd = OpenRegularFile(path.c_str());
+  if (im.fd < 0 || !im.elf.OpenFd(im.fd)) return obj;  // unreadable: names stay "??"
   char id[128];
   if (im.elf.BuildId(id, sizeof id) > 0) obj->build_id_ = id;
   uint64_t filesz;
@@ -127,8 +130,7 @@ std::unique_ptr<ObjectFile> ObjectFile::Open(const std::string& path) {
   obj->go_main_module_ = module.main_module;
   obj->go_main_package_ = module.main_package;
   if (im.has_go) obj->FindOwnDirectories();
-  im.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (im.fd >= 0) {
+  {
     im.dwfl = dwfl_begin(&kOfflineCallbacks);
     if (im.dwfl != nullptr) {
       dwfl_report_begin(im.dwfl);
@@ -326,8 +328,24 @@ void ProcessSymbolizer::AddMappings(std::string_view text) {
     std::string_view path = std::string_view(line).substr(path_at);
     if (path.empty() || path[0] != '/') continue;
     if (path.ends_with(" (deleted)")) path.remove_suffix(10);
-    mappings_[start] = Mapping{end, offset, std::string(path)};
+    std::string file(path);
+    if (!MayOpen(file)) continue;
+    mappings_[start] = Mapping{end, offset, std::move(file)};
   }
+}
+
+void ProcessSymbolizer::ReadAs(uid_t uid, gid_t gid) {
+  restricted_ = true;
+  uid_ = uid;
+  gid_ = gid;
+  may_open_.clear();
+}
+
+bool ProcessSymbolizer::MayOpen(const std::string& path) {
+  if (!restricted_) return true;
+  auto [it, fresh] = may_open_.try_emplace(path, false);
+  if (fresh) it->second = MayRead(path, uid_, gid_);
+  return it->second;
 }
 
 bool ProcessSymbolizer::Covers(uint64_t pc) const {

@@ -11,6 +11,8 @@
 //   sym.Symbolize(pc, /*return_address=*/true, &out);
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -101,6 +103,13 @@ class ProcessSymbolizer {
   bool Symbolize(uint64_t pc, bool return_address, std::vector<SymbolizedFrame>* out);
   // Opens every mapped object now, while the files certainly still exist.
   void OpenAll();
+  // The target's own credentials, when the forwarder runs with others (a
+  // sidecar as root, say): files the target could not read itself are never
+  // opened for it, whatever its mappings claim, so nothing it could not see
+  // is symbolized and published for it.
+  void ReadAs(uid_t uid, gid_t gid);
+  // Whether path may be opened for this process.
+  bool MayOpen(const std::string& path);
 
  private:
   struct Mapping {
@@ -108,6 +117,10 @@ class ProcessSymbolizer {
     std::string path;
   };
   ObjectCache* objects_;
+  bool restricted_ = false;
+  uid_t uid_ = 0;
+  gid_t gid_ = 0;
+  std::unordered_map<std::string, bool> may_open_;  // by path, when restricted
   std::map<uint64_t, Mapping> mappings_;  // by start
   std::unordered_map<uint64_t, std::vector<SymbolizedFrame>> cache_;
 };

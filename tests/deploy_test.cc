@@ -130,5 +130,21 @@ TEST(DeployTest, BothProgramsSayTheirVersion) {
                              R"(prometheus-cpp 1\.[0-9.]+, abseil [0-9]+)");
 }
 
+// What ships is built hardened (CMakeLists.txt): every binary calls the
+// stack protector's check, binds every symbol at start-up (full RELRO), and
+// the forwarder's and the agent's fortified libc calls are there.
+TEST(DeployTest, ReleaseBinariesAreHardened) {
+  if (!CGOHEAP_HARDENED) GTEST_SKIP() << "a sanitizer or Debug build: not hardened by design";
+  for (std::string binary : {BinDir() + "/cgoheap", BinDir() + "/cgoheapd",
+                             std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent.so"}) {
+    RunResult syms = RunProcess({"readelf", "--wide", "--dyn-syms", binary});
+    ASSERT_EQ(syms.exit_code, 0) << syms.err;
+    EXPECT_NE(syms.out.find("__stack_chk_fail"), std::string::npos) << binary;
+    EXPECT_NE(syms.out.find("_chk@"), std::string::npos) << binary << ": no fortified call";
+    RunResult dynamic = RunProcess({"readelf", "--wide", "--dynamic", binary});
+    EXPECT_NE(dynamic.out.find("BIND_NOW"), std::string::npos) << binary;
+  }
+}
+
 }  // namespace
 }  // namespace cgoheap::testing

@@ -72,6 +72,7 @@ absl::Status HeapState::Load() {
         proc.rec.set_unknown_frees(snap->unknown_frees());
         proc.rec.set_dropped_events(snap->dropped_events());
         proc.rec.set_unwind_failures(snap->unwind_failures());
+        proc.rec.set_ring_damage(snap->ring_damage());
         proc.rec.set_cancelled_pairs(snap->cancelled_pairs());
       } else if (!absl::IsNotFound(snap.status())) {
         return snap.status();
@@ -440,6 +441,7 @@ absl::Status HeapState::MaybeSnapshot(uint64_t id, Process& p) {
   snap.set_unknown_frees(p.rec.unknown_frees());
   snap.set_dropped_events(p.rec.dropped_events());
   snap.set_unwind_failures(p.rec.unwind_failures());
+  snap.set_ring_damage(p.rec.ring_damage());
   snap.set_cancelled_pairs(p.rec.cancelled_pairs());
   absl::Status st = store_->PutSnapshot(id, snap);
   if (st.ok()) p.log_bytes = 0;
@@ -470,6 +472,7 @@ void HeapState::ApplyEvents(Process& p, const v1::EventBatch& b) {
   p.rec.set_events(p.rec.events() + b.kinds_size());
   p.rec.set_dropped_events(std::max(p.rec.dropped_events(), b.dropped_events()));
   p.rec.set_unwind_failures(std::max(p.rec.unwind_failures(), b.unwind_failures()));
+  if (p.rec.ring_damage().empty()) p.rec.set_ring_damage(b.ring_damage());
   p.rec.set_cancelled_pairs(std::max(p.rec.cancelled_pairs(), b.cancelled_pairs()));
 }
 
@@ -534,6 +537,7 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   rec.set_last_seq(seq);
   rec.set_dropped_events(std::max(rec.dropped_events(), msg.end().dropped_events()));
   rec.set_unwind_failures(std::max(rec.unwind_failures(), msg.end().unwind_failures()));
+  if (rec.ring_damage().empty()) rec.set_ring_damage(msg.end().ring_damage());
   for (const auto& [stack_id, t] : p->by_stack) {
     if (t.blocks == 0) continue;
     v1::StackTotal* e = rec.add_exit_leaks();
@@ -577,6 +581,7 @@ v1::ProcessInfo HeapState::Info(uint64_t id, const Process& p) const {
   info.set_events(p.rec.events() + 2 * p.rec.cancelled_pairs());
   info.set_dropped_events(p.rec.dropped_events());
   info.set_unwind_failures(p.rec.unwind_failures());
+  info.set_ring_damage(p.rec.ring_damage());
   info.set_last_seq(p.last_seq);
   return info;
 }
@@ -677,6 +682,7 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
     if (p->rec.hello().go_crossing_unknown()) {
       resp.set_go_crossing_unknown(resp.go_crossing_unknown() + 1);
     }
+    if (!p->rec.ring_damage().empty()) resp.set_damaged_rings(resp.damaged_rings() + 1);
     for (const v1::StackTotal& e : p->rec.exit_leaks()) {
       LeakGroup& g = groups[e.stack_id()];
       g.bytes += e.est_bytes();

@@ -73,6 +73,12 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                           .Help("Processes built by a Go release whose cgo calls the agent does "
                                 "not understand (no Go frames in their stacks), by service")
                           .Register(*registry_);
+  damaged_rings_ = &BuildGauge()
+                       .Name("cgoheap_agent_damaged_rings")
+                       .Help("Processes whose ring the forwarder stopped reading (truncated "
+                             "under it, or written outside the protocol): their events after "
+                             "that point are missing, by service")
+                       .Register(*registry_);
   suspect_bytes_ = &BuildGauge()
                         .Name("cgoheap_leak_suspect_bytes")
                         .Help("Live bytes in stacks flagged as growth leaks in running processes")
@@ -150,7 +156,7 @@ void ServerMetrics::SetBuildInfo(const std::string& version, const std::string& 
 void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
                                  const absl::flat_hash_map<std::string, ServiceSuspects>& suspects) {
   std::map<std::pair<std::string, std::string>, double> counts;
-  std::map<std::string, double> live, dropped, unwind_failures, crossing_unknown;
+  std::map<std::string, double> live, dropped, unwind_failures, crossing_unknown, damaged;
   for (const auto& p : list.processes()) {
     const std::string& svc = p.hello().service();
     for (const char* state : {"running", "exited", "killed", "exec"}) counts[{svc, state}] += 0;
@@ -160,6 +166,7 @@ void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
     dropped[svc] += static_cast<double>(p.dropped_events());
     unwind_failures[svc] += static_cast<double>(p.unwind_failures());
     crossing_unknown[svc] += p.hello().go_crossing_unknown() && p.state() == "running" ? 1 : 0;
+    damaged[svc] += p.ring_damage().empty() ? 0 : 1;
   }
   for (const auto& [key, n] : counts) {
     processes_->Add({{"service", key.first}, {"state", key.second}}).Set(n);
@@ -168,6 +175,7 @@ void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
   for (const auto& [svc, v] : dropped) dropped_->Add({{"service", svc}}).Set(v);
   for (const auto& [svc, v] : unwind_failures) unwind_failures_->Add({{"service", svc}}).Set(v);
   for (const auto& [svc, v] : crossing_unknown) crossing_unknown_->Add({{"service", svc}}).Set(v);
+  for (const auto& [svc, v] : damaged) damaged_rings_->Add({{"service", svc}}).Set(v);
   // Every service seen gets both series (0 when nothing grows), so alerts can
   // tell "no leak" from "no data".
   for (const auto& [svc, v] : live) {

@@ -8,6 +8,7 @@
 // cgoheap_live_bytes{service}, cgoheap_agent_dropped_events{service},
 // cgoheap_agent_unwind_failures{service},
 // cgoheap_agent_go_crossing_unknown_processes{service} (running ones),
+// cgoheap_agent_damaged_rings{service},
 // cgoheap_leak_suspect_bytes{service}, cgoheap_leak_suspect_stacks{service},
 // cgoheap_leak_suspect_stack_bytes{service,stack,site} for the top-K growing
 // stacks of each service only.
@@ -92,6 +93,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>* dropped_;
   prometheus::Family<prometheus::Gauge>* unwind_failures_;
   prometheus::Family<prometheus::Gauge>* crossing_unknown_;
+  prometheus::Family<prometheus::Gauge>* damaged_rings_;
   prometheus::Family<prometheus::Gauge>* suspect_bytes_;
   prometheus::Family<prometheus::Gauge>* suspect_stacks_;
   prometheus::Family<prometheus::Gauge>* suspect_stack_bytes_;

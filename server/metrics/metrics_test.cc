@@ -42,6 +42,34 @@ TEST(MetricsTest, PerStackSeriesAreOnlyTheCurrentTopK) {
   EXPECT_TRUE(Series(m, "cgoheap_leak_suspect_stack_bytes").empty());
 }
 
+// Value of the series of a family with this service label.
+double ValueOf(ServerMetrics& m, const std::string& family, const std::string& service) {
+  for (const auto& f : m.registry()->Collect()) {
+    if (f.name != family) continue;
+    for (const auto& metric : f.metric) {
+      for (const auto& l : metric.label) {
+        if (l.name == "service" && l.value == service) return metric.gauge.value;
+      }
+    }
+  }
+  return -1;
+}
+
+TEST(MetricsTest, DamagedRingsAreCountedByService) {
+  ServerMetrics m;
+  v1::ListProcessesResponse list;
+  for (const char* damage : {"", "its ring file was truncated while it was read", ""}) {
+    v1::ProcessInfo* p = list.add_processes();
+    p->mutable_hello()->set_service("api");
+    p->set_state("exited");
+    p->set_ring_damage(damage);
+  }
+  list.add_processes()->mutable_hello()->set_service("web");
+  m.RefreshFleet(list, {});
+  EXPECT_EQ(ValueOf(m, "cgoheap_agent_damaged_rings", "api"), 1);
+  EXPECT_EQ(ValueOf(m, "cgoheap_agent_damaged_rings", "web"), 0);
+}
+
 // Two long C++ names that differ only past the cut stay two labels.
 TEST(MetricsTest, LongSiteLabelsAreShortenedAndStayUnique) {
   std::string shared(190, 'x');

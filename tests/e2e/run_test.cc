@@ -1,6 +1,9 @@
 // `cgoheap run` on real cgo programs: the seed article's four cases and more,
 // checked to the byte, the block and the file:line.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -500,6 +503,35 @@ TEST(RunTest, BlocksHandedBetweenThreadsAreMatchedWithTheCounterClock) {
                        360);
 }
 
+// The clock a process's events were ordered by, as `cgoheap ps --json` says.
+std::string ClockOf(const std::string& data_dir) {
+  Cgoheapd d(data_dir);
+  Value procs = ParseJson(
+      RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address(), "--json"}).out);
+  if (Field(procs, "processes").list_value().values_size() != 1) return "?";
+  return Str(Field(procs, "processes").list_value().values(0), "clock");
+}
+
+// Some virtual machines hide RDTSCP even where the kernel keeps time with
+// the TSC; executing it there kills the program with SIGILL. The agent asks
+// the CPU first and falls back to the counter, still exact.
+TEST(RunTest, CpuWithoutRdtscpGetsTheCounterClockAndStaysExact) {
+  std::string agent = std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent_guard.so";
+  TempDir data;
+  ExpectHandoffMatched(RunUnder(Program("handoff"), {"4", "3", "5000"},
+                                {"--agent=" + agent, "--data=" + data.path()},
+                                {"CGOHEAP_RING_LANES=8", "CGOHEAP_TEST_NO_RDTSCP=1"}),
+                       4 * 3 * 5);
+  EXPECT_EQ(ClockOf(data.path()), "counter");
+
+  // Without the switch: the TSC exactly where the kernel keeps time with it.
+  std::string source = ReadFile("/sys/devices/system/clocksource/clocksource0/current_clocksource");
+  TempDir plain;
+  Report r = RunUnder(Program("seed_cstring"), {}, {"--agent=" + agent, "--data=" + plain.path()});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(ClockOf(plain.path()), source == "tsc\n" ? "tsc" : "counter") << source;
+}
+
 // 80 threads at once for 64 lanes: some share lane 0 while the others write
 // lanes of their own.
 TEST(RunTest, MoreThreadsAtOnceThanLanesAreMatchedExactly) {
@@ -838,6 +870,80 @@ TEST(RunTest, ArgumentsThatAreNotTextKeepTheReportExactAndShowEscaped) {
   EXPECT_EQ(Num(leak, "bytes"), 17);
   std::string src = ProgramSource("seed_cstring");
   ExpectFrameAt(Frames(leak), "main.main", src, LineOf(src, "// LEAK: 17 bytes"));
+}
+
+// A program that truncates its own ring (a wild write, or on purpose) must
+// not take the forwarder down with SIGBUS: what was read is kept, and the
+// report, ps and JSON say that this process's later events are missing.
+TEST(RunTest, RingTruncatedByItsProgramIsReportedAndTheForwarderGoesOn) {
+  TempDir data;
+  std::string src = ProgramSource("truncring");
+  RunResult run = RunProcess({BinDir() + "/cgoheap", "run", "--data=" + data.path(), "--",
+                              Program("truncring")});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.err.find("its ring file was truncated while it was read"), std::string::npos)
+      << run.err;
+  EXPECT_NE(run.err.find("WARNING: 1 process damaged its cgoheap ring"), std::string::npos)
+      << run.err;
+  EXPECT_NE(run.err.find("4,096 bytes in 1 block never freed"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("main.go:" + std::to_string(LineOf(src, "// LEAK: 4096 bytes"))),
+            std::string::npos)
+      << run.err;
+
+  Cgoheapd d(data.path());
+  RunResult ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address()});
+  EXPECT_NE(ps.out.find("its ring file was truncated while it was read, so its events after that "
+                        "point were not read"),
+            std::string::npos)
+      << ps.out;
+  Value procs = ParseJson(
+      RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address(), "--json"}).out);
+  ASSERT_EQ(Field(procs, "processes").list_value().values_size(), 1);
+  EXPECT_EQ(Str(Field(procs, "processes").list_value().values(0), "ring_damage"),
+            "its ring file was truncated while it was read");
+  Value leaks = ParseJson(
+      RunProcess({BinDir() + "/cgoheap", "leaks", "--server=" + d.address(), "--json"}).out);
+  EXPECT_EQ(Num(leaks, "damaged_rings"), 1);
+}
+
+// Debian sets DEBUGINFOD_URLS in every login shell, and libdw then asks those
+// servers for the debug info of each object that has none here: a
+// forwarder in a production pod would send the build ids of everything it
+// symbolizes out over the network. Only --debuginfod allows it. The program
+// itself still gets the variable.
+TEST(RunTest, NoDebugInfoIsFetchedOverTheNetworkUnlessAsked) {
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(listener, 64), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::string url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  TempDir cache;
+  std::vector<std::string> env = {"DEBUGINFOD_URLS=" + url, "DEBUGINFOD_TIMEOUT=1",
+                                  "DEBUGINFOD_CACHE_PATH=" + cache.path()};
+  auto connections = [&] {
+    int n = 0;
+    for (int fd; (fd = accept(listener, nullptr, nullptr)) >= 0; ++n) close(fd);
+    return n;
+  };
+
+  const std::string program = ProgramsDir() + "/nodebug";  // C, built without debug info
+  RunResult quiet = RunProcess({BinDir() + "/cgoheap", "run", "--", program}, env);
+  EXPECT_EQ(quiet.exit_code, 0) << quiet.err;
+  EXPECT_NE(quiet.err.find("100 bytes in 1 block never freed"), std::string::npos) << quiet.err;
+  EXPECT_EQ(connections(), 0);
+  RunResult child = RunProcess(
+      {BinDir() + "/cgoheap", "run", "--", "sh", "-c", "echo \"urls=$DEBUGINFOD_URLS\""}, env);
+  EXPECT_NE(child.out.find("urls=" + url), std::string::npos) << child.out;
+
+  RunResult asked = RunProcess({BinDir() + "/cgoheap", "run", "--debuginfod", "--", program}, env);
+  EXPECT_EQ(asked.exit_code, 0) << asked.err;
+  EXPECT_GT(connections(), 0) << "the test cannot tell: libdw asked no server even when allowed";
+  close(listener);
 }
 
 TEST(RunTest, GuardedAgentNeverAllocatesInsideAHook) {
