@@ -14,11 +14,16 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_format.h"
+#include "cgoheap.grpc.pb.h"
+
 #include "agent/ring.h"
 #include "agent/ring_writer.h"
 #include "client/fault_guard.h"
 #include "client/forwarder.h"
 #include "client/ring_reader.h"
+#include "server/server.h"
+#include "symbolize/elf_image.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap {
@@ -701,6 +706,63 @@ TEST(RingTest, RingsThatPoseAsAnotherUsersProcessOrAreNoFilesAreIgnored) {
     fwd.Poll();
     EXPECT_EQ(fwd.process_ids().size(), 1u);
   }
+}
+
+// A batch whose stacks are all new can outgrow the server's message limit
+// long before it has max_batch_events events (a program starting up, deep
+// C++ stacks): the server would refuse it, and with it the process's whole
+// stream. Batches are bounded by bytes too. Here 1,500 distinct stacks of
+// 64 real frames (this test binary's own functions) make ~20 MB of new stacks.
+TEST(RingTest, BatchesStayUnderTheMessageLimitWhateverTheirStacks) {
+  testing::TempDir dir, data;
+  server::ServerOptions server_opts;
+  server_opts.listen = "127.0.0.1:0";
+  server_opts.data_dir = data.path();
+  auto server = server::Server::Start(server_opts);
+  ASSERT_TRUE(server.ok()) << server.status();
+  char exe[4096] = {};
+  ASSERT_GT(readlink("/proc/self/exe", exe, sizeof exe - 1), 0);
+  ElfImage elf;
+  ElfSection text;
+  ASSERT_TRUE(elf.Open(exe) && elf.FindSection(".text", &text));
+  const uint64_t start = 0x10000000;  // the whole file mapped at offset 0 (PIE: vaddr == offset)
+  TestRing r;
+  MakeRing(dir.path(), 2, 1 << 18, 0, ring::Clock::kTsc, &r);
+  r.h->pid = getpid();
+  std::string maps = absl::StrFormat("%x %x 0 %s\n", start, start + 0x10000000, exe);
+  memcpy(r.h->maps, maps.data(), maps.size());
+  r.h->maps_len = static_cast<uint32_t>(maps.size());
+  ring::RingWriter writer;
+  writer.Reset(r.h, 10'000'000'000, nullptr, nullptr);
+  ring::ThreadLane lane{};
+  constexpr int kStacks = 1500;
+  uint64_t words[ring::kRecordFixedWords + 64];
+  uint64_t x = 12345;
+  auto next = [&] { return (x = x * 6364136223846793005ULL + 1442695040888963407ULL) >> 20; };
+  // 256 return addresses (each symbolized once), combined into distinct stacks.
+  std::vector<uint64_t> pcs(256);
+  for (uint64_t& pc : pcs) pc = start + text.addr + next() % text.size;
+  for (int i = 0; i < kStacks; ++i) {
+    Record(words, ring::Kind::kAlloc, 0x1000 + 64 * i, 48, 64);
+    for (int f = 0; f < 64; ++f) words[ring::kRecordFixedWords + f] = pcs[next() % pcs.size()];
+    ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords + 64, 48));
+  }
+  client::ForwarderOptions opts;
+  opts.ring_dir = dir.path();
+  opts.channel =
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  client::Forwarder fwd(opts);
+  fwd.Poll();
+  absl::Status st = fwd.Finish(absl::Seconds(60));
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_EQ(fwd.process_ids().size(), 1u);
+  auto stub = v1::Query::NewStub(opts.channel);
+  grpc::ClientContext ctx;
+  v1::ListProcessesResponse list;
+  ASSERT_TRUE(stub->ListProcesses(&ctx, v1::ListProcessesRequest(), &list).ok());
+  ASSERT_EQ(list.processes_size(), 1);
+  EXPECT_EQ(list.processes(0).live_blocks(), static_cast<uint64_t>(kStacks));
+  EXPECT_EQ(list.processes(0).live_bytes(), static_cast<uint64_t>(kStacks) * 48);
 }
 
 }  // namespace

@@ -60,6 +60,7 @@ int ForwardCommand(const std::vector<std::string>& args) {
   opts.ring_dir = ring_dir;
   opts.service = service;
   opts.channel = channel;
+  opts.remember_processes = false;
   Forwarder fwd(opts);
   std::cerr << "cgoheap forward: forwarding rings in " << ring_dir << " to " << server << "\n";
   PollPacer pacer;

@@ -106,6 +106,22 @@ uint64_t StackId(const v1::Stack& stack) {
   return h == 0 ? 1 : h;
 }
 
+void CapStack(v1::Stack* stack) {
+  const int n = stack->frames_size();
+  if (n <= kMaxFramesPerStack) return;
+  const int outer = kMaxFramesPerStack / 4;            // kept at the outer end
+  const int inner = kMaxFramesPerStack - outer - 1;    // kept at the inner end
+  auto* frames = stack->mutable_frames();
+  v1::Frame marker;
+  marker.set_function(absl::StrCat("[", n - inner - outer, " frames left out: cgoheap keeps ",
+                                   kMaxFramesPerStack, " per stack]"));
+  // frames: [0, inner) kept, [inner, n - outer) dropped, [n - outer, n) kept.
+  frames->DeleteSubrange(inner, n - outer - inner);
+  *frames->Add() = std::move(marker);
+  // The marker was appended: move it between the two kept ends.
+  for (int i = frames->size() - 1; i > inner; --i) frames->SwapElements(i, i - 1);
+}
+
 struct Forwarder::Tracked {
   explicit Tracked(ObjectCache* objects) : sym(objects) {}
 
@@ -143,6 +159,7 @@ struct Forwarder::Tracked {
   // The batch being built.
   v1::EventBatch batch;
   absl::flat_hash_map<uint64_t, int> batch_allocs;  // address -> index in batch
+  size_t batch_stack_bytes = 0;  // of the new stacks in the batch
   int live_events = 0;
   uint64_t cancelled = 0;
   absl::Time first_event;
@@ -160,31 +177,44 @@ Forwarder::~Forwarder() {
   }
 }
 
-std::vector<std::string> Forwarder::process_ids() const {
-  std::vector<std::string> out;
-  for (const std::string& path : order_) {
-    out.push_back(absl::StrFormat("%016x", tracked_.at(path)->process_id));
-  }
-  return out;
-}
+std::vector<std::string> Forwarder::process_ids() const { return ids_; }
 
 uint64_t Forwarder::dropped_events() const {
-  uint64_t n = 0;
+  uint64_t n = retired_dropped_;
   for (const auto& [path, t] : tracked_) n += t->ring.dropped_events();
   return n;
+}
+
+void Forwarder::Retire() {
+  for (auto it = tracked_.begin(); it != tracked_.end();) {
+    Tracked& t = *it->second;
+    bool done = t.end_sent && (t.stream->acked() == t.stream->sent() || !t.stream->error().ok());
+    if (!done) {
+      ++it;
+      continue;
+    }
+    retired_dropped_ += t.ring.dropped_events();
+    it = tracked_.erase(it);  // unmaps the ring, ends the stream and its threads
+  }
 }
 
 void Forwarder::Discover() {
   DIR* dir = opendir(options_.ring_dir.c_str());
   if (dir == nullptr) return;
   std::vector<std::string> fresh;
+  absl::flat_hash_set<std::string> still_rejected;  // files that went away are forgotten
   while (dirent* e = readdir(dir)) {
     std::string name = e->d_name;
     if (!absl::EndsWith(name, ".ring")) continue;
     std::string path = options_.ring_dir + "/" + name;
-    if (!tracked_.contains(path) && !rejected_.contains(path)) fresh.push_back(path);
+    if (rejected_.contains(path)) {
+      still_rejected.insert(path);
+    } else if (!tracked_.contains(path)) {
+      fresh.push_back(path);
+    }
   }
   closedir(dir);
+  rejected_ = std::move(still_rejected);
   std::sort(fresh.begin(), fresh.end(), [](const std::string& a, const std::string& b) {
     auto nanos = [](const std::string& p) {
       std::string_view base = std::string_view(p).substr(p.rfind('/') + 1);
@@ -271,7 +301,7 @@ void Forwarder::Discover() {
     if (service.empty()) service = "unknown";
     hello.set_service(WireString(service));
     t->stream = std::make_unique<IngestStream>(options_.channel, hello);
-    order_.push_back(path);
+    if (options_.remember_processes) ids_.push_back(absl::StrFormat("%016x", t->process_id));
     tracked_[path] = std::move(t);
   }
 }
@@ -332,6 +362,7 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
     }
   }
   stack.set_own_basis(t.own_basis);
+  CapStack(&stack);
   uint64_t id = StackId(stack);
   stack.set_id(id);
   // A hash another raw stack already holds (a collision) stays with that
@@ -342,7 +373,10 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
     recent = entry.get();
     t.raw_to_stack.emplace(raw, std::move(entry));
   }
-  if (t.stacks_sent.insert(id).second) *t.batch.add_new_stacks() = std::move(stack);
+  if (t.stacks_sent.insert(id).second) {
+    t.batch_stack_bytes += stack.ByteSizeLong();
+    *t.batch.add_new_stacks() = std::move(stack);
+  }
   return id;
 }
 
@@ -377,8 +411,11 @@ size_t Forwarder::Drain(Tracked& t) {
     if (++n % 4096 == 0) t.ring.Release();
     // Cancelled pairs keep their slots until the flush compacts them: bound
     // those too, or a churning process fills the forwarder's memory.
+    // Bytes: an event is at most 1 + 10 + 10 + 9 bytes in the packed arrays.
     if (t.live_events >= static_cast<int>(options_.max_batch_events) ||
-        t.batch.kinds_size() >= 4 * static_cast<int>(options_.max_batch_events)) {
+        t.batch.kinds_size() >= 4 * static_cast<int>(options_.max_batch_events) ||
+        t.batch_stack_bytes + 30 * static_cast<size_t>(t.batch.kinds_size()) >=
+            options_.max_batch_bytes) {
       Flush(t, true);
     }
   }
@@ -408,6 +445,7 @@ void Forwarder::Flush(Tracked& t, bool force) {
   if (Refused(t)) {
     t.batch.Clear();
     t.batch_allocs.clear();
+    t.batch_stack_bytes = 0;
     t.live_events = 0;
     return;
   }
@@ -435,6 +473,7 @@ void Forwarder::Flush(Tracked& t, bool force) {
   v1::AgentMessage msg;
   msg.mutable_batch()->Swap(&b);
   t.batch_allocs.clear();
+  t.batch_stack_bytes = 0;
   t.live_events = 0;
   t.stream->Send(std::move(msg));
 }
@@ -452,7 +491,8 @@ void Forwarder::End(Tracked& t) {
   msg.mutable_end()->set_torn_records(t.ring.Uncommitted() > 0 ? 1 : 0);
   if (!Refused(t)) t.stream->Send(std::move(msg));
   t.end_sent = true;
-  unlink(t.path.c_str());
+  // Never read again: gone, or (a directory we may not write) known as done.
+  if (unlink(t.path.c_str()) != 0) rejected_.insert(t.path);
   if (t.pidfd >= 0) {
     close(t.pidfd);
     t.pidfd = -1;
@@ -498,6 +538,7 @@ int PollPacer::Next(size_t drained) {
 }
 
 size_t Forwarder::Poll() {
+  Retire();
   Discover();
   size_t drained = 0;
   for (auto& [path, t] : tracked_) {

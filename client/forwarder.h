@@ -25,6 +25,7 @@
 #include "cgoheap.pb.h"
 #include "client/ingest_stream.h"
 #include "client/ring_reader.h"
+#include "common/limits.h"
 #include "symbolize/symbolizer.h"
 
 namespace cgoheap::client {
@@ -33,13 +34,24 @@ struct ForwarderOptions {
   std::string ring_dir;
   std::string service;  // empty: CGOHEAP_SERVICE, else the executable's name
   std::shared_ptr<grpc::Channel> channel;
+  // Remember every process id for process_ids() (cgoheap run); a forwarder
+  // that runs for ever (cgoheap forward) keeps nothing of an ended process.
+  bool remember_processes = true;
   size_t max_batch_events = 8192;
+  // A batch is sent before its events and new stacks pass this many bytes.
+  size_t max_batch_bytes = kBatchBytes;
   absl::Duration max_batch_delay = absl::Milliseconds(500);
 };
 
 // Stable 64-bit hash of symbolized frames (FNV-1a): the same leak gets the
 // same stack id in every process, on every host, in every build.
 uint64_t StackId(const v1::Stack& stack);
+
+// A stack longer than the server takes (kMaxFramesPerStack, counting inlined
+// calls) keeps its innermost and outermost frames, where the allocation and
+// the program's entry are, with one frame in between that says how many were
+// left out.
+void CapStack(v1::Stack* stack);
 
 // How long to sleep between polls: long enough that an idle or sampled
 // process costs the machine next to nothing (every poll wakes the launcher
@@ -79,8 +91,13 @@ class Forwarder {
   // server to acknowledge it all.
   absl::Status Finish(absl::Duration timeout);
 
-  // Process ids (16 hex digits) of every process seen, in discovery order.
+  // Process ids (16 hex digits) of every process seen, in discovery order
+  // (with remember_processes).
   std::vector<std::string> process_ids() const;
+  // Processes being forwarded: an ended one is let go of (its mapping, its
+  // stream and threads, its symbols) once the server has acknowledged all
+  // of it.
+  size_t tracked() const { return tracked_.size(); }
   uint64_t dropped_events() const;
 
  private:
@@ -92,13 +109,17 @@ class Forwarder {
   // The server refused t's stream: said once, with its reason.
   bool Refused(Tracked& t);
   void End(Tracked& t);
+  void Retire();
 
   ForwarderOptions options_;
   ObjectCache objects_;
   std::string host_;
   std::map<std::string, std::unique_ptr<Tracked>> tracked_;  // by ring path
-  std::vector<std::string> order_;
-  absl::flat_hash_set<std::string> rejected_;  // files in the directory that are not our rings
+  std::vector<std::string> ids_;    // with remember_processes
+  uint64_t retired_dropped_ = 0;  // dropped events of processes let go of
+  // Files in the directory never to read (again): not our rings, or rings
+  // already ended that could not be removed. Forgotten once they are gone.
+  absl::flat_hash_set<std::string> rejected_;
 };
 
 }  // namespace cgoheap::client

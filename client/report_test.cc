@@ -113,6 +113,25 @@ TEST(ReportTest, StringsFromTargetsCannotReachTheTerminal) {
   EXPECT_EQ(JsonString("caf\xc3\xa9"), "\"caf\xc3\xa9\"");
 }
 
+// The server refuses a stack of more than kMaxFramesPerStack frames (and with
+// it the whole batch): the forwarder never sends one, and keeps both ends.
+TEST(ReportTest, StacksLongerThanTheServerTakesKeepBothEnds) {
+  v1::Stack s;
+  for (int i = 0; i < 1000; ++i) s.add_frames()->set_function("f" + std::to_string(i));
+  CapStack(&s);
+  ASSERT_EQ(s.frames_size(), kMaxFramesPerStack);
+  EXPECT_EQ(s.frames(0).function(), "f0");  // the allocator
+  EXPECT_EQ(s.frames(190).function(), "f190");
+  EXPECT_EQ(s.frames(191).function(), "[745 frames left out: cgoheap keeps 256 per stack]");
+  EXPECT_EQ(s.frames(192).function(), "f936");
+  EXPECT_EQ(s.frames(255).function(), "f999");  // the program's entry
+  v1::Stack exact;
+  for (int i = 0; i < kMaxFramesPerStack; ++i) exact.add_frames()->set_function("g");
+  CapStack(&exact);
+  EXPECT_EQ(exact.frames_size(), kMaxFramesPerStack);
+  EXPECT_EQ(exact.frames(kMaxFramesPerStack - 1).function(), "g");
+}
+
 TEST(ReportTest, StackIdDependsOnSymbolsNotAddresses) {
   v1::Stack a = Sample().leaks(0).stack();
   v1::Stack b = a;

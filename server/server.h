@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
+#include "common/limits.h"
 #include "common/version.h"
 
 namespace grpc {
@@ -37,7 +38,7 @@ struct ServerOptions {
   bool sync = false;            // fsync the WAL on each acknowledged write
   double leak_window_seconds = 600;  // growth leaks: live memory rising through this window
   uint64_t metrics_top_k = 10;       // growing stacks per service with a series of their own
-  int max_message_bytes = 16 << 20;
+  int max_message_bytes = static_cast<int>(kMaxMessageBytes);  // common/limits.h
 };
 
 // Thread-safe.

@@ -22,13 +22,14 @@
 #include "absl/synchronization/mutex.h"
 #include "cgoheap.pb.h"
 #include "server/leak/classify.h"
+#include "common/limits.h"
 #include "server/metrics/metrics.h"
 #include "server/query/watch_hub.h"
 #include "server/storage/store.h"
 
 namespace cgoheap::server {
 
-inline constexpr int kMaxFramesPerStack = 256;
+using cgoheap::kMaxFramesPerStack;  // common/limits.h
 
 // Thread-safe.
 class HeapState {
