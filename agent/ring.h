@@ -135,7 +135,10 @@ struct alignas(64) RingHeader {
   alignas(64) std::atomic<uint32_t> lanes_used;  // lanes ever claimed + 1: the reader looks at [0, lanes_used)
   alignas(64) std::atomic<uint64_t> dropped_events;  // lane full, gave up
   std::atomic<uint64_t> dropped_bytes;
-  std::atomic<uint64_t> reserved1;
+  // The process id the forwarder gave this process (0 until one did): a
+  // forwarder restarted after a crash finds it here and goes on with the
+  // same process instead of starting a second one. The agent never writes it.
+  std::atomic<uint64_t> forwarder_process_id;
   std::atomic<uint64_t> unwind_failures;  // stacks cut short (see agent.h)
   // Identity, written once at start-up: the forwarder may first look at the
   // ring after the process is gone, when /proc/PID is too.

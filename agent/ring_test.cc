@@ -765,5 +765,69 @@ TEST(RingTest, BatchesStayUnderTheMessageLimitWhateverTheirStacks) {
   EXPECT_EQ(list.processes(0).live_bytes(), static_cast<uint64_t>(kStacks) * 48);
 }
 
+// The window a crash can fall into: the server made a batch durable and
+// acknowledged it, and the forwarder died before handing that ring space
+// back. The next forwarder must neither lose those events nor send them
+// twice: it resumes at the ring positions the server kept with the batch.
+TEST(RingTest, ForwarderThatDiesAfterTheAckIsResumedWithoutDuplicates) {
+  testing::TempDir dir, data;
+  server::ServerOptions server_opts;
+  server_opts.listen = "127.0.0.1:0";
+  server_opts.data_dir = data.path();
+  auto server = server::Server::Start(server_opts);
+  ASSERT_TRUE(server.ok()) << server.status();
+  TestRing r;
+  MakeRing(dir.path(), 2, 1 << 12, 0, ring::Clock::kTsc, &r);
+  r.h->pid = getpid();
+  ring::RingWriter writer;
+  writer.Reset(r.h, 10'000'000'000, nullptr, nullptr);
+  ring::ThreadLane lane{};
+  auto put = [&](int from, int to) {
+    uint64_t words[ring::kRecordFixedWords + 1];
+    for (int i = from; i < to; ++i) {
+      Record(words, ring::Kind::kAlloc, 0x1000 + 64 * i, 32, 1);
+      ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords + 1, 32));
+    }
+  };
+  client::ForwarderOptions opts;
+  opts.ring_dir = dir.path();
+  opts.max_batch_delay = absl::ZeroDuration();  // every poll sends what it read
+  opts.resumable = true;
+  opts.channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::Query::NewStub(opts.channel);
+  auto process = [&] {
+    grpc::ClientContext ctx;
+    v1::ListProcessesResponse list;
+    EXPECT_TRUE(stub->ListProcesses(&ctx, v1::ListProcessesRequest(), &list).ok());
+    return list;
+  };
+  put(0, 100);
+  std::string id;
+  {
+    client::Forwarder first(opts);
+    first.Poll();  // reads the 100 and sends them; the space is not given back yet
+    ASSERT_TRUE(WaitFor([&] {
+      auto list = process();
+      return list.processes_size() == 1 && list.processes(0).events() == 100;
+    }));
+    id = first.process_ids()[0];
+    EXPECT_EQ(ring::Lanes(r.h)[lane.lane].tail.load(), 0u) << "given back before the next poll";
+  }  // dies here, as if killed: nothing more is released or sent
+  put(100, 150);
+  client::Forwarder second(opts);
+  ASSERT_TRUE(WaitFor([&] {
+    second.Poll();
+    auto list = process();
+    return list.processes_size() == 1 && list.processes(0).events() >= 150;
+  }));
+  second.Poll();
+  auto list = process();
+  ASSERT_EQ(list.processes_size(), 1);
+  EXPECT_EQ(list.processes(0).process_id(), id);
+  EXPECT_EQ(list.processes(0).events(), 150u) << "the first 100 again would make 250";
+  EXPECT_EQ(list.processes(0).live_blocks(), 150u);
+  EXPECT_TRUE(second.Finish(absl::Seconds(30)).ok());
+}
+
 }  // namespace
 }  // namespace cgoheap

@@ -61,6 +61,7 @@ int ForwardCommand(const std::vector<std::string>& args) {
   opts.service = service;
   opts.channel = channel;
   opts.remember_processes = false;
+  opts.resumable = true;  // a restarted forwarder resumes every process exactly
   Forwarder fwd(opts);
   std::cerr << "cgoheap forward: forwarding rings in " << ring_dir << " to " << server << "\n";
   PollPacer pacer;

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
+#include <deque>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -135,6 +137,13 @@ struct Forwarder::Tracked {
   bool ended = false;      // the process is gone: drain, then End
   bool end_sent = false;
   bool told_damage = false;
+  // Started by a forwarder before this one: nothing is read until the server
+  // says where that one stopped (IngestStream::ResumePositions).
+  bool resuming = false;
+  // Batches sent and not yet acknowledged, with the ring positions reached
+  // once their events were read: the ring space goes back to the agent only
+  // when the server has made them durable.
+  std::deque<std::pair<uint64_t, std::vector<uint64_t>>> in_flight;
   bool told_refused = false;
   v1::ProcessEnd end;
   std::string own_basis;  // how its executable's own code is told apart (Stack.own_basis)
@@ -185,6 +194,34 @@ uint64_t Forwarder::dropped_events() const {
   return n;
 }
 
+void Forwarder::ReleaseAcked(Tracked& t) {
+  // Not resumable, or refused (what was read is discarded): all of it goes.
+  if (!options_.resumable || !t.stream->error().ok()) {
+    t.in_flight.clear();
+    t.ring.Release();
+    return;
+  }
+  const uint64_t acked = t.stream->acked();
+  std::vector<uint64_t> durable;
+  while (!t.in_flight.empty() && t.in_flight.front().first <= acked) {
+    durable = std::move(t.in_flight.front().second);
+    t.in_flight.pop_front();
+  }
+  if (!durable.empty()) t.ring.ReleaseTo(durable);
+}
+
+bool Forwarder::Ready(Tracked& t) {
+  if (!t.resuming) return true;
+  if (!t.stream->error().ok()) {
+    t.resuming = false;  // refused: read and discard (Refused says why)
+    return true;
+  }
+  if (!t.stream->Greeted()) return false;  // the server has not answered yet
+  t.ring.ResumeAt(t.stream->ResumePositions());
+  t.resuming = false;
+  return true;
+}
+
 void Forwarder::Retire() {
   for (auto it = tracked_.begin(); it != tracked_.end();) {
     Tracked& t = *it->second;
@@ -194,6 +231,10 @@ void Forwarder::Retire() {
       continue;
     }
     retired_dropped_ += t.ring.dropped_events();
+    // Only now, all of it durable, is the ring removed: a forwarder that
+    // dies before this point leaves it to the next one. Never read again:
+    // gone, or (a directory we may not write) known as done.
+    if (unlink(t.path.c_str()) != 0 && errno != ENOENT) rejected_.insert(t.path);
     it = tracked_.erase(it);  // unmaps the ring, ends the stream and its threads
   }
 }
@@ -258,7 +299,18 @@ void Forwarder::Discover() {
       t->end.set_status_unknown(true);
       t->end.set_unix_nanos(UnixNanos());
     }
-    t->process_id = RandomId();
+    // The id a forwarder before this one gave the process, if one did (it
+    // crashed, or was restarted): then this is the same process, resumed
+    // where the server says that forwarder stopped.
+    uint64_t fresh = RandomId();
+    t->process_id = t->ring.ClaimProcessId(fresh);
+    if (t->process_id == 0) t->process_id = fresh;
+    t->resuming = t->process_id != fresh;
+    if (t->resuming) {
+      std::cerr << "cgoheap: resuming process " << t->pid << " ("
+                << absl::StrFormat("%016x", t->process_id)
+                << ") where the forwarder before this one left it\n";
+    }
     // A forwarder with other rights than the target's (a sidecar as root)
     // opens only what the target itself could read.
     if (geteuid() != who.owner_uid) t->sym.ReadAs(who.owner_uid, who.owner_gid);
@@ -408,7 +460,12 @@ size_t Forwarder::Drain(Tracked& t) {
         ++t.live_events;
       }
     }
-    if (++n % 4096 == 0) t.ring.Release();
+    if (++n % 1024 == 0) {
+      ReleaseAcked(t);
+      // Space goes back only when acknowledged: send early enough that no
+      // lane fills while a batch waits.
+      if (options_.resumable && t.ring.MaxUnreleased() > t.ring.lane_words() / 8) Flush(t, true);
+    }
     // Cancelled pairs keep their slots until the flush compacts them: bound
     // those too, or a churning process fills the forwarder's memory.
     // Bytes: an event is at most 1 + 10 + 10 + 9 bytes in the packed arrays.
@@ -419,7 +476,7 @@ size_t Forwarder::Drain(Tracked& t) {
       Flush(t, true);
     }
   }
-  t.ring.Release();
+  ReleaseAcked(t);
   if (const char* damage = t.ring.damage(); damage != nullptr && !t.told_damage) {
     t.told_damage = true;
     std::cerr << "cgoheap: process " << t.pid << " (" << t.path << "): " << damage
@@ -469,13 +526,18 @@ void Forwarder::Flush(Tracked& t, bool force) {
   b.set_dropped_events(t.ring.dropped_events());
   b.set_unwind_failures(t.ring.unwind_failures());
   if (const char* damage = t.ring.damage()) b.set_ring_damage(damage);
-  b.set_cancelled_pairs(t.cancelled);
+  b.set_cancelled_pairs(t.cancelled);  // this batch's: the server adds them up
+  t.cancelled = 0;
+  std::vector<uint64_t> positions = t.ring.Positions();
+  for (uint64_t pos : positions) b.add_lane_positions(pos);
   v1::AgentMessage msg;
   msg.mutable_batch()->Swap(&b);
   t.batch_allocs.clear();
   t.batch_stack_bytes = 0;
   t.live_events = 0;
-  t.stream->Send(std::move(msg));
+  if (uint64_t seq = t.stream->Send(std::move(msg)); seq != 0) {
+    t.in_flight.emplace_back(seq, std::move(positions));
+  }
 }
 
 void Forwarder::End(Tracked& t) {
@@ -491,8 +553,6 @@ void Forwarder::End(Tracked& t) {
   msg.mutable_end()->set_torn_records(t.ring.Uncommitted() > 0 ? 1 : 0);
   if (!Refused(t)) t.stream->Send(std::move(msg));
   t.end_sent = true;
-  // Never read again: gone, or (a directory we may not write) known as done.
-  if (unlink(t.path.c_str()) != 0) rejected_.insert(t.path);
   if (t.pidfd >= 0) {
     close(t.pidfd);
     t.pidfd = -1;
@@ -542,7 +602,7 @@ size_t Forwarder::Poll() {
   Discover();
   size_t drained = 0;
   for (auto& [path, t] : tracked_) {
-    if (t->end_sent) continue;
+    if (t->end_sent || !Ready(*t)) continue;
     // A process that is not our child (nor reparented to us) ends without a
     // status we can read. Our children's status comes through OnExit.
     if (!t->ended && PidfdExited(t->pidfd) && !IsOurZombie(t->pid)) {
@@ -563,7 +623,9 @@ size_t Forwarder::Poll() {
 absl::Status Forwarder::Finish(absl::Duration timeout) {
   Poll();
   for (auto& [path, t] : tracked_) {
-    if (!t->end_sent) {
+    // A resumed process the server never answered for stays in its ring,
+    // for the next forwarder.
+    if (!t->end_sent && Ready(*t)) {
       Drain(*t);
       Flush(*t, true);
     }
@@ -574,6 +636,8 @@ absl::Status Forwarder::Finish(absl::Duration timeout) {
     absl::Status st = t->stream->WaitAcked(std::max(deadline - absl::Now(), absl::ZeroDuration()));
     if (!st.ok() && result.ok()) result = st;
   }
+  for (auto& [path, t] : tracked_) ReleaseAcked(*t);
+  Retire();  // ended and acknowledged: their rings go
   // Close the streams: everything is acknowledged (or given up on).
   for (auto& [path, t] : tracked_) t->stream.reset();
   return result;

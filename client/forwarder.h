@@ -34,6 +34,12 @@ struct ForwarderOptions {
   std::string ring_dir;
   std::string service;  // empty: CGOHEAP_SERVICE, else the executable's name
   std::shared_ptr<grpc::Channel> channel;
+  // Ring space goes back to the agent only once the server has made its
+  // events durable, so that a forwarder restarted after a crash resumes
+  // every process exactly (cgoheap forward). Off (cgoheap run, whose
+  // forwarder is the launcher: it has no successor), space goes back as soon
+  // as it is read, which spares a busy program the wait for the ack.
+  bool resumable = false;
   // Remember every process id for process_ids() (cgoheap run); a forwarder
   // that runs for ever (cgoheap forward) keeps nothing of an ended process.
   bool remember_processes = true;
@@ -110,6 +116,10 @@ class Forwarder {
   bool Refused(Tracked& t);
   void End(Tracked& t);
   void Retire();
+  // Gives the ring space of acknowledged batches back to the agent.
+  void ReleaseAcked(Tracked& t);
+  // Whether t may be read: a resumed process once the server said where.
+  bool Ready(Tracked& t);
 
   ForwarderOptions options_;
   ObjectCache objects_;

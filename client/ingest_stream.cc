@@ -42,17 +42,28 @@ IngestStream::~IngestStream() {
   thread_.join();
 }
 
-bool IngestStream::Send(v1::AgentMessage msg) {
+uint64_t IngestStream::Send(v1::AgentMessage msg) {
   absl::MutexLock lock(&mu_);
   while (unacked_bytes_ > max_unacked_bytes_ && error_.ok() && !stop_) {
     changed_.WaitWithTimeout(&mu_, absl::Milliseconds(100));
   }
-  if (!error_.ok()) return false;
-  msg.set_seq(next_seq_++);
+  if (!error_.ok()) return 0;
+  const uint64_t seq = next_seq_++;
+  msg.set_seq(seq);
   unacked_bytes_ += msg.ByteSizeLong();
   unacked_.push_back(std::move(msg));
   changed_.SignalAll();
-  return true;
+  return seq;
+}
+
+bool IngestStream::Greeted() const {
+  absl::MutexLock lock(&mu_);
+  return greeted_;
+}
+
+std::vector<uint64_t> IngestStream::ResumePositions() const {
+  absl::MutexLock lock(&mu_);
+  return resume_positions_;
 }
 
 absl::Status IngestStream::error() const {
@@ -132,6 +143,19 @@ bool IngestStream::RunOnce() {
     }
     last_failure_ = st.error_message();
     return true;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (!greeted_) {
+      greeted_ = true;
+      resume_positions_.assign(ack.lane_positions().begin(), ack.lane_positions().end());
+      // The process is known up to acked_seq (a forwarder before this one
+      // sent it): number everything after it.
+      if (unacked_.empty() && next_seq_ == 1 && ack.acked_seq() > 0) {
+        next_seq_ = ack.acked_seq() + 1;
+        acked_ = ack.acked_seq();
+      }
+    }
   }
   OnAck(ack.acked_seq());
 

@@ -12,6 +12,7 @@
 #include <deque>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
@@ -32,7 +33,15 @@ class IngestStream {
   // keep up slows the forwarder (and, through the ring, never the target
   // beyond the agent's bounded wait). Once the server has refused the stream
   // (error()), nothing more is queued: msg is dropped and false returned.
-  bool Send(v1::AgentMessage msg);
+  // Returns the seq given to msg, 0 if it was dropped.
+  uint64_t Send(v1::AgentMessage msg);
+  // Whether the server has answered the first hello, and where it said a
+  // resumed process's ring is to be read from (IngestAck.lane_positions).
+  // A stream that sent nothing before that answer numbers its messages after
+  // the server's last durable seq: a forwarder restarted after a crash goes
+  // on where the one before it stopped.
+  bool Greeted() const;
+  std::vector<uint64_t> ResumePositions() const;
   // Not OK once the server refused the stream for a reason resending cannot
   // fix (a malformed message, a refused credential): the stream is over.
   absl::Status error() const;
@@ -57,6 +66,8 @@ class IngestStream {
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool greeted_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<uint64_t> resume_positions_ ABSL_GUARDED_BY(mu_);
   absl::Status error_ ABSL_GUARDED_BY(mu_);        // permanent: the server refused
   std::string last_failure_ ABSL_GUARDED_BY(mu_);  // transient: why not connected
   grpc::ClientContext* active_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -235,26 +235,68 @@ bool RingReader::NextRecord(RingRecord* rec) {
   return true;
 }
 
-void RingReader::Release() {
+void RingReader::Release() { ReleaseTo(Positions()); }
+
+std::vector<uint64_t> RingReader::Positions() const {
+  std::vector<uint64_t> out;
+  out.reserve(lanes_.size());
+  for (const Cursor& c : lanes_) out.push_back(c.pos);
+  return out;
+}
+
+uint64_t RingReader::MaxUnreleased() const {
+  uint64_t most = 0;
+  for (const Cursor& c : lanes_) most = std::max(most, c.pos - c.released);
+  return most;
+}
+
+void RingReader::ReleaseTo(const std::vector<uint64_t>& positions) {
   Guarded(0, [&] {
-    ReleaseLanes();
+    ReleaseLanes(positions);
     return 0;
   });
 }
 
-void RingReader::ReleaseLanes() {
-  ring::LaneDesc* descs = ring::Lanes(header_);
-  for (uint32_t i = 0; i < lanes_.size(); ++i) {
-    Cursor& c = lanes_[i];
-    if (c.pos == c.released) continue;
-    c.released = c.pos;
-    descs[i].tail.store(c.pos, std::memory_order_seq_cst);
-    // See RingWriter::WaitForRoom: tail first, then `waiting`.
-    if (descs[i].waiting.load(std::memory_order_seq_cst) != 0) {
-      descs[i].waiting.store(0, std::memory_order_relaxed);
-      descs[i].wake.fetch_add(1, std::memory_order_seq_cst);
-      syscall(SYS_futex, &descs[i].wake, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+void RingReader::ResumeAt(const std::vector<uint64_t>& positions) {
+  Guarded(0, [&] {
+    ring::LaneDesc* descs = ring::Lanes(header_);
+    for (size_t i = 0; i < positions.size() && i < lane_count_; ++i) {
+      uint64_t tail = descs[i].tail.load(std::memory_order_acquire);
+      uint64_t head = descs[i].head.load(std::memory_order_acquire);
+      // Only forward, and never past what was written.
+      if (positions[i] > tail && positions[i] <= head) StoreTail(descs[i], positions[i]);
     }
+    return 0;
+  });
+}
+
+uint64_t RingReader::ClaimProcessId(uint64_t fresh) {
+  return Guarded(uint64_t{0}, [&] {
+    uint64_t expected = 0;
+    if (header_->forwarder_process_id.compare_exchange_strong(expected, fresh)) return fresh;
+    return expected;
+  });
+}
+
+void RingReader::ReleaseLanes(const std::vector<uint64_t>& positions) {
+  ring::LaneDesc* descs = ring::Lanes(header_);
+  for (uint32_t i = 0; i < lanes_.size() && i < positions.size(); ++i) {
+    Cursor& c = lanes_[i];
+    uint64_t to = std::min(positions[i], c.pos);
+    if (to <= c.released) continue;
+    c.released = to;
+    StoreTail(descs[i], to);
+  }
+}
+
+// Hands a lane's space before `to` back, and wakes a writer waiting for room
+// (see RingWriter::WaitForRoom: tail first, then `waiting`).
+void RingReader::StoreTail(ring::LaneDesc& desc, uint64_t to) {
+  desc.tail.store(to, std::memory_order_seq_cst);
+  if (desc.waiting.load(std::memory_order_seq_cst) != 0) {
+    desc.waiting.store(0, std::memory_order_relaxed);
+    desc.wake.fetch_add(1, std::memory_order_seq_cst);
+    syscall(SYS_futex, &desc.wake, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
   }
 }
 

@@ -71,6 +71,23 @@ class RingReader {
   bool Next(RingRecord* rec);
   // Hands consumed space back to the writers (call after a run of Next).
   void Release();
+  // Where the reader stands in each lane (lane i at index i): everything
+  // before was returned by Next.
+  std::vector<uint64_t> Positions() const;
+  // Hands back the space before positions (never beyond what was read): the
+  // forwarder does so once the server has made those events durable, so
+  // that a forwarder restarted after a crash can read them again.
+  void ReleaseTo(const std::vector<uint64_t>& positions);
+  // Before the first Next: starts reading each lane at positions (where the
+  // server says a forwarder before this one stopped), handing back the space
+  // before them. Positions behind a lane's tail are ignored.
+  void ResumeAt(const std::vector<uint64_t>& positions);
+  // The most words read but not handed back in any lane, and a lane's size.
+  uint64_t MaxUnreleased() const;
+  uint64_t lane_words() const { return lane_words_; }
+  // The process id stored in the ring by the forwarder that first read it,
+  // or, if none did, `fresh`, now stored there. 0 if the ring is damaged.
+  uint64_t ClaimProcessId(uint64_t fresh);
   // Words reserved in the shared lane but never committed: only meaningful
   // once the process is gone (a writer died mid-record).
   uint64_t Uncommitted();
@@ -112,7 +129,8 @@ class RingReader {
   bool NextRecord(RingRecord* rec);
   void StartRound();
   void Peek(uint32_t lane);
-  void ReleaseLanes();
+  void ReleaseLanes(const std::vector<uint64_t>& positions);
+  static void StoreTail(ring::LaneDesc& desc, uint64_t to);
 
   // The lane's words, from the geometry checked at Attach: the target can
   // write its header at any time, so nothing that places a read is taken

@@ -73,6 +73,7 @@ absl::Status HeapState::Load() {
         proc.rec.set_dropped_events(snap->dropped_events());
         proc.rec.set_unwind_failures(snap->unwind_failures());
         proc.rec.set_ring_damage(snap->ring_damage());
+        proc.lane_positions.assign(snap->lane_positions().begin(), snap->lane_positions().end());
         proc.rec.set_cancelled_pairs(snap->cancelled_pairs());
       } else if (!absl::IsNotFound(snap.status())) {
         return snap.status();
@@ -442,6 +443,7 @@ absl::Status HeapState::MaybeSnapshot(uint64_t id, Process& p) {
   snap.set_dropped_events(p.rec.dropped_events());
   snap.set_unwind_failures(p.rec.unwind_failures());
   snap.set_ring_damage(p.rec.ring_damage());
+  for (uint64_t pos : p.lane_positions) snap.add_lane_positions(pos);
   snap.set_cancelled_pairs(p.rec.cancelled_pairs());
   absl::Status st = store_->PutSnapshot(id, snap);
   if (st.ok()) p.log_bytes = 0;
@@ -473,7 +475,10 @@ void HeapState::ApplyEvents(Process& p, const v1::EventBatch& b) {
   p.rec.set_dropped_events(std::max(p.rec.dropped_events(), b.dropped_events()));
   p.rec.set_unwind_failures(std::max(p.rec.unwind_failures(), b.unwind_failures()));
   if (p.rec.ring_damage().empty()) p.rec.set_ring_damage(b.ring_damage());
-  p.rec.set_cancelled_pairs(std::max(p.rec.cancelled_pairs(), b.cancelled_pairs()));
+  if (b.lane_positions_size() > 0) {
+    p.lane_positions.assign(b.lane_positions().begin(), b.lane_positions().end());
+  }
+  p.rec.set_cancelled_pairs(p.rec.cancelled_pairs() + b.cancelled_pairs());  // per batch
 }
 
 absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentMessage& msg) {
@@ -558,6 +563,13 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   p->by_stack.clear();
   p->total = {};
   return seq;
+}
+
+std::vector<uint64_t> HeapState::LanePositions(uint64_t process_id) const {
+  std::shared_ptr<Process> p = Find(process_id);
+  if (p == nullptr) return {};
+  absl::MutexLock lock(&p->mu);
+  return p->lane_positions;
 }
 
 v1::ProcessInfo HeapState::Info(uint64_t id, const Process& p) const {

@@ -61,6 +61,9 @@ class HeapState {
   // Applies one message of a process's stream. hello: process_id comes from
   // the message. Returns the seq acknowledged (durable) after it.
   absl::StatusOr<uint64_t> Apply(uint64_t stream_process_id, v1::AgentMessage& msg);
+  // Where a forwarder resumes reading the process's ring: the lane positions
+  // of its last durable batch (empty if none).
+  std::vector<uint64_t> LanePositions(uint64_t process_id) const;
 
   v1::ListProcessesResponse ListProcesses(const v1::ListProcessesRequest& req) const;
   absl::StatusOr<v1::TopResponse> Top(const v1::TopRequest& req) const;
@@ -102,6 +105,8 @@ class HeapState {
     absl::flat_hash_map<uint64_t, Totals> by_stack ABSL_GUARDED_BY(mu);
     Totals total ABSL_GUARDED_BY(mu);
     uint64_t log_bytes ABSL_GUARDED_BY(mu) = 0;  // batch bytes since the last snapshot
+    // EventBatch.lane_positions of the last batch applied that had them.
+    std::vector<uint64_t> lane_positions ABSL_GUARDED_BY(mu);
     // Growth detection: live bytes (estimated) by stack over time, in memory
     // only (after a restart the history starts again).
     struct Point {

@@ -59,7 +59,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       MaybeFinish(ToGrpc(parsed));
       return;
     }
-    if (message_.has_hello()) process_id_ = message_.hello().process_id();
+    const bool hello = message_.has_hello();
+    if (hello) process_id_ = message_.hello().process_id();
     absl::StatusOr<uint64_t> acked = state_->Apply(process_id_, message_);
     if (!acked.ok()) {
       if (metrics_ != nullptr) metrics_->OnIngestError();
@@ -74,6 +75,8 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     {
       absl::MutexLock lock(&mu_);
       pending_ack_ = *acked;
+      // The answer to a hello says where to resume reading the ring.
+      if (hello) pending_positions_ = state_->LanePositions(process_id_);
       have_pending_ = true;
       if (!writing_) {
         writing_ = true;
@@ -132,9 +135,11 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
         "the cgoheap forwarder writes other bytes as \\xHH; a client that sends them raw must "
         "be fixed or upgraded"));
   }
-  void SetAck(uint64_t seq) {
+  void SetAck(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     v1::IngestAck ack;
     ack.set_acked_seq(seq);
+    for (uint64_t pos : pending_positions_) ack.add_lane_positions(pos);
+    pending_positions_.clear();
     bool own = false;
     grpc::SerializationTraits<v1::IngestAck>::Serialize(ack, &ack_, &own);
   }
@@ -162,6 +167,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   absl::Mutex mu_;
   grpc::ByteBuffer ack_;  // owned by the write in flight
   uint64_t pending_ack_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<uint64_t> pending_positions_ ABSL_GUARDED_BY(mu_);
   bool have_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_wanted_ ABSL_GUARDED_BY(mu_) = false;

@@ -248,6 +248,71 @@ TEST(ServerTest, ThousandShortLivedProcessesLeaveTheForwarderAsItWas) {
   EXPECT_EQ(StopGroup(fwd, SIGTERM), 0);
 }
 
+// A sidecar forwarder can be OOM-killed, or restarted with its pod's
+// config, while the processes it serves run on. The next one must go on with
+// the same processes, exactly where the server says the last one stopped:
+// one process, every event once, and nothing left "running" that is not.
+TEST(ServerTest, ForwarderKilledMidRunIsResumedExactlyByTheNextOne) {
+  TempDir data;
+  Cgoheapd d(data.path() + "/db");
+  char shm[] = "/dev/shm/cgoheap-test-XXXXXX";
+  ASSERT_NE(mkdtemp(shm), nullptr);
+  const std::string rings = shm;
+  auto forward = [&] {
+    return SpawnBackground(
+        {BinDir() + "/cgoheap", "forward", "--ring-dir=" + rings, "--server=" + d.address()},
+        data.path() + "/forward.out");
+  };
+  pid_t first = forward();
+  // 2 workers, 3,000 iterations 1 ms apart: ~3 s, 60 blocks of 48 bytes
+  // leaked, 24,000 events in all.
+  std::string out = data.path() + "/program.out";
+  pid_t program = SpawnBackground(
+      {"env", "LD_PRELOAD=" + std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent.so",
+       "CGOHEAP_RING_DIR=" + rings, "CGOHEAP_SERVICE=resumed", Program("goroutines"), "2", "3000",
+       "1000"},
+      out);
+  usleep(1'200'000);
+  EXPECT_EQ(StopGroup(first, SIGKILL), 128 + SIGKILL);
+  usleep(300'000);
+  pid_t second = forward();
+  int status = 0;
+  ASSERT_EQ(waitpid(program, &status, 0), program);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(ReadFile(out), "leaked 60\n");
+
+  Value leaks, ps;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    ps = ParseJson(Cli({"ps", "--server=" + d.address(), "--json"}).out);
+    const auto& procs = Field(ps, "processes").list_value();
+    if (procs.values_size() >= 1 && Field(procs.values(0), "state").string_value() == "ended") break;
+    usleep(100'000);
+  }
+  EXPECT_EQ(StopGroup(second, SIGTERM), 0);
+  const auto& procs = Field(ps, "processes").list_value();
+  ASSERT_EQ(procs.values_size(), 1) << "one process, not one per forwarder: " << ps.DebugString();
+  EXPECT_EQ(Field(procs.values(0), "state").string_value(), "ended");
+  EXPECT_EQ(Field(procs.values(0), "dropped_events").number_value(), 0);
+  // Every event once: 2 workers x 3,000 x (CString, buffer, 2 frees), the
+  // 60 leaks, and what the runtime and libc allocate and free.
+  EXPECT_GE(Field(procs.values(0), "events").number_value(), 24060);
+  leaks = Leaks(d.address(), "resumed");
+  const auto& list = Field(leaks, "leaks").list_value();
+  ASSERT_EQ(list.values_size(), 1) << leaks.DebugString();
+  EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 60 * 48);
+  EXPECT_EQ(Field(list.values(0), "blocks").number_value(), 60);
+  std::string src = ProgramSource("goroutines");
+  bool at_line = false;
+  for (const Value& f : Field(list.values(0), "frames").list_value().values()) {
+    at_line |= Field(f, "file").string_value() == src &&
+               Field(f, "line").number_value() == LineOf(src, "// LEAK: 48 bytes each");
+  }
+  EXPECT_TRUE(at_line) << leaks.DebugString();
+  EXPECT_NE(ReadFile(data.path() + "/forward.out"), "?");
+  std::filesystem::remove_all(rings);
+}
+
 TEST(ServerTest, TwoBuildsWithTheSameSymbolizedStackGroupTogether) {
   TempDir data;
   Cgoheapd d(data.path());

@@ -18,15 +18,19 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 	"unsafe"
 )
 
 var kept []unsafe.Pointer
 var mu sync.Mutex
 
-func worker(id, iterations int, wg *sync.WaitGroup) {
+func worker(id, iterations int, pause time.Duration, wg *sync.WaitGroup) {
 	defer wg.Done()
 	for i := 0; i < iterations; i++ {
+		if pause > 0 {
+			time.Sleep(pause)
+		}
 		cs := C.CString("payload " + strconv.Itoa(i))
 		buf := C.make_buffer(C.size_t(64 + i%512))
 		C.consume(buf)
@@ -42,14 +46,19 @@ func worker(id, iterations int, wg *sync.WaitGroup) {
 
 func main() {
 	workers, iterations := 8, 5000
+	var pause time.Duration // optional third argument: microseconds between iterations
 	if len(os.Args) > 2 {
 		workers, _ = strconv.Atoi(os.Args[1])
 		iterations, _ = strconv.Atoi(os.Args[2])
 	}
+	if len(os.Args) > 3 {
+		us, _ := strconv.Atoi(os.Args[3])
+		pause = time.Duration(us) * time.Microsecond
+	}
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
-		go worker(w, iterations, &wg)
+		go worker(w, iterations, pause, &wg)
 	}
 	wg.Wait()
 	fmt.Println("leaked", len(kept))
