@@ -708,6 +708,14 @@ TEST(RingTest, RingsThatPoseAsAnotherUsersProcessOrAreNoFilesAreIgnored) {
   }
 }
 
+// A cgoheapd in this process on a free loopback port, RocksDB in data_dir.
+absl::StatusOr<std::unique_ptr<server::Server>> LocalServer(const std::string& data_dir) {
+  server::ServerOptions opts;
+  opts.listen = "127.0.0.1:0";
+  opts.data_dir = data_dir;
+  return server::Server::Start(opts);
+}
+
 // A batch whose stacks are all new can outgrow the server's message limit
 // long before it has max_batch_events events (a program starting up, deep
 // C++ stacks): the server would refuse it, and with it the process's whole
@@ -715,10 +723,7 @@ TEST(RingTest, RingsThatPoseAsAnotherUsersProcessOrAreNoFilesAreIgnored) {
 // 64 real frames (this test binary's own functions) make ~20 MB of new stacks.
 TEST(RingTest, BatchesStayUnderTheMessageLimitWhateverTheirStacks) {
   testing::TempDir dir, data;
-  server::ServerOptions server_opts;
-  server_opts.listen = "127.0.0.1:0";
-  server_opts.data_dir = data.path();
-  auto server = server::Server::Start(server_opts);
+  auto server = LocalServer(data.path());
   ASSERT_TRUE(server.ok()) << server.status();
   char exe[4096] = {};
   ASSERT_GT(readlink("/proc/self/exe", exe, sizeof exe - 1), 0);
@@ -771,10 +776,7 @@ TEST(RingTest, BatchesStayUnderTheMessageLimitWhateverTheirStacks) {
 // twice: it resumes at the ring positions the server kept with the batch.
 TEST(RingTest, ForwarderThatDiesAfterTheAckIsResumedWithoutDuplicates) {
   testing::TempDir dir, data;
-  server::ServerOptions server_opts;
-  server_opts.listen = "127.0.0.1:0";
-  server_opts.data_dir = data.path();
-  auto server = server::Server::Start(server_opts);
+  auto server = LocalServer(data.path());
   ASSERT_TRUE(server.ok()) << server.status();
   TestRing r;
   MakeRing(dir.path(), 2, 1 << 12, 0, ring::Clock::kTsc, &r);
