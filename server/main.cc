@@ -14,7 +14,9 @@ int main(int argc, char** argv) {
   flags.String("listen", &opts.listen, "HOST:PORT", "gRPC address (default 127.0.0.1:7070; port 0 picks one)");
   flags.String("data", &opts.data_dir, "DIR", "RocksDB directory (required)");
   flags.String("metrics", &opts.metrics, "HOST:PORT", "serve Prometheus /metrics here");
-  flags.Bool("fsync", &opts.sync, "fsync the WAL before each acknowledgement");
+  flags.Bool("fsync", &opts.sync,
+             "sync the WAL to disk before acknowledging (default true: acknowledged is durable "
+             "across a power loss; --fsync=false trades that for speed)");
   flags.Duration("leak-window", &opts.leak_window_seconds,
                  "a stack whose live memory rises through this window is a growth leak (default 10m)",
                  1, 7 * 24 * 3600);

@@ -175,13 +175,14 @@ google::protobuf::Value ParseJson(const std::string& text) {
   return v;
 }
 
-Cgoheapd::Cgoheapd(const std::string& data_dir, const std::vector<std::string>& extra) {
+Cgoheapd::Cgoheapd(const std::string& data_dir, const std::vector<std::string>& extra,
+                   const std::vector<std::string>& env) {
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return;
   std::vector<std::string> argv = {BinDir() + "/cgoheapd", "--listen=127.0.0.1:0",
                                    "--data=" + data_dir};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  pid_ = Spawn(argv, {}, out[1], 2);
+  pid_ = Spawn(argv, env, out[1], 2);
   close(out[1]);
   // "cgoheapd: listening on 127.0.0.1:PORT, ..."
   std::string line;

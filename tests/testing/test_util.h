@@ -69,7 +69,9 @@ google::protobuf::Value ParseJson(const std::string& text);
 // the object dies.
 class Cgoheapd {
  public:
-  explicit Cgoheapd(const std::string& data_dir, const std::vector<std::string>& extra = {});
+  // env: extra environment entries ("K=V") for the server process.
+  explicit Cgoheapd(const std::string& data_dir, const std::vector<std::string>& extra = {},
+                    const std::vector<std::string>& env = {});
   ~Cgoheapd();
   const std::string& address() const { return address_; }
   // With --metrics=HOST:0 among the flags: where /metrics was bound.
