@@ -26,6 +26,7 @@
 #include "client/commands.h"
 #include "client/report.h"
 #include "common/flags.h"
+#include "proto/stack_id.h"
 #include "server/server.h"
 
 namespace cgoheap::client {
@@ -43,25 +44,30 @@ struct Options {
   uint64_t batch = 8192;
   uint64_t stacks = 200;
   uint64_t window = 8;
+  bool fsync = true;  // the local server syncs its WAL, as cgoheapd does by default
 };
 
-v1::Stack MakeStack(uint64_t id) {
+// Stack n of a simulated process (n = 1..K), under its real id (the digest
+// of its frames: the server takes nothing else).
+v1::Stack MakeStack(uint64_t n) {
   v1::Stack s;
-  s.set_id(id);
   s.add_frames()->set_function("malloc");
   for (int i = 1; i < kFramesPerStack; ++i) {
     v1::Frame* f = s.add_frames();
-    f->set_function(absl::StrFormat("github.com/acme/svc/pkg%d.Handler%d", i, id % 97));
+    f->set_function(absl::StrFormat("github.com/acme/svc/pkg%d.Handler%d", i, n));
     f->set_file(absl::StrFormat("/src/acme/svc/pkg%d/handler.go", i));
-    f->set_line(static_cast<uint32_t>(10 + i * 7 + id % 50));
+    f->set_line(static_cast<uint32_t>(10 + i * 7 + n % 50));
     f->set_go(true);
   }
+  s.set_id(StackIdOf(s));
   return s;
 }
 
 // Body k allocates half a batch of blocks and frees body k-1's.
 std::vector<v1::EventBatch> MakeBodies(uint64_t pid_salt, const Options& o) {
   std::vector<v1::EventBatch> bodies(kBodies);
+  std::vector<v1::Stack> stacks;
+  for (uint64_t n = 1; n <= o.stacks; ++n) stacks.push_back(MakeStack(n));
   const uint64_t half = o.batch / 2;
   auto addr = [&](int body, uint64_t i) {
     return (pid_salt << 40) | (uint64_t(body) << 28) | (i << 4);
@@ -73,14 +79,14 @@ std::vector<v1::EventBatch> MakeBodies(uint64_t pid_salt, const Options& o) {
       b.add_kinds(v1::EVENT_KIND_ALLOC);
       b.add_addresses(addr(k, i));
       b.add_sizes(16 + (i * 37) % 4000);
-      b.add_stack_ids(1 + (i * 7919 + k) % o.stacks);
+      b.add_stack_ids(stacks[(i * 7919 + k) % o.stacks].id());
       b.add_kinds(v1::EVENT_KIND_FREE);
       b.add_addresses(addr(prev, i));
       b.add_sizes(0);
       b.add_stack_ids(0);
     }
   }
-  for (uint64_t s = 1; s <= o.stacks; ++s) *bodies[0].add_new_stacks() = MakeStack(s);
+  for (v1::Stack& st : stacks) *bodies[0].add_new_stacks() = std::move(st);
   return bodies;
 }
 
@@ -179,7 +185,7 @@ double Percentile(std::vector<double>& v, double q) {
 int BenchCommand(const std::vector<std::string>& args) {
   if (args.empty() || args[0] != "ingest") {
     std::cerr << "cgoheap bench: usage: cgoheap bench ingest [--server=ADDR] [--processes=N] "
-                 "[--seconds=S] [--batch=EVENTS] [--stacks=K] [--window=W]\n";
+                 "[--seconds=S] [--batch=EVENTS] [--stacks=K] [--window=W] [--fsync=false]\n";
     return 2;
   }
   Options o;
@@ -190,6 +196,8 @@ int BenchCommand(const std::vector<std::string>& args) {
   flags.Uint("batch", &o.batch, "EVENTS", "events per batch (default 8192)", 2, 500000);
   flags.Uint("stacks", &o.stacks, "K", "distinct stacks per process (default 200)", 1, 1000000);
   flags.Uint("window", &o.window, "W", "unacknowledged batches per stream (default 8)", 1, 1024);
+  flags.Bool("fsync", &o.fsync,
+             "the local server syncs its WAL before acknowledging, as cgoheapd does (default true)");
   auto rest = flags.Parse(std::vector<std::string>(args.begin() + 1, args.end()));
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap bench ingest");
   std::unique_ptr<server::Server> local;
@@ -197,7 +205,11 @@ int BenchCommand(const std::vector<std::string>& args) {
   if (o.server.empty()) {
     temp = (std::filesystem::temp_directory_path() /
             absl::StrFormat("cgoheap-bench-%d", getpid())).string();
-    auto s = StartLocalServer(temp);
+    server::ServerOptions so;
+    so.listen = "127.0.0.1:0";
+    so.data_dir = temp;
+    so.sync = o.fsync;
+    auto s = server::Server::Start(so);
     if (!s.ok()) {
       std::cerr << "cgoheap bench ingest: " << s.status().message() << "\n";
       return 1;

@@ -25,22 +25,13 @@
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
 #include "common/escape.h"
+#include "proto/stack_id.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 
 namespace cgoheap::client {
 namespace {
-
-uint64_t Fnv(uint64_t h, std::string_view s) {
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  h ^= 0xff;  // field separator
-  h *= 0x100000001b3ULL;
-  return h;
-}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -97,16 +88,6 @@ std::string ClaimRefused(const RingIdentity& who) {
 }
 
 }  // namespace
-
-uint64_t StackId(const v1::Stack& stack) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (const v1::Frame& f : stack.frames()) {
-    h = Fnv(h, f.function());
-    h = Fnv(h, f.file());
-    h = Fnv(h, std::to_string(f.line()));
-  }
-  return h == 0 ? 1 : h;
-}
 
 void CapStack(v1::Stack* stack) {
   const int n = stack->frames_size();
@@ -415,7 +396,7 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
   }
   stack.set_own_basis(t.own_basis);
   CapStack(&stack);
-  uint64_t id = StackId(stack);
+  uint64_t id = StackIdOf(stack);
   stack.set_id(id);
   // A hash another raw stack already holds (a collision) stays with that
   // one; this stack is then symbolized each time it comes.

@@ -49,9 +49,6 @@ struct ForwarderOptions {
   absl::Duration max_batch_delay = absl::Milliseconds(500);
 };
 
-// Stable 64-bit hash of symbolized frames (FNV-1a): the same leak gets the
-// same stack id in every process, on every host, in every build.
-uint64_t StackId(const v1::Stack& stack);
 
 // A stack longer than the server takes (kMaxFramesPerStack, counting inlined
 // calls) keeps its innermost and outermost frames, where the allocation and

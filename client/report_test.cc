@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "client/forwarder.h"
+#include "proto/stack_id.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap::client {
@@ -137,13 +138,13 @@ TEST(ReportTest, StackIdDependsOnSymbolsNotAddresses) {
   v1::Stack b = a;
   for (auto& f : *b.mutable_frames()) f.set_pc(f.pc() + 0x1000);  // another build, same code
   b.mutable_frames(0)->set_object("/other/path");
-  EXPECT_EQ(StackId(a), StackId(b));
+  EXPECT_EQ(StackIdOf(a), StackIdOf(b));
   b.mutable_frames(2)->set_line(13);
-  EXPECT_NE(StackId(a), StackId(b));
+  EXPECT_NE(StackIdOf(a), StackIdOf(b));
   v1::Stack c = a;  // moving text between fields changes the id
   c.mutable_frames(1)->set_function("main._Cfunc_CStrin");
   c.mutable_frames(1)->set_file("g_cgo_gotypes.go");
-  EXPECT_NE(StackId(a), StackId(c));
+  EXPECT_NE(StackIdOf(a), StackIdOf(c));
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "server/ingest/heap_state.h"
 
+#include "proto/stack_id.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -146,6 +148,15 @@ absl::Status HeapState::ValidateBatch(uint64_t seq, const v1::EventBatch& b) con
       return absl::InvalidArgumentError(absl::StrFormat(
           "batch %d: stack %016x must have a non-zero id and 1 to %d frames", seq, st.id(),
           kMaxFramesPerStack));
+    }
+    // The id is the digest of the frames: a client cannot define a stack
+    // under another stack's id (and so change its frames, or hide a victim's
+    // leak as internal by giving it C-library frames).
+    if (uint64_t expected = StackIdOf(st); st.id() != expected) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch %d: stack %016x is not the id of its frames (%016x): a stack's id is the first "
+          "8 bytes of SHA-256 over its frames (proto/stack_id.h)",
+          seq, st.id(), expected));
     }
     introduced[st.id()] = true;
   }

@@ -4,34 +4,48 @@
 
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_format.h"
+#include "proto/stack_id.h"
 #include "server/storage/store.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap::server {
 namespace {
 
+// Tests name stacks with short symbolic ids; the server takes a stack only
+// under its real id (the digest of its frames, proto/stack_id.h), so each
+// stack made here gets its real id, and Batch() turns the symbolic ids of
+// events into the real ones.
 constexpr uint64_t kUserStack = 0x1111, kRuntimeStack = 0x2222;
+absl::flat_hash_map<uint64_t, uint64_t>& RealIds() {
+  static auto* ids = new absl::flat_hash_map<uint64_t, uint64_t>;
+  return *ids;
+}
+v1::Stack WithRealId(uint64_t symbolic, v1::Stack s) {
+  s.set_id(StackIdOf(s));
+  RealIds()[symbolic] = s.id();
+  return s;
+}
 
 v1::Stack UserStack() {
   v1::Stack s;
-  s.set_id(kUserStack);
   s.add_frames()->set_function("malloc");
   v1::Frame* f = s.add_frames();
   f->set_function("main.main");
   f->set_file("/src/main.go");
   f->set_line(12);
   f->set_go(true);
-  return s;
+  return WithRealId(kUserStack, std::move(s));
 }
 
 v1::Stack RuntimeStack() {
   v1::Stack s;
-  s.set_id(kRuntimeStack);
   s.add_frames()->set_function("malloc");
   v1::Frame* f = s.add_frames();
   f->set_function("runtime.newm1");
   f->set_go(true);
-  return s;
+  return WithRealId(kRuntimeStack, std::move(s));
 }
 
 v1::AgentMessage Hello(uint64_t id, const std::string& service) {
@@ -54,7 +68,8 @@ v1::AgentMessage Batch(uint64_t seq, std::vector<Ev> events, std::vector<v1::Sta
     m.mutable_batch()->add_kinds(e.alloc ? v1::EVENT_KIND_ALLOC : v1::EVENT_KIND_FREE);
     m.mutable_batch()->add_addresses(e.addr);
     m.mutable_batch()->add_sizes(e.size);
-    m.mutable_batch()->add_stack_ids(e.stack);
+    auto real = RealIds().find(e.stack);
+    m.mutable_batch()->add_stack_ids(real == RealIds().end() ? e.stack : real->second);
   }
   return m;
 }
@@ -226,14 +241,13 @@ TEST_F(HeapStateTest, LongRunningProcessesAreCompactedIntoSnapshots) {
 
 v1::Stack NamedStack(uint64_t id, const char* fn, int line) {
   v1::Stack s;
-  s.set_id(id);
   s.add_frames()->set_function("malloc");
   v1::Frame* f = s.add_frames();
   f->set_function(fn);
   f->set_file("/src/svc/main.go");
   f->set_line(line);
   f->set_go(true);
-  return s;
+  return WithRealId(id, std::move(s));
 }
 
 // A service that never exits, over three minutes of simulated time (window
@@ -290,7 +304,7 @@ TEST_F(HeapStateTest, GrowthLeaksAreFoundWhileTheProcessRunsAndNothingElseIs) {
   EXPECT_EQ(suspects["api"].bytes, 2.0 * 180 * 2 * 64);
   ASSERT_EQ(suspects["api"].top.size(), 1u);
   EXPECT_EQ(suspects["api"].top[0].site, "main.forgets /src/svc/main.go:40");
-  EXPECT_EQ(suspects["api"].top[0].id, "0000000000000040");
+  EXPECT_EQ(suspects["api"].top[0].id, absl::StrFormat("%016x", RealIds()[kLeak]));
 
   // When a process ends, its growth becomes an exit leak.
   Apply(1, End(++seq[1], 0));

@@ -26,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "cgoheap.grpc.pb.h"
 #include "client/ingest_stream.h"
+#include "proto/stack_id.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap::testing {
@@ -407,18 +408,17 @@ TEST(ServerTest, AcknowledgedEventsSurviveAPowerLoss) {
     auto batch = [](int n, uint64_t first_address, bool define) {
       v1::AgentMessage m;
       v1::EventBatch* b = m.mutable_batch();
-      if (define) {
-        v1::Stack* st = b->add_new_stacks();
-        st->set_id(7);
-        st->add_frames()->set_function("malloc");
-        st->add_frames()->set_function("main.main");
-      }
+      v1::Stack st;
+      st.add_frames()->set_function("malloc");
+      st.add_frames()->set_function("main.main");
+      st.set_id(StackIdOf(st));
       for (int i = 0; i < n; ++i) {
         b->add_kinds(v1::EVENT_KIND_ALLOC);
         b->add_addresses(first_address + 16 * i);
         b->add_sizes(16);
-        b->add_stack_ids(7);
+        b->add_stack_ids(st.id());
       }
+      if (define) *b->add_new_stacks() = std::move(st);
       return m;
     };
     for (int i = 0; i < 20; ++i) stream.Send(batch(100, 0x100000 * (i + 1), i == 0));
@@ -620,25 +620,29 @@ class IngestProtocolTest : public ::testing::Test {
     m.mutable_hello()->set_pid(42);
     return m;
   }
+  // Stack n: its own frames, under its real id (the digest of its frames).
+  static v1::Stack StackFor(uint64_t n) {
+    v1::Stack s;
+    s.add_frames()->set_function("malloc");
+    v1::Frame* f = s.add_frames();
+    f->set_function("main.f" + std::to_string(n));
+    f->set_file("/src/main.go");
+    f->set_line(12);
+    f->set_go(true);
+    s.set_id(StackIdOf(s));
+    return s;
+  }
   static v1::AgentMessage Batch(uint64_t seq, uint64_t stack, bool define, uint64_t addr,
                                 uint64_t size) {
     v1::AgentMessage m;
     m.set_seq(seq);
     v1::EventBatch* b = m.mutable_batch();
-    if (define) {
-      v1::Stack* s = b->add_new_stacks();
-      s->set_id(stack);
-      s->add_frames()->set_function("malloc");
-      v1::Frame* f = s->add_frames();
-      f->set_function("main.main");
-      f->set_file("/src/main.go");
-      f->set_line(12);
-      f->set_go(true);
-    }
+    v1::Stack st = StackFor(stack);
     b->add_kinds(v1::EVENT_KIND_ALLOC);
     b->add_addresses(addr);
     b->add_sizes(size);
-    b->add_stack_ids(stack);
+    b->add_stack_ids(st.id());
+    if (define) *b->add_new_stacks() = std::move(st);
     return m;
   }
   static v1::AgentMessage End(uint64_t seq) {
@@ -849,6 +853,35 @@ TEST_F(IngestProtocolTest, MessageThatIsNotUtf8IsRefusedWithAReasonNeverASilentO
   EXPECT_EQ(acks, (std::vector<uint64_t>{1, 2}));
   Value leaks = Leaks(d_->address(), "proto");
   ASSERT_EQ(Field(leaks, "leaks").list_value().values_size(), 1);
+}
+
+// A stranger who could define a stack under another stack's id would give
+// a victim's leak C-library frames and hide it as internal (from leaks,
+// watch, metrics and alerts). The id is the digest of the frames: a stack
+// under someone else's id is refused, and the victim's stays as it was.
+TEST_F(IngestProtocolTest, NoClientCanDefineAStackUnderAnotherStacksId) {
+  v1::Stack victim = StackFor(31);
+  v1::AgentMessage poison = Batch(1, 31, false, 0x9000, 64);
+  v1::Stack* forged = poison.mutable_batch()->add_new_stacks();
+  forged->set_id(victim.id());
+  forged->add_frames()->set_function("malloc");
+  forged->add_frames()->set_function("_IO_file_doallocate");  // "the C library's stdio buffer"
+  std::vector<uint64_t> acks;
+  grpc::Status refused = Exchange({Hello(13), poison}, &acks);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("is not the id of its frames"), std::string::npos)
+      << refused.error_message();
+
+  acks.clear();
+  ASSERT_TRUE(Exchange({Hello(14), Batch(1, 31, true, 0x1000, 4096), End(2)}, &acks).ok());
+  Value leaks = Leaks(d_->address(), "proto");
+  const auto& list = Field(leaks, "leaks").list_value();
+  ASSERT_EQ(list.values_size(), 1) << leaks.DebugString();
+  EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 4096);
+  EXPECT_FALSE(Field(list.values(0), "internal").bool_value());
+  const auto& frames = Field(list.values(0), "frames").list_value();
+  ASSERT_EQ(frames.values_size(), 2);
+  EXPECT_EQ(Field(frames.values(1), "function").string_value(), "main.f31");
 }
 
 // A refusal resending cannot fix ends the stream: the reason comes back, and
