@@ -173,7 +173,18 @@ struct alignas(64) LaneDesc {
 };
 static_assert(sizeof(LaneDesc) == 128);
 
-static_assert(sizeof(RingHeader) <= kHeaderBytes);
+static_assert(sizeof(RingHeader) <= kHeaderBytes - 64);
+
+// The stream key: a secret the forwarder that first read the ring puts
+// there (the agent never writes it) and sends in every hello of the
+// process's stream; cgoheapd lets only a hello with the same key continue
+// the stream. A restarted forwarder reads it back; a stranger on the network
+// does not have it. At a fixed place at the end of the header, so that the
+// fields above keep their offsets.
+inline constexpr size_t kStreamKeyOffset = kHeaderBytes - 64;
+inline std::atomic<uint64_t>* StreamKey(RingHeader* h) {
+  return reinterpret_cast<std::atomic<uint64_t>*>(reinterpret_cast<char*>(h) + kStreamKeyOffset);
+}
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
 // A record's key on the TSC clock. RDTSCP waits until every earlier

@@ -323,6 +323,10 @@ void Forwarder::Discover() {
     }
     hello.set_go_crossing_unknown((who.flags & ring::kFlagGoCrossingUnknown) != 0);
     hello.set_clock(who.clock == ring::Clock::kTsc ? "tsc" : "counter");
+    // The key of this process's stream: ours, or the one a forwarder before
+    // us put in the ring (the server lets only its holder continue).
+    uint64_t key = t->ring.ClaimStreamKey(RandomId());
+    hello.set_stream_key(std::string(reinterpret_cast<const char*>(&key), sizeof key));
     for (absl::string_view a : absl::StrSplit(who.cmdline, '\0', absl::SkipEmpty())) {
       hello.add_args(WireString(std::string_view(a.data(), a.size())));
     }

@@ -270,12 +270,20 @@ void RingReader::ResumeAt(const std::vector<uint64_t>& positions) {
   });
 }
 
-uint64_t RingReader::ClaimProcessId(uint64_t fresh) {
+uint64_t RingReader::Claim(std::atomic<uint64_t>* word, uint64_t fresh) {
   return Guarded(uint64_t{0}, [&] {
     uint64_t expected = 0;
-    if (header_->forwarder_process_id.compare_exchange_strong(expected, fresh)) return fresh;
+    if (word->compare_exchange_strong(expected, fresh)) return fresh;
     return expected;
   });
+}
+
+uint64_t RingReader::ClaimProcessId(uint64_t fresh) {
+  return Claim(&header_->forwarder_process_id, fresh);
+}
+
+uint64_t RingReader::ClaimStreamKey(uint64_t fresh) {
+  return Claim(ring::StreamKey(header_), fresh);
 }
 
 void RingReader::ReleaseLanes(const std::vector<uint64_t>& positions) {

@@ -88,6 +88,8 @@ class RingReader {
   // The process id stored in the ring by the forwarder that first read it,
   // or, if none did, `fresh`, now stored there. 0 if the ring is damaged.
   uint64_t ClaimProcessId(uint64_t fresh);
+  // The same for the stream key (ring::StreamKey).
+  uint64_t ClaimStreamKey(uint64_t fresh);
   // Words reserved in the shared lane but never committed: only meaningful
   // once the process is gone (a writer died mid-record).
   uint64_t Uncommitted();
@@ -126,6 +128,7 @@ class RingReader {
   bool Check(ring::RingHeader* h, size_t bytes);
   template <typename T, typename F>
   T Guarded(const T& fallback, F f);
+  uint64_t Claim(std::atomic<uint64_t>* word, uint64_t fresh);
   bool NextRecord(RingRecord* rec);
   void StartRound();
   void Peek(uint32_t lane);

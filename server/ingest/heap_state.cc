@@ -1,5 +1,6 @@
 #include "server/ingest/heap_state.h"
 
+#include "common/sha256.h"
 #include "proto/stack_id.h"
 
 #include <algorithm>
@@ -123,10 +124,30 @@ absl::StatusOr<uint64_t> HeapState::Hello(const v1::ProcessHello& hello) {
     if (slot == nullptr) slot = std::make_shared<Process>();
     p = slot;
   }
+  std::string key_digest;
+  if (!hello.stream_key().empty()) {
+    Sha256 h;
+    h.Update(hello.stream_key());
+    std::array<uint8_t, 32> d = h.Final();
+    key_digest.assign(d.begin(), d.end());
+  }
   absl::MutexLock lock(&p->mu);
-  if (p->rec.has_hello()) return p->last_seq;  // reconnect: resume after last_seq
+  if (p->rec.has_hello()) {
+    // Reconnect: resume after last_seq, if it is the same forwarder's (or
+    // its successor's: the key is in the process's ring). A process that
+    // was started without a key (an older forwarder) cannot be told apart.
+    if (!p->rec.stream_key_digest().empty() && p->rec.stream_key_digest() != key_digest) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "process ", FormatProcessId(hello.process_id()),
+          " is streamed by another forwarder (its hello carries another stream key): only the "
+          "forwarder that started a process, or one reading its ring after it, can continue it"));
+    }
+    return p->last_seq;
+  }
   v1::StoredProcess rec;
   *rec.mutable_hello() = hello;
+  rec.mutable_hello()->clear_stream_key();  // kept as a digest only, never shown
+  rec.set_stream_key_digest(key_digest);
   rec.set_received_unix_nanos(UnixNanos());
   absl::Status st = store_->PutProcess(hello.process_id(), rec);
   if (!st.ok()) return st;

@@ -884,6 +884,38 @@ TEST_F(IngestProtocolTest, NoClientCanDefineAStackUnderAnotherStacksId) {
   EXPECT_EQ(Field(frames.values(1), "function").string_value(), "main.f31");
 }
 
+// A Hello with a known process id was taken as a reconnect, whoever sent it:
+// a stranger could end someone else's process, and its real forwarder then
+// failed for ever. Only the holder of the process's stream key continues it.
+TEST_F(IngestProtocolTest, OnlyTheForwarderThatStartedAProcessCanContinueIt) {
+  auto keyed = [](uint64_t id, const std::string& key) {
+    v1::AgentMessage m = Hello(id);
+    m.mutable_hello()->set_stream_key(key);
+    return m;
+  };
+  std::vector<uint64_t> acks;
+  ASSERT_TRUE(Exchange({keyed(15, "owner-key"), Batch(1, 41, true, 0x1000, 64)}, &acks).ok());
+  for (const v1::AgentMessage& stranger : {keyed(15, "a guess"), Hello(15)}) {
+    acks.clear();
+    grpc::Status st = Exchange({stranger, End(2)}, &acks);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_NE(st.error_message().find("is streamed by another forwarder"), std::string::npos)
+        << st.error_message();
+  }
+  // The owner (or a forwarder reading the same ring after it) goes on.
+  acks.clear();
+  ASSERT_TRUE(Exchange({keyed(15, "owner-key"), End(2)}, &acks).ok());
+  EXPECT_EQ(acks, (std::vector<uint64_t>{1, 2}));
+  // The key is never shown.
+  auto query = v1::Query::NewStub(channel_);
+  grpc::ClientContext ctx;
+  v1::ListProcessesResponse list;
+  ASSERT_TRUE(query->ListProcesses(&ctx, v1::ListProcessesRequest(), &list).ok());
+  ASSERT_EQ(list.processes_size(), 1);
+  EXPECT_EQ(list.processes(0).state(), "exited");
+  EXPECT_TRUE(list.processes(0).hello().stream_key().empty());
+}
+
 // A refusal resending cannot fix ends the stream: the reason comes back, and
 // nothing more is queued (a forwarder that kept queueing for a stream the
 // server refused would grow without bound).
