@@ -88,14 +88,21 @@ int PsCommand(const std::vector<std::string>& args) {
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap ps");
   v1::ListProcessesRequest req;
   req.set_service(service);
+  req.set_page_size(1000);
   v1::ListProcessesResponse resp;
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx);
-  grpc::Status st = Connect(server)->ListProcesses(&ctx, req, &resp);
-  if (!st.ok()) {
-    std::cerr << "cgoheap ps: " << RpcError(st, server) << "\n";
-    return 1;
-  }
+  auto stub = Connect(server);
+  do {  // page by page: a fleet's listing does not fit one message
+    v1::ListProcessesResponse page;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    grpc::Status st = stub->ListProcesses(&ctx, req, &page);
+    if (!st.ok()) {
+      std::cerr << "cgoheap ps: " << RpcError(st, server) << "\n";
+      return 1;
+    }
+    for (auto& p : *page.mutable_processes()) resp.mutable_processes()->Add()->Swap(&p);
+    req.set_page_token(page.next_page_token());
+  } while (!req.page_token().empty());
   std::cout << (json ? ProcessesJson(resp) : ProcessesText(resp));
   return 0;
 }

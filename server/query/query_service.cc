@@ -1,7 +1,13 @@
 #include "server/query/query_service.h"
 
+#include <algorithm>
 #include <chrono>
+#include <string>
+#include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "server/ingest/ingest_service.h"
 
 namespace cgoheap::server {
@@ -24,12 +30,44 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, ServerMetrics
 
 }  // namespace
 
+// A page of a listing in HeapState's order (start time, then id); the token
+// names the last process of the page before ("START:ID"), so a page is the
+// same whatever started since.
+absl::Status Page(const v1::ListProcessesRequest& req, v1::ListProcessesResponse* all,
+                  v1::ListProcessesResponse* page) {
+  constexpr uint32_t kDefault = 1000, kMax = 5000;
+  const uint32_t size = req.page_size() == 0 ? kDefault : std::min(req.page_size(), kMax);
+  int from = 0;
+  if (!req.page_token().empty()) {
+    std::vector<std::string> parts = absl::StrSplit(req.page_token(), ':');
+    int64_t start = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &start) || parts[1].size() != 16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "page_token '", req.page_token(),
+          "' is not one this server gave: pass the next_page_token of the page before, or none"));
+    }
+    auto after = [&](const v1::ProcessInfo& p) {
+      return p.hello().start_unix_nanos() > start ||
+             (p.hello().start_unix_nanos() == start && p.process_id() > parts[1]);
+    };
+    while (from < all->processes_size() && !after(all->processes(from))) ++from;
+  }
+  const int to = std::min(all->processes_size(), from + static_cast<int>(size));
+  for (int i = from; i < to; ++i) page->mutable_processes()->Add()->Swap(all->mutable_processes(i));
+  if (to < all->processes_size()) {
+    const v1::ProcessInfo& last = page->processes(page->processes_size() - 1);
+    page->set_next_page_token(
+        absl::StrCat(last.hello().start_unix_nanos(), ":", last.process_id()));
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* QueryService::ListProcesses(grpc::CallbackServerContext* ctx,
                                                       const v1::ListProcessesRequest* req,
                                                       v1::ListProcessesResponse* resp) {
   return Answer(ctx, metrics_, "ListProcesses", [&] {
-    *resp = state_->ListProcesses(*req);
-    return absl::OkStatus();
+    v1::ListProcessesResponse all = state_->ListProcesses(*req);
+    return Page(*req, &all, resp);
   });
 }
 
