@@ -229,11 +229,12 @@ TEST(ServerTest, ThousandShortLivedProcessesLeaveTheForwarderAsItWas) {
   // A held ring is one mapping each; the allocator may add an arena or two.
   EXPECT_LE(after.mappings, before.mappings + 8);
   // Resident memory follows the peak of processes in flight at once (the
-  // allocator keeps what it had: measured flat over rounds of 500 once
-  // warm, and heaptrack finds nothing kept), so it is compared between two
-  // equal runs, with room for that peak to move: a ring held per process
-  // alone would add ~70 MB.
-  EXPECT_LT(after.rss_kb, mid.rss_kb + 8 * 1024) << "after the first 1,000: " << mid.rss_kb << " kB";
+  // allocator keeps what it had: glibc's in-use bytes stay flat over rounds
+  // of 1,000, and heaptrack finds nothing kept, while RSS was seen to grow
+  // by 0.2 to 8.7 MB over the second 1,000 with other tests running), so it
+  // is compared between two equal runs with room for that peak to move: a
+  // ring held per process alone adds ~77 MB per 1,000.
+  EXPECT_LT(after.rss_kb, mid.rss_kb + 20 * 1024) << "after the first 1,000: " << mid.rss_kb << " kB";
   // No ring is left in the directory, nor its memory.
   int left = 0;
   long blocks = 0;
