@@ -265,8 +265,7 @@ TEST(ServerTest, ForwarderKilledMidRunIsResumedExactlyByTheNextOne) {
   const std::string rings = shm;
   auto forward = [&] {
     return SpawnBackground(
-        {BinDir() + "/cgoheap", "forward", "--ring-dir=" + rings, "--server=" + d.address()},
-        data.path() + "/forward.out");
+        {BinDir() + "/cgoheap", "forward", "--ring-dir=" + rings, "--server=" + d.address()});
   };
   pid_t first = forward();
   // 2 workers, 3,000 iterations 1 ms apart: ~3 s, 60 blocks of 48 bytes
@@ -314,7 +313,6 @@ TEST(ServerTest, ForwarderKilledMidRunIsResumedExactlyByTheNextOne) {
                Field(f, "line").number_value() == LineOf(src, "// LEAK: 48 bytes each");
   }
   EXPECT_TRUE(at_line) << leaks.DebugString();
-  EXPECT_NE(ReadFile(data.path() + "/forward.out"), "?");
   std::filesystem::remove_all(rings);
 }
 
