@@ -65,11 +65,15 @@ absl::Status HeapState::Load() {
     p->last_seq = p->rec.last_seq();
     if (!p->rec.ended()) {
       Process& proc = *p;
-      absl::StatusOr<v1::LiveSnapshot> snap = store_->GetSnapshot(id);
+      absl::StatusOr<v1::LiveSnapshot> snap = store_->GetSnapshot(
+          id, [&proc](const v1::LiveSnapshot& chunk) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            const int n = std::min({chunk.addresses_size(), chunk.sizes_size(),
+                                    chunk.stack_ids_size()});
+            for (int i = 0; i < n; ++i) {
+              AddBlock(proc, chunk.addresses(i), chunk.sizes(i), chunk.stack_ids(i));
+            }
+          });
       if (snap.ok()) {
-        for (int i = 0; i < snap->addresses_size(); ++i) {
-          AddBlock(proc, snap->addresses(i), snap->sizes(i), snap->stack_ids(i));
-        }
         proc.last_seq = snap->seq();
         proc.rec.set_events(snap->events());
         proc.rec.set_unknown_frees(snap->unknown_frees());
@@ -460,24 +464,32 @@ absl::flat_hash_map<std::string, ServiceSuspects> HeapState::Suspects() const {
 
 absl::Status HeapState::MaybeSnapshot(uint64_t id, Process& p) {
   if (p.log_bytes < SnapshotThreshold(p)) return absl::OkStatus();
-  v1::LiveSnapshot snap;
-  snap.set_seq(p.last_seq);
-  snap.mutable_addresses()->Reserve(static_cast<int>(p.live.size()));
-  snap.mutable_sizes()->Reserve(static_cast<int>(p.live.size()));
-  snap.mutable_stack_ids()->Reserve(static_cast<int>(p.live.size()));
-  for (const auto& [addr, blk] : p.live) {
-    snap.add_addresses(addr);
-    snap.add_sizes(blk.size);
-    snap.add_stack_ids(blk.stack_id);
-  }
-  snap.set_events(p.rec.events());
-  snap.set_unknown_frees(p.rec.unknown_frees());
-  snap.set_dropped_events(p.rec.dropped_events());
-  snap.set_unwind_failures(p.rec.unwind_failures());
-  snap.set_ring_damage(p.rec.ring_damage());
-  for (uint64_t pos : p.lane_positions) snap.add_lane_positions(pos);
-  snap.set_cancelled_pairs(p.rec.cancelled_pairs());
-  absl::Status st = store_->PutSnapshot(id, snap);
+  v1::LiveSnapshot header;
+  header.set_seq(p.last_seq);
+  header.set_events(p.rec.events());
+  header.set_unknown_frees(p.rec.unknown_frees());
+  header.set_dropped_events(p.rec.dropped_events());
+  header.set_unwind_failures(p.rec.unwind_failures());
+  header.set_ring_damage(p.rec.ring_damage());
+  for (uint64_t pos : p.lane_positions) header.add_lane_positions(pos);
+  header.set_cancelled_pairs(p.rec.cancelled_pairs());
+  auto next = p.live.begin();
+  const uint64_t per_chunk = std::max<uint64_t>(options_.snapshot_chunk_blocks, 1);
+  absl::Status st = store_->PutSnapshot(
+      id, std::move(header), [&](v1::LiveSnapshot* chunk) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        if (next == p.live.end()) return false;
+        const int n = static_cast<int>(
+            std::min<uint64_t>(per_chunk, static_cast<uint64_t>(p.live.size())));
+        chunk->mutable_addresses()->Reserve(n);
+        chunk->mutable_sizes()->Reserve(n);
+        chunk->mutable_stack_ids()->Reserve(n);
+        for (uint64_t i = 0; i < per_chunk && next != p.live.end(); ++i, ++next) {
+          chunk->add_addresses(next->first);
+          chunk->add_sizes(next->second.size);
+          chunk->add_stack_ids(next->second.stack_id);
+        }
+        return true;
+      });
   if (st.ok()) p.log_bytes = 0;
   return st;
 }

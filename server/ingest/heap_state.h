@@ -43,6 +43,9 @@ class HeapState {
     double leak_window_seconds = 600;
     // Growing stacks per service exported as their own metric series.
     int metrics_top_k = 10;
+    // Live blocks per stored snapshot chunk: at most ~30 bytes each, so a
+    // chunk stays far below protobuf's 2 GiB limit whatever the heap's size.
+    uint64_t snapshot_chunk_blocks = 1 << 20;
   };
   HeapState(Store* store, ServerMetrics* metrics) : HeapState(store, metrics, Options()) {}
   HeapState(Store* store, ServerMetrics* metrics, Options options)

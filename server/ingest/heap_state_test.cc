@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <rocksdb/db.h>
+
+#include <functional>
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
@@ -84,7 +87,7 @@ v1::AgentMessage End(uint64_t seq, int code) {
 
 class HeapStateTest : public ::testing::Test {
  protected:
-  void Open(uint64_t min_log_bytes = 8 << 20) {
+  void Open(uint64_t min_log_bytes = 8 << 20, uint64_t snapshot_chunk_blocks = 1 << 20) {
     state_.reset();
     store_.reset();
     auto s = Store::Open(dir_.path());
@@ -92,6 +95,7 @@ class HeapStateTest : public ::testing::Test {
     store_ = std::move(*s);
     HeapState::Options opts;
     opts.min_log_bytes = min_log_bytes;
+    opts.snapshot_chunk_blocks = snapshot_chunk_blocks;
     opts.leak_window_seconds = 60;
     state_ = std::make_unique<HeapState>(store_.get(), nullptr, opts);
     ASSERT_TRUE(state_->Load().ok());
@@ -207,11 +211,11 @@ TEST_F(HeapStateTest, RestartRebuildsRunningProcessesAndKeepsEndedOnes) {
   EXPECT_EQ(Leaks(false, "a").leaks(0).bytes(), 7u);
 }
 
-TEST_F(HeapStateTest, LongRunningProcessesAreCompactedIntoSnapshots) {
-  Open(/*min_log_bytes=*/64);  // compact as soon as the log outweighs the heap
-  Apply(0, Hello(1, "long"));
+// A process whose log has been compacted: 21 live blocks (10 B + 20 x 8 B).
+uint64_t CompactedProcess(const std::function<uint64_t(uint64_t, v1::AgentMessage)>& apply) {
+  apply(0, Hello(1, "long"));
   uint64_t seq = 0;
-  Apply(1, Batch(++seq, {{true, 0x10, 10, kUserStack}}, {UserStack()}));
+  apply(1, Batch(++seq, {{true, 0x10, 10, kUserStack}}, {UserStack()}));
   // Churn: each batch allocates 20 blocks and frees the previous 20.
   for (int round = 1; round <= 50; ++round) {
     std::vector<Ev> ev;
@@ -219,13 +223,28 @@ TEST_F(HeapStateTest, LongRunningProcessesAreCompactedIntoSnapshots) {
     if (round > 1) {
       for (uint64_t i = 0; i < 20; ++i) ev.push_back({false, 0x100000 * (round - 1) + i * 16, 0, 0});
     }
-    Apply(1, Batch(++seq, ev));
+    apply(1, Batch(++seq, ev));
   }
+  return seq;
+}
+
+TEST_F(HeapStateTest, LongRunningProcessesAreCompactedIntoSnapshots) {
+  // Compact as soon as the log outweighs the heap, in chunks of 4 blocks: the
+  // 21 live blocks take 6 chunks, as a heap over 2 GiB takes many.
+  Open(/*min_log_bytes=*/64, /*snapshot_chunk_blocks=*/4);
+  uint64_t seq = CompactedProcess([this](uint64_t pid, v1::AgentMessage m) { return Apply(pid, m); });
   EXPECT_LT(BatchesOnDisk(1), 10) << "the log must have been compacted";
   auto before = state_->ListProcesses({}).processes(0);
   EXPECT_EQ(before.live_blocks(), 21u);
   EXPECT_EQ(before.live_bytes(), 10u + 20 * 8);
-  Open(64);  // restart: snapshot + the batches after it
+  uint64_t blocks_on_disk = 0;
+  auto header = store_->GetSnapshot(
+      1, [&](const v1::LiveSnapshot& c) { blocks_on_disk += c.addresses_size(); });
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->chunks(), 6u);
+  EXPECT_EQ(header->addresses_size(), 0) << "blocks are in the chunks only";
+  EXPECT_GE(blocks_on_disk, 20u);  // the snapshot may precede the last batch
+  Open(64, 4);  // restart: snapshot + the batches after it
   auto after = state_->ListProcesses({}).processes(0);
   EXPECT_EQ(after.live_blocks(), 21u);
   EXPECT_EQ(after.live_bytes(), before.live_bytes());
@@ -236,7 +255,81 @@ TEST_F(HeapStateTest, LongRunningProcessesAreCompactedIntoSnapshots) {
   ASSERT_EQ(r.leaks_size(), 1);
   EXPECT_EQ(r.leaks(0).blocks(), 21u);
   EXPECT_EQ(BatchesOnDisk(1), 0);
-  EXPECT_FALSE(store_->GetSnapshot(1).ok()) << "ending a process removes its snapshot";
+  int chunks_left = 0;
+  EXPECT_FALSE(store_->GetSnapshot(1, [&](const v1::LiveSnapshot&) { ++chunks_left; }).ok())
+      << "ending a process removes its snapshot";
+  EXPECT_EQ(chunks_left, 0);
+}
+
+// Opens the store's RocksDB directly, as a disk fault or an older cgoheapd
+// would leave it, and runs `edit` on its snapshots column family.
+void EditSnapshots(const std::string& dir,
+                   const std::function<void(rocksdb::DB*, rocksdb::ColumnFamilyHandle*)>& edit) {
+  std::vector<std::string> names;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (const std::string& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open({}, dir, cfs, &handles, &db).ok());
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == "snapshots") edit(db, handles[i]);
+  }
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  delete db;
+}
+
+TEST_F(HeapStateTest, SnapshotMissingAChunkIsDataLossNotASmallerHeap) {
+  Open(64, 4);
+  CompactedProcess([this](uint64_t pid, v1::AgentMessage m) { return Apply(pid, m); });
+  state_.reset();
+  store_.reset();
+  for (uint64_t lost : {uint64_t{5}, uint64_t{1}}) {  // the last chunk, then one in the middle
+    EditSnapshots(dir_.path(), [&](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf) {
+      ASSERT_TRUE(db->Delete({}, cf, BatchKey(1, lost)).ok());
+    });
+    auto s = Store::Open(dir_.path());
+    ASSERT_TRUE(s.ok());
+    HeapState reloaded(s->get(), nullptr);
+    absl::Status st = reloaded.Load();
+    EXPECT_TRUE(absl::IsDataLoss(st)) << st;
+    EXPECT_NE(st.message().find(lost == 5 ? "has 5 of its 6 chunks" : "chunk 1 is unreadable"),
+              std::string::npos)
+        << st;
+  }
+}
+
+TEST_F(HeapStateTest, SnapshotsWrittenBeforeChunksStillLoad) {
+  Open(64, 4);
+  uint64_t seq = CompactedProcess([this](uint64_t pid, v1::AgentMessage m) { return Apply(pid, m); });
+  auto before = state_->ListProcesses({}).processes(0);
+  // The old layout: one LiveSnapshot holding every block, no chunk keys.
+  v1::LiveSnapshot old_style;
+  auto header = store_->GetSnapshot(1, [&](const v1::LiveSnapshot& c) {
+    for (int i = 0; i < c.addresses_size(); ++i) {
+      old_style.add_addresses(c.addresses(i));
+      old_style.add_sizes(c.sizes(i));
+      old_style.add_stack_ids(c.stack_ids(i));
+    }
+  });
+  ASSERT_TRUE(header.ok());
+  v1::LiveSnapshot blocks = old_style;
+  old_style = *header;
+  old_style.set_chunks(0);
+  old_style.mutable_addresses()->CopyFrom(blocks.addresses());
+  old_style.mutable_sizes()->CopyFrom(blocks.sizes());
+  old_style.mutable_stack_ids()->CopyFrom(blocks.stack_ids());
+  state_.reset();
+  store_.reset();
+  EditSnapshots(dir_.path(), [&](rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf) {
+    for (uint64_t c = 0; c < header->chunks(); ++c) ASSERT_TRUE(db->Delete({}, cf, BatchKey(1, c)).ok());
+    ASSERT_TRUE(db->Put({}, cf, ProcessKey(1), old_style.SerializeAsString()).ok());
+  });
+  Open(64, 4);
+  auto after = state_->ListProcesses({}).processes(0);
+  EXPECT_EQ(after.live_blocks(), before.live_blocks());
+  EXPECT_EQ(after.live_bytes(), before.live_bytes());
+  EXPECT_EQ(after.last_seq(), seq);
 }
 
 v1::Stack NamedStack(uint64_t id, const char* fn, int line) {

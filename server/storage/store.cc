@@ -92,23 +92,70 @@ void Store::DeleteBatches(void* batch, uint64_t process_id, uint64_t up_to_seq) 
   wb->Delete(handles_[kBatches], BatchKey(process_id, up_to_seq));
 }
 
-absl::Status Store::PutSnapshot(uint64_t process_id, const v1::LiveSnapshot& snapshot) {
+void Store::DeleteSnapshot(void* batch, uint64_t process_id) {
+  // The header's key is the 8-byte prefix of every chunk's key; nine 0xff
+  // bytes after it sort after all of them.
+  auto* wb = static_cast<rocksdb::WriteBatch*>(batch);
+  std::string key = ProcessKey(process_id);
+  wb->DeleteRange(handles_[kSnapshots], key, key + std::string(9, '\xff'));
+}
+
+absl::Status Store::PutSnapshot(uint64_t process_id, v1::LiveSnapshot header,
+                                const std::function<bool(v1::LiveSnapshot*)>& next_chunk) {
   rocksdb::WriteBatch wb;
-  wb.Put(handles_[kSnapshots], ProcessKey(process_id), snapshot.SerializeAsString());
-  DeleteBatches(&wb, process_id, snapshot.seq());
+  DeleteSnapshot(&wb, process_id);
+  std::string value;
+  uint64_t chunks = 0;
+  for (v1::LiveSnapshot chunk; next_chunk(&chunk); chunk.Clear(), ++chunks) {
+    if (!chunk.SerializeToString(&value)) {
+      return absl::InternalError(absl::StrCat("snapshot chunk ", chunks, " of process ",
+                                              process_id, " cannot be serialized (",
+                                              chunk.addresses_size(), " blocks)"));
+    }
+    wb.Put(handles_[kSnapshots], BatchKey(process_id, chunks), value);
+  }
+  header.clear_addresses();
+  header.clear_sizes();
+  header.clear_stack_ids();
+  header.set_chunks(chunks);
+  if (!header.SerializeToString(&value)) {
+    return absl::InternalError("snapshot header cannot be serialized");
+  }
+  wb.Put(handles_[kSnapshots], ProcessKey(process_id), value);
+  DeleteBatches(&wb, process_id, header.seq());
   return Write(&wb);
 }
 
-absl::StatusOr<v1::LiveSnapshot> Store::GetSnapshot(uint64_t process_id) const {
-  std::string value;
-  rocksdb::Status s = db_->Get({}, handles_[kSnapshots], ProcessKey(process_id), &value);
-  if (s.IsNotFound()) return absl::NotFoundError("no snapshot");
-  if (!s.ok()) return FromRocks(s, "reading a snapshot");
-  v1::LiveSnapshot snap;
-  if (!snap.ParseFromString(value)) {
+absl::StatusOr<v1::LiveSnapshot> Store::GetSnapshot(
+    uint64_t process_id, const std::function<void(const v1::LiveSnapshot&)>& blocks) const {
+  const std::string prefix = ProcessKey(process_id);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, handles_[kSnapshots]));
+  it->Seek(prefix);
+  if (!it->status().ok()) return FromRocks(it->status(), "reading a snapshot");
+  if (!it->Valid() || it->key().ToStringView() != prefix) {
+    return absl::NotFoundError("no snapshot");
+  }
+  v1::LiveSnapshot header;
+  if (!header.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
     return absl::DataLossError(absl::StrCat("unreadable snapshot of process ", process_id));
   }
-  return snap;
+  blocks(header);
+  uint64_t seen = 0;
+  v1::LiveSnapshot chunk;
+  for (it->Next(); it->Valid() && it->key().starts_with(prefix); it->Next(), ++seen) {
+    if (it->key().size() != 16 || GetBE(it->key().ToStringView().substr(8)) != seen ||
+        !chunk.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError(
+          absl::StrCat("snapshot of process ", process_id, ": chunk ", seen, " is unreadable"));
+    }
+    blocks(chunk);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "reading a snapshot");
+  if (seen != header.chunks()) {
+    return absl::DataLossError(absl::StrCat("snapshot of process ", process_id, " has ", seen,
+                                            " of its ", header.chunks(), " chunks"));
+  }
+  return header;
 }
 
 absl::Status Store::PutProcess(uint64_t process_id, const v1::StoredProcess& p) {
@@ -130,7 +177,7 @@ absl::Status Store::AppendBatch(uint64_t process_id, uint64_t seq, const v1::Eve
 absl::Status Store::EndProcess(uint64_t process_id, const v1::StoredProcess& final_record) {
   rocksdb::WriteBatch wb;
   wb.Put(handles_[kProcesses], ProcessKey(process_id), final_record.SerializeAsString());
-  wb.Delete(handles_[kSnapshots], ProcessKey(process_id));
+  DeleteSnapshot(&wb, process_id);
   DeleteBatches(&wb, process_id, ~uint64_t{0});
   return Write(&wb);
 }

@@ -4,7 +4,8 @@
 //   processes  process_id(8, big-endian)            -> StoredProcess
 //   stacks     stack_id(8, big-endian)              -> Stack
 //   batches    process_id(8) | seq(8), big-endian   -> EventBatch (events only)
-//   snapshots  process_id(8)                        -> LiveSnapshot
+//   snapshots  process_id(8)                        -> LiveSnapshot (header)
+//              process_id(8) | chunk(8)             -> LiveSnapshot (blocks only)
 //
 // Writes append each acknowledged batch under a sequential key: RocksDB takes
 // those at millions of keys per second here, where one random key per event
@@ -14,7 +15,10 @@
 // batches deleted in the same atomic write. A process that runs for a long
 // time would grow its batch log without end, so once the log outweighs the
 // live heap, a LiveSnapshot replaces the batches it covers (also one atomic
-// write): the disk holds at most a few times each process's live heap.
+// write): the disk holds at most a few times each process's live heap. A
+// snapshot is written as a header and chunks of a bounded number of blocks:
+// protobuf cannot serialize a message of 2 GiB or more, and a live heap of
+// 100 million blocks would be one.
 //
 //   auto store = Store::Open("/var/lib/cgoheap", {.sync = false});
 //   if (!store.ok()) return store.status();
@@ -55,10 +59,16 @@ class Store {
                            const std::vector<const v1::Stack*>& new_stacks);
   // One atomic write: the final record, and the batches and snapshot deleted.
   absl::Status EndProcess(uint64_t process_id, const v1::StoredProcess& final_record);
-  // One atomic write: the snapshot, and the batches up to its seq deleted.
-  absl::Status PutSnapshot(uint64_t process_id, const v1::LiveSnapshot& snapshot);
-  // NotFound when the process has none.
-  absl::StatusOr<v1::LiveSnapshot> GetSnapshot(uint64_t process_id) const;
+  // One atomic write: the snapshot (header, then every chunk next_chunk fills
+  // until it returns false), the previous snapshot and the batches up to the
+  // header's seq deleted. Nothing is written if any part cannot be serialized.
+  absl::Status PutSnapshot(uint64_t process_id, v1::LiveSnapshot header,
+                           const std::function<bool(v1::LiveSnapshot* chunk)>& next_chunk);
+  // The header; NotFound when the process has none. Every chunk's blocks (and
+  // the header's, in snapshots from before chunks) go to `blocks`; DataLoss if a
+  // chunk the header counts is missing or unreadable.
+  absl::StatusOr<v1::LiveSnapshot> GetSnapshot(
+      uint64_t process_id, const std::function<void(const v1::LiveSnapshot&)>& blocks) const;
 
   absl::Status ForEachProcess(
       const std::function<void(uint64_t, v1::StoredProcess&&)>& fn) const;
@@ -72,6 +82,7 @@ class Store {
   Store() = default;
   absl::Status Write(void* batch);                      // rocksdb::WriteBatch*
   void DeleteBatches(void* batch, uint64_t process_id, uint64_t up_to_seq);
+  void DeleteSnapshot(void* batch, uint64_t process_id);
 
   StoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
