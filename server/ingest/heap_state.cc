@@ -249,7 +249,7 @@ void HeapState::DetectGrowth(uint64_t id, Process& p, int64_t now) {
   const int64_t resolution = std::max<int64_t>(window / 16, 1);
   if (now - p.last_sample >= resolution) {
     p.last_sample = now;
-    for (const auto& [stack, t] : p.by_stack) p.history[stack].push_back({now, t.est_bytes});
+    for (const auto& [stack, t] : p.by_stack) p.history[stack].push_back({now, t.est_bytes.ToDouble()});
     for (auto it = p.history.begin(); it != p.history.end();) {
       std::vector<Process::Point>& pts = it->second;
       if (!p.by_stack.contains(it->first)) pts.push_back({now, 0});
@@ -290,7 +290,7 @@ void HeapState::DetectGrowth(uint64_t id, Process& p, int64_t now) {
       it->second.rate_per_hour = rate;
       if (fresh) {
         const Totals& t = p.by_stack.at(stack);
-        Announce(id, p, "growth", stack, t.est_bytes, t.est_blocks, rate, since);
+        Announce(id, p, "growth", stack, t.est_bytes.ToDouble(), t.est_blocks.ToDouble(), rate, since);
       }
     } else {
       p.growing.erase(stack);
@@ -337,7 +337,7 @@ absl::StatusOr<v1::TopResponse> HeapState::Top(const v1::TopRequest& req) const 
     all.assign(procs_.begin(), procs_.end());
   }
   struct Entry {
-    double bytes = 0, blocks = 0;
+    Estimate bytes, blocks;
     uint32_t processes = 0;
     uint64_t last_process = 0;
     bool estimated = false;
@@ -347,7 +347,7 @@ absl::StatusOr<v1::TopResponse> HeapState::Top(const v1::TopRequest& req) const 
   };
   absl::flat_hash_map<std::string, Entry> entries;
   v1::TopResponse resp;
-  double total = 0;
+  Estimate total;
   for (const auto& [id, p] : all) {
     absl::MutexLock lock(&p->mu);
     if (!p->rec.has_hello() || p->rec.ended()) continue;
@@ -386,10 +386,10 @@ absl::StatusOr<v1::TopResponse> HeapState::Top(const v1::TopRequest& req) const 
       e.keep = se;
     }
   }
-  resp.set_total_bytes(static_cast<uint64_t>(std::llround(std::max(total, 0.0))));
+  resp.set_total_bytes(total.Rounded());
   std::vector<Entry*> order;
   for (auto& [key, e] : entries) {
-    if (e.blocks > 0.5) order.push_back(&e);
+    if (e.blocks.Rounded() > 0) order.push_back(&e);
   }
   std::sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
     if (a->bytes != b->bytes) return a->bytes > b->bytes;
@@ -398,8 +398,8 @@ absl::StatusOr<v1::TopResponse> HeapState::Top(const v1::TopRequest& req) const 
   for (size_t i = 0; i < order.size() && i < limit; ++i) {
     const Entry& e = *order[i];
     v1::TopEntry* out = resp.add_entries();
-    out->set_bytes(static_cast<uint64_t>(std::llround(e.bytes)));
-    out->set_blocks(static_cast<uint64_t>(std::llround(e.blocks)));
+    out->set_bytes(e.bytes.Rounded());
+    out->set_blocks(e.blocks.Rounded());
     out->set_processes(e.processes);
     out->set_estimated(e.estimated);
     if (by == "stack") {
@@ -424,29 +424,33 @@ absl::flat_hash_map<std::string, ServiceSuspects> HeapState::Suspects() const {
   }
   absl::flat_hash_map<std::string, ServiceSuspects> out;
   // service -> stack -> live bytes in growing stacks
-  absl::flat_hash_map<std::string, absl::flat_hash_map<uint64_t, double>> stacks;
+  absl::flat_hash_map<std::string, absl::flat_hash_map<uint64_t, Estimate>> stacks;
   for (const auto& p : all) {
     absl::MutexLock lock(&p->mu);
     if (!p->rec.has_hello() || p->rec.ended()) continue;
     const std::string& svc = p->rec.hello().service();
-    ServiceSuspects& s = out[svc];
+    out[svc];
     for (const auto& [stack, g] : p->growing) {
-      double bytes = 0;
-      if (auto it = p->by_stack.find(stack); it != p->by_stack.end()) bytes = it->second.est_bytes;
-      s.bytes += bytes;
-      stacks[svc][stack] += bytes;
+      if (auto it = p->by_stack.find(stack); it != p->by_stack.end()) {
+        stacks[svc][stack] += it->second.est_bytes;
+      }
     }
   }
   for (auto& [svc, s] : out) {
     auto& by_stack = stacks[svc];
     s.stacks = by_stack.size();
-    std::vector<std::pair<double, uint64_t>> order;
-    for (const auto& [stack, bytes] : by_stack) order.emplace_back(bytes, stack);
+    Estimate total;
+    std::vector<std::pair<Estimate, uint64_t>> order;
+    for (const auto& [stack, bytes] : by_stack) {
+      total += bytes;
+      order.emplace_back(bytes, stack);
+    }
+    s.bytes = total.ToDouble();
     std::sort(order.rbegin(), order.rend());
     for (size_t i = 0; i < order.size() && i < static_cast<size_t>(options_.metrics_top_k); ++i) {
       ServiceSuspects::Stack st;
       st.id = FormatProcessId(order[i].second);
-      st.bytes = order[i].first;
+      st.bytes = order[i].first.ToDouble();
       absl::MutexLock lock(&stacks_mu_);
       if (auto it = stacks_.find(order[i].second); it != stacks_.end()) {
         const StackEntry& e = *it->second;
@@ -593,8 +597,8 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
     e->set_stack_id(stack_id);
     e->set_bytes(t.bytes);
     e->set_blocks(t.blocks);
-    e->set_est_bytes(t.est_bytes);
-    e->set_est_blocks(t.est_blocks);
+    e->set_est_bytes(t.est_bytes.ToDouble());
+    e->set_est_blocks(t.est_blocks.ToDouble());
   }
   absl::Status st = store_->EndProcess(stream_process_id, rec);
   if (!st.ok()) return st;
@@ -606,6 +610,9 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   p->live.clear();
   p->by_stack.clear();
   p->total = {};
+  // Nothing of an ended process is read again: its ring positions are not
+  // kept (not stored either, so a restart answers the same).
+  p->lane_positions.clear();
   return seq;
 }
 
@@ -623,15 +630,15 @@ v1::ProcessInfo HeapState::Info(uint64_t id, const Process& p) const {
   *info.mutable_hello() = p.rec.hello();
   info.set_state(StateOf(p.rec));
   if (p.rec.ended()) *info.mutable_end() = p.rec.end();
-  double bytes = p.total.est_bytes, blocks = p.total.est_blocks;
+  Estimate bytes = p.total.est_bytes, blocks = p.total.est_blocks;
   if (p.rec.ended()) {
     for (const auto& e : p.rec.exit_leaks()) {
-      bytes += e.est_bytes();
-      blocks += e.est_blocks();
+      bytes += Estimate::Of(e.est_bytes());
+      blocks += Estimate::Of(e.est_blocks());
     }
   }
-  info.set_live_bytes(static_cast<uint64_t>(std::llround(std::max(bytes, 0.0))));
-  info.set_live_blocks(static_cast<uint64_t>(std::llround(std::max(blocks, 0.0))));
+  info.set_live_bytes(bytes.Rounded());
+  info.set_live_blocks(blocks.Rounded());
   info.set_estimated(p.rec.hello().sample_bytes() != 0);
   // Pairs cancelled in the forwarder were two events each.
   info.set_events(p.rec.events() + 2 * p.rec.cancelled_pairs());
@@ -674,8 +681,8 @@ void HeapState::AddLeak(const char* kind, uint64_t stack_id, LeakGroup& g, bool 
     if (it != stacks_.end()) entry = it->second;
   }
   bool internal = entry != nullptr && entry->cls.internal;
-  uint64_t bytes = static_cast<uint64_t>(std::llround(g.bytes));
-  uint64_t blocks = static_cast<uint64_t>(std::llround(g.blocks));
+  uint64_t bytes = g.bytes.Rounded();
+  uint64_t blocks = g.blocks.Rounded();
   if (internal && !all) {
     resp->set_hidden(resp->hidden() + 1);
     resp->set_hidden_bytes(resp->hidden_bytes() + bytes);
@@ -741,8 +748,8 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
     if (!p->rec.ring_damage().empty()) resp.set_damaged_rings(resp.damaged_rings() + 1);
     for (const v1::StackTotal& e : p->rec.exit_leaks()) {
       LeakGroup& g = groups[e.stack_id()];
-      g.bytes += e.est_bytes();
-      g.blocks += e.est_blocks();
+      g.bytes += Estimate::Of(e.est_bytes());
+      g.blocks += Estimate::Of(e.est_blocks());
       g.sample_bytes = std::max(g.sample_bytes, p->rec.hello().sample_bytes());
       g.processes.push_back(id);
     }

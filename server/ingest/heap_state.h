@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "cgoheap.pb.h"
+#include "server/ingest/estimate.h"
 #include "server/leak/classify.h"
 #include "common/limits.h"
 #include "server/metrics/metrics.h"
@@ -85,19 +86,19 @@ class HeapState {
   struct Totals {
     uint64_t bytes = 0;  // as recorded
     uint64_t blocks = 0;
-    double est_bytes = 0;  // weighted by 1/p (equal to the above in exact mode)
-    double est_blocks = 0;
+    Estimate est_bytes;  // weighted by 1/p (equal to the above in exact mode)
+    Estimate est_blocks;
     void Add(uint64_t size, double w) {
       bytes += size;
       blocks += 1;
-      est_bytes += static_cast<double>(size) * w;
-      est_blocks += w;
+      est_bytes += Estimate::Term(size, w);
+      est_blocks += Estimate::Term(1, w);
     }
     void Remove(uint64_t size, double w) {
       bytes -= size;
       blocks -= 1;
-      est_bytes -= static_cast<double>(size) * w;
-      est_blocks -= w;
+      est_bytes -= Estimate::Term(size, w);
+      est_blocks -= Estimate::Term(1, w);
     }
   };
   struct Process {
@@ -130,7 +131,7 @@ class HeapState {
   };
   // One stack's leak summed over processes.
   struct LeakGroup {
-    double bytes = 0, blocks = 0;
+    Estimate bytes, blocks;
     uint64_t sample_bytes = 0;
     std::vector<uint64_t> processes;
     double rate = 0;     // growth: bytes per hour, summed

@@ -55,6 +55,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& dir, Store
   db_opts.IncreaseParallelism(2);
   db_opts.max_total_wal_size = 256 << 20;
   db_opts.keep_log_file_num = 4;
+  if (options.env != nullptr) db_opts.env = options.env;
   rocksdb::ColumnFamilyOptions cf_opts;
   cf_opts.OptimizeLevelStyleCompaction(64 << 20);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {

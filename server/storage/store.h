@@ -37,6 +37,7 @@
 
 namespace rocksdb {
 class DB;
+class Env;
 class ColumnFamilyHandle;
 }  // namespace rocksdb
 
@@ -44,6 +45,7 @@ namespace cgoheap::server {
 
 struct StoreOptions {
   bool sync = false;  // fsync the WAL on every write (survives power loss)
+  rocksdb::Env* env = nullptr;  // where files go; nullptr: the real file system
 };
 
 // Thread-safe.
