@@ -4,7 +4,11 @@
 # machine.
 #
 #   ./dev.sh demo              run a seed program under the agent, print its leaks
-#   ./dev.sh test              build and run every test (ctest, in parallel)
+#   ./dev.sh test              build and run every test (ctest, in parallel), then
+#                              the libFuzzer smoke runs (build-fuzz, clang)
+#   ./dev.sh fuzz [SECONDS] [TARGET...]
+#                              fuzz each target (default all) for SECONDS (default
+#                              300) with libFuzzer; prints executions and findings
 #   ./dev.sh build             configure and build into build/
 #   ./dev.sh bench [--quick]   side-by-side benchmark table (bench/run.sh)
 #   ./dev.sh sanitize KIND     build into build-KIND with -fsanitize=KIND
@@ -21,6 +25,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev
   prometheus curl
+  clang libclang-rt-14-dev
 )
 # The Go releases the test programs are built with, besides golang-go (1.19)
 # and the machine's /usr/local/go; tests/go_toolchains.sh fetches the others.
@@ -84,6 +89,60 @@ build() {
   cmake --build "$BUILD_DIR" -j"$JOBS"
 }
 
+FUZZ_DIR=build-fuzz
+FUZZ_TARGETS=(ring_reader elf symbolizer heap_state flags)
+
+# The libFuzzer build: clang, every object instrumented (CMakeLists.txt,
+# CGOHEAP_FUZZ). Only the fuzz targets are built.
+fuzz_build() {
+  deps
+  if [ ! -f "$FUZZ_DIR/build.ninja" ]; then
+    log "configuring $FUZZ_DIR (clang, libFuzzer, ASan, UBSan)"
+    CC=clang CXX=clang++ cmake -S . -B "$FUZZ_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCGOHEAP_FUZZ=ON -DCGOHEAP_BUILD_TESTS=OFF >/dev/null
+  fi
+  log "building $FUZZ_DIR"
+  cmake --build "$FUZZ_DIR" -j"$JOBS" --target "${FUZZ_TARGETS[@]/#/fuzz_}"
+}
+
+# Go executables of every release the main build made: seeds for the ELF and
+# symbolizer targets (not kept in the repository: 2 MB each).
+fuzz_go_seeds() {
+  local dir="$FUZZ_DIR/fuzz-go-seeds"
+  mkdir -p "$dir"
+  for d in "$BUILD_DIR"/tests/programs/go1.*; do
+    [ -f "$d/inlined" ] && cp -u "$d/inlined" "$dir/inlined-$(basename "$d")"
+  done
+  echo "$dir"
+}
+
+fuzz() {
+  local seconds=300
+  if [[ ${1:-} =~ ^[0-9]+$ ]]; then seconds=$1; shift; fi
+  local targets=("$@")
+  ((${#targets[@]})) || targets=("${FUZZ_TARGETS[@]}")
+  fuzz_build
+  local extra found=0
+  extra=$(fuzz_go_seeds)
+  for t in "${targets[@]}"; do
+    local work="$FUZZ_DIR/fuzz-corpus/$t" log="$FUZZ_DIR/fuzz-$t.log" dirs=(fuzz/corpus/"$t" fuzz/crashes/"$t")
+    mkdir -p "$work" "$FUZZ_DIR/fuzz-artifacts"
+    [[ $t == elf || $t == symbolizer ]] && dirs+=("$extra")
+    log "fuzzing $t for ${seconds}s (log: $log)"
+    if "$FUZZ_DIR/bin/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 \
+      -print_final_stats=1 -artifact_prefix="$FUZZ_DIR/fuzz-artifacts/$t-" "$work" "${dirs[@]}" >"$log" 2>&1; then
+      printf '%-12s %12s executions, %s inputs in its corpus, nothing found\n' "$t" \
+        "$(awk '/stat::number_of_executed_units/ {print $2}' "$log")" "$(ls "$work" | wc -l)"
+    else
+      found=1
+      printf '%-12s FOUND SOMETHING:\n' "$t"
+      grep -E 'ERROR|runtime error|SUMMARY|Test unit written|fuzz/.*\.cc:[0-9]+:' "$log" | head -8
+      echo "  reproduce: $FUZZ_DIR/bin/fuzz_$t FILE; keep it in fuzz/crashes/$t/ once fixed (docs/FUZZING.md)"
+    fi
+  done
+  return $found
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -92,9 +151,16 @@ case "$cmd" in
   test)
     build
     log "testing"
-    cd "$BUILD_DIR"
-    ctest -j"$JOBS" --output-on-failure --timeout 600 "$@"
+    (cd "$BUILD_DIR" && ctest -j"$JOBS" --output-on-failure --timeout 600 "$@")
+    # Each fuzz target under libFuzzer for a short while (the main build's
+    # Fuzz.* tests replay the corpora without libFuzzer's coverage guidance).
+    if (($# == 0)); then
+      fuzz_build
+      log "fuzz smoke runs"
+      (cd "$FUZZ_DIR" && ctest -j"$JOBS" --output-on-failure -L fuzz)
+    fi
     ;;
+  fuzz) fuzz "$@" ;;
   demo)
     build
     prog="$BUILD_DIR/tests/programs/seed_cmalloc"
@@ -118,12 +184,12 @@ case "$cmd" in
     # which uses std atomics alone; Debian's abseil and gRPC are not built
     # with TSan, so their mutexes are invisible to it and every access they
     # guard would be reported.
-    default="^(FlagsTest|GoPclntabTest|SymbolizerTest|RingTest|ClassifyTest|HeapStateTest|MetricsTest|ReportTest|CfiUnwinderTest|GoCrossingTest|Go/GoBinaryTest|SamplerTest|SampledSetTest|AllocGuard.*|IngestProtocolTest|ServerTest|ServerFlagsTest|DeployTest)\\."
+    default="^(Fuzz|FlagsTest|GoPclntabTest|SymbolizerTest|RingTest|ClassifyTest|HeapStateTest|MetricsTest|ReportTest|CfiUnwinderTest|GoCrossingTest|Go/GoBinaryTest|SamplerTest|SampledSetTest|AllocGuard.*|IngestProtocolTest|ServerTest|ServerFlagsTest|DeployTest)\\."
     [ "$kind" = thread ] && default="^(RingTest|CfiUnwinderTest|SamplerTest|SampledSetTest)\\."
     ctest -j"$JOBS" --output-on-failure -R "${1:-$default}"
     ;;
   *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2
     ;;
 esac

@@ -138,7 +138,9 @@ absl::StatusOr<double> ParseDuration(const std::string& text) {
     if (absl::EndsWith(text, u.suffix)) {
       std::string num = text.substr(0, text.size() - strlen(u.suffix));
       double v;
-      if (absl::SimpleAtod(num, &v) && v > 0 && std::isfinite(v * u.seconds) &&
+      // The product is checked, not v: "4e-324ms" is a positive number of
+      // milliseconds and 0 seconds.
+      if (absl::SimpleAtod(num, &v) && v * u.seconds > 0 && std::isfinite(v * u.seconds) &&
           !absl::EndsWith(num, "m")) {
         return v * u.seconds;
       }

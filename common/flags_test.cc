@@ -66,6 +66,8 @@ TEST(FlagsTest, Durations) {
   EXPECT_FALSE(ParseDuration("infs").ok());
   EXPECT_FALSE(ParseDuration("nan").ok());
   EXPECT_FALSE(ParseDuration("1e400ms").ok());
+  // Positive milliseconds that are 0 seconds (fuzz/crashes/flags/denormal-milliseconds).
+  EXPECT_FALSE(ParseDuration("4e-324ms").ok());
   EXPECT_EQ(FormatDuration(300), "5m");
   EXPECT_EQ(FormatDuration(604800), "168h");
   EXPECT_EQ(FormatDuration(90), "90s");

@@ -5,7 +5,7 @@
 // someone fuzzes. With clang, CGOHEAP_FUZZ=ON links the same target with
 // libFuzzer instead (./dev.sh fuzz).
 //
-//   fuzz_ring_reader [--mutations=N] [--seed=S] fuzz/corpus/ring_reader fuzz/crashes/ring_reader
+//   fuzz_ring_reader [--mutations=N] [--seed=S] [--optional=FILE]... fuzz/corpus/ring_reader fuzz/crashes/ring_reader
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -118,6 +118,8 @@ int main(int argc, char** argv) {
       mutations = std::strtoull(a.c_str() + 12, nullptr, 10);
     } else if (a.rfind("--seed=", 0) == 0) {
       seed = std::strtoull(a.c_str() + 7, nullptr, 10);
+    } else if (a.rfind("--optional=", 0) == 0) {  // an input used if it exists
+      if (std::filesystem::is_regular_file(a.substr(11))) files.push_back(a.substr(11));
     } else if (std::filesystem::is_directory(a)) {
       for (const auto& e : std::filesystem::directory_iterator(a)) {
         if (e.is_regular_file()) files.push_back(e.path());

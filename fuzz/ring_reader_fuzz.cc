@@ -33,8 +33,11 @@ uint64_t* Word(Target& t, size_t i) { return reinterpret_cast<uint64_t*>(t.h) + 
 // Appends one well-formed record (or, sometimes, a slightly wrong one) at the
 // lane's head and publishes it, as the agent's writer would.
 void AppendRecord(Target& t, uint32_t lane) {
+  // The geometry as created: the input may have rewritten the header's.
   ring::LaneDesc& d = ring::Lanes(t.h)[lane];
-  uint64_t* words = ring::LaneWords(t.h, lane);
+  uint64_t* words = reinterpret_cast<uint64_t*>(reinterpret_cast<char*>(t.h) + ring::kHeaderBytes +
+                                                t.lanes * sizeof(ring::LaneDesc)) +
+                    lane * t.lane_words;
   uint64_t head = d.head.load(std::memory_order_relaxed);
   const bool alloc = t.in->Bool();
   unsigned nframes = alloc ? static_cast<unsigned>(t.in->Range(0, ring::kMaxFrames + 2)) : 0;

@@ -148,7 +148,8 @@ bool GoPclntab::PcValue(const Func& f, uint32_t table_off, uint64_t pc, int32_t*
     size_t n = Varint(p, end, &uv);
     if (n == 0 || (uv == 0 && !first)) return false;
     p += n;
-    val += static_cast<int32_t>(-(uv & 1) ^ (uv >> 1));
+    // Go adds in int32 and wraps; so does this (in uint32: no overflow).
+    val = static_cast<int32_t>(static_cast<uint32_t>(val) + (-(uv & 1) ^ (uv >> 1)));
     uint32_t pcdelta;
     n = Varint(p, end, &pcdelta);
     if (n == 0) return false;

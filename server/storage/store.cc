@@ -223,6 +223,16 @@ absl::Status Store::ForEachBatch(
   return FromRocks(it->status(), "reading batches");
 }
 
+absl::Status Store::Clear() {
+  rocksdb::WriteBatch wb;
+  // Keys are at most 16 bytes: seventeen 0xff bytes sort after all of them.
+  for (auto* h : handles_) wb.DeleteRange(h, "", std::string(17, '\xff'));
+  if (absl::Status st = Write(&wb); !st.ok()) return st;
+  // Flushed right away: range tombstones piling up in the memtable would
+  // slow every later read (flushed, compaction drops them).
+  return FromRocks(db_->Flush({}, handles_), "flushing after a clear");
+}
+
 uint64_t Store::DiskBytes() const {
   uint64_t total = 0;
   for (auto* h : handles_) {
