@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -24,6 +25,7 @@
 #include "absl/strings/str_format.h"
 #include "cgoheap.grpc.pb.h"
 #include "client/commands.h"
+#include "client/connection.h"
 #include "client/report.h"
 #include "common/flags.h"
 #include "proto/stack_id.h"
@@ -38,7 +40,6 @@ constexpr int kBodies = 16;  // distinct batch bodies replayed in a cycle
 constexpr int kFramesPerStack = 12;
 
 struct Options {
-  std::string server;
   uint64_t processes = 4;
   double seconds = 10;
   uint64_t batch = 8192;
@@ -96,12 +97,13 @@ struct Result {
   std::string error;
 };
 
-void RunProcess(const std::shared_ptr<grpc::Channel>& channel, uint64_t process_id,
-                const Options& o, Clock::time_point start, Clock::time_point stop,
-                Result* out) {
+void RunProcess(const std::shared_ptr<grpc::Channel>& channel, const std::string& authorization,
+                uint64_t process_id, const Options& o, Clock::time_point start,
+                Clock::time_point stop, Result* out) {
   auto stub = v1::Ingest::NewStub(channel);
   std::vector<v1::EventBatch> bodies = MakeBodies(process_id & 0xffff, o);
   grpc::ClientContext ctx;
+  if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
   auto stream = stub->Stream(&ctx);
   v1::AgentMessage hello;
   hello.mutable_hello()->set_process_id(process_id);
@@ -182,52 +184,33 @@ double Percentile(std::vector<double>& v, double q) {
 
 }  // namespace
 
-int BenchCommand(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] != "ingest") {
-    std::cerr << "cgoheap bench: usage: cgoheap bench ingest [--server=ADDR] [--processes=N] "
-                 "[--seconds=S] [--batch=EVENTS] [--stacks=K] [--window=W] [--fsync=false]\n";
-    return 2;
-  }
-  Options o;
-  FlagSet flags("cgoheap bench ingest");
-  flags.String("server", &o.server, "HOST:PORT", "cgoheapd to load (default: a local one, temporary)");
-  flags.Uint("processes", &o.processes, "N", "simulated processes, one stream each (default 4)", 1, 1024);
-  flags.Duration("seconds", &o.seconds, "how long to send (default 10s)", 0.1, 3600);
-  flags.Uint("batch", &o.batch, "EVENTS", "events per batch (default 8192)", 2, 500000);
-  flags.Uint("stacks", &o.stacks, "K", "distinct stacks per process (default 200)", 1, 1000000);
-  flags.Uint("window", &o.window, "W", "unacknowledged batches per stream (default 8)", 1, 1024);
-  flags.Bool("fsync", &o.fsync,
-             "the local server syncs its WAL before acknowledging, as cgoheapd does (default true)");
-  auto rest = flags.Parse(std::vector<std::string>(args.begin() + 1, args.end()));
-  if (!rest.ok()) return FlagError(rest.status(), "cgoheap bench ingest");
-  std::unique_ptr<server::Server> local;
-  std::string temp;
-  if (o.server.empty()) {
-    temp = (std::filesystem::temp_directory_path() /
-            absl::StrFormat("cgoheap-bench-%d", getpid())).string();
-    server::ServerOptions so;
-    so.listen = "127.0.0.1:0";
-    so.data_dir = temp;
-    so.sync = o.fsync;
-    auto s = server::Server::Start(so);
-    if (!s.ok()) {
-      std::cerr << "cgoheap bench ingest: " << s.status().message() << "\n";
-      return 1;
-    }
-    local = std::move(*s);
-    o.server = local->address();
-  }
+namespace {
+
+struct Figures {
+  uint64_t events_per_second = 0;
+  double p50 = 0, p99 = 0, max = 0;
+  std::string error;  // a stream failed
+};
+
+// Streams for o.seconds over `conn` (already pointing at a server).
+Figures Measure(const Options& o, Connection conn) {
+  Figures f;
   grpc::ChannelArguments ch_args;
   ch_args.SetMaxSendMessageSize(-1);
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (uint64_t i = 0; i < o.processes; ++i) {
     // A channel each, as separate forwarders would have.
     ch_args.SetInt("cgoheap.bench.channel", static_cast<int>(i));
-    channels.push_back(grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), ch_args));
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> ch = conn.Dial(ch_args);
+    if (!ch.ok()) {
+      f.error = std::string(ch.status().message());
+      return f;
+    }
+    channels.push_back(*ch);
   }
   if (!Reachable(channels[0])) {
-    std::cerr << "cgoheap bench ingest: " << Unreachable(o.server) << "\n";
-    return 1;
+    f.error = Unreachable(conn.server);
+    return f;
   }
   auto start = Clock::now() + std::chrono::milliseconds(500);  // connections warm up first
   auto stop = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
@@ -235,30 +218,118 @@ int BenchCommand(const std::vector<std::string>& args) {
   std::vector<std::thread> threads;
   uint64_t base = static_cast<uint64_t>(Clock::now().time_since_epoch().count()) << 8;
   for (uint64_t i = 0; i < o.processes; ++i) {
-    threads.emplace_back(RunProcess, channels[i], base + i + 1, std::cref(o), start, stop,
-                         &results[i]);
+    threads.emplace_back(RunProcess, channels[i], conn.authorization(), base + i + 1, std::cref(o),
+                         start, stop, &results[i]);
   }
   for (auto& t : threads) t.join();
   uint64_t events = 0;
   std::vector<double> lat;
   for (const Result& r : results) {
     if (!r.error.empty()) {
-      std::cerr << "cgoheap bench ingest: a stream failed: " << r.error << "\n";
-      local.reset();
-      if (!temp.empty()) std::filesystem::remove_all(temp);
-      return 1;
+      f.error = "a stream failed: " + r.error;
+      return f;
     }
     events += r.events;
     lat.insert(lat.end(), r.latencies_ms.begin(), r.latencies_ms.end());
   }
-  double p50 = Percentile(lat, 0.50), p99 = Percentile(lat, 0.99);
-  double max = lat.empty() ? 0 : *std::max_element(lat.begin(), lat.end());
-  local.reset();
-  if (!temp.empty()) std::filesystem::remove_all(temp);
-  std::cout << absl::StrFormat(
-      "ingest: %s events/s for %.1f s from %d processes, acks p50 %.1f ms p99 %.1f ms max %.1f "
-      "ms\n",
-      Thousands(static_cast<uint64_t>(events / o.seconds)), o.seconds, o.processes, p50, p99, max);
+  f.events_per_second = static_cast<uint64_t>(events / o.seconds);
+  f.p50 = Percentile(lat, 0.50);
+  f.p99 = Percentile(lat, 0.99);
+  f.max = lat.empty() ? 0 : *std::max_element(lat.begin(), lat.end());
+  return f;
+}
+
+// A temporary local cgoheapd; with `secure`, TLS (a self-signed certificate
+// for 127.0.0.1 made with openssl) and ingest tokens, and conn set up to
+// match. Files go in dir.
+absl::StatusOr<std::unique_ptr<server::Server>> LocalServer(const Options& o, const std::string& dir,
+                                                            bool secure, Connection* conn) {
+  std::filesystem::create_directories(dir);
+  server::ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.data_dir = dir + "/data";
+  so.sync = o.fsync;
+  if (secure) {
+    std::string cmd = absl::StrCat(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "
+        "/CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout '",
+        dir, "/key.pem' -out '", dir, "/cert.pem' >/dev/null 2>&1 && openssl rand -hex 32 > '",
+        dir, "/token'");
+    if (std::system(cmd.c_str()) != 0) {
+      return absl::UnavailableError(
+          "openssl could not make a certificate for the TLS run (install openssl)");
+    }
+    so.auth.tls_cert_file = dir + "/cert.pem";
+    so.auth.tls_key_file = dir + "/key.pem";
+    so.auth.ingest_token_file = dir + "/token";
+    so.auth.query_token_file = dir + "/token-query";
+    std::ofstream(so.auth.query_token_file) << std::string(64, 'q') << "\n";
+    conn->tls_ca_file = dir + "/cert.pem";
+    conn->token_file = dir + "/token";
+  }
+  auto s = server::Server::Start(so);
+  if (s.ok()) conn->server = (*s)->address();
+  return s;
+}
+
+}  // namespace
+
+int BenchCommand(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] != "ingest") {
+    std::cerr << "cgoheap bench: usage: cgoheap bench ingest [--server=ADDR] [--processes=N] "
+                 "[--seconds=S] [--batch=EVENTS] [--stacks=K] [--window=W] [--fsync=false] "
+                 "[--compare-tls]\n";
+    return 2;
+  }
+  Options o;
+  Connection conn;
+  bool compare_tls = false;
+  FlagSet flags("cgoheap bench ingest");
+  ConnectionFlags(flags, &conn, /*local_default=*/true);
+  flags.Uint("processes", &o.processes, "N", "simulated processes, one stream each (default 4)", 1, 1024);
+  flags.Duration("seconds", &o.seconds, "how long to send (default 10s)", 0.1, 3600);
+  flags.Uint("batch", &o.batch, "EVENTS", "events per batch (default 8192)", 2, 500000);
+  flags.Uint("stacks", &o.stacks, "K", "distinct stacks per process (default 200)", 1, 1000000);
+  flags.Uint("window", &o.window, "W", "unacknowledged batches per stream (default 8)", 1, 1024);
+  flags.Bool("fsync", &o.fsync,
+             "the local server syncs its WAL before acknowledging, as cgoheapd does (default true)");
+  flags.Bool("compare-tls", &compare_tls,
+             "run twice on local servers, plaintext then TLS with an ingest token, and print both");
+  auto rest = flags.Parse(std::vector<std::string>(args.begin() + 1, args.end()));
+  if (!rest.ok()) return FlagError(rest.status(), "cgoheap bench ingest");
+  if (compare_tls && !conn.server.empty()) {
+    std::cerr << "cgoheap bench ingest: --compare-tls starts its own local servers: leave out --server\n";
+    return 2;
+  }
+  std::vector<bool> runs = compare_tls ? std::vector<bool>{false, true} : std::vector<bool>{false};
+  for (bool secure : runs) {
+    std::unique_ptr<server::Server> local;
+    std::string temp;
+    Connection c = conn;
+    if (conn.server.empty()) {
+      temp = (std::filesystem::temp_directory_path() /
+              absl::StrFormat("cgoheap-bench-%d", getpid())).string();
+      auto s = LocalServer(o, temp, secure, &c);
+      if (!s.ok()) {
+        std::cerr << "cgoheap bench ingest: " << s.status().message() << "\n";
+        if (!temp.empty()) std::filesystem::remove_all(temp);
+        return 1;
+      }
+      local = std::move(*s);
+    }
+    Figures f = Measure(o, c);
+    local.reset();
+    if (!temp.empty()) std::filesystem::remove_all(temp);
+    if (!f.error.empty()) {
+      std::cerr << "cgoheap bench ingest: " << f.error << "\n";
+      return 1;
+    }
+    std::cout << absl::StrFormat(
+        "ingest%s: %s events/s for %.1f s from %d processes, acks p50 %.1f ms p99 %.1f ms max "
+        "%.1f ms\n",
+        compare_tls ? (secure ? " (TLS, token)" : " (plaintext)") : "",
+        Thousands(f.events_per_second), o.seconds, o.processes, f.p50, f.p99, f.max);
+  }
   return 0;
 }
 

@@ -28,9 +28,6 @@ int ForwardCommand(const std::vector<std::string>& args);
 
 // Shared by the commands.
 int FlagError(const absl::Status& st, const char* command);
-std::string DefaultServer();
-// --server=HOST:PORT, starting from DefaultServer().
-void ServerFlag(FlagSet& flags, std::string* server);
 // A message for a failed RPC that says what to do.
 std::string RpcError(const grpc::Status& st, const std::string& server);
 // "cannot reach cgoheapd at ADDR: is it running? Start one with ..., or <alternative>"

@@ -15,6 +15,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "client/commands.h"
+#include "client/connection.h"
 #include "client/forwarder.h"
 
 namespace cgoheap::client {
@@ -26,12 +27,13 @@ void OnStop(int) { g_stop.store(true); }
 }  // namespace
 
 int ForwardCommand(const std::vector<std::string>& args) {
-  std::string ring_dir, server, service;
+  Connection conn;
+  std::string ring_dir, service;
   double ack_timeout = 60;
   bool debuginfod = false;
   FlagSet flags("cgoheap forward");
   flags.String("ring-dir", &ring_dir, "DIR", "where agents create their rings ($CGOHEAP_RING_DIR of the processes)");
-  ServerFlag(flags, &server);
+  ConnectionFlags(flags, &conn);
   flags.String("service", &service, "NAME", "service name for processes that set no CGOHEAP_SERVICE");
   flags.Duration("ack-timeout", &ack_timeout, "on exit, how long to wait for acknowledgements (default 60s)", 0.01, 24 * 3600);
   DebuginfodFlag(flags, &debuginfod);
@@ -48,7 +50,13 @@ int ForwardCommand(const std::vector<std::string>& args) {
               << "write their rings there) or pass another --ring-dir\n";
     return 2;
   }
-  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = conn.Dial();
+  if (!dialed.ok()) {
+    std::cerr << "cgoheap forward: " << dialed.status().message() << "\n";
+    return 2;
+  }
+  std::shared_ptr<grpc::Channel> channel = *dialed;
+  const std::string& server = conn.server;
   if (!Reachable(channel)) {
     // Not fatal: events wait in the rings and in memory until it comes back.
     std::cerr << "cgoheap forward: " << Unreachable(server)
@@ -60,6 +68,7 @@ int ForwardCommand(const std::vector<std::string>& args) {
   opts.ring_dir = ring_dir;
   opts.service = service;
   opts.channel = channel;
+  opts.authorization = conn.authorization();
   opts.remember_processes = false;
   opts.resumable = true;  // a restarted forwarder resumes every process exactly
   Forwarder fwd(opts);

@@ -337,7 +337,7 @@ void Forwarder::Discover() {
     }
     if (service.empty()) service = "unknown";
     hello.set_service(WireString(service));
-    t->stream = std::make_unique<IngestStream>(options_.channel, hello);
+    t->stream = std::make_unique<IngestStream>(options_.channel, hello, options_.authorization);
     if (options_.remember_processes) ids_.push_back(absl::StrFormat("%016x", t->process_id));
     tracked_[path] = std::move(t);
   }

@@ -34,6 +34,8 @@ struct ForwarderOptions {
   std::string ring_dir;
   std::string service;  // empty: CGOHEAP_SERVICE, else the executable's name
   std::shared_ptr<grpc::Channel> channel;
+  // "authorization" metadata of every stream (a bearer ingest token), or "".
+  std::string authorization;
   // Ring space goes back to the agent only once the server has made its
   // events durable, so that a forwarder restarted after a crash resumes
   // every process exactly (cgoheap forward). Off (cgoheap run, whose

@@ -25,9 +25,10 @@ bool Permanent(grpc::StatusCode code) {
 }  // namespace
 
 IngestStream::IngestStream(std::shared_ptr<grpc::Channel> channel, v1::ProcessHello hello,
-                           size_t max_unacked_bytes)
+                           std::string authorization, size_t max_unacked_bytes)
     : stub_(v1::Ingest::NewStub(channel)),
       hello_(std::move(hello)),
+      authorization_(std::move(authorization)),
       max_unacked_bytes_(max_unacked_bytes) {
   thread_ = std::thread([this] { Run(); });
 }
@@ -119,6 +120,7 @@ void IngestStream::Run() {
 
 bool IngestStream::RunOnce() {
   grpc::ClientContext ctx;
+  if (!authorization_.empty()) ctx.AddMetadata("authorization", authorization_);
   {
     absl::MutexLock lock(&mu_);
     if (stop_ || !error_.ok()) return false;

@@ -24,8 +24,9 @@ namespace cgoheap::client {
 // Thread-safe.
 class IngestStream {
  public:
+  // authorization: the "authorization" metadata of the stream ("" for none).
   IngestStream(std::shared_ptr<grpc::Channel> channel, v1::ProcessHello hello,
-               size_t max_unacked_bytes = 256 << 20);
+               std::string authorization = "", size_t max_unacked_bytes = 256 << 20);
   ~IngestStream();
 
   // Numbers msg (its seq is set here) and queues it. Blocks while more than
@@ -57,6 +58,7 @@ class IngestStream {
 
   std::unique_ptr<v1::Ingest::Stub> stub_;
   const v1::ProcessHello hello_;
+  const std::string authorization_;
   const size_t max_unacked_bytes_;
 
   mutable absl::Mutex mu_;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "cgoheap.grpc.pb.h"
 #include "client/commands.h"
+#include "client/connection.h"
 #include "client/report.h"
 #include "common/flags.h"
 
@@ -37,20 +38,12 @@ std::string KeepDebuginfodOff(bool allowed) {
   return removed;
 }
 
-std::string DefaultServer() {
-  const char* env = getenv("CGOHEAP_SERVER");
-  return env != nullptr && *env != 0 ? env : "127.0.0.1:7070";
-}
-
-void ServerFlag(FlagSet& flags, std::string* server) {
-  *server = DefaultServer();
-  flags.String("server", server, "HOST:PORT", "cgoheapd address (default $CGOHEAP_SERVER or 127.0.0.1:7070)");
-}
-
 std::string Unreachable(const std::string& server, const std::string& alternative) {
   return absl::StrCat("cannot reach cgoheapd at ", server,
                       ": is it running? Start one with `cgoheapd --listen=", server,
-                      " --data=DIR`, or ", alternative);
+                      " --data=DIR`, or ", alternative,
+                      " (a cgoheapd that serves TLS needs --tls-ca=FILE, and one that asks for "
+                      "client certificates --tls-cert and --tls-key)");
 }
 
 bool Reachable(const std::shared_ptr<grpc::Channel>& channel) {
@@ -67,21 +60,29 @@ std::string RpcError(const grpc::Status& st, const std::string& server) {
 
 namespace {
 
-std::unique_ptr<v1::Query::Stub> Connect(const std::string& server) {
-  return v1::Query::NewStub(grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+// The query stub of a connection, or nullptr after printing why not.
+std::unique_ptr<v1::Query::Stub> Connect(Connection& conn, const char* command) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = conn.Dial();
+  if (!channel.ok()) {
+    std::cerr << command << ": " << channel.status().message() << "\n";
+    return nullptr;
+  }
+  return v1::Query::NewStub(*channel);
 }
 
-void SetDeadline(grpc::ClientContext* ctx) {
+void Prepare(const Connection& conn, grpc::ClientContext* ctx) {
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(15));
+  conn.Authorize(ctx);
 }
 
 }  // namespace
 
 int PsCommand(const std::vector<std::string>& args) {
-  std::string server, service;
+  Connection conn;
+  std::string service;
   bool json = false;
   FlagSet flags("cgoheap ps");
-  ServerFlag(flags, &server);
+  ConnectionFlags(flags, &conn);
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.Bool("json", &json, "print one JSON document");
   auto rest = flags.Parse(args);
@@ -90,14 +91,15 @@ int PsCommand(const std::vector<std::string>& args) {
   req.set_service(service);
   req.set_page_size(1000);
   v1::ListProcessesResponse resp;
-  auto stub = Connect(server);
+  auto stub = Connect(conn, "cgoheap ps");
+  if (stub == nullptr) return 2;
   do {  // page by page: a fleet's listing does not fit one message
     v1::ListProcessesResponse page;
     grpc::ClientContext ctx;
-    SetDeadline(&ctx);
+    Prepare(conn, &ctx);
     grpc::Status st = stub->ListProcesses(&ctx, req, &page);
     if (!st.ok()) {
-      std::cerr << "cgoheap ps: " << RpcError(st, server) << "\n";
+      std::cerr << "cgoheap ps: " << RpcError(st, conn.server) << "\n";
       return 1;
     }
     for (auto& p : *page.mutable_processes()) resp.mutable_processes()->Add()->Swap(&p);
@@ -108,10 +110,11 @@ int PsCommand(const std::vector<std::string>& args) {
 }
 
 int LeaksCommand(const std::vector<std::string>& args) {
-  std::string server, service, process;
+  Connection conn;
+  std::string service, process;
   bool json = false, all = false;
   FlagSet flags("cgoheap leaks");
-  ServerFlag(flags, &server);
+  ConnectionFlags(flags, &conn);
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.String("process", &process, "ID", "only this process (an id from cgoheap ps)");
   flags.Bool("all", &all, "include allocations of the Go runtime and the C library");
@@ -123,11 +126,13 @@ int LeaksCommand(const std::vector<std::string>& args) {
   req.set_process_id(process);
   req.set_all(all);
   v1::LeaksResponse resp;
+  auto stub = Connect(conn, "cgoheap leaks");
+  if (stub == nullptr) return 2;
   grpc::ClientContext ctx;
-  SetDeadline(&ctx);
-  grpc::Status st = Connect(server)->Leaks(&ctx, req, &resp);
+  Prepare(conn, &ctx);
+  grpc::Status st = stub->Leaks(&ctx, req, &resp);
   if (!st.ok()) {
-    std::cerr << "cgoheap leaks: " << RpcError(st, server) << "\n";
+    std::cerr << "cgoheap leaks: " << RpcError(st, conn.server) << "\n";
     return 1;
   }
   std::cout << (json ? LeaksJson(resp) : LeaksText(resp, TextOptions{"==", all}));
@@ -135,11 +140,12 @@ int LeaksCommand(const std::vector<std::string>& args) {
 }
 
 int TopCommand(const std::vector<std::string>& args) {
-  std::string server, service, by = "stack";
+  Connection conn;
+  std::string service, by = "stack";
   uint64_t limit = 20;
   bool json = false;
   FlagSet flags("cgoheap top");
-  ServerFlag(flags, &server);
+  ConnectionFlags(flags, &conn);
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.String("by", &by, "stack|function|line", "group the live heap (default stack)");
   flags.Uint("limit", &limit, "N", "show the N largest (default 20)", 1, 100000);
@@ -151,11 +157,13 @@ int TopCommand(const std::vector<std::string>& args) {
   req.set_by(by);
   req.set_limit(static_cast<uint32_t>(std::min<uint64_t>(limit, 1000)));
   v1::TopResponse resp;
+  auto stub = Connect(conn, "cgoheap top");
+  if (stub == nullptr) return 2;
   grpc::ClientContext ctx;
-  SetDeadline(&ctx);
-  grpc::Status st = Connect(server)->Top(&ctx, req, &resp);
+  Prepare(conn, &ctx);
+  grpc::Status st = stub->Top(&ctx, req, &resp);
   if (!st.ok()) {
-    std::cerr << "cgoheap top: " << RpcError(st, server) << "\n";
+    std::cerr << "cgoheap top: " << RpcError(st, conn.server) << "\n";
     return 1;
   }
   std::cout << (json ? TopJson(resp) : TopText(resp, by));
@@ -163,30 +171,36 @@ int TopCommand(const std::vector<std::string>& args) {
 }
 
 int WatchCommand(const std::vector<std::string>& args) {
-  std::string server, service;
+  Connection conn;
+  std::string service;
   bool json = false;
   FlagSet flags("cgoheap watch");
-  ServerFlag(flags, &server);
+  ConnectionFlags(flags, &conn);
   flags.String("service", &service, "NAME", "only findings of this service");
   flags.Bool("json", &json, "one JSON object per line");
   auto rest = flags.Parse(args);
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap watch");
-  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
-  if (!Reachable(channel)) {
-    std::cerr << "cgoheap watch: " << Unreachable(server) << "\n";
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = conn.Dial();
+  if (!channel.ok()) {
+    std::cerr << "cgoheap watch: " << channel.status().message() << "\n";
+    return 2;
+  }
+  if (!Reachable(*channel)) {
+    std::cerr << "cgoheap watch: " << Unreachable(conn.server) << "\n";
     return 1;
   }
   v1::WatchRequest req;
   req.set_service(service);
   grpc::ClientContext ctx;
-  auto reader = v1::Query::NewStub(channel)->Watch(&ctx, req);
+  conn.Authorize(&ctx);
+  auto reader = v1::Query::NewStub(*channel)->Watch(&ctx, req);
   v1::Leak leak;
   while (reader->Read(&leak)) {
     std::cout << (json ? LeakJson(leak) + "\n" : WatchLine(leak)) << std::flush;
   }
   grpc::Status st = reader->Finish();
   if (!st.ok()) {
-    std::cerr << "cgoheap watch: " << RpcError(st, server) << "\n";
+    std::cerr << "cgoheap watch: " << RpcError(st, conn.server) << "\n";
     return 1;
   }
   return 0;

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "cgoheap.grpc.pb.h"
 #include "client/commands.h"
+#include "client/connection.h"
 #include "client/forwarder.h"
 #include "client/report.h"
 #include "server/server.h"
@@ -152,13 +153,13 @@ absl::StatusOr<std::unique_ptr<server::Server>> StartLocalServer(const std::stri
 }
 
 int RunCommand(const std::vector<std::string>& args) {
-  std::string server_addr, service, report_path, data_dir, agent_flag;
+  Connection conn;
+  std::string service, report_path, data_dir, agent_flag;
   uint64_t sample_bytes = 0;
   bool all = false, json = false, trace_children = false, debuginfod = false;
   double ack_timeout = 60;
   FlagSet flags("cgoheap run");
-  flags.String("server", &server_addr, "HOST:PORT",
-               "send events to this cgoheapd (default: a local one, for this run only)");
+  ConnectionFlags(flags, &conn, /*local_default=*/true);
   flags.String("service", &service, "NAME", "service name (default $CGOHEAP_SERVICE or the program's name)");
   flags.Uint("sample-bytes", &sample_bytes, "N", "sample one allocation per N bytes on average (default 0: every allocation)",
              0, uint64_t{1} << 30);
@@ -188,6 +189,7 @@ int RunCommand(const std::vector<std::string>& args) {
   // The server: the one given, which must answer now, or a local one.
   std::unique_ptr<server::Server> local;
   std::string temp_data;
+  const std::string& server_addr = conn.server;
   if (server_addr.empty()) {
     if (data_dir.empty()) data_dir = temp_data = MakeTempDir("data");
     auto s = StartLocalServer(data_dir);
@@ -198,7 +200,17 @@ int RunCommand(const std::vector<std::string>& args) {
     local = std::move(*s);
   }
   std::string target = local ? local->address() : server_addr;
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  Connection to = conn;
+  if (local) {  // the local server: plaintext, open
+    to = Connection();
+    to.server = target;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = to.Dial();
+  if (!dialed.ok()) {
+    std::cerr << "cgoheap run: " << dialed.status().message() << "\n";
+    return 2;
+  }
+  std::shared_ptr<grpc::Channel> channel = *dialed;
   if (!Reachable(channel)) {
     std::cerr << "cgoheap run: " << Unreachable(target, "leave out --server to use a local one")
               << "\n";
@@ -221,6 +233,7 @@ int RunCommand(const std::vector<std::string>& args) {
   fwd_opts.ring_dir = ring_dir;
   fwd_opts.service = service;
   fwd_opts.channel = channel;
+  fwd_opts.authorization = to.authorization();
   Forwarder fwd(fwd_opts);
   if (std::string exe = FindExecutable((*rest)[0]); !exe.empty()) fwd.Prepare(exe);
   Child child =

@@ -4,8 +4,21 @@
 #include <iostream>
 #include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/flags.h"
 #include "server/server.h"
+
+namespace {
+
+// Whether HOST:PORT only accepts connections from this machine.
+bool IsLoopback(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+}  // namespace
 
 
 int main(int argc, char** argv) {
@@ -22,6 +35,21 @@ int main(int argc, char** argv) {
                  1, 7 * 24 * 3600);
   flags.Uint("metrics-top-k", &opts.metrics_top_k, "K",
              "growing stacks per service exported as series of their own (default 10)", 0, 1000);
+  flags.String("tls-cert", &opts.auth.tls_cert_file, "FILE",
+               "serve gRPC over TLS with this certificate chain (PEM); needs --tls-key");
+  flags.String("tls-key", &opts.auth.tls_key_file, "FILE", "the certificate's private key (PEM)");
+  flags.String("tls-client-ca", &opts.auth.tls_client_ca_file, "FILE",
+               "mutual TLS: clients must present a certificate signed by this CA (PEM)");
+  flags.String("ingest-token-file", &opts.auth.ingest_token_file, "FILE",
+               "tokens that may stream events, one per line (forwarders); none: anyone may");
+  flags.String("query-token-file", &opts.auth.query_token_file, "FILE",
+               "tokens that may read (ps, leaks, top, watch, reflection), one per line; none: "
+               "anyone may");
+  bool insecure = false;
+  flags.Bool("insecure-listen",
+             &insecure,
+             "serve an address other than loopback without TLS or without tokens (anyone who "
+             "reaches it can read command lines and send data)");
   bool version = false;
   flags.Bool("version", &version, "print the version, commit and libraries, and exit");
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -35,6 +63,22 @@ int main(int argc, char** argv) {
   if (version) {
     std::cout << cgoheap::VersionText("cgoheapd", cgoheap::server::ServerLibraries());
     return 0;
+  }
+  const bool guarded = !opts.auth.tls_cert_file.empty() && !opts.auth.ingest_token_file.empty() &&
+                       !opts.auth.query_token_file.empty();
+  if (!IsLoopback(opts.listen) && !guarded) {
+    if (!insecure) {
+      std::cerr << "cgoheapd: --listen=" << opts.listen
+                << " is reachable from other machines, and without TLS and tokens anyone there "
+                   "could read every process's command line and send data. Give --tls-cert, "
+                   "--tls-key, --ingest-token-file and --query-token-file (deploy/ shows how), "
+                   "listen on 127.0.0.1, or pass --insecure-listen to do it anyway.\n";
+      return 2;
+    }
+    std::cerr << "cgoheapd: WARNING: serving " << opts.listen << " without "
+              << (opts.auth.tls_cert_file.empty() ? "TLS" : "tokens for every role")
+              << " (--insecure-listen): anyone who reaches it can read command lines, "
+                 "executables and leaks, and send data\n";
   }
   // SIGINT/SIGTERM are taken by a thread with sigwait, not a handler:
   // shutting down takes locks. Blocked before any gRPC thread starts.
@@ -54,7 +98,17 @@ int main(int argc, char** argv) {
     sigwait(&stop_signals, &sig);
     srv->Shutdown();
   }).detach();
-  std::cout << "cgoheapd: listening on " << (*server)->address();
+  std::string guard = opts.auth.tls_cert_file.empty() ? "plaintext" : "TLS";
+  if (!opts.auth.tls_client_ca_file.empty()) guard += " with client certificates";
+  guard += opts.auth.ingest_token_file.empty() && opts.auth.query_token_file.empty()
+               ? ", no tokens"
+               : absl::StrCat(", tokens for ",
+                              opts.auth.ingest_token_file.empty() ? "" : "ingest",
+                              !opts.auth.ingest_token_file.empty() && !opts.auth.query_token_file.empty()
+                                  ? " and "
+                                  : "",
+                              opts.auth.query_token_file.empty() ? "" : "query");
+  std::cout << "cgoheapd: listening on " << (*server)->address() << " (" << guard << ")";
   if (!opts.metrics.empty()) std::cout << ", metrics on " << (*server)->metrics_address() << "/metrics";
   std::cout << ", data in " << opts.data_dir << std::endl;
   (*server)->Wait();

@@ -22,13 +22,25 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     return absl::InvalidArgumentError("--data=DIR is required: where RocksDB keeps its files");
   }
   std::unique_ptr<Server> s(new Server);
+  auto auth = TokenAuth::Load(options.auth);
+  if (!auth.ok()) return auth.status();
+  s->auth_ = std::move(*auth);
   auto store = Store::Open(options.data_dir, StoreOptions{.sync = options.sync});
   if (!store.ok()) return store.status();
   s->store_ = std::move(*store);
   s->metrics_ = std::make_unique<ServerMetrics>();
   s->metrics_->SetBuildInfo(ProjectVersion(), GitCommit(), ServerLibraries());
+  s->auth_->SetMetrics(s->metrics_.get());
   if (!options.metrics.empty()) {
-    absl::Status st = s->metrics_->Serve(options.metrics);
+    // Read like the query API: a query token as the basic-auth password
+    // when there are query tokens.
+    ServerMetrics::Access access;
+    if (s->auth_->Required(Role::kQuery)) {
+      access.password_ok = [auth = s->auth_](const std::string& password) {
+        return auth->Accepts(Role::kQuery, password);
+      };
+    }
+    absl::Status st = s->metrics_->Serve(options.metrics, access);
     if (!st.ok()) return st;
   }
   HeapState::Options state_opts;
@@ -37,14 +49,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   s->state_ = std::make_unique<HeapState>(s->store_.get(), s->metrics_.get(), state_opts);
   absl::Status st = s->state_->Load();
   if (!st.ok()) return st;
-  s->ingest_ = std::make_unique<IngestService>(s->state_.get(), s->metrics_.get());
-  s->query_ = std::make_unique<QueryService>(s->state_.get(), s->metrics_.get());
+  s->ingest_ = std::make_unique<IngestService>(s->state_.get(), s->metrics_.get(), s->auth_.get());
+  s->query_ = std::make_unique<QueryService>(s->state_.get(), s->metrics_.get(), s->auth_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen, s->auth_->Credentials(s->auth_), &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   // gRPC sets SO_REUSEPORT by default: a second cgoheapd on the same port
   // would silently share it and split the agents' streams between the two.

@@ -18,6 +18,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/limits.h"
 #include "common/version.h"
+#include "server/auth/auth.h"
 
 namespace grpc {
 class Server;
@@ -33,6 +34,7 @@ class QueryService;
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:7070";
+  AuthOptions auth;  // TLS and tokens (server/auth/auth.h); none: plaintext, open
   std::string data_dir;
   std::string metrics;          // empty: no /metrics endpoint
   // Sync the WAL before acknowledging a write: acknowledged then means
@@ -63,6 +65,7 @@ class Server {
   std::string address_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<ServerMetrics> metrics_;
+  std::shared_ptr<TokenAuth> auth_;
   std::unique_ptr<HeapState> state_;
   std::unique_ptr<IngestService> ingest_;
   std::unique_ptr<QueryService> query_;

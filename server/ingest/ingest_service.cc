@@ -177,8 +177,21 @@ class StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
 }  // namespace
 
+// A stream refused before it started (its credentials).
+class RefusedStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  explicit RefusedStream(const grpc::Status& st) { Finish(st); }
+  void OnDone() override { delete this; }
+};
+
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Stream(
-    grpc::CallbackServerContext* /*context*/) {
+    grpc::CallbackServerContext* context) {
+  if (auth_ != nullptr) {
+    if (grpc::Status allowed = auth_->Check(Role::kIngest, context->client_metadata());
+        !allowed.ok()) {
+      return new RefusedStream(allowed);
+    }
+  }
   return new StreamReactor(state_, metrics_);
 }
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "cgoheap.grpc.pb.h"
+#include "server/auth/auth.h"
 #include "server/ingest/heap_state.h"
 #include "server/metrics/metrics.h"
 
@@ -17,7 +18,9 @@ namespace cgoheap::server {
 // Thread-safe.
 class IngestService final : public v1::Ingest::WithRawCallbackMethod_Stream<v1::Ingest::Service> {
  public:
-  IngestService(HeapState* state, ServerMetrics* metrics) : state_(state), metrics_(metrics) {}
+  // auth: who may stream (nullptr: anyone).
+  IngestService(HeapState* state, ServerMetrics* metrics, const TokenAuth* auth = nullptr)
+      : state_(state), metrics_(metrics), auth_(auth) {}
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Stream(
       grpc::CallbackServerContext* context) override;
@@ -25,6 +28,7 @@ class IngestService final : public v1::Ingest::WithRawCallbackMethod_Stream<v1::
  private:
   HeapState* const state_;
   ServerMetrics* const metrics_;
+  const TokenAuth* const auth_;
 };
 
 // Maps a status from the state or the store to the gRPC status a client sees.

@@ -37,6 +37,16 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                          .Help("Background storage work that failed (snapshots); retried later")
                          .Register(*registry_)
                          .Add({});
+  auth_failures_ = &BuildCounter()
+                        .Name("cgoheap_auth_failures_total")
+                        .Help("Calls refused for their credentials, by the role the call needed "
+                              "and why (missing, unknown, wrong_role)")
+                        .Register(*registry_);
+  for (const char* role : {"ingest", "query"}) {
+    for (const char* reason : {"missing", "unknown", "wrong_role"}) {
+      auth_failures_->Add({{"role", role}, {"reason", reason}});
+    }
+  }
   ack_latency_ = &BuildHistogram()
                       .Name("cgoheap_ack_latency_seconds")
                       .Help("Time from receiving a message to acknowledging it durable")
@@ -94,14 +104,26 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                          .Register(*registry_);
 }
 
-absl::Status ServerMetrics::Serve(const std::string& address) {
+ServerMetrics::~ServerMetrics() = default;
+
+absl::Status ServerMetrics::Serve(const std::string& address, const Access& access) {
   host_ = address.substr(0, address.rfind(':'));
+  std::vector<std::string> options = {"listening_ports", address, "num_threads", "2"};
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address);
+    exposer_ = std::make_unique<prometheus::Exposer>(options);
   } catch (const std::exception& e) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve metrics on ", address, ": ", e.what(),
                      " (is the port in use? choose another with --metrics=HOST:PORT)"));
+  }
+  if (access.password_ok) {
+    exposer_->RegisterAuth(
+        [this, ok = access.password_ok](const std::string&, const std::string& password) {
+          if (ok(password)) return true;
+          OnAuthFailure("query", "unknown");
+          return false;
+        },
+        "cgoheapd");
   }
   exposer_->RegisterCollectable(registry_);
   return absl::OkStatus();
@@ -119,6 +141,9 @@ void ServerMetrics::OnBatch(int events) {
 }
 void ServerMetrics::OnIngestError() { errors_->Increment(); }
 void ServerMetrics::OnStorageError() { storage_errors_->Increment(); }
+void ServerMetrics::OnAuthFailure(const char* role, const char* reason) {
+  auth_failures_->Add({{"role", role}, {"reason", reason}}).Increment();
+}
 void ServerMetrics::ObserveAck(double seconds) { ack_latency_->Observe(seconds); }
 void ServerMetrics::ObserveQuery(const std::string& method, double seconds) {
   query_latency_->Add({{"method", method}}, kLatencyBuckets).Observe(seconds);

@@ -1,7 +1,7 @@
 // Prometheus metrics of cgoheapd, declared in one place.
 //
 // Server health: cgoheap_ingest_events_total, cgoheap_ingest_batches_total,
-// cgoheap_ingest_errors_total, cgoheap_ack_latency_seconds,
+// cgoheap_ingest_errors_total, cgoheap_auth_failures_total{role,reason}, cgoheap_ack_latency_seconds,
 // cgoheap_query_latency_seconds{method}, cgoheap_storage_bytes,
 // cgoheap_build_info{version,commit,grpc,protobuf,rocksdb,prometheuscpp,abseil}.
 // Fleet (per service, refreshed from HeapState): cgoheap_processes{service,state},
@@ -15,6 +15,7 @@
 // Labels are bounded: service and state only, never a pid, an address or a stack.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,13 +58,23 @@ std::string SiteLabel(std::string site);
 class ServerMetrics {
  public:
   ServerMetrics();
+  ~ServerMetrics();
+  // Who may scrape. Empty: anyone. (Plain HTTP only: the civetweb that
+  // Debian's prometheus-cpp uses loads OpenSSL 3 through the 1.1 API and
+  // dies on the first HTTPS request; README "Securing cgoheapd".)
+  struct Access {
+    // HTTP basic auth: a scrape is let in when this accepts its password.
+    std::function<bool(const std::string& password)> password_ok;
+  };
   // Serves /metrics on host:port. Returns an error naming the address.
-  absl::Status Serve(const std::string& address);
+  absl::Status Serve(const std::string& address, const Access& access = {});
   std::string BoundAddress() const;  // host:port actually bound (port 0 resolved)
 
   void OnBatch(int events);
   void OnIngestError();
   void OnStorageError();
+  // A call refused for its credentials (server/auth/auth.h).
+  void OnAuthFailure(const char* role, const char* reason);
   void ObserveAck(double seconds);
   void ObserveQuery(const std::string& method, double seconds);
   void SetStorageBytes(double bytes);
@@ -85,6 +96,7 @@ class ServerMetrics {
   prometheus::Counter* batches_;
   prometheus::Counter* errors_;
   prometheus::Counter* storage_errors_;
+  prometheus::Family<prometheus::Counter>* auth_failures_;
   prometheus::Histogram* ack_latency_;
   prometheus::Family<prometheus::Histogram>* query_latency_;
   prometheus::Gauge* storage_bytes_;

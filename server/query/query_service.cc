@@ -13,17 +13,31 @@
 namespace cgoheap::server {
 namespace {
 
-// Runs fn, records its latency, and finishes the call with its status.
+// A stream refused before it started (its credentials).
+class RefusedWatch final : public grpc::ServerWriteReactor<v1::Leak> {
+ public:
+  explicit RefusedWatch(const grpc::Status& st) { Finish(st); }
+  void OnDone() override { delete this; }
+};
+
+// Checks the caller may read, runs fn, records its latency, and finishes the
+// call with its status.
 template <typename Fn>
 grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, ServerMetrics* metrics,
-                                 const char* method, Fn fn) {
+                                 const TokenAuth* auth, const char* method, Fn fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (auth != nullptr) {
+    if (grpc::Status allowed = auth->Check(Role::kQuery, ctx->client_metadata()); !allowed.ok()) {
+      reactor->Finish(allowed);
+      return reactor;
+    }
+  }
   auto start = std::chrono::steady_clock::now();
   absl::Status st = fn();
   if (metrics != nullptr) {
     metrics->ObserveQuery(
         method, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpc(st));
   return reactor;
 }
@@ -65,7 +79,7 @@ absl::Status Page(const v1::ListProcessesRequest& req, v1::ListProcessesResponse
 grpc::ServerUnaryReactor* QueryService::ListProcesses(grpc::CallbackServerContext* ctx,
                                                       const v1::ListProcessesRequest* req,
                                                       v1::ListProcessesResponse* resp) {
-  return Answer(ctx, metrics_, "ListProcesses", [&] {
+  return Answer(ctx, metrics_, auth_, "ListProcesses", [&] {
     v1::ListProcessesResponse all = state_->ListProcesses(*req);
     return Page(*req, &all, resp);
   });
@@ -74,7 +88,7 @@ grpc::ServerUnaryReactor* QueryService::ListProcesses(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* QueryService::Leaks(grpc::CallbackServerContext* ctx,
                                               const v1::LeaksRequest* req,
                                               v1::LeaksResponse* resp) {
-  return Answer(ctx, metrics_, "Leaks", [&] {
+  return Answer(ctx, metrics_, auth_, "Leaks", [&] {
     absl::StatusOr<v1::LeaksResponse> r = state_->Leaks(*req);
     if (!r.ok()) return r.status();
     *resp = std::move(*r);
@@ -84,7 +98,7 @@ grpc::ServerUnaryReactor* QueryService::Leaks(grpc::CallbackServerContext* ctx,
 
 grpc::ServerUnaryReactor* QueryService::Top(grpc::CallbackServerContext* ctx,
                                             const v1::TopRequest* req, v1::TopResponse* resp) {
-  return Answer(ctx, metrics_, "Top", [&] {
+  return Answer(ctx, metrics_, auth_, "Top", [&] {
     absl::StatusOr<v1::TopResponse> r = state_->Top(*req);
     if (!r.ok()) return r.status();
     *resp = std::move(*r);
@@ -92,8 +106,13 @@ grpc::ServerUnaryReactor* QueryService::Top(grpc::CallbackServerContext* ctx,
   });
 }
 
-grpc::ServerWriteReactor<v1::Leak>* QueryService::Watch(grpc::CallbackServerContext* /*ctx*/,
+grpc::ServerWriteReactor<v1::Leak>* QueryService::Watch(grpc::CallbackServerContext* ctx,
                                                         const v1::WatchRequest* req) {
+  if (auth_ != nullptr) {
+    if (grpc::Status allowed = auth_->Check(Role::kQuery, ctx->client_metadata()); !allowed.ok()) {
+      return new RefusedWatch(allowed);
+    }
+  }
   return new WatchStream(&hub_, req->service());
 }
 

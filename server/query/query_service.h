@@ -2,6 +2,7 @@
 #pragma once
 
 #include "cgoheap.grpc.pb.h"
+#include "server/auth/auth.h"
 #include "server/ingest/heap_state.h"
 #include "server/metrics/metrics.h"
 #include "server/query/watch_hub.h"
@@ -11,7 +12,9 @@ namespace cgoheap::server {
 // Thread-safe.
 class QueryService final : public v1::Query::CallbackService {
  public:
-  QueryService(HeapState* state, ServerMetrics* metrics) : state_(state), metrics_(metrics) {
+  // auth: who may read (nullptr: anyone).
+  QueryService(HeapState* state, ServerMetrics* metrics, const TokenAuth* auth = nullptr)
+      : state_(state), metrics_(metrics), auth_(auth) {
     state_->SetWatchHub(&hub_);
   }
   ~QueryService() override { state_->SetWatchHub(nullptr); }
@@ -29,6 +32,7 @@ class QueryService final : public v1::Query::CallbackService {
  private:
   HeapState* const state_;
   ServerMetrics* const metrics_;
+  const TokenAuth* const auth_;
   WatchHub hub_;
 };
 

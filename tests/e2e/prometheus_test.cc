@@ -36,8 +36,15 @@ int FreePort() {
 
 TEST(PrometheusTest, LeakAlertFiresThroughPrometheus) {
   TempDir dir;
-  Cgoheapd d(dir.path() + "/data", {"--leak-window=4s", "--metrics=127.0.0.1:0"});
+  // Scraped as deploy/prometheus/prometheus.yml says: basic auth with a
+  // query token as the password.
+  std::ofstream(dir.path() + "/query.token") << "prometheus-0123456789abcdef0123\n";
+  Cgoheapd d(dir.path() + "/data", {"--leak-window=4s", "--metrics=127.0.0.1:0",
+                                    "--query-token-file=" + dir.path() + "/query.token"});
   ASSERT_FALSE(d.metrics_address().empty());
+  RunResult unauthorized = RunProcess(
+      {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://" + d.metrics_address() + "/metrics"});
+  EXPECT_EQ(unauthorized.out, "401") << "a scrape without the token is refused";
 
   std::string rules = ReadFile(std::string(CGOHEAP_SOURCE_DIR) + "/deploy/prometheus/cgoheap_rules.yml");
   rules = std::regex_replace(rules, std::regex("for: [0-9]+m"), "for: 1s");
@@ -45,7 +52,9 @@ TEST(PrometheusTest, LeakAlertFiresThroughPrometheus) {
   std::ofstream(dir.path() + "/prometheus.yml")
       << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
       << "rule_files:\n  - " << dir.path() << "/rules.yml\n"
-      << "scrape_configs:\n  - job_name: cgoheapd\n    static_configs:\n"
+      << "scrape_configs:\n  - job_name: cgoheapd\n"
+      << "    basic_auth:\n      username: prometheus\n      password_file: " << dir.path()
+      << "/query.token\n    static_configs:\n"
       << "      - targets: [\"" << d.metrics_address() << "\"]\n";
   std::string web = "127.0.0.1:" + std::to_string(FreePort());
   pid_t prom = SpawnBackground({"prometheus", "--config.file=" + dir.path() + "/prometheus.yml",

@@ -28,6 +28,7 @@
 #include "cgoheap.grpc.pb.h"
 #include "client/ingest_stream.h"
 #include "proto/stack_id.h"
+#include "tests/testing/raw_calls.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap::testing {
@@ -740,77 +741,12 @@ TEST_F(IngestProtocolTest, MalformedMessagesAreRejectedAndNothingAcknowledgedIsL
   EXPECT_EQ(Field(list.values(0), "bytes").number_value(), 64);
 }
 
-// One raw request/response exchange over a bidi streaming method, as a generic
-// gRPC tool would do it (no generated client code for the standard services
-// ships with Debian's gRPC).
-class RawBidiCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
- public:
-  RawBidiCall(grpc::GenericStub* stub, const std::string& method, const std::string& request) {
-    grpc::Slice slice(request);
-    request_ = grpc::ByteBuffer(&slice, 1);
-    stub->PrepareBidiStreamingCall(&ctx_, method, grpc::StubOptions(), this);
-    StartWrite(&request_);
-    StartRead(&response_);
-    StartCall();
-  }
-  void OnWriteDone(bool) override { StartWritesDone(); }
-  void OnReadDone(bool ok) override {
-    if (ok) {
-      std::vector<grpc::Slice> slices;
-      if (response_.Dump(&slices).ok()) {
-        for (auto& s : slices) bytes_.append(reinterpret_cast<const char*>(s.begin()), s.size());
-      }
-    }
-  }
-  void OnDone(const grpc::Status& s) override {
-    std::lock_guard<std::mutex> l(mu_);
-    status_ = s;
-    done_ = true;
-    cv_.notify_all();
-  }
-  grpc::Status Await(std::string* bytes) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait_for(l, std::chrono::seconds(10), [&] { return done_; });
-    *bytes = bytes_;
-    return done_ ? status_ : grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "no answer");
-  }
-
- private:
-  grpc::ClientContext ctx_;
-  grpc::ByteBuffer request_, response_;
-  std::string bytes_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  grpc::Status status_;
-};
-
 TEST_F(IngestProtocolTest, HealthAndReflectionAnswerGenericTools) {
   grpc::GenericStub generic(channel_);
   // grpc.health.v1.Health/Check, empty request (the whole server).
-  grpc::ClientContext ctx;
-  grpc::Slice empty("");
-  grpc::ByteBuffer request(&empty, 1), response;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status st;
-  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                    &response, [&](grpc::Status s) {
-                      std::lock_guard<std::mutex> l(mu);
-                      st = s;
-                      done = true;
-                      cv.notify_all();
-                    });
-  {
-    std::unique_lock<std::mutex> l(mu);
-    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(10), [&] { return done; }));
-  }
-  ASSERT_TRUE(st.ok()) << st.error_message();
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(response.Dump(&slices).ok());
   std::string health;
-  for (auto& s : slices) health.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  grpc::Status st = RawUnary(&generic, "/grpc.health.v1.Health/Check", "", &health);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(health, std::string("\x08\x01", 2));  // status: SERVING
 
   // ServerReflectionRequest{list_services: ""}: field 7, length 0.

@@ -196,7 +196,7 @@ Cgoheapd::Cgoheapd(const std::string& data_dir, const std::vector<std::string>& 
     return;
   }
   address_ = line.substr(at + key.size());
-  address_ = address_.substr(0, address_.find(','));
+  address_ = address_.substr(0, address_.find_first_of(", "));
   const std::string mkey = "metrics on ";
   if (size_t m = line.find(mkey); m != std::string::npos) {
     metrics_address_ = line.substr(m + mkey.size());
