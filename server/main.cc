@@ -45,6 +45,21 @@ int main(int argc, char** argv) {
   flags.String("query-token-file", &opts.auth.query_token_file, "FILE",
                "tokens that may read (ps, leaks, top, watch, reflection), one per line; none: "
                "anyone may");
+  flags.Uint("max-processes", &opts.max_processes, "N",
+             "processes held, running or ended (default 100000); more are refused", 1,
+             100'000'000);
+  flags.Uint("max-stacks", &opts.max_stacks, "N", "distinct stacks held (default 1000000)", 1,
+             1'000'000'000);
+  flags.Uint("max-live-blocks", &opts.max_live_blocks, "N",
+             "live blocks of all running processes together, about 50 bytes of memory each "
+             "(default 50000000)",
+             1, 10'000'000'000);
+  flags.Uint("max-process-live-blocks", &opts.max_process_live_blocks, "N",
+             "live blocks of one process (default 10000000)", 1, 10'000'000'000);
+  flags.Uint("max-process-stacks", &opts.max_process_stacks, "N",
+             "stacks one process may define (default 200000)", 1, 1'000'000'000);
+  flags.Uint("max-watchers", &opts.max_watchers, "N",
+             "`cgoheap watch` streams open at once (default 256)", 1, 100'000);
   bool insecure = false;
   flags.Bool("insecure-listen",
              &insecure,

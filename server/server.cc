@@ -46,11 +46,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   HeapState::Options state_opts;
   state_opts.leak_window_seconds = options.leak_window_seconds;
   state_opts.metrics_top_k = static_cast<int>(std::min<uint64_t>(options.metrics_top_k, 1000));
+  state_opts.max_processes = options.max_processes;
+  state_opts.max_stacks = options.max_stacks;
+  state_opts.max_live_blocks = options.max_live_blocks;
+  state_opts.max_process_live_blocks = options.max_process_live_blocks;
+  state_opts.max_process_stacks = options.max_process_stacks;
   s->state_ = std::make_unique<HeapState>(s->store_.get(), s->metrics_.get(), state_opts);
   absl::Status st = s->state_->Load();
   if (!st.ok()) return st;
   s->ingest_ = std::make_unique<IngestService>(s->state_.get(), s->metrics_.get(), s->auth_.get());
-  s->query_ = std::make_unique<QueryService>(s->state_.get(), s->metrics_.get(), s->auth_.get());
+  s->query_ = std::make_unique<QueryService>(s->state_.get(), s->metrics_.get(), s->auth_.get(),
+                                             options.max_watchers);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -45,6 +45,13 @@ struct ServerOptions {
   double leak_window_seconds = 600;  // growth leaks: live memory rising through this window
   uint64_t metrics_top_k = 10;       // growing stacks per service with a series of their own
   int max_message_bytes = static_cast<int>(kMaxMessageBytes);  // common/limits.h
+  // Bounds (HeapState::Options has what each costs).
+  uint64_t max_processes = 100'000;
+  uint64_t max_stacks = 1'000'000;
+  uint64_t max_live_blocks = 50'000'000;
+  uint64_t max_process_live_blocks = 10'000'000;
+  uint64_t max_process_stacks = 200'000;
+  uint64_t max_watchers = 256;
 };
 
 // Thread-safe.

@@ -92,6 +92,7 @@ absl::Status HeapState::Load() {
                                         });
       if (!st.ok()) return st;
     }
+    live_blocks_ += static_cast<int64_t>(p->live.size());
     absl::MutexLock map_lock(&mu_);
     procs_[id] = std::move(p);
   }
@@ -117,16 +118,36 @@ std::shared_ptr<HeapState::Process> HeapState::Find(uint64_t id) const {
   return it == procs_.end() ? nullptr : it->second;
 }
 
+absl::Status HeapState::Refuse(const char* limit, const std::string& what) const {
+  if (metrics_ != nullptr) metrics_->OnLimitRefusal(limit);
+  return absl::ResourceExhaustedError(what);
+}
+
 absl::StatusOr<uint64_t> HeapState::Hello(const v1::ProcessHello& hello) {
   if (hello.process_id() == 0) {
     return absl::InvalidArgumentError("hello: process_id must be non-zero");
   }
+  if (hello.ByteSizeLong() > kMaxHelloBytes) {
+    return Refuse("hello_bytes",
+                  absl::StrFormat("hello of process %s is %d bytes, more than the %d a hello may "
+                                  "have",
+                                  FormatProcessId(hello.process_id()), hello.ByteSizeLong(),
+                                  kMaxHelloBytes));
+  }
   std::shared_ptr<Process> p;
   {
     absl::MutexLock lock(&mu_);
-    auto& slot = procs_[hello.process_id()];
-    if (slot == nullptr) slot = std::make_shared<Process>();
-    p = slot;
+    auto it = procs_.find(hello.process_id());
+    if (it == procs_.end()) {
+      if (procs_.size() >= options_.max_processes) {
+        return Refuse("processes",
+                      absl::StrFormat("cgoheapd holds %d processes, its limit (--max-processes): "
+                                      "raise it, or let --retention remove ended ones",
+                                      procs_.size()));
+      }
+      it = procs_.emplace(hello.process_id(), std::make_shared<Process>()).first;
+    }
+    p = it->second;
   }
   std::string key_digest;
   if (!hello.stream_key().empty()) {
@@ -566,10 +587,44 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
     for (const v1::Stack& s : stacks) {
       if (!HaveStack(s.id())) fresh.push_back(&s);
     }
+    // Limits, checked before anything is written: a refused batch leaves
+    // everything acknowledged before it as it was.
+    uint64_t allocs = 0;
+    for (int i = 0; i < events.kinds_size(); ++i) allocs += events.kinds(i) == v1::EVENT_KIND_ALLOC;
+    const std::string who = FormatProcessId(stream_process_id);
+    if (p->stacks_defined + fresh.size() > options_.max_process_stacks) {
+      return Refuse("process_stacks",
+                    absl::StrFormat("process %s defined %d stacks, its limit "
+                                    "(--max-process-stacks)", who, p->stacks_defined));
+    }
+    if (!fresh.empty()) {
+      absl::MutexLock slock(&stacks_mu_);
+      if (stacks_.size() + fresh.size() > options_.max_stacks) {
+        return Refuse("stacks", absl::StrFormat("cgoheapd holds %d stacks, its limit "
+                                                "(--max-stacks)", stacks_.size()));
+      }
+    }
+    if (p->live.size() + allocs > options_.max_process_live_blocks) {
+      return Refuse("process_live_blocks",
+                    absl::StrFormat("process %s would have more than %d live blocks, its limit "
+                                    "(--max-process-live-blocks); sample it "
+                                    "(CGOHEAP_SAMPLE_BYTES) to record fewer",
+                                    who, options_.max_process_live_blocks));
+    }
+    if (static_cast<uint64_t>(std::max<int64_t>(live_blocks_.load(), 0)) + allocs >
+        options_.max_live_blocks) {
+      return Refuse("live_blocks",
+                    absl::StrFormat("cgoheapd holds %d live blocks, near its limit "
+                                    "(--max-live-blocks): raise it, or sample processes",
+                                    live_blocks_.load()));
+    }
     st = store_->AppendBatch(stream_process_id, seq, events, fresh);
     if (!st.ok()) return st;
+    p->stacks_defined += fresh.size();
     for (v1::Stack& s : stacks) AddStack(std::move(s));
+    const int64_t before = static_cast<int64_t>(p->live.size());
     ApplyEvents(*p, events);
+    live_blocks_ += static_cast<int64_t>(p->live.size()) - before;
     p->last_seq = seq;
     p->log_bytes += events.GetCachedSize();
     if (metrics_ != nullptr) metrics_->OnBatch(events.kinds_size());
@@ -607,6 +662,7 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   }
   p->rec = std::move(rec);
   p->last_seq = seq;
+  live_blocks_ -= static_cast<int64_t>(p->live.size());
   p->live.clear();
   p->by_stack.clear();
   p->total = {};

@@ -12,6 +12,7 @@
 //   v1::LeaksResponse leaks = state.Leaks(request);
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -47,6 +48,14 @@ class HeapState {
     // Live blocks per stored snapshot chunk: at most ~30 bytes each, so a
     // chunk stays far below protobuf's 2 GiB limit whatever the heap's size.
     uint64_t snapshot_chunk_blocks = 1 << 20;
+    // Bounds on what clients can make the server hold (RESOURCE_EXHAUSTED
+    // beyond, counted in cgoheap_limit_refusals_total{limit}). A live block
+    // costs about 50 bytes of memory, a stack a few hundred.
+    uint64_t max_processes = 100'000;           // stored, running or ended
+    uint64_t max_stacks = 1'000'000;            // distinct stacks, all processes
+    uint64_t max_live_blocks = 50'000'000;      // all running processes together
+    uint64_t max_process_live_blocks = 10'000'000;
+    uint64_t max_process_stacks = 200'000;      // stacks one process may define
   };
   HeapState(Store* store, ServerMetrics* metrics) : HeapState(store, metrics, Options()) {}
   HeapState(Store* store, ServerMetrics* metrics, Options options)
@@ -111,6 +120,7 @@ class HeapState {
     uint64_t log_bytes ABSL_GUARDED_BY(mu) = 0;  // batch bytes since the last snapshot
     // EventBatch.lane_positions of the last batch applied that had them.
     std::vector<uint64_t> lane_positions ABSL_GUARDED_BY(mu);
+    uint64_t stacks_defined ABSL_GUARDED_BY(mu) = 0;  // new stacks its batches brought
     // Growth detection: live bytes (estimated) by stack over time, in memory
     // only (after a restart the history starts again).
     struct Point {
@@ -167,6 +177,10 @@ class HeapState {
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<Process>> procs_ ABSL_GUARDED_BY(mu_);
+  // Live blocks of every process together (Options::max_live_blocks).
+  std::atomic<int64_t> live_blocks_{0};
+  // RESOURCE_EXHAUSTED for `limit`, counted; what says what to do.
+  absl::Status Refuse(const char* limit, const std::string& what) const;
 
   mutable absl::Mutex stacks_mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<const StackEntry>> stacks_

@@ -47,6 +47,15 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
       auth_failures_->Add({{"role", role}, {"reason", reason}});
     }
   }
+  limit_refusals_ = &BuildCounter()
+                         .Name("cgoheap_limit_refusals_total")
+                         .Help("Messages and calls refused at one of cgoheapd's limits "
+                               "(RESOURCE_EXHAUSTED), by limit")
+                         .Register(*registry_);
+  for (const char* limit : {"processes", "stacks", "live_blocks", "process_live_blocks",
+                            "process_stacks", "hello_bytes", "watchers"}) {
+    limit_refusals_->Add({{"limit", limit}});
+  }
   ack_latency_ = &BuildHistogram()
                       .Name("cgoheap_ack_latency_seconds")
                       .Help("Time from receiving a message to acknowledging it durable")
@@ -143,6 +152,9 @@ void ServerMetrics::OnIngestError() { errors_->Increment(); }
 void ServerMetrics::OnStorageError() { storage_errors_->Increment(); }
 void ServerMetrics::OnAuthFailure(const char* role, const char* reason) {
   auth_failures_->Add({{"role", role}, {"reason", reason}}).Increment();
+}
+void ServerMetrics::OnLimitRefusal(const char* limit) {
+  limit_refusals_->Add({{"limit", limit}}).Increment();
 }
 void ServerMetrics::ObserveAck(double seconds) { ack_latency_->Observe(seconds); }
 void ServerMetrics::ObserveQuery(const std::string& method, double seconds) {

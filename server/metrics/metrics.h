@@ -1,7 +1,8 @@
 // Prometheus metrics of cgoheapd, declared in one place.
 //
 // Server health: cgoheap_ingest_events_total, cgoheap_ingest_batches_total,
-// cgoheap_ingest_errors_total, cgoheap_auth_failures_total{role,reason}, cgoheap_ack_latency_seconds,
+// cgoheap_ingest_errors_total, cgoheap_auth_failures_total{role,reason},
+// cgoheap_limit_refusals_total{limit}, cgoheap_ack_latency_seconds,
 // cgoheap_query_latency_seconds{method}, cgoheap_storage_bytes,
 // cgoheap_build_info{version,commit,grpc,protobuf,rocksdb,prometheuscpp,abseil}.
 // Fleet (per service, refreshed from HeapState): cgoheap_processes{service,state},
@@ -75,6 +76,8 @@ class ServerMetrics {
   void OnStorageError();
   // A call refused for its credentials (server/auth/auth.h).
   void OnAuthFailure(const char* role, const char* reason);
+  // A message or call refused at one of the server's limits (RESOURCE_EXHAUSTED).
+  void OnLimitRefusal(const char* limit);
   void ObserveAck(double seconds);
   void ObserveQuery(const std::string& method, double seconds);
   void SetStorageBytes(double bytes);
@@ -97,6 +100,7 @@ class ServerMetrics {
   prometheus::Counter* errors_;
   prometheus::Counter* storage_errors_;
   prometheus::Family<prometheus::Counter>* auth_failures_;
+  prometheus::Family<prometheus::Counter>* limit_refusals_;
   prometheus::Histogram* ack_latency_;
   prometheus::Family<prometheus::Histogram>* query_latency_;
   prometheus::Gauge* storage_bytes_;

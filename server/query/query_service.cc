@@ -113,6 +113,13 @@ grpc::ServerWriteReactor<v1::Leak>* QueryService::Watch(grpc::CallbackServerCont
       return new RefusedWatch(allowed);
     }
   }
+  if (hub_.Count() >= max_watchers_) {
+    if (metrics_ != nullptr) metrics_->OnLimitRefusal("watchers");
+    return new RefusedWatch(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("cgoheapd serves ", max_watchers_,
+                     " watch streams already, its limit (--max-watchers): close one, or raise it")));
+  }
   return new WatchStream(&hub_, req->service());
 }
 

@@ -13,8 +13,10 @@ namespace cgoheap::server {
 class QueryService final : public v1::Query::CallbackService {
  public:
   // auth: who may read (nullptr: anyone).
-  QueryService(HeapState* state, ServerMetrics* metrics, const TokenAuth* auth = nullptr)
-      : state_(state), metrics_(metrics), auth_(auth) {
+  // max_watchers: Watch streams open at once; more get RESOURCE_EXHAUSTED.
+  QueryService(HeapState* state, ServerMetrics* metrics, const TokenAuth* auth = nullptr,
+               size_t max_watchers = 256)
+      : state_(state), metrics_(metrics), auth_(auth), max_watchers_(max_watchers) {
     state_->SetWatchHub(&hub_);
   }
   ~QueryService() override { state_->SetWatchHub(nullptr); }
@@ -33,6 +35,7 @@ class QueryService final : public v1::Query::CallbackService {
   HeapState* const state_;
   ServerMetrics* const metrics_;
   const TokenAuth* const auth_;
+  const size_t max_watchers_;
   WatchHub hub_;
 };
 

@@ -56,6 +56,11 @@ void WatchHub::Add(WatchStream* s) {
   streams_.push_back(s);
 }
 
+size_t WatchHub::Count() {
+  absl::MutexLock lock(&mu_);
+  return streams_.size();
+}
+
 void WatchHub::Remove(WatchStream* s) {
   absl::MutexLock lock(&mu_);
   streams_.erase(std::remove(streams_.begin(), streams_.end(), s), streams_.end());

@@ -52,6 +52,7 @@ class WatchHub {
   void Publish(const std::string& service, const v1::Leak& leak);
   void Add(WatchStream* s);
   void Remove(WatchStream* s);
+  size_t Count();
 
  private:
   absl::Mutex mu_;

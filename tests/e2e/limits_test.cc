@@ -1,0 +1,176 @@
+// cgoheapd's bounds: a flood beyond its limits is refused with
+// RESOURCE_EXHAUSTED (counted, with what to do), everything acknowledged
+// before stays, and the server's memory stays bounded.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "cgoheap.grpc.pb.h"
+#include "proto/stack_id.h"
+#include "tests/testing/test_util.h"
+
+namespace cgoheap::testing {
+namespace {
+
+v1::Stack MakeStack(int n) {
+  v1::Stack s;
+  s.add_frames()->set_function("malloc");
+  v1::Frame* f = s.add_frames();
+  f->set_function(absl::StrCat("main.site", n));
+  f->set_file("/src/main.go");
+  f->set_line(n);
+  f->set_go(true);
+  s.set_id(StackIdOf(s));
+  return s;
+}
+
+// One stream of process `id`: a hello, then `batches`; returns the status the
+// stream ended with and the last seq acknowledged.
+struct Outcome {
+  grpc::Status status;
+  uint64_t acked = 0;
+};
+Outcome Stream(const std::shared_ptr<grpc::Channel>& channel, uint64_t id,
+               const std::vector<v1::AgentMessage>& batches) {
+  auto stub = v1::Ingest::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto stream = stub->Stream(&ctx);
+  Outcome out;
+  v1::AgentMessage hello;
+  hello.mutable_hello()->set_process_id(id);
+  hello.mutable_hello()->set_service("flood");
+  hello.mutable_hello()->set_pid(static_cast<int32_t>(id));
+  v1::IngestAck ack;
+  if (stream->Write(hello) && stream->Read(&ack)) {
+    out.acked = ack.acked_seq();
+    for (const v1::AgentMessage& m : batches) {
+      if (!stream->Write(m) || !stream->Read(&ack)) break;
+      out.acked = ack.acked_seq();
+    }
+  }
+  stream->WritesDone();
+  out.status = stream->Finish();
+  return out;
+}
+
+// `allocs` allocations at distinct addresses from `first_addr`, over stacks
+// first..first+nstacks-1 (defined in this batch when define is set).
+v1::AgentMessage Batch(uint64_t seq, uint64_t first_addr, int allocs, int first_stack, int nstacks,
+                       bool define) {
+  v1::AgentMessage m;
+  m.set_seq(seq);
+  v1::EventBatch* b = m.mutable_batch();
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < nstacks; ++i) {
+    v1::Stack s = MakeStack(first_stack + i);
+    ids.push_back(s.id());
+    if (define) *b->add_new_stacks() = s;
+  }
+  for (int i = 0; i < allocs; ++i) {
+    b->add_kinds(v1::EVENT_KIND_ALLOC);
+    b->add_addresses(first_addr + 16 * i);
+    b->add_sizes(32);
+    b->add_stack_ids(ids[i % ids.size()]);
+  }
+  return m;
+}
+
+uint64_t RssKb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+  }
+  return 0;
+}
+
+TEST(LimitsTest, FloodBeyondTheLimitsIsRefusedAndWhatWasAcknowledgedStays) {
+  TempDir data;
+  Cgoheapd d(data.path(), {"--max-live-blocks=20000", "--max-processes=4",
+                           "--max-process-stacks=50", "--max-watchers=1",
+                           "--metrics=127.0.0.1:0"});
+  auto channel = grpc::CreateChannel(d.address(), grpc::InsecureChannelCredentials());
+
+  // 10,000 blocks are taken; 15,000 more would pass the 20,000 limit.
+  Outcome o = Stream(channel, 1, {Batch(1, 0x100000, 10000, 0, 10, true),
+                                  Batch(2, 0x900000, 15000, 0, 10, false)});
+  EXPECT_EQ(o.acked, 1u);
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(o.status.error_message().find("--max-live-blocks"), std::string::npos)
+      << o.status.error_message();
+  // The process goes on from where it was: seq 1 is there.
+  o = Stream(channel, 1, {Batch(2, 0x900000, 5000, 0, 10, false)});
+  EXPECT_TRUE(o.status.ok()) << o.status.error_message();
+  EXPECT_EQ(o.acked, 2u);
+
+  // Stacks one process may define.
+  o = Stream(channel, 2, {Batch(1, 0x100000, 60, 100, 60, true)});
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(o.status.error_message().find("--max-process-stacks"), std::string::npos);
+
+  // Processes: 1 and 2 exist; 3 and 4 fit; 5 does not.
+  EXPECT_TRUE(Stream(channel, 3, {}).status.ok());
+  EXPECT_TRUE(Stream(channel, 4, {}).status.ok());
+  o = Stream(channel, 5, {});
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(o.status.error_message().find("--max-processes"), std::string::npos);
+
+  // A flood: 200 more batches of 15,000 blocks, each refused. Memory stays
+  // where the accepted 15,000 blocks put it.
+  const uint64_t before_kb = RssKb(d.pid());
+  std::vector<std::thread> flood;
+  for (int t = 0; t < 4; ++t) {
+    flood.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        Stream(channel, 3 + t % 2, {Batch(1, 0x10000000 * (t + 1), 15000, 0, 10, true)});
+      }
+    });
+  }
+  for (auto& th : flood) th.join();
+  const uint64_t after_kb = RssKb(d.pid());
+  EXPECT_LT(after_kb, before_kb + 64 * 1024)
+      << "cgoheapd grew from " << before_kb << " kB to " << after_kb << " kB during the flood";
+
+  // Watch streams: one may be open.
+  auto query = v1::Query::NewStub(channel);
+  grpc::ClientContext first_ctx;
+  auto first = query->Watch(&first_ctx, v1::WatchRequest());
+  // The first stream is open once the server has counted it: retry the
+  // second until it is refused (or give up after 10 s).
+  grpc::Status second;
+  for (int i = 0; i < 100; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+    auto r = query->Watch(&ctx, v1::WatchRequest());
+    v1::Leak leak;
+    while (r->Read(&leak)) {
+    }
+    second = r->Finish();
+    if (second.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+  }
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << second.error_message();
+  first_ctx.TryCancel();
+  first->Finish();
+
+  // What was acknowledged is all there.
+  RunResult ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address(), "--json"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.err;
+  EXPECT_NE(ps.out.find("\"live_blocks\":15000,"), std::string::npos) << ps.out;
+  EXPECT_NE(ps.out.find("\"live_bytes\":480000,"), std::string::npos) << ps.out;
+
+  RunResult metrics = RunProcess({"curl", "-sf", "http://" + d.metrics_address() + "/metrics"});
+  ASSERT_EQ(metrics.exit_code, 0);
+  for (const char* limit : {"live_blocks", "process_stacks", "processes", "watchers"}) {
+    std::string series = absl::StrCat("cgoheap_limit_refusals_total{limit=\"", limit, "\"} ");
+    size_t at = metrics.out.find(series);
+    ASSERT_NE(at, std::string::npos) << series;
+    EXPECT_GE(std::stod(metrics.out.substr(at + series.size())), 1) << series;
+  }
+}
+
+}  // namespace
+}  // namespace cgoheap::testing
