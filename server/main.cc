@@ -60,6 +60,10 @@ int main(int argc, char** argv) {
              "stacks one process may define (default 200000)", 1, 1'000'000'000);
   flags.Uint("max-watchers", &opts.max_watchers, "N",
              "`cgoheap watch` streams open at once (default 256)", 1, 100'000);
+  flags.Uint("metrics-max-services", &opts.metrics_max_services, "N",
+             "services with metric series of their own (default 100); the others are summed "
+             "under service=\"other\"",
+             1, 100'000);
   bool insecure = false;
   flags.Bool("insecure-listen",
              &insecure,

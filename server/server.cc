@@ -31,6 +31,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   s->metrics_ = std::make_unique<ServerMetrics>();
   s->metrics_->SetBuildInfo(ProjectVersion(), GitCommit(), ServerLibraries());
   s->auth_->SetMetrics(s->metrics_.get());
+  s->metrics_->SetMaxServices(options.metrics_max_services);
   if (!options.metrics.empty()) {
     // Read like the query API: a query token as the basic-auth password
     // when there are query tokens.

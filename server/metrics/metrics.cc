@@ -192,10 +192,38 @@ void ServerMetrics::SetBuildInfo(const std::string& version, const std::string& 
 
 void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
                                  const absl::flat_hash_map<std::string, ServiceSuspects>& suspects) {
+  // Which services get series of their own: the max_services_ that matter
+  // most (growing memory, then live memory, then processes); the others
+  // are summed under service="other", so a client inventing names cannot
+  // grow the number of series.
+  struct Rank {
+    double suspect = 0, live = 0, processes = 0;
+  };
+  std::map<std::string, Rank> ranks;
+  for (const auto& p : list.processes()) {
+    Rank& r = ranks[p.hello().service()];
+    r.processes += 1;
+    if (p.state() == "running") r.live += static_cast<double>(p.live_bytes());
+  }
+  for (const auto& [svc, s] : suspects) ranks[svc].suspect = s.bytes;
+  std::vector<std::pair<const std::string*, const Rank*>> order;
+  for (const auto& [svc, r] : ranks) order.emplace_back(&svc, &r);
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    if (a.second->suspect != b.second->suspect) return a.second->suspect > b.second->suspect;
+    if (a.second->live != b.second->live) return a.second->live > b.second->live;
+    if (a.second->processes != b.second->processes) return a.second->processes > b.second->processes;
+    return *a.first < *b.first;
+  });
+  absl::flat_hash_map<std::string, std::string> label;  // service -> its label value
+  for (size_t i = 0; i < order.size(); ++i) {
+    label[*order[i].first] = i < max_services_ ? *order[i].first : std::string(kOtherServices);
+  }
+
   std::map<std::pair<std::string, std::string>, double> counts;
   std::map<std::string, double> live, dropped, unwind_failures, crossing_unknown, damaged;
+  std::map<std::string, double> suspect_bytes, suspect_stacks;
   for (const auto& p : list.processes()) {
-    const std::string& svc = p.hello().service();
+    const std::string& svc = label[p.hello().service()];
     for (const char* state : {"running", "exited", "killed", "exec"}) counts[{svc, state}] += 0;
     counts[{svc, p.state()}] += 1;
     if (p.state() == "running") live[svc] += static_cast<double>(p.live_bytes());
@@ -205,39 +233,44 @@ void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
     crossing_unknown[svc] += p.hello().go_crossing_unknown() && p.state() == "running" ? 1 : 0;
     damaged[svc] += p.ring_damage().empty() ? 0 : 1;
   }
-  for (const auto& [key, n] : counts) {
-    processes_->Add({{"service", key.first}, {"state", key.second}}).Set(n);
-  }
-  for (const auto& [svc, v] : live) live_bytes_->Add({{"service", svc}}).Set(v);
-  for (const auto& [svc, v] : dropped) dropped_->Add({{"service", svc}}).Set(v);
-  for (const auto& [svc, v] : unwind_failures) unwind_failures_->Add({{"service", svc}}).Set(v);
-  for (const auto& [svc, v] : crossing_unknown) crossing_unknown_->Add({{"service", svc}}).Set(v);
-  for (const auto& [svc, v] : damaged) damaged_rings_->Add({{"service", svc}}).Set(v);
-  // Every service seen gets both series (0 when nothing grows), so alerts can
-  // tell "no leak" from "no data".
-  for (const auto& [svc, v] : live) {
-    auto it = suspects.find(svc);
-    suspect_bytes_->Add({{"service", svc}}).Set(it == suspects.end() ? 0 : it->second.bytes);
-    suspect_stacks_->Add({{"service", svc}})
-        .Set(it == suspects.end() ? 0 : static_cast<double>(it->second.stacks));
-  }
-  // Per-stack series: exactly the current top-K; the rest are removed so the
-  // number of series stays bounded however many stacks come and go.
-  std::vector<prometheus::Gauge*> current;
   for (const auto& [svc, s] : suspects) {
+    suspect_bytes[label[svc]] += s.bytes;
+    suspect_stacks[label[svc]] += static_cast<double>(s.stacks);
+  }
+  using Series = std::pair<prometheus::Gauge*, prometheus::Family<prometheus::Gauge>*>;
+  std::vector<Series> current;
+  auto set = [&current](prometheus::Family<prometheus::Gauge>* family,
+                        const std::map<std::string, std::string>& labels, double v) {
+    prometheus::Gauge& g = family->Add(labels);
+    g.Set(v);
+    current.emplace_back(&g, family);
+  };
+  for (const auto& [key, n] : counts) set(processes_, {{"service", key.first}, {"state", key.second}}, n);
+  for (const auto& [svc, v] : live) set(live_bytes_, {{"service", svc}}, v);
+  for (const auto& [svc, v] : dropped) set(dropped_, {{"service", svc}}, v);
+  for (const auto& [svc, v] : unwind_failures) set(unwind_failures_, {{"service", svc}}, v);
+  for (const auto& [svc, v] : crossing_unknown) set(crossing_unknown_, {{"service", svc}}, v);
+  for (const auto& [svc, v] : damaged) set(damaged_rings_, {{"service", svc}}, v);
+  // Every service shown gets both series (0 when nothing grows), so alerts
+  // can tell "no leak" from "no data".
+  for (const auto& [svc, v] : live) {
+    set(suspect_bytes_, {{"service", svc}}, suspect_bytes[svc]);
+    set(suspect_stacks_, {{"service", svc}}, suspect_stacks[svc]);
+  }
+  // Per-stack series: exactly the current top-K of each service shown.
+  for (const auto& [svc, s] : suspects) {
+    if (label[svc] != svc) continue;
     for (const auto& st : s.top) {
-      prometheus::Gauge& g =
-          suspect_stack_bytes_->Add({{"service", svc}, {"stack", st.id}, {"site", st.site}});
-      g.Set(st.bytes);
-      current.push_back(&g);
+      set(suspect_stack_bytes_, {{"service", svc}, {"stack", st.id}, {"site", st.site}}, st.bytes);
     }
   }
-  for (prometheus::Gauge* old : stack_series_) {
-    if (std::find(current.begin(), current.end(), old) == current.end()) {
-      suspect_stack_bytes_->Remove(old);
-    }
+  // Series set last time and not now are removed: the number of series
+  // stays bounded however many services and stacks come and go.
+  std::sort(current.begin(), current.end());
+  for (const Series& old : fleet_series_) {
+    if (!std::binary_search(current.begin(), current.end(), old)) old.second->Remove(old.first);
   }
-  stack_series_ = std::move(current);
+  fleet_series_ = std::move(current);
 }
 
 }  // namespace cgoheap::server

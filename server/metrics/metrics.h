@@ -13,7 +13,9 @@
 // cgoheap_leak_suspect_bytes{service}, cgoheap_leak_suspect_stacks{service},
 // cgoheap_leak_suspect_stack_bytes{service,stack,site} for the top-K growing
 // stacks of each service only.
-// Labels are bounded: service and state only, never a pid, an address or a stack.
+// Labels are bounded: service and state only, never a pid, an address or a
+// stack; and only the top services (SetMaxServices, --metrics-max-services)
+// have series of their own, the rest summed under service="other".
 #pragma once
 
 #include <functional>
@@ -90,6 +92,9 @@ class ServerMetrics {
                     const absl::flat_hash_map<std::string, ServiceSuspects>& suspects);
 
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+  // Services with series of their own; the rest are summed as "other".
+  void SetMaxServices(size_t n) { max_services_ = n; }
+  static constexpr const char* kOtherServices = "other";
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -113,7 +118,9 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>* suspect_bytes_;
   prometheus::Family<prometheus::Gauge>* suspect_stacks_;
   prometheus::Family<prometheus::Gauge>* suspect_stack_bytes_;
-  std::vector<prometheus::Gauge*> stack_series_;  // set by the last refresh
+  // Every fleet series set by the last refresh, sorted.
+  std::vector<std::pair<prometheus::Gauge*, prometheus::Family<prometheus::Gauge>*>> fleet_series_;
+  size_t max_services_ = 100;
 };
 
 }  // namespace cgoheap::server

@@ -71,6 +71,37 @@ TEST(MetricsTest, DamagedRingsAreCountedByService) {
 }
 
 // Two long C++ names that differ only past the cut stay two labels.
+TEST(MetricsTest, OnlyTheTopServicesHaveSeriesTheRestAreOther) {
+  ServerMetrics m;
+  m.SetMaxServices(2);
+  auto fleet = [](std::vector<std::pair<std::string, uint64_t>> services) {
+    v1::ListProcessesResponse list;
+    for (const auto& [name, live] : services) {
+      v1::ProcessInfo* p = list.add_processes();
+      p->mutable_hello()->set_service(name);
+      p->set_state("running");
+      p->set_live_bytes(live);
+    }
+    return list;
+  };
+  // A client inventing service names: 1,000 of them.
+  std::vector<std::pair<std::string, uint64_t>> many = {{"payments", 5000}, {"search", 4000}};
+  for (int i = 0; i < 1000; ++i) many.emplace_back("invented-" + std::to_string(i), 1);
+  absl::flat_hash_map<std::string, ServiceSuspects> suspects;
+  suspects["invented-7"].bytes = 64;  // growing memory ranks first
+  suspects["invented-7"].stacks = 1;
+  m.RefreshFleet(fleet(many), suspects);
+  EXPECT_EQ(Series(m, "cgoheap_live_bytes"),
+            (std::vector<std::string>{"service=invented-7,", "service=other,", "service=payments,"}));
+  EXPECT_EQ(ValueOf(m, "cgoheap_live_bytes", "other"), 4000 + 999);  // search and 999 invented
+  EXPECT_EQ(ValueOf(m, "cgoheap_leak_suspect_bytes", "invented-7"), 64);
+  EXPECT_EQ(Series(m, "cgoheap_processes").size(), 3u * 4);  // 3 services x 4 states
+  // When the fleet changes, series of services gone are removed.
+  m.RefreshFleet(fleet({{"search", 10}}), {});
+  EXPECT_EQ(Series(m, "cgoheap_live_bytes"), (std::vector<std::string>{"service=search,"}));
+  EXPECT_EQ(Series(m, "cgoheap_leak_suspect_bytes"), (std::vector<std::string>{"service=search,"}));
+}
+
 TEST(MetricsTest, LongSiteLabelsAreShortenedAndStayUnique) {
   std::string shared(190, 'x');
   std::string a = "ns::Table<" + shared + ">::Insert(int) /src/t.cc:10";
