@@ -64,6 +64,10 @@ int main(int argc, char** argv) {
              "services with metric series of their own (default 100); the others are summed "
              "under service=\"other\"",
              1, 100'000);
+  flags.Duration("retention", &opts.retention_seconds,
+                 "ended processes, their leaks and the stacks nothing else uses are forgotten "
+                 "this long after the end (default 720h)",
+                 1, 100 * 365 * 24 * 3600.0);
   bool insecure = false;
   flags.Bool("insecure-listen",
              &insecure,

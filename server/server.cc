@@ -47,6 +47,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   HeapState::Options state_opts;
   state_opts.leak_window_seconds = options.leak_window_seconds;
   state_opts.metrics_top_k = static_cast<int>(std::min<uint64_t>(options.metrics_top_k, 1000));
+  state_opts.retention_seconds = options.retention_seconds;
   state_opts.max_processes = options.max_processes;
   state_opts.max_stacks = options.max_stacks;
   state_opts.max_live_blocks = options.max_live_blocks;
@@ -98,7 +99,14 @@ LibraryVersions ServerLibraries() {
 // follow at the same pace.
 void Server::RefreshLoop(double window_seconds) {
   absl::Duration tick = std::min(absl::Seconds(2), absl::Seconds(window_seconds / 16));
+  absl::Time last_expiry;
   do {
+    // Retention: every 10 s at most (each pass scans the processes).
+    if (absl::Now() - last_expiry >= absl::Seconds(10)) {
+      last_expiry = absl::Now();
+      absl::StatusOr<size_t> forgotten = state_->Expire(absl::ToUnixNanos(last_expiry));
+      if (!forgotten.ok()) metrics_->OnStorageError();
+    }
     state_->DetectGrowth(absl::ToUnixNanos(absl::Now()));
     metrics_->RefreshFleet(state_->ListProcesses({}), state_->Suspects());
     metrics_->SetStorageBytes(static_cast<double>(store_->DiskBytes()));

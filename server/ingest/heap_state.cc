@@ -65,6 +65,7 @@ absl::Status HeapState::Load() {
     p->last_seq = p->rec.last_seq();
     if (!p->rec.ended()) {
       Process& proc = *p;
+      proc.defined_unknown = true;
       absl::StatusOr<v1::LiveSnapshot> snap = store_->GetSnapshot(
           id, [&proc](const v1::LiveSnapshot& chunk) ABSL_NO_THREAD_SAFETY_ANALYSIS {
             const int n = std::min({chunk.addresses_size(), chunk.sizes_size(),
@@ -564,6 +565,8 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   if (p == nullptr) {
     return absl::FailedPreconditionError("the first message of a stream must be a hello");
   }
+  // Before the process's lock, as Expire takes them.
+  absl::ReaderMutexLock stack_use(&stack_use_mu_);
   absl::MutexLock lock(&p->mu);
   const uint64_t seq = msg.seq();
   if (seq <= p->last_seq) return p->last_seq;  // a resend of something durable
@@ -621,7 +624,10 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
     st = store_->AppendBatch(stream_process_id, seq, events, fresh);
     if (!st.ok()) return st;
     p->stacks_defined += fresh.size();
-    for (v1::Stack& s : stacks) AddStack(std::move(s));
+    for (v1::Stack& s : stacks) {
+      p->defined.insert(s.id());
+      AddStack(std::move(s));
+    }
     const int64_t before = static_cast<int64_t>(p->live.size());
     ApplyEvents(*p, events);
     live_blocks_ += static_cast<int64_t>(p->live.size()) - before;
@@ -642,6 +648,7 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   v1::StoredProcess rec = p->rec;
   *rec.mutable_end() = msg.end();
   rec.set_ended(true);
+  rec.set_ended_unix_nanos(UnixNanos());
   rec.set_last_seq(seq);
   rec.set_dropped_events(std::max(rec.dropped_events(), msg.end().dropped_events()));
   rec.set_unwind_failures(std::max(rec.unwind_failures(), msg.end().unwind_failures()));
@@ -664,12 +671,70 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   p->last_seq = seq;
   live_blocks_ -= static_cast<int64_t>(p->live.size());
   p->live.clear();
+  p->defined.clear();
+  p->defined_unknown = false;
   p->by_stack.clear();
   p->total = {};
   // Nothing of an ended process is read again: its ring positions are not
   // kept (not stored either, so a restart answers the same).
   p->lane_positions.clear();
   return seq;
+}
+
+absl::StatusOr<size_t> HeapState::Expire(int64_t now) {
+  if (options_.retention_seconds <= 0) return 0;
+  const int64_t cutoff = now - static_cast<int64_t>(options_.retention_seconds * 1e9);
+  std::vector<std::pair<uint64_t, std::shared_ptr<Process>>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    all.assign(procs_.begin(), procs_.end());
+  }
+  absl::flat_hash_set<uint64_t> expired;
+  for (const auto& [id, p] : all) {
+    absl::MutexLock lock(&p->mu);
+    if (!p->rec.ended()) continue;
+    // When the end was recorded (records from before that field: when the
+    // forwarder said it ended, else when the process arrived).
+    int64_t ended = p->rec.ended_unix_nanos();
+    if (ended == 0) ended = p->rec.end().unix_nanos();
+    if (ended == 0) ended = p->rec.received_unix_nanos();
+    if (ended < cutoff) expired.insert(id);
+  }
+  if (expired.empty()) return 0;
+  // Stacks that a remaining process uses or may use again are kept.
+  absl::WriterMutexLock stack_use(&stack_use_mu_);
+  absl::flat_hash_set<uint64_t> keep;
+  bool keep_all = false;
+  for (const auto& [id, p] : all) {
+    if (expired.contains(id)) continue;
+    absl::MutexLock lock(&p->mu);
+    if (p->rec.ended()) {
+      for (const v1::StackTotal& e : p->rec.exit_leaks()) keep.insert(e.stack_id());
+      continue;
+    }
+    keep_all |= p->defined_unknown;
+    keep.insert(p->defined.begin(), p->defined.end());
+    for (const auto& [stack, t] : p->by_stack) keep.insert(stack);
+  }
+  std::vector<uint64_t> unused;
+  if (!keep_all) {
+    absl::MutexLock lock(&stacks_mu_);
+    for (const auto& [id, entry] : stacks_) {
+      if (!keep.contains(id)) unused.push_back(id);
+    }
+  }
+  std::vector<uint64_t> ids(expired.begin(), expired.end());
+  if (absl::Status st = store_->Forget(ids, unused); !st.ok()) return st;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint64_t id : ids) procs_.erase(id);
+  }
+  {
+    absl::MutexLock lock(&stacks_mu_);
+    for (uint64_t id : unused) stacks_.erase(id);
+  }
+  if (absl::Status st = store_->Compact(); !st.ok()) return st;
+  return ids.size();
 }
 
 std::vector<uint64_t> HeapState::LanePositions(uint64_t process_id) const {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "cgoheap.pb.h"
@@ -56,6 +57,9 @@ class HeapState {
     uint64_t max_live_blocks = 50'000'000;      // all running processes together
     uint64_t max_process_live_blocks = 10'000'000;
     uint64_t max_process_stacks = 200'000;      // stacks one process may define
+    // Ended processes are forgotten this long after their end (with the
+    // stacks nothing else uses); 0: kept forever.
+    double retention_seconds = 30 * 24 * 3600;
   };
   HeapState(Store* store, ServerMetrics* metrics) : HeapState(store, metrics, Options()) {}
   HeapState(Store* store, ServerMetrics* metrics, Options options)
@@ -64,6 +68,11 @@ class HeapState {
   // Samples the live heap of every running process by stack and re-evaluates
   // growth leaks. Called periodically (the server: every window/16 at most).
   void DetectGrowth(int64_t now_unix_nanos);
+
+  // Forgets ended processes older than the retention, and the stacks no
+  // remaining process uses, in memory and in the store; compacts the store
+  // when it forgot anything. Returns how many processes it forgot.
+  absl::StatusOr<size_t> Expire(int64_t now_unix_nanos);
 
   // Per service: bytes in stacks flagged as growing, and how many stacks.
   absl::flat_hash_map<std::string, ServiceSuspects> Suspects() const;
@@ -121,6 +130,12 @@ class HeapState {
     // EventBatch.lane_positions of the last batch applied that had them.
     std::vector<uint64_t> lane_positions ABSL_GUARDED_BY(mu);
     uint64_t stacks_defined ABSL_GUARDED_BY(mu) = 0;  // new stacks its batches brought
+    // Running: the stacks its stream defined (it may use them again without
+    // defining them), so retention keeps them. Unknown for processes loaded
+    // at start-up (stored batches do not say): then no stack is forgotten
+    // until they end.
+    absl::flat_hash_set<uint64_t> defined ABSL_GUARDED_BY(mu);
+    bool defined_unknown ABSL_GUARDED_BY(mu) = false;
     // Growth detection: live bytes (estimated) by stack over time, in memory
     // only (after a restart the history starts again).
     struct Point {
@@ -179,6 +194,10 @@ class HeapState {
   absl::flat_hash_map<uint64_t, std::shared_ptr<Process>> procs_ ABSL_GUARDED_BY(mu_);
   // Live blocks of every process together (Options::max_live_blocks).
   std::atomic<int64_t> live_blocks_{0};
+  // Held shared while a batch checks for and adds stacks, exclusively while
+  // Expire forgets stacks: a stack is never forgotten between a batch
+  // finding it known and counting it as defined.
+  mutable absl::Mutex stack_use_mu_;
   // RESOURCE_EXHAUSTED for `limit`, counted; what says what to do.
   absl::Status Refuse(const char* limit, const std::string& what) const;
 

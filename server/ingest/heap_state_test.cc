@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/sampling.h"
 #include "proto/stack_id.h"
 #include "server/ingest/estimate.h"
@@ -89,7 +90,8 @@ v1::AgentMessage End(uint64_t seq, int code) {
 
 class HeapStateTest : public ::testing::Test {
  protected:
-  void Open(uint64_t min_log_bytes = 8 << 20, uint64_t snapshot_chunk_blocks = 1 << 20) {
+  void Open(uint64_t min_log_bytes = 8 << 20, uint64_t snapshot_chunk_blocks = 1 << 20,
+            double retention_seconds = 0) {
     state_.reset();
     store_.reset();
     auto s = Store::Open(dir_.path());
@@ -98,6 +100,7 @@ class HeapStateTest : public ::testing::Test {
     HeapState::Options opts;
     opts.min_log_bytes = min_log_bytes;
     opts.snapshot_chunk_blocks = snapshot_chunk_blocks;
+    opts.retention_seconds = retention_seconds;
     opts.leak_window_seconds = 60;
     state_ = std::make_unique<HeapState>(store_.get(), nullptr, opts);
     ASSERT_TRUE(state_->Load().ok());
@@ -279,6 +282,61 @@ void EditSnapshots(const std::string& dir,
   }
   for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
   delete db;
+}
+
+v1::Stack NamedStack(uint64_t id, const char* fn, int line);  // below
+
+int StacksOnDisk(Store* store) {
+  int n = 0;
+  EXPECT_TRUE(store->ForEachStack([&](v1::Stack&&) { ++n; }).ok());
+  return n;
+}
+
+TEST_F(HeapStateTest, RetentionForgetsEndedProcessesAndStacksNothingElseUses) {
+  Open(8 << 20, 1 << 20, /*retention_seconds=*/60);
+  // a: ended, its leak on stack "a". b: running, a live block on "b".
+  // c: running, defined "c" and freed its block (it may use "c" again).
+  Apply(0, Hello(1, "a"));
+  Apply(1, Batch(1, {{true, 0x10, 8, 0xa}}, {NamedStack(0xa, "main.a", 1)}));
+  Apply(1, End(2, 0));
+  Apply(0, Hello(2, "b"));
+  Apply(2, Batch(1, {{true, 0x20, 8, 0xb}}, {NamedStack(0xb, "main.b", 2)}));
+  Apply(0, Hello(3, "c"));
+  Apply(3, Batch(1, {{true, 0x30, 8, 0xc}, {false, 0x30, 0, 0}}, {NamedStack(0xc, "main.c", 3)}));
+  ASSERT_EQ(StacksOnDisk(store_.get()), 3);
+  const int64_t now = absl::ToUnixNanos(absl::Now());
+  auto forgotten = state_->Expire(now);  // a ended just now: kept
+  ASSERT_TRUE(forgotten.ok());
+  EXPECT_EQ(*forgotten, 0u);
+  forgotten = state_->Expire(now + int64_t{61} * 1'000'000'000);
+  ASSERT_TRUE(forgotten.ok()) << forgotten.status();
+  EXPECT_EQ(*forgotten, 1u);
+  EXPECT_EQ(state_->ListProcesses({}).processes_size(), 2);
+  EXPECT_EQ(Leaks(false, "a").leaks_size(), 0);
+  EXPECT_EQ(StacksOnDisk(store_.get()), 2) << "a's stack goes; b's and c's stay";
+  // c uses its stack again without defining it: still known.
+  Apply(3, Batch(2, {{true, 0x40, 8, 0xc}}));
+  EXPECT_EQ(state_->ListProcesses({}).processes(1).live_blocks(), 1u);
+  // After a restart, the same.
+  Open(8 << 20, 1 << 20, 60);
+  EXPECT_EQ(state_->ListProcesses({}).processes_size(), 2);
+  EXPECT_EQ(StacksOnDisk(store_.get()), 2);
+}
+
+TEST_F(HeapStateTest, AfterARestartNoStackIsForgottenWhileAProcessFromBeforeRuns) {
+  Open(8 << 20, 1 << 20, 60);
+  Apply(0, Hello(1, "old"));
+  Apply(1, Batch(1, {{true, 0x10, 8, 0xa}, {false, 0x10, 0, 0}}, {NamedStack(0xa, "main.a", 1)}));
+  Apply(0, Hello(2, "gone"));
+  Apply(2, Batch(1, {{true, 0x20, 8, 0xb}}, {NamedStack(0xb, "main.b", 2)}));
+  Apply(2, End(2, 0));
+  Open(8 << 20, 1 << 20, 60);  // which stacks process 1 defined is not stored
+  auto forgotten = state_->Expire(absl::ToUnixNanos(absl::Now()) + int64_t{61} * 1'000'000'000);
+  ASSERT_TRUE(forgotten.ok());
+  EXPECT_EQ(*forgotten, 1u);
+  EXPECT_EQ(StacksOnDisk(store_.get()), 2) << "process 1 may still use either";
+  Apply(1, Batch(2, {{true, 0x30, 8, 0xa}}));  // and it does
+  EXPECT_EQ(state_->ListProcesses({}).processes(0).live_blocks(), 1u);
 }
 
 TEST(EstimateTest, SumsAreExactInAnyOrder) {

@@ -223,6 +223,30 @@ absl::Status Store::ForEachBatch(
   return FromRocks(it->status(), "reading batches");
 }
 
+absl::Status Store::Forget(const std::vector<uint64_t>& process_ids,
+                           const std::vector<uint64_t>& stack_ids) {
+  rocksdb::WriteBatch wb;
+  for (uint64_t id : process_ids) {
+    wb.Delete(handles_[kProcesses], ProcessKey(id));
+    DeleteSnapshot(&wb, id);
+    DeleteBatches(&wb, id, ~uint64_t{0});
+  }
+  for (uint64_t id : stack_ids) wb.Delete(handles_[kStacks], ProcessKey(id));
+  return Write(&wb);
+}
+
+absl::Status Store::Compact() {
+  // Every column family's memtable is flushed first: a log file is deleted
+  // only once no memtable needs it, and the deleted records are in logs.
+  rocksdb::Status flushed = db_->Flush(rocksdb::FlushOptions(), handles_);
+  if (!flushed.ok()) return FromRocks(flushed, "flushing");
+  for (auto* h : {handles_[kProcesses], handles_[kStacks], handles_[kSnapshots]}) {
+    rocksdb::Status s = db_->CompactRange({}, h, nullptr, nullptr);
+    if (!s.ok()) return FromRocks(s, "compacting");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Store::Clear() {
   rocksdb::WriteBatch wb;
   // Keys are at most 16 bytes: seventeen 0xff bytes sort after all of them.

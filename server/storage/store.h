@@ -77,6 +77,12 @@ class Store {
   absl::Status ForEachStack(const std::function<void(v1::Stack&&)>& fn) const;
   absl::Status ForEachBatch(uint64_t process_id,
                             const std::function<void(uint64_t seq, v1::EventBatch&&)>& fn) const;
+  // One atomic write: each process's record, batches and snapshot, and the
+  // stacks named, deleted (retention).
+  absl::Status Forget(const std::vector<uint64_t>& process_ids, const std::vector<uint64_t>& stack_ids);
+  // Flushes every memtable and compacts the processes, stacks and snapshots
+  // column families, so that what Forget deleted leaves the disk.
+  absl::Status Compact();
   // Removes every record (one atomic write): a fuzzer starts each input on
   // an empty store without reopening RocksDB.
   absl::Status Clear();

@@ -1,10 +1,15 @@
 // cgoheapd's bounds: a flood beyond its limits is refused with
 // RESOURCE_EXHAUSTED (counted, with what to do), everything acknowledged
-// before stays, and the server's memory stays bounded.
+// before stays, and the server's memory stays bounded; retention forgets
+// ended processes, and the disk shrinks.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -170,6 +175,80 @@ TEST(LimitsTest, FloodBeyondTheLimitsIsRefusedAndWhatWasAcknowledgedStays) {
     ASSERT_NE(at, std::string::npos) << series;
     EXPECT_GE(std::stod(metrics.out.substr(at + series.size())), 1) << series;
   }
+}
+
+}  // namespace
+}  // namespace cgoheap::testing
+
+namespace cgoheap::testing {
+namespace {
+
+uint64_t DirBytes(const std::string& dir) {
+  uint64_t total = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) total += e.file_size();
+  }
+  return total;
+}
+
+TEST(RetentionTest, EndedProcessesAreForgottenAndTheDiskShrinks) {
+  TempDir data;
+  Cgoheapd d(data.path(), {"--retention=5s"});
+  auto channel = grpc::CreateChannel(d.address(), grpc::InsecureChannelCredentials());
+  // 300 processes with 48 KiB of arguments each, a leak each, ended.
+  std::vector<std::thread> senders;
+  for (int t = 0; t < 4; ++t) {
+    senders.emplace_back([&, t] {
+      for (int i = 0; i < 75; ++i) {
+        uint64_t id = 1000 + t * 75 + i;
+        auto stub = v1::Ingest::NewStub(channel);
+        grpc::ClientContext ctx;
+        auto stream = stub->Stream(&ctx);
+        v1::AgentMessage m;
+        m.mutable_hello()->set_process_id(id);
+        m.mutable_hello()->set_service("retained");
+        for (int a = 0; a < 48; ++a) m.mutable_hello()->add_args(std::string(1024, 'a' + a % 26));
+        v1::IngestAck ack;
+        stream->Write(m);
+        stream->Read(&ack);
+        v1::AgentMessage b = Batch(1, 0x1000, 10, static_cast<int>(id), 1, true);
+        stream->Write(b);
+        stream->Read(&ack);
+        v1::AgentMessage end;
+        end.set_seq(2);
+        end.mutable_end()->set_exited(true);
+        stream->Write(end);
+        stream->Read(&ack);
+        stream->WritesDone();
+        stream->Finish();
+      }
+    });
+  }
+  for (auto& th : senders) th.join();
+  RunResult ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address(), "--json"});
+  const uint64_t before = DirBytes(data.path());
+  ASSERT_GT(before, 10u << 20) << "300 x 48 KiB of arguments are on disk";
+  // Forgotten once 5 s old (checked every 10 s).
+  std::string out;
+  for (int i = 0; i < 60; ++i) {
+    ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address()});
+    out = ps.out;
+    if (out.find("(no processes)") != std::string::npos) break;
+    usleep(500'000);
+  }
+  EXPECT_NE(out.find("(no processes)"), std::string::npos) << out;
+  RunResult leaks = RunProcess({BinDir() + "/cgoheap", "leaks", "--server=" + d.address()});
+  EXPECT_EQ(leaks.out.find("main.site"), std::string::npos) << leaks.out;
+  const uint64_t after = DirBytes(data.path());
+  std::cout << "data directory: " << before << " bytes with the processes, " << after
+            << " once forgotten\n";
+  EXPECT_LT(after, before / 2) << "data directory: " << before << " bytes before, " << after
+                               << " after";
+  // A restart finds nothing of them either.
+  d.Stop();
+  Cgoheapd again(data.path(), {"--retention=5s"});
+  ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + again.address()});
+  EXPECT_NE(ps.out.find("(no processes)"), std::string::npos) << ps.out;
 }
 
 }  // namespace
