@@ -29,12 +29,16 @@ void OnStop(int) { g_stop.store(true); }
 int ForwardCommand(const std::vector<std::string>& args) {
   Connection conn;
   std::string ring_dir, service;
-  double ack_timeout = 60;
+  double ack_timeout = 60, heartbeat = 10;
   bool debuginfod = false;
   FlagSet flags("cgoheap forward");
   flags.String("ring-dir", &ring_dir, "DIR", "where agents create their rings ($CGOHEAP_RING_DIR of the processes)");
   ConnectionFlags(flags, &conn);
   flags.String("service", &service, "NAME", "service name for processes that set no CGOHEAP_SERVICE");
+  flags.Duration("heartbeat", &heartbeat,
+                 "a process with nothing to send tells the server it is alive this often "
+                 "(default 10s; keep it well under cgoheapd's --lost-after)",
+                 0.05, 3600);
   flags.Duration("ack-timeout", &ack_timeout, "on exit, how long to wait for acknowledgements (default 60s)", 0.01, 24 * 3600);
   DebuginfodFlag(flags, &debuginfod);
   auto rest = flags.Parse(args);
@@ -68,6 +72,7 @@ int ForwardCommand(const std::vector<std::string>& args) {
   opts.ring_dir = ring_dir;
   opts.service = service;
   opts.channel = channel;
+  opts.heartbeat = absl::Seconds(heartbeat);
   opts.authorization = conn.authorization();
   opts.remember_processes = false;
   opts.resumable = true;  // a restarted forwarder resumes every process exactly

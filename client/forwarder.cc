@@ -153,6 +153,7 @@ struct Forwarder::Tracked {
   int live_events = 0;
   uint64_t cancelled = 0;
   absl::Time first_event;
+  absl::Time last_sent = absl::Now();  // the hello, then each batch
 };
 
 Forwarder::Forwarder(ForwarderOptions options) : options_(std::move(options)) {
@@ -483,7 +484,8 @@ bool Forwarder::Refused(Tracked& t) {
 }
 
 void Forwarder::Flush(Tracked& t, bool force) {
-  if (t.batch.kinds_size() == 0 && t.batch.new_stacks_size() == 0) return;
+  const bool heartbeat = absl::Now() - t.last_sent >= options_.heartbeat;
+  if (t.batch.kinds_size() == 0 && t.batch.new_stacks_size() == 0 && !heartbeat) return;
   if (Refused(t)) {
     t.batch.Clear();
     t.batch_allocs.clear();
@@ -491,7 +493,8 @@ void Forwarder::Flush(Tracked& t, bool force) {
     t.live_events = 0;
     return;
   }
-  if (!force && absl::Now() - t.first_event < options_.max_batch_delay) return;
+  if (!force && !heartbeat && absl::Now() - t.first_event < options_.max_batch_delay) return;
+  t.last_sent = absl::Now();
   // Compact the builder in place (cancelled pairs out) and send it as is.
   v1::EventBatch& b = t.batch;
   int kept = 0;

@@ -49,6 +49,10 @@ struct ForwarderOptions {
   // A batch is sent before its events and new stacks pass this many bytes.
   size_t max_batch_bytes = kBatchBytes;
   absl::Duration max_batch_delay = absl::Milliseconds(500);
+  // A process with nothing to send still sends an empty batch this often, so
+  // that cgoheapd can tell a quiet process from one whose forwarder is gone
+  // (cgoheapd --lost-after).
+  absl::Duration heartbeat = absl::Seconds(10);
 };
 
 

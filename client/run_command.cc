@@ -157,7 +157,7 @@ int RunCommand(const std::vector<std::string>& args) {
   std::string service, report_path, data_dir, agent_flag;
   uint64_t sample_bytes = 0;
   bool all = false, json = false, trace_children = false, debuginfod = false;
-  double ack_timeout = 60;
+  double ack_timeout = 60, heartbeat = 10;
   FlagSet flags("cgoheap run");
   ConnectionFlags(flags, &conn, /*local_default=*/true);
   flags.String("service", &service, "NAME", "service name (default $CGOHEAP_SERVICE or the program's name)");
@@ -170,6 +170,10 @@ int RunCommand(const std::vector<std::string>& args) {
   flags.String("agent", &agent_flag, "PATH", "the agent library (default: ../lib/cgoheap/ beside cgoheap)");
   flags.Bool("trace-children", &trace_children, "also track child processes (fork, exec)");
   DebuginfodFlag(flags, &debuginfod);
+  flags.Duration("heartbeat", &heartbeat,
+                 "a process with nothing to send tells the server it is alive this often "
+                 "(default 10s; keep it well under cgoheapd's --lost-after)",
+                 0.05, 3600);
   flags.Duration("ack-timeout", &ack_timeout, "how long to wait for the server to acknowledge everything (default 60s)",
                  0.01, 24 * 3600);
   auto rest = flags.Parse(args, /*stop_at_positional=*/true);
@@ -233,6 +237,7 @@ int RunCommand(const std::vector<std::string>& args) {
   fwd_opts.ring_dir = ring_dir;
   fwd_opts.service = service;
   fwd_opts.channel = channel;
+  fwd_opts.heartbeat = absl::Seconds(heartbeat);
   fwd_opts.authorization = to.authorization();
   Forwarder fwd(fwd_opts);
   if (std::string exe = FindExecutable((*rest)[0]); !exe.empty()) fwd.Prepare(exe);

@@ -68,6 +68,11 @@ int main(int argc, char** argv) {
                  "ended processes, their leaks and the stacks nothing else uses are forgotten "
                  "this long after the end (default 720h)",
                  1, 100 * 365 * 24 * 3600.0);
+  flags.Duration("lost-after", &opts.lost_after_seconds,
+                 "a running process whose stream is silent this long is lost: its forwarder is "
+                 "gone, and its heap stops counting as live (default 5m; forwarders send a "
+                 "heartbeat every 10s)",
+                 1, 7 * 24 * 3600);
   bool insecure = false;
   flags.Bool("insecure-listen",
              &insecure,

@@ -48,6 +48,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   state_opts.leak_window_seconds = options.leak_window_seconds;
   state_opts.metrics_top_k = static_cast<int>(std::min<uint64_t>(options.metrics_top_k, 1000));
   state_opts.retention_seconds = options.retention_seconds;
+  state_opts.lost_after_seconds = options.lost_after_seconds;
   state_opts.max_processes = options.max_processes;
   state_opts.max_stacks = options.max_stacks;
   state_opts.max_live_blocks = options.max_live_blocks;

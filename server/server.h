@@ -53,7 +53,8 @@ struct ServerOptions {
   uint64_t max_process_stacks = 200'000;
   uint64_t max_watchers = 256;
   uint64_t metrics_max_services = 100;
-  double retention_seconds = 30 * 24 * 3600;  // ended processes are forgotten after this  // services with series of their own; the rest: "other"
+  double retention_seconds = 30 * 24 * 3600;  // ended processes are forgotten after this
+  double lost_after_seconds = 300;  // a running process not heard from this long is "lost"  // services with series of their own; the rest: "other"
 };
 
 // Thread-safe.

@@ -63,6 +63,7 @@ absl::Status HeapState::Load() {
     absl::MutexLock lock(&p->mu);
     p->rec = std::move(rec);
     p->last_seq = p->rec.last_seq();
+    p->last_heard = Now();  // a restart counts as hearing from everyone
     if (!p->rec.ended()) {
       Process& proc = *p;
       proc.defined_unknown = true;
@@ -119,6 +120,13 @@ std::shared_ptr<HeapState::Process> HeapState::Find(uint64_t id) const {
   return it == procs_.end() ? nullptr : it->second;
 }
 
+int64_t HeapState::Now() const { return options_.clock ? options_.clock() : UnixNanos(); }
+
+bool HeapState::Lost(const Process& p, int64_t now) const {
+  return !p.rec.ended() && options_.lost_after_seconds > 0 &&
+         now - p.last_heard > static_cast<int64_t>(options_.lost_after_seconds * 1e9);
+}
+
 absl::Status HeapState::Refuse(const char* limit, const std::string& what) const {
   if (metrics_ != nullptr) metrics_->OnLimitRefusal(limit);
   return absl::ResourceExhaustedError(what);
@@ -158,6 +166,7 @@ absl::StatusOr<uint64_t> HeapState::Hello(const v1::ProcessHello& hello) {
     key_digest.assign(d.begin(), d.end());
   }
   absl::MutexLock lock(&p->mu);
+  p->last_heard = Now();
   if (p->rec.has_hello()) {
     // Reconnect: resume after last_seq, if it is the same forwarder's (or
     // its successor's: the key is in the process's ring). A process that
@@ -370,9 +379,10 @@ absl::StatusOr<v1::TopResponse> HeapState::Top(const v1::TopRequest& req) const 
   absl::flat_hash_map<std::string, Entry> entries;
   v1::TopResponse resp;
   Estimate total;
+  const int64_t now = Now();
   for (const auto& [id, p] : all) {
     absl::MutexLock lock(&p->mu);
-    if (!p->rec.has_hello() || p->rec.ended()) continue;
+    if (!p->rec.has_hello() || p->rec.ended() || Lost(*p, now)) continue;
     if (!req.service().empty() && p->rec.hello().service() != req.service()) continue;
     resp.set_processes(resp.processes() + 1);
     total += p->total.est_bytes;
@@ -447,9 +457,10 @@ absl::flat_hash_map<std::string, ServiceSuspects> HeapState::Suspects() const {
   absl::flat_hash_map<std::string, ServiceSuspects> out;
   // service -> stack -> live bytes in growing stacks
   absl::flat_hash_map<std::string, absl::flat_hash_map<uint64_t, Estimate>> stacks;
+  const int64_t now = Now();
   for (const auto& p : all) {
     absl::MutexLock lock(&p->mu);
-    if (!p->rec.has_hello() || p->rec.ended()) continue;
+    if (!p->rec.has_hello() || p->rec.ended() || Lost(*p, now)) continue;
     const std::string& svc = p->rec.hello().service();
     out[svc];
     for (const auto& [stack, g] : p->growing) {
@@ -568,6 +579,7 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   // Before the process's lock, as Expire takes them.
   absl::ReaderMutexLock stack_use(&stack_use_mu_);
   absl::MutexLock lock(&p->mu);
+  p->last_heard = Now();
   const uint64_t seq = msg.seq();
   if (seq <= p->last_seq) return p->last_seq;  // a resend of something durable
   if (p->rec.ended()) {
@@ -749,7 +761,7 @@ v1::ProcessInfo HeapState::Info(uint64_t id, const Process& p) const {
   v1::ProcessInfo info;
   info.set_process_id(FormatProcessId(id));
   *info.mutable_hello() = p.rec.hello();
-  info.set_state(StateOf(p.rec));
+  info.set_state(Lost(p, Now()) ? "lost" : StateOf(p.rec));
   if (p.rec.ended()) *info.mutable_end() = p.rec.end();
   Estimate bytes = p.total.est_bytes, blocks = p.total.est_blocks;
   if (p.rec.ended()) {
@@ -853,6 +865,7 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
       chosen.assign(procs_.begin(), procs_.end());
     }
   }
+  const int64_t now = Now();
   absl::flat_hash_map<uint64_t, LeakGroup> groups;   // exit leaks, by stack
   absl::flat_hash_map<uint64_t, LeakGroup> growing;  // growth leaks, by stack
   v1::LeaksResponse resp;
@@ -874,6 +887,8 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
       g.sample_bytes = std::max(g.sample_bytes, p->rec.hello().sample_bytes());
       g.processes.push_back(id);
     }
+    // A lost process's growth is not current: it is not reported.
+    if (Lost(*p, now)) continue;
     for (const auto& [stack, growth] : p->growing) {
       auto live = p->by_stack.find(stack);
       if (live == p->by_stack.end()) continue;

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +61,13 @@ class HeapState {
     // Ended processes are forgotten this long after their end (with the
     // stacks nothing else uses); 0: kept forever.
     double retention_seconds = 30 * 24 * 3600;
+    // A running process not heard from (no message on its stream: forwarders
+    // send an empty batch every 10 s when there is nothing else) for this
+    // long is "lost": its forwarder is gone. Its heap stops counting as live
+    // until it is heard from again. 0: never.
+    double lost_after_seconds = 300;
+    // The time, in Unix nanoseconds (tests set their own); null: the clock.
+    std::function<int64_t()> clock;
   };
   HeapState(Store* store, ServerMetrics* metrics) : HeapState(store, metrics, Options()) {}
   HeapState(Store* store, ServerMetrics* metrics, Options options)
@@ -136,6 +144,7 @@ class HeapState {
     // until they end.
     absl::flat_hash_set<uint64_t> defined ABSL_GUARDED_BY(mu);
     bool defined_unknown ABSL_GUARDED_BY(mu) = false;
+    int64_t last_heard ABSL_GUARDED_BY(mu) = 0;  // Unix nanoseconds
     // Growth detection: live bytes (estimated) by stack over time, in memory
     // only (after a restart the history starts again).
     struct Point {
@@ -200,6 +209,9 @@ class HeapState {
   mutable absl::Mutex stack_use_mu_;
   // RESOURCE_EXHAUSTED for `limit`, counted; what says what to do.
   absl::Status Refuse(const char* limit, const std::string& what) const;
+  int64_t Now() const;
+  // Running, but not heard from for longer than lost_after_seconds.
+  bool Lost(const Process& p, int64_t now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
 
   mutable absl::Mutex stacks_mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<const StackEntry>> stacks_

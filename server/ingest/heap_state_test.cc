@@ -339,6 +339,37 @@ TEST_F(HeapStateTest, AfterARestartNoStackIsForgottenWhileAProcessFromBeforeRuns
   EXPECT_EQ(state_->ListProcesses({}).processes(0).live_blocks(), 1u);
 }
 
+TEST_F(HeapStateTest, SilentProcessesAreLostUntilHeardFromAgain) {
+  state_.reset();
+  int64_t now = 1'000'000'000'000;
+  HeapState::Options opts;
+  opts.lost_after_seconds = 60;
+  opts.clock = [&now] { return now; };
+  HeapState state(store_.get(), nullptr, opts);
+  ASSERT_TRUE(state.Load().ok());
+  auto apply = [&](uint64_t pid, v1::AgentMessage m) {
+    auto r = state.Apply(pid, m);
+    EXPECT_TRUE(r.ok()) << r.status();
+  };
+  apply(0, Hello(1, "quiet"));
+  apply(1, Batch(1, {{true, 0x10, 100, kUserStack}}, {UserStack()}));
+  apply(0, Hello(2, "done"));
+  apply(2, End(1, 0));
+  auto state_of = [&](int i) { return state.ListProcesses({}).processes(i).state(); };
+  EXPECT_EQ(state_of(0), "running");
+  EXPECT_EQ(state.Top({})->total_bytes(), 100u);
+  now += int64_t{61} * 1'000'000'000;
+  EXPECT_EQ(state_of(0), "lost");
+  EXPECT_EQ(state_of(1), "exited") << "ended processes are never lost";
+  EXPECT_EQ(state.Top({})->total_bytes(), 0u) << "a lost process's heap is not live";
+  EXPECT_EQ(state.Top({})->processes(), 0u);
+  v1::AgentMessage heartbeat = Batch(2, {});  // an empty batch
+  heartbeat.mutable_batch();
+  apply(1, heartbeat);
+  EXPECT_EQ(state_of(0), "running");
+  EXPECT_EQ(state.Top({})->total_bytes(), 100u);
+}
+
 TEST(EstimateTest, SumsAreExactInAnyOrder) {
   // In doubles, (2^60 + 3) - 2^60 is 0 and the sum of these terms depends on
   // their order; in fixed point neither happens.

@@ -224,7 +224,7 @@ void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
   std::map<std::string, double> suspect_bytes, suspect_stacks;
   for (const auto& p : list.processes()) {
     const std::string& svc = label[p.hello().service()];
-    for (const char* state : {"running", "exited", "killed", "exec"}) counts[{svc, state}] += 0;
+    for (const char* state : {"running", "lost", "exited", "killed", "exec"}) counts[{svc, state}] += 0;
     counts[{svc, p.state()}] += 1;
     if (p.state() == "running") live[svc] += static_cast<double>(p.live_bytes());
     live.try_emplace(svc, 0);

@@ -95,7 +95,7 @@ TEST(MetricsTest, OnlyTheTopServicesHaveSeriesTheRestAreOther) {
             (std::vector<std::string>{"service=invented-7,", "service=other,", "service=payments,"}));
   EXPECT_EQ(ValueOf(m, "cgoheap_live_bytes", "other"), 4000 + 999);  // search and 999 invented
   EXPECT_EQ(ValueOf(m, "cgoheap_leak_suspect_bytes", "invented-7"), 64);
-  EXPECT_EQ(Series(m, "cgoheap_processes").size(), 3u * 4);  // 3 services x 4 states
+  EXPECT_EQ(Series(m, "cgoheap_processes").size(), 3u * 5);  // 3 services x 5 states
   // When the fleet changes, series of services gone are removed.
   m.RefreshFleet(fleet({{"search", 10}}), {});
   EXPECT_EQ(Series(m, "cgoheap_live_bytes"), (std::vector<std::string>{"service=search,"}));

@@ -1,15 +1,18 @@
 // cgoheapd's bounds: a flood beyond its limits is refused with
 // RESOURCE_EXHAUSTED (counted, with what to do), everything acknowledged
 // before stays, and the server's memory stays bounded; retention forgets
-// ended processes, and the disk shrinks.
+// ended processes, and the disk shrinks; a process whose forwarder is gone
+// is lost, a quiet one is not.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -249,6 +252,50 @@ TEST(RetentionTest, EndedProcessesAreForgottenAndTheDiskShrinks) {
   Cgoheapd again(data.path(), {"--retention=5s"});
   ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + again.address()});
   EXPECT_NE(ps.out.find("(no processes)"), std::string::npos) << ps.out;
+}
+
+}  // namespace
+}  // namespace cgoheap::testing
+
+namespace cgoheap::testing {
+namespace {
+
+// The state `cgoheap ps` shows for the process running `command`, or "".
+std::string StateOf(const std::string& server, const std::string& command) {
+  RunResult ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + server});
+  std::istringstream lines(ps.out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.find(command) == std::string::npos) continue;
+    for (const char* state : {"running", "lost", "exited", "killed", "ended"}) {
+      if (line.find(std::string(" ") + state + " ") != std::string::npos) return state;
+    }
+  }
+  return "";
+}
+
+TEST(LivenessTest, AQuietProcessStaysRunningAndOneWhoseForwarderDiedIsLost) {
+  TempDir data;
+  Cgoheapd d(data.path(), {"--lost-after=2s"});
+  // sleep makes no allocation for 8 s; its forwarder says it is alive.
+  pid_t run = SpawnBackground({BinDir() + "/cgoheap", "run", "--server=" + d.address(),
+                               "--heartbeat=200ms", "--", "/bin/sleep", "8"});
+  std::string state;
+  for (int i = 0; i < 100 && state.empty(); ++i) {
+    usleep(100'000);
+    state = StateOf(d.address(), "/bin/sleep");
+  }
+  ASSERT_EQ(state, "running");
+  usleep(3'500'000);  // longer than --lost-after, without a single event
+  EXPECT_EQ(StateOf(d.address(), "/bin/sleep"), "running");
+  // The forwarder dies; the program goes on.
+  kill(run, SIGKILL);
+  for (int i = 0; i < 60 && state != "lost"; ++i) {
+    usleep(100'000);
+    state = StateOf(d.address(), "/bin/sleep");
+  }
+  EXPECT_EQ(state, "lost");
+  StopGroup(run, SIGKILL);
 }
 
 }  // namespace
