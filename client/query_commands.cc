@@ -62,7 +62,9 @@ namespace {
 
 // The query stub of a connection, or nullptr after printing why not.
 std::unique_ptr<v1::Query::Stub> Connect(Connection& conn, const char* command) {
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = conn.Dial();
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);  // 100,000 leaks with their stacks
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = conn.Dial(args);
   if (!channel.ok()) {
     std::cerr << command << ": " << channel.status().message() << "\n";
     return nullptr;
@@ -113,8 +115,11 @@ int LeaksCommand(const std::vector<std::string>& args) {
   Connection conn;
   std::string service, process;
   bool json = false, all = false;
+  uint64_t limit = 1000;
   FlagSet flags("cgoheap leaks");
   ConnectionFlags(flags, &conn);
+  flags.Uint("limit", &limit, "N", "show the N largest leaks (default 1000; growth leaks first)", 1,
+             100000);
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.String("process", &process, "ID", "only this process (an id from cgoheap ps)");
   flags.Bool("all", &all, "include allocations of the Go runtime and the C library");
@@ -125,6 +130,7 @@ int LeaksCommand(const std::vector<std::string>& args) {
   req.set_service(service);
   req.set_process_id(process);
   req.set_all(all);
+  req.set_limit(static_cast<uint32_t>(limit));
   v1::LeaksResponse resp;
   auto stub = Connect(conn, "cgoheap leaks");
   if (stub == nullptr) return 2;

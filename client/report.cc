@@ -169,6 +169,11 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
     absl::StrAppend(&out, p, " (~: estimated from allocations sampled once per ",
                     Thousands(rate), " bytes on average; unbiased, not exact)\n");
   }
+  if (r.omitted() > 0) {
+    absl::StrAppend(&out, p, " (", Plural(r.omitted(), "more leak", "more leaks"), " with ",
+                    Plural(r.omitted_bytes(), "byte", "bytes"),
+                    " not shown: the largest come first; --limit=N shows more)\n");
+  }
   if (r.hidden() > 0) {
     absl::StrAppend(&out, p, " (", Plural(r.hidden_bytes(), "byte", "bytes"), " in ",
                     Plural(r.hidden(), "stack", "stacks"),
@@ -233,6 +238,7 @@ std::string LeaksJson(const v1::LeaksResponse& r) {
   for (const v1::Leak& leak : r.leaks()) leaks.push_back(LeakJson(leak));
   return absl::StrCat("{\"leaks\":[", absl::StrJoin(leaks, ","), "],\"processes\":", r.processes(),
                       ",\"hidden\":", r.hidden(), ",\"hidden_bytes\":", r.hidden_bytes(),
+                      ",\"omitted\":", r.omitted(), ",\"omitted_bytes\":", r.omitted_bytes(),
                       ",\"dropped_events\":", r.dropped_events(),
                       ",\"unwind_failures\":", r.unwind_failures(),
                       ",\"go_crossing_unknown\":", r.go_crossing_unknown(),

@@ -42,6 +42,13 @@ TEST(ReportTest, TextReadsLikeValgrind) {
             "==7== LEAK SUMMARY: 17 bytes in 1 block never freed, from 1 stack\n"
             "==7== (1,280 bytes in 2 stacks allocated for the Go runtime and the C library "
             "itself are hidden; --all shows them)\n");
+  v1::LeaksResponse more = Sample();
+  more.set_omitted(2);
+  more.set_omitted_bytes(4096);
+  EXPECT_NE(LeaksText(more, {"==7==", false})
+                .find("==7== (2 more leaks with 4,096 bytes not shown: the largest come first; "
+                      "--limit=N shows more)\n"),
+            std::string::npos);
   v1::LeaksResponse none;
   none.set_processes(1);
   none.set_dropped_events(3);

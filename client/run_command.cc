@@ -209,7 +209,9 @@ int RunCommand(const std::vector<std::string>& args) {
     to = Connection();
     to.server = target;
   }
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = to.Dial();
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(256 << 20);  // the report of a program with many leaks
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = to.Dial(channel_args);
   if (!dialed.ok()) {
     std::cerr << "cgoheap run: " << dialed.status().message() << "\n";
     return 2;
@@ -313,6 +315,7 @@ int RunCommand(const std::vector<std::string>& args) {
   } else {
     v1::LeaksRequest req;
     req.set_all(all);
+    req.set_limit(100000);  // one run's report: every leak
     if (!temp_data.empty() || ids.empty()) {
       // a fresh store holds this run only
     } else if (ids.size() == 1) {

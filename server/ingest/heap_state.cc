@@ -912,6 +912,15 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
               if (a.blocks() != b.blocks()) return a.blocks() > b.blocks();
               return a.stack().id() < b.stack().id();
             });
+  // A fleet can have more distinct leaks than a message should carry.
+  const int limit = static_cast<int>(req.limit() == 0 ? 1000 : std::min(req.limit(), 100000u));
+  if (resp.leaks_size() > limit) {
+    for (int i = limit; i < resp.leaks_size(); ++i) {
+      resp.set_omitted(resp.omitted() + 1);
+      resp.set_omitted_bytes(resp.omitted_bytes() + resp.leaks(i).bytes());
+    }
+    resp.mutable_leaks()->DeleteSubrange(limit, resp.leaks_size() - limit);
+  }
   return resp;
 }
 

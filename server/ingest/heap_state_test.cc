@@ -370,6 +370,29 @@ TEST_F(HeapStateTest, SilentProcessesAreLostUntilHeardFromAgain) {
   EXPECT_EQ(state.Top({})->total_bytes(), 100u);
 }
 
+TEST_F(HeapStateTest, LeaksPastTheLimitAreCountedNotReturned) {
+  Apply(0, Hello(1, "many"));
+  std::vector<Ev> ev;
+  std::vector<v1::Stack> stacks;
+  for (int i = 1; i <= 5; ++i) {
+    stacks.push_back(NamedStack(0x100 + i, "main.site", i));
+    ev.push_back({true, 0x1000 + 16 * static_cast<uint64_t>(i), 100 * static_cast<uint64_t>(i),
+                  0x100 + static_cast<uint64_t>(i)});
+  }
+  Apply(1, Batch(1, ev, stacks));
+  Apply(1, End(2, 0));
+  v1::LeaksRequest req;
+  req.set_limit(2);
+  auto r = state_->Leaks(req);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->leaks_size(), 2);
+  EXPECT_EQ(r->leaks(0).bytes(), 500u);  // the largest
+  EXPECT_EQ(r->leaks(1).bytes(), 400u);
+  EXPECT_EQ(r->omitted(), 3u);
+  EXPECT_EQ(r->omitted_bytes(), 300u + 200 + 100);
+  EXPECT_EQ(state_->Leaks({})->leaks_size(), 5) << "the default limit is 1000";
+}
+
 TEST(EstimateTest, SumsAreExactInAnyOrder) {
   // In doubles, (2^60 + 3) - 2^60 is 0 and the sum of these terms depends on
   // their order; in fixed point neither happens.
