@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/sampling.h"
+#include "server/leak/growth.h"
 #include "server/metrics/metrics.h"
 
 namespace cgoheap::server {
@@ -269,20 +270,14 @@ void HeapState::DetectGrowth(int64_t now) {
   }
 }
 
-// Over the last window, in four equal time buckets, the floor (minimum) of a
-// leaking stack's live bytes rises in every bucket: what leaks never comes
-// back, whatever churns around it. Churn keeps the floor flat; a cache that
-// fills once, or a start-up allocation, rises and then stays flat. The rise
-// must also exceed half the churn seen in the first bucket, so that the
-// floors of a noisy but flat stack do not pass by chance.
+// The samples are kept here; whether they leak is server/leak/growth.h's.
 void HeapState::DetectGrowth(uint64_t id, Process& p, int64_t now) {
   const int64_t window = static_cast<int64_t>(options_.leak_window_seconds * 1e9);
-  const int64_t resolution = std::max<int64_t>(window / 16, 1);
-  if (now - p.last_sample >= resolution) {
+  if (now - p.last_sample >= GrowthResolution(window)) {
     p.last_sample = now;
     for (const auto& [stack, t] : p.by_stack) p.history[stack].push_back({now, t.est_bytes.ToDouble()});
     for (auto it = p.history.begin(); it != p.history.end();) {
-      std::vector<Process::Point>& pts = it->second;
+      std::vector<GrowthSample>& pts = it->second;
       if (!p.by_stack.contains(it->first)) pts.push_back({now, 0});
       // Keep a window and a bit: the oldest point must precede the window.
       size_t drop = 0;
@@ -298,30 +293,15 @@ void HeapState::DetectGrowth(uint64_t id, Process& p, int64_t now) {
     }
   }
   for (const auto& [stack, pts] : p.history) {
-    bool grows = false;
-    double rate = 0;
-    if (!pts.empty() && pts.front().t <= now - window + resolution && !IsInternal(stack)) {
-      double floor[4], peak0 = 0;
-      std::fill(std::begin(floor), std::end(floor), std::numeric_limits<double>::infinity());
-      for (const auto& q : pts) {
-        int64_t age = q.t - (now - window);
-        int b = age < 0 ? 0 : static_cast<int>(std::min<int64_t>(3, age * 4 / window));
-        floor[b] = std::min(floor[b], q.bytes);
-        if (b == 0) peak0 = std::max(peak0, q.bytes);
-      }
-      double rise = floor[3] - floor[0];
-      grows = std::isfinite(floor[1]) && std::isfinite(floor[2]) && floor[0] < floor[1] &&
-              floor[1] < floor[2] && floor[2] < floor[3] && rise > 0.5 * (peak0 - floor[0]);
-      rate = rise / (0.75 * options_.leak_window_seconds) * 3600;
-    }
-    if (grows) {
-      // Rising since the window began, or since the first sample if later.
-      int64_t since = std::max(now - window, pts.front().t);
-      auto [it, fresh] = p.growing.try_emplace(stack, Process::Growth{rate, since});
-      it->second.rate_per_hour = rate;
+    GrowthVerdict v;
+    if (!IsInternal(stack)) v = JudgeGrowth(pts, now, window);
+    if (v.grows) {
+      auto [it, fresh] = p.growing.try_emplace(stack, Process::Growth{v.rate_per_hour, v.since});
+      it->second.rate_per_hour = v.rate_per_hour;
       if (fresh) {
         const Totals& t = p.by_stack.at(stack);
-        Announce(id, p, "growth", stack, t.est_bytes.ToDouble(), t.est_blocks.ToDouble(), rate, since);
+        Announce(id, p, "growth", stack, t.est_bytes.ToDouble(), t.est_blocks.ToDouble(),
+                 v.rate_per_hour, v.since);
       }
     } else {
       p.growing.erase(stack);
@@ -332,7 +312,7 @@ void HeapState::DetectGrowth(uint64_t id, Process& p, int64_t now) {
 void HeapState::Announce(uint64_t process_id, const Process& p, const char* kind,
                          uint64_t stack_id, double bytes, double blocks, double rate,
                          int64_t since) const {
-  if (hub_ == nullptr) return;
+  if (sink_ == nullptr) return;
   std::shared_ptr<const StackEntry> entry;
   {
     absl::MutexLock lock(&stacks_mu_);
@@ -352,7 +332,7 @@ void HeapState::Announce(uint64_t process_id, const Process& p, const char* kind
   leak.set_sample_bytes(p.rec.hello().sample_bytes());
   leak.set_rate_bytes_per_hour(rate);
   leak.set_since_unix_nanos(since);
-  hub_->Publish(p.rec.hello().service(), leak);
+  sink_->Publish(p.rec.hello().service(), leak);
 }
 
 absl::StatusOr<v1::TopResponse> HeapState::Top(const v1::TopRequest& req) const {

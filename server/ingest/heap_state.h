@@ -28,7 +28,8 @@
 #include "server/leak/classify.h"
 #include "common/limits.h"
 #include "server/metrics/metrics.h"
-#include "server/query/watch_hub.h"
+#include "server/leak/growth.h"
+#include "server/leak/leak_sink.h"
 #include "server/storage/store.h"
 
 namespace cgoheap::server {
@@ -97,8 +98,8 @@ class HeapState {
 
   v1::ListProcessesResponse ListProcesses(const v1::ListProcessesRequest& req) const;
   absl::StatusOr<v1::TopResponse> Top(const v1::TopRequest& req) const;
-  // New findings (a stack starting to grow, exit leaks) go to this hub.
-  void SetWatchHub(WatchHub* hub) { hub_ = hub; }
+  // New findings (a stack starting to grow, exit leaks) go to this sink.
+  void SetLeakSink(LeakSink* sink) { sink_ = sink; }
   absl::StatusOr<v1::LeaksResponse> Leaks(const v1::LeaksRequest& req) const;
 
   static std::string FormatProcessId(uint64_t id);
@@ -147,11 +148,7 @@ class HeapState {
     int64_t last_heard ABSL_GUARDED_BY(mu) = 0;  // Unix nanoseconds
     // Growth detection: live bytes (estimated) by stack over time, in memory
     // only (after a restart the history starts again).
-    struct Point {
-      int64_t t;
-      double bytes;
-    };
-    absl::flat_hash_map<uint64_t, std::vector<Point>> history ABSL_GUARDED_BY(mu);
+    absl::flat_hash_map<uint64_t, std::vector<GrowthSample>> history ABSL_GUARDED_BY(mu);
     int64_t last_sample ABSL_GUARDED_BY(mu) = 0;
     struct Growth {
       double rate_per_hour;
@@ -197,7 +194,7 @@ class HeapState {
   Store* const store_;
   ServerMetrics* const metrics_;
   const Options options_;
-  WatchHub* hub_ = nullptr;
+  LeakSink* sink_ = nullptr;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<Process>> procs_ ABSL_GUARDED_BY(mu_);

@@ -13,10 +13,6 @@
 
 namespace cgoheap::server {
 
-grpc::Status ToGrpc(const absl::Status& st) {
-  return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
-}
-
 namespace {
 
 // protobuf says why a parse failed only in its log ("String field

@@ -10,6 +10,7 @@
 
 #include "cgoheap.grpc.pb.h"
 #include "server/auth/auth.h"
+#include "server/grpc_status.h"
 #include "server/ingest/heap_state.h"
 #include "server/metrics/metrics.h"
 
@@ -31,7 +32,5 @@ class IngestService final : public v1::Ingest::WithRawCallbackMethod_Stream<v1::
   const TokenAuth* const auth_;
 };
 
-// Maps a status from the state or the store to the gRPC status a client sees.
-grpc::Status ToGrpc(const absl::Status& st);
 
 }  // namespace cgoheap::server

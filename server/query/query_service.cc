@@ -8,7 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "server/ingest/ingest_service.h"
+#include "server/grpc_status.h"
 
 namespace cgoheap::server {
 namespace {

@@ -17,9 +17,9 @@ class QueryService final : public v1::Query::CallbackService {
   QueryService(HeapState* state, ServerMetrics* metrics, const TokenAuth* auth = nullptr,
                size_t max_watchers = 256)
       : state_(state), metrics_(metrics), auth_(auth), max_watchers_(max_watchers) {
-    state_->SetWatchHub(&hub_);
+    state_->SetLeakSink(&hub_);
   }
-  ~QueryService() override { state_->SetWatchHub(nullptr); }
+  ~QueryService() override { state_->SetLeakSink(nullptr); }
 
   grpc::ServerUnaryReactor* ListProcesses(grpc::CallbackServerContext* ctx,
                                           const v1::ListProcessesRequest* req,

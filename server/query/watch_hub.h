@@ -17,6 +17,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "cgoheap.pb.h"
+#include "server/leak/leak_sink.h"
 
 namespace cgoheap::server {
 
@@ -47,9 +48,9 @@ class WatchStream final : public grpc::ServerWriteReactor<v1::Leak> {
 };
 
 // Thread-safe.
-class WatchHub {
+class WatchHub final : public LeakSink {
  public:
-  void Publish(const std::string& service, const v1::Leak& leak);
+  void Publish(const std::string& service, const v1::Leak& leak) override;
   void Add(WatchStream* s);
   void Remove(WatchStream* s);
   size_t Count();
