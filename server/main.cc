@@ -4,21 +4,10 @@
 #include <iostream>
 #include <thread>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/flags.h"
 #include "server/server.h"
 
-namespace {
-
-// Whether HOST:PORT only accepts connections from this machine.
-bool IsLoopback(const std::string& listen) {
-  std::string host = listen.substr(0, listen.rfind(':'));
-  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) host = host.substr(1, host.size() - 2);
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
-}
-
-}  // namespace
 
 
 int main(int argc, char** argv) {
@@ -94,7 +83,7 @@ int main(int argc, char** argv) {
   }
   const bool guarded = !opts.auth.tls_cert_file.empty() && !opts.auth.ingest_token_file.empty() &&
                        !opts.auth.query_token_file.empty();
-  if (!IsLoopback(opts.listen) && !guarded) {
+  if (!cgoheap::server::IsLoopbackAddress(opts.listen) && !guarded) {
     if (!insecure) {
       std::cerr << "cgoheapd: --listen=" << opts.listen
                 << " is reachable from other machines, and without TLS and tokens anyone there "

@@ -65,7 +65,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, s->auth_->Credentials(s->auth_), &port);
+  builder.AddListeningPort(options.listen,
+                           s->auth_->Credentials(s->auth_, IsLoopbackAddress(options.listen)), &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   // gRPC sets SO_REUSEPORT by default: a second cgoheapd on the same port
   // would silently share it and split the agents' streams between the two.

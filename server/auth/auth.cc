@@ -185,8 +185,22 @@ grpc::Status TokenAuth::Check(
   return refused;
 }
 
-std::shared_ptr<grpc::ServerCredentials> TokenAuth::Credentials(std::shared_ptr<TokenAuth> self) const {
-  if (!tls_) return grpc::InsecureServerCredentials();
+bool IsLoopbackAddress(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+std::shared_ptr<grpc::ServerCredentials> TokenAuth::Credentials(std::shared_ptr<TokenAuth> self,
+                                                                bool loopback) const {
+  if (!tls_) {
+    if (!loopback || (!Required(Role::kIngest) && !Required(Role::kQuery))) {
+      return grpc::InsecureServerCredentials();
+    }
+    auto local = grpc::experimental::LocalServerCredentials(LOCAL_TCP);
+    local->SetAuthMetadataProcessor(std::make_shared<TokenProcessor>(std::move(self)));
+    return local;
+  }
   grpc::SslServerCredentialsOptions ssl(
       client_ca_.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
                          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);

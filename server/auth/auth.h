@@ -67,9 +67,14 @@ class TokenAuth {
   // takes a query token as its password). Not counted.
   bool Accepts(Role role, std::string_view token) const;
 
-  // The gRPC port's credentials: TLS (with the processor below, so reflection
-  // follows the query role) or, without a certificate, plaintext.
-  std::shared_ptr<grpc::ServerCredentials> Credentials(std::shared_ptr<TokenAuth> self) const;
+  // The gRPC port's credentials: TLS, or without a certificate plaintext.
+  // Where there are tokens, a metadata processor checks them before any
+  // handler runs, so that server reflection follows the query role too; gRPC
+  // runs one only on secure credentials, which plaintext on loopback gets
+  // from gRPC's local credentials (loopback peers only, so not for another
+  // address served with --insecure-listen: there reflection is open).
+  std::shared_ptr<grpc::ServerCredentials> Credentials(std::shared_ptr<TokenAuth> self,
+                                                       bool loopback) const;
 
  private:
   using Digest = std::array<uint8_t, 32>;
@@ -79,6 +84,9 @@ class TokenAuth {
   std::string cert_, key_, client_ca_;
   ServerMetrics* metrics_ = nullptr;
 };
+
+// Whether HOST:PORT only accepts connections from this machine.
+bool IsLoopbackAddress(const std::string& listen);
 
 // Reads a token file: one token per line, at least one, each of 16 or more
 // characters. The error says which file and what to do.

@@ -122,12 +122,24 @@ TEST_F(AuthTest, EachRoleMayDoOnlyItsOwnAndCallersAreToldWhatToDo) {
   st = StreamHello(channel, Bearer(kIngestToken), 3);
   EXPECT_TRUE(st.ok()) << st.error_message();
 
-  // Health stays open; reflection follows the query role (over plaintext on
-  // loopback, reflection is not gated: see README).
+  // Health stays open; reflection follows the query role.
   grpc::GenericStub generic(channel);
-  std::string health;
-  st = RawUnary(&generic, "/grpc.health.v1.Health/Check", "", &health);
+  std::string bytes;
+  st = RawUnary(&generic, "/grpc.health.v1.Health/Check", "", &bytes);
   EXPECT_TRUE(st.ok()) << st.error_message();
+  const std::string list_services("\x3a\x00", 2);
+  const std::string reflection = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+  {
+    RawBidiCall call(&generic, reflection, list_services);
+    st = call.Await(&bytes);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+  }
+  {
+    RawBidiCall call(&generic, reflection, list_services, Bearer(kQueryToken));
+    st = call.Await(&bytes);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    EXPECT_NE(bytes.find("cgoheap.v1.Query"), std::string::npos);
+  }
 
   // The CLI: refused without a token, with the server's reason; fine with one.
   RunResult ps = Cli({"ps", "--server=" + d.address()});
@@ -148,7 +160,8 @@ TEST_F(AuthTest, EachRoleMayDoOnlyItsOwnAndCallersAreToldWhatToDo) {
   metrics = RunProcess({"curl", "-sf", "-u", std::string("prometheus:") + kQueryToken,
                         "http://" + d.metrics_address() + "/metrics"});
   ASSERT_EQ(metrics.exit_code, 0);
-  EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"missing\",role=\"query\"}"), 2);
+  // ListProcesses, reflection and the CLI without a token.
+  EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"missing\",role=\"query\"}"), 3);
   EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"wrong_role\",role=\"query\"}"), 1);
   // The bad token, and the ingest token offered to /metrics.
   EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"unknown\",role=\"query\"}"), 2);
