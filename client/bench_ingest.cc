@@ -16,7 +16,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -262,8 +261,6 @@ absl::StatusOr<std::unique_ptr<server::Server>> LocalServer(const Options& o, co
     so.auth.tls_cert_file = dir + "/cert.pem";
     so.auth.tls_key_file = dir + "/key.pem";
     so.auth.ingest_token_file = dir + "/token";
-    so.auth.query_token_file = dir + "/token-query";
-    std::ofstream(so.auth.query_token_file) << std::string(64, 'q') << "\n";
     conn->tls_ca_file = dir + "/cert.pem";
     conn->token_file = dir + "/token";
   }

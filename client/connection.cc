@@ -1,8 +1,6 @@
 #include "client/connection.h"
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "server/auth/auth.h"
@@ -13,17 +11,6 @@ namespace {
 std::string Env(const char* name) {
   const char* v = getenv(name);
   return v != nullptr ? v : "";
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in || text.str().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", what, " ", path, ": it must exist and be readable"));
-  }
-  return text.str();
 }
 
 }  // namespace
@@ -72,14 +59,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connection::Dial(const grpc::Chan
   }
   grpc::SslCredentialsOptions ssl;
   if (!tls_ca_file.empty()) {
-    auto ca = ReadFile(tls_ca_file, "the CA certificate (--tls-ca)");
+    auto ca = server::ReadPem(tls_ca_file, "CA certificate (--tls-ca)");
     if (!ca.ok()) return ca.status();
     ssl.pem_root_certs = *ca;
   }
   if (!tls_cert_file.empty()) {
-    auto cert = ReadFile(tls_cert_file, "the client certificate (--tls-cert)");
+    auto cert = server::ReadPem(tls_cert_file, "client certificate (--tls-cert)");
     if (!cert.ok()) return cert.status();
-    auto key = ReadFile(tls_key_file, "the client key (--tls-key)");
+    auto key = server::ReadPem(tls_key_file, "client key (--tls-key)");
     if (!key.ok()) return key.status();
     ssl.pem_cert_chain = *cert;
     ssl.pem_private_key = *key;

@@ -29,13 +29,15 @@ bool SameDigest(const std::array<uint8_t, 32>& a, const std::array<uint8_t, 32>&
   return diff == 0;
 }
 
+}  // namespace
+
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   std::ifstream in(path);
   std::stringstream text;
   text << in.rdbuf();
   if (!in || text.str().empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot read the ", what, " ", path, " (a PEM file readable by cgoheapd)"));
+        absl::StrCat("cannot read the ", what, " ", path, " (a PEM file this user can read)"));
   }
   if (!absl::StrContains(text.str(), "-----BEGIN ")) {
     return absl::InvalidArgumentError(absl::StrCat(path, " is not PEM: the ", what,
@@ -43,6 +45,8 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   }
   return text.str();
 }
+
+namespace {
 
 // Validates tokens for methods that the in-method checks cannot reach
 // (server reflection) over TLS; gRPC runs it before any handler.

@@ -88,6 +88,10 @@ class TokenAuth {
 // Whether HOST:PORT only accepts connections from this machine.
 bool IsLoopbackAddress(const std::string& listen);
 
+// Reads a PEM file (certificate, key or CA); the error names `what` and the
+// path.
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what);
+
 // Reads a token file: one token per line, at least one, each of 16 or more
 // characters. The error says which file and what to do.
 absl::StatusOr<std::vector<std::string>> ReadTokenFile(const std::string& path);

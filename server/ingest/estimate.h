@@ -24,6 +24,7 @@ namespace cgoheap::server {
 class Estimate {
  public:
   static constexpr int kFractionBits = 20;
+  Estimate() = default;
 
   // size x weight, for a weight >= 1 (exactly size << 20 for weight 1).
   static Estimate Term(uint64_t size, double weight) {
@@ -60,9 +61,6 @@ class Estimate {
   using Raw = unsigned __int128;
   explicit Estimate(Raw v) : v_(v) {}
   Raw v_ = 0;
-
- public:
-  Estimate() = default;
 };
 
 }  // namespace cgoheap::server
