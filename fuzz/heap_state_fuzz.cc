@@ -22,6 +22,7 @@
 #include "fuzz/fuzz_input.h"
 #include "proto/stack_id.h"
 #include "server/ingest/heap_state.h"
+#include "server/query/reports.h"
 #include "server/storage/store.h"
 
 namespace {
@@ -136,14 +137,14 @@ Answers Ask(const HeapState& state) {
   for (bool everything : {false, true}) {
     v1::LeaksRequest req;
     req.set_all(everything);
-    absl::StatusOr<v1::LeaksResponse> leaks = state.Leaks(req);
+    absl::StatusOr<v1::LeaksResponse> leaks = LeaksReport(state, req);
     all.emplace_back(everything ? "Leaks --all" : "Leaks",
                      leaks.ok() ? leaks->DebugString() : leaks.status().ToString());
   }
   for (const char* by : {"stack", "function", "line"}) {
     v1::TopRequest req;
     req.set_by(by);
-    absl::StatusOr<v1::TopResponse> top = state.Top(req);
+    absl::StatusOr<v1::TopResponse> top = TopReport(state, req);
     all.emplace_back(absl::StrCat("Top by ", by), top.ok() ? top->DebugString() : top.status().ToString());
   }
   return all;

@@ -13,6 +13,7 @@
 #include "server/ingest/ingest_service.h"
 #include "server/metrics/metrics.h"
 #include "server/query/query_service.h"
+#include "server/query/reports.h"
 #include "server/storage/store.h"
 
 namespace cgoheap::server {
@@ -110,7 +111,7 @@ void Server::RefreshLoop(double window_seconds) {
       if (!forgotten.ok()) metrics_->OnStorageError();
     }
     state_->DetectGrowth(absl::ToUnixNanos(absl::Now()));
-    metrics_->RefreshFleet(state_->ListProcesses({}), state_->Suspects());
+    metrics_->RefreshFleet(state_->ListProcesses({}), Suspects(*state_, state_->options().metrics_top_k));
     metrics_->SetStorageBytes(static_cast<double>(store_->DiskBytes()));
   } while (!stop_.WaitForNotificationWithTimeout(tick));
 }

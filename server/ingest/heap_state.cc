@@ -27,7 +27,6 @@ std::string StateOf(const v1::StoredProcess& rec) {
   return "exited";
 }
 
-constexpr int kMaxListedProcessIds = 20;
 // Snapshot when the batch log since the last one exceeds this many times the
 // live heap's snapshot size (and at least kMinLogBytes).
 constexpr uint64_t kLogToLiveRatio = 4;
@@ -253,9 +252,8 @@ uint64_t HeapState::SnapshotThreshold(const Process& p) const {
 }
 
 bool HeapState::IsInternal(uint64_t stack_id) const {
-  absl::MutexLock lock(&stacks_mu_);
-  auto it = stacks_.find(stack_id);
-  return it != stacks_.end() && it->second->cls.internal;
+  std::shared_ptr<const StackEntry> entry = FindStack(stack_id);
+  return entry != nullptr && entry->cls.internal;
 }
 
 void HeapState::DetectGrowth(int64_t now) {
@@ -296,7 +294,7 @@ void HeapState::DetectGrowth(uint64_t id, Process& p, int64_t now) {
     GrowthVerdict v;
     if (!IsInternal(stack)) v = JudgeGrowth(pts, now, window);
     if (v.grows) {
-      auto [it, fresh] = p.growing.try_emplace(stack, Process::Growth{v.rate_per_hour, v.since});
+      auto [it, fresh] = p.growing.try_emplace(stack, Growth{v.rate_per_hour, v.since});
       it->second.rate_per_hour = v.rate_per_hour;
       if (fresh) {
         const Totals& t = p.by_stack.at(stack);
@@ -313,12 +311,7 @@ void HeapState::Announce(uint64_t process_id, const Process& p, const char* kind
                          uint64_t stack_id, double bytes, double blocks, double rate,
                          int64_t since) const {
   if (sink_ == nullptr) return;
-  std::shared_ptr<const StackEntry> entry;
-  {
-    absl::MutexLock lock(&stacks_mu_);
-    auto it = stacks_.find(stack_id);
-    if (it != stacks_.end()) entry = it->second;
-  }
+  std::shared_ptr<const StackEntry> entry = FindStack(stack_id);
   if (entry == nullptr || entry->cls.internal) return;
   v1::Leak leak;
   leak.set_kind(kind);
@@ -333,150 +326,6 @@ void HeapState::Announce(uint64_t process_id, const Process& p, const char* kind
   leak.set_rate_bytes_per_hour(rate);
   leak.set_since_unix_nanos(since);
   sink_->Publish(p.rec.hello().service(), leak);
-}
-
-absl::StatusOr<v1::TopResponse> HeapState::Top(const v1::TopRequest& req) const {
-  const std::string by = req.by().empty() ? "stack" : req.by();
-  if (by != "stack" && by != "function" && by != "line") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot group by '", by, "': use stack, function or line"));
-  }
-  const uint32_t limit = req.limit() == 0 ? 20 : std::min<uint32_t>(req.limit(), 1000);
-  std::vector<std::pair<uint64_t, std::shared_ptr<Process>>> all;
-  {
-    absl::MutexLock lock(&mu_);
-    all.assign(procs_.begin(), procs_.end());
-  }
-  struct Entry {
-    Estimate bytes, blocks;
-    uint32_t processes = 0;
-    uint64_t last_process = 0;
-    bool estimated = false;
-    uint64_t stack_id = 0;
-    const v1::Frame* frame = nullptr;
-    std::shared_ptr<const StackEntry> keep;  // owns frame
-  };
-  absl::flat_hash_map<std::string, Entry> entries;
-  v1::TopResponse resp;
-  Estimate total;
-  const int64_t now = Now();
-  for (const auto& [id, p] : all) {
-    absl::MutexLock lock(&p->mu);
-    if (!p->rec.has_hello() || p->rec.ended() || Lost(*p, now)) continue;
-    if (!req.service().empty() && p->rec.hello().service() != req.service()) continue;
-    resp.set_processes(resp.processes() + 1);
-    total += p->total.est_bytes;
-    for (const auto& [stack_id, t] : p->by_stack) {
-      std::shared_ptr<const StackEntry> se;
-      {
-        absl::MutexLock slock(&stacks_mu_);
-        auto it = stacks_.find(stack_id);
-        if (it != stacks_.end()) se = it->second;
-      }
-      const v1::Frame* frame = nullptr;
-      std::string key = absl::StrCat(stack_id);
-      if (by != "stack" && se != nullptr && se->stack.frames_size() > 0) {
-        // The line that allocated: the user's first frame, else the caller
-        // of the allocator.
-        int i = se->cls.user_frame >= 0 ? se->cls.user_frame
-                                        : std::min(1, se->stack.frames_size() - 1);
-        frame = &se->stack.frames(i);
-        key = by == "function" ? frame->function()
-                               : absl::StrCat(frame->function(), "\n", frame->file(), ":",
-                                              frame->line());
-      }
-      Entry& e = entries[key];
-      e.bytes += t.est_bytes;
-      e.blocks += t.est_blocks;
-      e.estimated |= p->rec.hello().sample_bytes() != 0;
-      if (e.last_process != id) {
-        e.last_process = id;
-        ++e.processes;
-      }
-      e.stack_id = stack_id;
-      e.frame = frame;
-      e.keep = se;
-    }
-  }
-  resp.set_total_bytes(total.Rounded());
-  std::vector<Entry*> order;
-  for (auto& [key, e] : entries) {
-    if (e.blocks.Rounded() > 0) order.push_back(&e);
-  }
-  std::sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
-    if (a->bytes != b->bytes) return a->bytes > b->bytes;
-    return a->stack_id < b->stack_id;
-  });
-  for (size_t i = 0; i < order.size() && i < limit; ++i) {
-    const Entry& e = *order[i];
-    v1::TopEntry* out = resp.add_entries();
-    out->set_bytes(e.bytes.Rounded());
-    out->set_blocks(e.blocks.Rounded());
-    out->set_processes(e.processes);
-    out->set_estimated(e.estimated);
-    if (by == "stack") {
-      if (e.keep != nullptr) *out->mutable_stack() = e.keep->stack;
-      out->mutable_stack()->set_id(e.stack_id);
-    } else if (e.frame != nullptr) {
-      out->set_function(e.frame->function());
-      if (by == "line") {
-        out->set_file(e.frame->file());
-        out->set_line(e.frame->line());
-      }
-    }
-  }
-  return resp;
-}
-
-absl::flat_hash_map<std::string, ServiceSuspects> HeapState::Suspects() const {
-  std::vector<std::shared_ptr<Process>> all;
-  {
-    absl::MutexLock lock(&mu_);
-    for (const auto& [id, p] : procs_) all.push_back(p);
-  }
-  absl::flat_hash_map<std::string, ServiceSuspects> out;
-  // service -> stack -> live bytes in growing stacks
-  absl::flat_hash_map<std::string, absl::flat_hash_map<uint64_t, Estimate>> stacks;
-  const int64_t now = Now();
-  for (const auto& p : all) {
-    absl::MutexLock lock(&p->mu);
-    if (!p->rec.has_hello() || p->rec.ended() || Lost(*p, now)) continue;
-    const std::string& svc = p->rec.hello().service();
-    out[svc];
-    for (const auto& [stack, g] : p->growing) {
-      if (auto it = p->by_stack.find(stack); it != p->by_stack.end()) {
-        stacks[svc][stack] += it->second.est_bytes;
-      }
-    }
-  }
-  for (auto& [svc, s] : out) {
-    auto& by_stack = stacks[svc];
-    s.stacks = by_stack.size();
-    Estimate total;
-    std::vector<std::pair<Estimate, uint64_t>> order;
-    for (const auto& [stack, bytes] : by_stack) {
-      total += bytes;
-      order.emplace_back(bytes, stack);
-    }
-    s.bytes = total.ToDouble();
-    std::sort(order.rbegin(), order.rend());
-    for (size_t i = 0; i < order.size() && i < static_cast<size_t>(options_.metrics_top_k); ++i) {
-      ServiceSuspects::Stack st;
-      st.id = FormatProcessId(order[i].second);
-      st.bytes = order[i].first.ToDouble();
-      absl::MutexLock lock(&stacks_mu_);
-      if (auto it = stacks_.find(order[i].second); it != stacks_.end()) {
-        const StackEntry& e = *it->second;
-        int f = e.cls.user_frame >= 0 ? e.cls.user_frame : std::min(1, e.stack.frames_size() - 1);
-        if (f >= 0) {
-          const v1::Frame& fr = e.stack.frames(f);
-          st.site = SiteLabel(absl::StrCat(fr.function(), " ", fr.file(), ":", fr.line()));
-        }
-      }
-      s.top.push_back(std::move(st));
-    }
-  }
-  return out;
 }
 
 absl::Status HeapState::MaybeSnapshot(uint64_t id, Process& p) {
@@ -785,59 +634,15 @@ v1::ListProcessesResponse HeapState::ListProcesses(const v1::ListProcessesReques
   return resp;
 }
 
-void HeapState::AddLeak(const char* kind, uint64_t stack_id, LeakGroup& g, bool all,
-                        v1::LeaksResponse* resp) const {
-  std::shared_ptr<const StackEntry> entry;
-  {
-    absl::MutexLock lock(&stacks_mu_);
-    auto it = stacks_.find(stack_id);
-    if (it != stacks_.end()) entry = it->second;
-  }
-  bool internal = entry != nullptr && entry->cls.internal;
-  uint64_t bytes = g.bytes.Rounded();
-  uint64_t blocks = g.blocks.Rounded();
-  if (internal && !all) {
-    resp->set_hidden(resp->hidden() + 1);
-    resp->set_hidden_bytes(resp->hidden_bytes() + bytes);
-    return;
-  }
-  v1::Leak* leak = resp->add_leaks();
-  leak->set_kind(kind);
-  leak->set_rate_bytes_per_hour(g.rate);
-  leak->set_since_unix_nanos(g.since);
-  leak->set_bytes(bytes);
-  leak->set_blocks(blocks);
-  leak->set_estimated(g.sample_bytes != 0);
-  leak->set_sample_bytes(g.sample_bytes);
-  leak->set_processes(static_cast<uint32_t>(g.processes.size()));
-  std::sort(g.processes.begin(), g.processes.end());
-  for (size_t i = 0; i < g.processes.size() && i < kMaxListedProcessIds; ++i) {
-    leak->add_process_ids(FormatProcessId(g.processes[i]));
-  }
-  if (entry != nullptr) {
-    *leak->mutable_stack() = entry->stack;
-    leak->set_internal(internal);
-    leak->set_internal_reason(entry->cls.reason);
-    DescribeLeak(entry->cls, leak);
-  } else {
-    leak->mutable_stack()->set_id(stack_id);
-    leak->set_user_frame(-1);
-  }
-}
-
-absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) const {
-  uint64_t only = 0;
-  if (!req.process_id().empty() && !ParseProcessId(req.process_id(), &only)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "process id '", req.process_id(), "' is not hex: use an id from `cgoheap ps`"));
-  }
+absl::Status HeapState::ForEachProcess(const ProcessFilter& filter,
+                                      const std::function<void(const ProcessView&)>& fn) const {
   std::vector<std::pair<uint64_t, std::shared_ptr<Process>>> chosen;
   {
     absl::MutexLock lock(&mu_);
-    if (only != 0) {
-      auto it = procs_.find(only);
+    if (filter.process_id != 0) {
+      auto it = procs_.find(filter.process_id);
       if (it == procs_.end()) {
-        return absl::NotFoundError(absl::StrCat("no process ", req.process_id(),
+        return absl::NotFoundError(absl::StrCat("no process ", FormatProcessId(filter.process_id),
                                                 " on this server: `cgoheap ps` lists them"));
       }
       chosen.emplace_back(*it);
@@ -846,62 +651,19 @@ absl::StatusOr<v1::LeaksResponse> HeapState::Leaks(const v1::LeaksRequest& req) 
     }
   }
   const int64_t now = Now();
-  absl::flat_hash_map<uint64_t, LeakGroup> groups;   // exit leaks, by stack
-  absl::flat_hash_map<uint64_t, LeakGroup> growing;  // growth leaks, by stack
-  v1::LeaksResponse resp;
   for (const auto& [id, p] : chosen) {
     absl::MutexLock lock(&p->mu);
-    if (!p->rec.has_hello()) continue;
-    if (!req.service().empty() && p->rec.hello().service() != req.service()) continue;
-    resp.set_processes(resp.processes() + 1);
-    resp.set_dropped_events(resp.dropped_events() + p->rec.dropped_events());
-    resp.set_unwind_failures(resp.unwind_failures() + p->rec.unwind_failures());
-    if (p->rec.hello().go_crossing_unknown()) {
-      resp.set_go_crossing_unknown(resp.go_crossing_unknown() + 1);
-    }
-    if (!p->rec.ring_damage().empty()) resp.set_damaged_rings(resp.damaged_rings() + 1);
-    for (const v1::StackTotal& e : p->rec.exit_leaks()) {
-      LeakGroup& g = groups[e.stack_id()];
-      g.bytes += Estimate::Of(e.est_bytes());
-      g.blocks += Estimate::Of(e.est_blocks());
-      g.sample_bytes = std::max(g.sample_bytes, p->rec.hello().sample_bytes());
-      g.processes.push_back(id);
-    }
-    // A lost process's growth is not current: it is not reported.
-    if (Lost(*p, now)) continue;
-    for (const auto& [stack, growth] : p->growing) {
-      auto live = p->by_stack.find(stack);
-      if (live == p->by_stack.end()) continue;
-      LeakGroup& g = growing[stack];
-      g.bytes += live->second.est_bytes;
-      g.blocks += live->second.est_blocks;
-      g.sample_bytes = std::max(g.sample_bytes, p->rec.hello().sample_bytes());
-      g.processes.push_back(id);
-      g.rate += growth.rate_per_hour;
-      g.since = g.since == 0 ? growth.since : std::min(g.since, growth.since);
-    }
+    if (!p->rec.has_hello()) continue;  // hello still being written
+    if (!filter.service.empty() && p->rec.hello().service() != filter.service) continue;
+    fn(ProcessView{id, p->rec, Lost(*p, now), p->by_stack, p->total, p->growing, p->history});
   }
-  for (auto& [stack_id, g] : growing) AddLeak("growth", stack_id, g, req.all(), &resp);
-  for (auto& [stack_id, g] : groups) AddLeak("exit", stack_id, g, req.all(), &resp);
-  // Growth leaks (still running, still growing) first, then exit leaks;
-  // largest first within each.
-  std::sort(resp.mutable_leaks()->begin(), resp.mutable_leaks()->end(),
-            [](const v1::Leak& a, const v1::Leak& b) {
-              if (a.kind() != b.kind()) return a.kind() == "growth";
-              if (a.bytes() != b.bytes()) return a.bytes() > b.bytes();
-              if (a.blocks() != b.blocks()) return a.blocks() > b.blocks();
-              return a.stack().id() < b.stack().id();
-            });
-  // A fleet can have more distinct leaks than a message should carry.
-  const int limit = static_cast<int>(req.limit() == 0 ? 1000 : std::min(req.limit(), 100000u));
-  if (resp.leaks_size() > limit) {
-    for (int i = limit; i < resp.leaks_size(); ++i) {
-      resp.set_omitted(resp.omitted() + 1);
-      resp.set_omitted_bytes(resp.omitted_bytes() + resp.leaks(i).bytes());
-    }
-    resp.mutable_leaks()->DeleteSubrange(limit, resp.leaks_size() - limit);
-  }
-  return resp;
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const HeapState::StackEntry> HeapState::FindStack(uint64_t id) const {
+  absl::MutexLock lock(&stacks_mu_);
+  auto it = stacks_.find(id);
+  return it == stacks_.end() ? nullptr : it->second;
 }
 
 }  // namespace cgoheap::server

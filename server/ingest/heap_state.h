@@ -9,7 +9,11 @@
 //   HeapState state(store.get(), metrics.get());
 //   CHECK_OK(state.Load());
 //   absl::StatusOr<uint64_t> acked = state.Apply(msg);   // hello, batch or end
-//   v1::LeaksResponse leaks = state.Leaks(request);
+//   state.ForEachProcess({.service = "api"}, [&](const HeapState::ProcessView& p) { ... });
+//
+// Reports (leaks grouped across processes, top, the metrics' suspects, pprof
+// profiles) are server/query/'s: they read the state through ForEachProcess
+// and FindStack, and nothing here knows them.
 #pragma once
 
 #include <atomic>
@@ -39,6 +43,56 @@ using cgoheap::kMaxFramesPerStack;  // common/limits.h
 // Thread-safe.
 class HeapState {
  public:
+  // Live bytes and blocks: as recorded, and what the samples stand for.
+  struct Totals {
+    uint64_t bytes = 0;  // as recorded
+    uint64_t blocks = 0;
+    Estimate est_bytes;  // weighted by 1/p (equal to the above in exact mode)
+    Estimate est_blocks;
+    void Add(uint64_t size, double w) {
+      bytes += size;
+      blocks += 1;
+      est_bytes += Estimate::Term(size, w);
+      est_blocks += Estimate::Term(1, w);
+    }
+    void Remove(uint64_t size, double w) {
+      bytes -= size;
+      blocks -= 1;
+      est_bytes -= Estimate::Term(size, w);
+      est_blocks -= Estimate::Term(1, w);
+    }
+  };
+  // A stack flagged as a growth leak in one process.
+  struct Growth {
+    double rate_per_hour;
+    int64_t since;  // Unix nanoseconds
+  };
+  struct StackEntry {
+    v1::Stack stack;
+    StackClass cls;
+  };
+  // What a query sees of one process: valid only during the callback of
+  // ForEachProcess, which holds the process's lock.
+  struct ProcessView {
+    uint64_t id;
+    const v1::StoredProcess& rec;  // hello, end, exit leaks, counters
+    // Running, but not heard from for longer than lost_after_seconds: its
+    // heap is not current.
+    bool lost;
+    // Running processes: the live heap, by stack and in all. Empty once ended
+    // (what was live at the end is rec.exit_leaks).
+    const absl::flat_hash_map<uint64_t, Totals>& live_by_stack;
+    const Totals& live;
+    // Stacks flagged as growing, and the samples of live bytes by stack that
+    // growth detection keeps (a window and a bit, oldest first).
+    const absl::flat_hash_map<uint64_t, Growth>& growing;
+    const absl::flat_hash_map<uint64_t, std::vector<GrowthSample>>& history;
+  };
+  struct ProcessFilter {
+    std::string service;      // "": every service
+    uint64_t process_id = 0;  // 0: every process
+  };
+
   struct Options {
     // The batch log of a running process is compacted into a snapshot once it
     // exceeds this and four times the live heap.
@@ -83,9 +137,6 @@ class HeapState {
   // when it forgot anything. Returns how many processes it forgot.
   absl::StatusOr<size_t> Expire(int64_t now_unix_nanos);
 
-  // Per service: bytes in stacks flagged as growing, and how many stacks.
-  absl::flat_hash_map<std::string, ServiceSuspects> Suspects() const;
-
   // Rebuilds memory from the store. Call once, before serving.
   absl::Status Load();
 
@@ -97,10 +148,20 @@ class HeapState {
   std::vector<uint64_t> LanePositions(uint64_t process_id) const;
 
   v1::ListProcessesResponse ListProcesses(const v1::ListProcessesRequest& req) const;
-  absl::StatusOr<v1::TopResponse> Top(const v1::TopRequest& req) const;
   // New findings (a stack starting to grow, exit leaks) go to this sink.
   void SetLeakSink(LeakSink* sink) { sink_ = sink; }
-  absl::StatusOr<v1::LeaksResponse> Leaks(const v1::LeaksRequest& req) const;
+
+  // Calls fn for every process that has a hello and matches the filter, one
+  // at a time, in no particular order, with the process's lock held: fn may
+  // call FindStack and Now, nothing else of this state. NotFound when the
+  // filter names a process id this server does not have.
+  absl::Status ForEachProcess(const ProcessFilter& filter,
+                              const std::function<void(const ProcessView&)>& fn) const;
+  // A stack any process defined, with its classification; null if unknown.
+  std::shared_ptr<const StackEntry> FindStack(uint64_t id) const;
+  // Unix nanoseconds (Options::clock when set).
+  int64_t Now() const;
+  const Options& options() const { return options_; }
 
   static std::string FormatProcessId(uint64_t id);
   static bool ParseProcessId(std::string_view text, uint64_t* id);
@@ -109,24 +170,6 @@ class HeapState {
   struct Block {
     uint64_t stack_id;
     uint64_t size;
-  };
-  struct Totals {
-    uint64_t bytes = 0;  // as recorded
-    uint64_t blocks = 0;
-    Estimate est_bytes;  // weighted by 1/p (equal to the above in exact mode)
-    Estimate est_blocks;
-    void Add(uint64_t size, double w) {
-      bytes += size;
-      blocks += 1;
-      est_bytes += Estimate::Term(size, w);
-      est_blocks += Estimate::Term(1, w);
-    }
-    void Remove(uint64_t size, double w) {
-      bytes -= size;
-      blocks -= 1;
-      est_bytes -= Estimate::Term(size, w);
-      est_blocks -= Estimate::Term(1, w);
-    }
   };
   struct Process {
     mutable absl::Mutex mu;
@@ -150,26 +193,8 @@ class HeapState {
     // only (after a restart the history starts again).
     absl::flat_hash_map<uint64_t, std::vector<GrowthSample>> history ABSL_GUARDED_BY(mu);
     int64_t last_sample ABSL_GUARDED_BY(mu) = 0;
-    struct Growth {
-      double rate_per_hour;
-      int64_t since;
-    };
     absl::flat_hash_map<uint64_t, Growth> growing ABSL_GUARDED_BY(mu);
   };
-  struct StackEntry {
-    v1::Stack stack;
-    StackClass cls;
-  };
-  // One stack's leak summed over processes.
-  struct LeakGroup {
-    Estimate bytes, blocks;
-    uint64_t sample_bytes = 0;
-    std::vector<uint64_t> processes;
-    double rate = 0;     // growth: bytes per hour, summed
-    int64_t since = 0;   // growth: earliest start of the rise
-  };
-  void AddLeak(const char* kind, uint64_t stack_id, LeakGroup& g, bool all,
-               v1::LeaksResponse* resp) const;
   // Publishes one process's finding to watchers (internal stacks are not).
   void Announce(uint64_t process_id, const Process& p, const char* kind, uint64_t stack_id,
                 double bytes, double blocks, double rate, int64_t since) const
@@ -206,7 +231,6 @@ class HeapState {
   mutable absl::Mutex stack_use_mu_;
   // RESOURCE_EXHAUSTED for `limit`, counted; what says what to do.
   absl::Status Refuse(const char* limit, const std::string& what) const;
-  int64_t Now() const;
   // Running, but not heard from for longer than lost_after_seconds.
   bool Lost(const Process& p, int64_t now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
 

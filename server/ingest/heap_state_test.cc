@@ -13,6 +13,7 @@
 #include "common/sampling.h"
 #include "proto/stack_id.h"
 #include "server/ingest/estimate.h"
+#include "server/query/reports.h"
 #include "server/storage/store.h"
 #include "tests/testing/test_util.h"
 
@@ -121,7 +122,7 @@ class HeapStateTest : public ::testing::Test {
     v1::LeaksRequest req;
     req.set_all(all);
     req.set_service(service);
-    auto r = state_->Leaks(req);
+    auto r = LeaksReport(*state_, req);
     EXPECT_TRUE(r.ok()) << r.status();
     return *r;
   }
@@ -357,17 +358,17 @@ TEST_F(HeapStateTest, SilentProcessesAreLostUntilHeardFromAgain) {
   apply(2, End(1, 0));
   auto state_of = [&](int i) { return state.ListProcesses({}).processes(i).state(); };
   EXPECT_EQ(state_of(0), "running");
-  EXPECT_EQ(state.Top({})->total_bytes(), 100u);
+  EXPECT_EQ(TopReport(state, {})->total_bytes(), 100u);
   now += int64_t{61} * 1'000'000'000;
   EXPECT_EQ(state_of(0), "lost");
   EXPECT_EQ(state_of(1), "exited") << "ended processes are never lost";
-  EXPECT_EQ(state.Top({})->total_bytes(), 0u) << "a lost process's heap is not live";
-  EXPECT_EQ(state.Top({})->processes(), 0u);
+  EXPECT_EQ(TopReport(state, {})->total_bytes(), 0u) << "a lost process's heap is not live";
+  EXPECT_EQ(TopReport(state, {})->processes(), 0u);
   v1::AgentMessage heartbeat = Batch(2, {});  // an empty batch
   heartbeat.mutable_batch();
   apply(1, heartbeat);
   EXPECT_EQ(state_of(0), "running");
-  EXPECT_EQ(state.Top({})->total_bytes(), 100u);
+  EXPECT_EQ(TopReport(state, {})->total_bytes(), 100u);
 }
 
 TEST_F(HeapStateTest, LeaksPastTheLimitAreCountedNotReturned) {
@@ -383,14 +384,14 @@ TEST_F(HeapStateTest, LeaksPastTheLimitAreCountedNotReturned) {
   Apply(1, End(2, 0));
   v1::LeaksRequest req;
   req.set_limit(2);
-  auto r = state_->Leaks(req);
+  auto r = LeaksReport(*state_, req);
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->leaks_size(), 2);
   EXPECT_EQ(r->leaks(0).bytes(), 500u);  // the largest
   EXPECT_EQ(r->leaks(1).bytes(), 400u);
   EXPECT_EQ(r->omitted(), 3u);
   EXPECT_EQ(r->omitted_bytes(), 300u + 200 + 100);
-  EXPECT_EQ(state_->Leaks({})->leaks_size(), 5) << "the default limit is 1000";
+  EXPECT_EQ(LeaksReport(*state_, {})->leaks_size(), 5) << "the default limit is 1000";
 }
 
 TEST(EstimateTest, SumsAreExactInAnyOrder) {
@@ -431,7 +432,7 @@ TEST_F(HeapStateTest, FiguresAreTheSameAfterARestartWhateverTheSizes) {
     Apply(pid, Batch(2, frees));
   }
   auto before = state_->ListProcesses({});
-  auto top_before = state_->Top({});
+  auto top_before = TopReport(*state_, {});
   ASSERT_TRUE(top_before.ok());
   Open(64, 3);
   auto after = state_->ListProcesses({});
@@ -444,7 +445,7 @@ TEST_F(HeapStateTest, FiguresAreTheSameAfterARestartWhateverTheSizes) {
   for (uint64_t i = 1; i < 40; i += 2) exact += i % 3 == 0 ? (uint64_t{1} << 58) + i : 17 * i + 1;
   EXPECT_EQ(after.processes(0).live_bytes(), exact) << "exact mode is exact at any size";
   EXPECT_EQ(after.processes(0).live_blocks(), 20u);
-  auto top_after = state_->Top({});
+  auto top_after = TopReport(*state_, {});
   ASSERT_TRUE(top_after.ok());
   EXPECT_EQ(top_after->SerializeAsString(), top_before->SerializeAsString());
 }
@@ -562,7 +563,7 @@ TEST_F(HeapStateTest, GrowthLeaksAreFoundWhileTheProcessRunsAndNothingElseIs) {
   EXPECT_NEAR(leak.rate_bytes_per_hour(), 921600, 921600 * 0.1);
   EXPECT_GT(leak.since_unix_nanos(), t0);
   EXPECT_LE(leak.since_unix_nanos(), t0 + 180 * 1'000'000'000LL - 60 * 1'000'000'000LL);
-  auto suspects = state_->Suspects();
+  auto suspects = Suspects(*state_, 10);
   EXPECT_EQ(suspects["api"].stacks, 1u);
   EXPECT_EQ(suspects["api"].bytes, 2.0 * 180 * 2 * 64);
   ASSERT_EQ(suspects["api"].top.size(), 1u);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/grpc_status.h"
+#include "server/query/reports.h"
 
 namespace cgoheap::server {
 namespace {
@@ -89,7 +90,7 @@ grpc::ServerUnaryReactor* QueryService::Leaks(grpc::CallbackServerContext* ctx,
                                               const v1::LeaksRequest* req,
                                               v1::LeaksResponse* resp) {
   return Answer(ctx, metrics_, auth_, "Leaks", [&] {
-    absl::StatusOr<v1::LeaksResponse> r = state_->Leaks(*req);
+    absl::StatusOr<v1::LeaksResponse> r = LeaksReport(*state_, *req);
     if (!r.ok()) return r.status();
     *resp = std::move(*r);
     return absl::OkStatus();
@@ -99,7 +100,7 @@ grpc::ServerUnaryReactor* QueryService::Leaks(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* QueryService::Top(grpc::CallbackServerContext* ctx,
                                             const v1::TopRequest* req, v1::TopResponse* resp) {
   return Answer(ctx, metrics_, auth_, "Top", [&] {
-    absl::StatusOr<v1::TopResponse> r = state_->Top(*req);
+    absl::StatusOr<v1::TopResponse> r = TopReport(*state_, *req);
     if (!r.ok()) return r.status();
     *resp = std::move(*r);
     return absl::OkStatus();
