@@ -24,7 +24,7 @@ PACKAGES=(
   libunwind-dev libdw-dev libelf-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev
-  prometheus curl openssl
+  prometheus curl openssl zlib1g-dev libssl-dev
   clang libclang-rt-14-dev
 )
 # The Go releases the test programs are built with, besides golang-go (1.19)

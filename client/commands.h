@@ -24,6 +24,7 @@ int LeaksCommand(const std::vector<std::string>& args);
 int BenchCommand(const std::vector<std::string>& args);
 int TopCommand(const std::vector<std::string>& args);
 int WatchCommand(const std::vector<std::string>& args);
+int PprofCommand(const std::vector<std::string>& args);
 int ForwardCommand(const std::vector<std::string>& args);
 
 // Shared by the commands.

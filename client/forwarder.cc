@@ -387,9 +387,15 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
       if (!t.ended) t.sym.AddMappings(ReadFile("/proc/" + std::to_string(t.pid) + "/maps"));
       t.sym.Symbolize(pc, true, &frames);
     }
-    if (frames.empty()) frames.push_back(SymbolizedFrame{"??", "", 0, "", false});
-    for (SymbolizedFrame& f : frames) {
+    if (frames.empty()) {
+      frames.emplace_back();
+      frames.back().function = "??";
+    }
+    for (size_t j = 0; j < frames.size(); ++j) {
+      const SymbolizedFrame& f = frames[j];
       v1::Frame* out = stack.add_frames();
+      out->set_inlined(j + 1 < frames.size());  // into the next: one pc, one machine frame
+      out->set_build_id(WireString(f.build_id));
       out->set_function(WireString(f.function));
       out->set_file(WireString(f.file));
       out->set_line(f.line);

@@ -25,6 +25,8 @@ constexpr char kUsage[] = R"(cgoheap: find C memory leaks in Go programs that us
                                              show leaks, grouped by stack across processes
   cgoheap top [--server=ADDR] [--service=NAME] [--by=stack|function|line] [--json]
                                              live C heap of running processes, largest first
+  cgoheap pprof [--server=ADDR] [--service=NAME | --process=ID] [--leaks] [--ago=DURATION]
+                --output=FILE                live heap or leaks as a profile for go tool pprof
   cgoheap watch [--server=ADDR] [--service=NAME] [--json]
                                              print each new leak finding as it is made
   cgoheap forward --ring-dir=DIR [--server=ADDR]
@@ -71,6 +73,7 @@ int main(int argc, char** argv) {
   if (cmd == "leaks") return cgoheap::client::LeaksCommand(args);
   if (cmd == "bench") return cgoheap::client::BenchCommand(args);
   if (cmd == "top") return cgoheap::client::TopCommand(args);
+  if (cmd == "pprof") return cgoheap::client::PprofCommand(args);
   if (cmd == "watch") return cgoheap::client::WatchCommand(args);
   if (cmd == "forward") return cgoheap::client::ForwardCommand(args);
   std::cerr << "cgoheap: unknown command '" << cmd << "'\n\n" << kUsage;

@@ -1,8 +1,11 @@
-// cgoheap ps and cgoheap leaks: queries against a running cgoheapd.
+// cgoheap ps, leaks, top, pprof and watch: queries against a running cgoheapd.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -173,6 +176,72 @@ int TopCommand(const std::vector<std::string>& args) {
     return 1;
   }
   std::cout << (json ? TopJson(resp) : TopText(resp, by));
+  return 0;
+}
+
+int PprofCommand(const std::vector<std::string>& args) {
+  Connection conn;
+  std::string service, process, output;
+  bool leaks = false, all = false;
+  double ago = 0;
+  FlagSet flags("cgoheap pprof");
+  ConnectionFlags(flags, &conn);
+  flags.String("service", &service, "NAME", "only processes of this service");
+  flags.String("process", &process, "ID", "only this process (an id from cgoheap ps)");
+  flags.Bool("leaks", &leaks,
+             "the leaks (growth and exit) instead of running processes' live C heap");
+  flags.Bool("all", &all, "include allocations of the Go runtime and the C library");
+  flags.Duration("ago", &ago,
+                 "the live heap as it was this long ago (within cgoheapd's --leak-window), for "
+                 "go tool pprof -diff_base",
+                 1, 168 * 3600);
+  flags.String("output", &output, "FILE",
+               "write the profile (gzip-compressed profile.proto) here; - for standard output");
+  auto rest = flags.Parse(args);
+  if (!rest.ok()) return FlagError(rest.status(), "cgoheap pprof");
+  if (output.empty()) {
+    std::cerr << "cgoheap pprof: say where to write the profile: --output=FILE (e.g. "
+                 "--output=cheap.pb.gz), or --output=- for standard output\n";
+    return 2;
+  }
+  if (leaks && ago != 0) {
+    std::cerr << "cgoheap pprof: --ago is for the live heap; a profile of --leaks is as of now\n";
+    return 2;
+  }
+  v1::ProfileRequest req;
+  req.set_service(service);
+  req.set_process_id(process);
+  req.set_leaks(leaks);
+  req.set_all(all);
+  req.set_seconds_ago(ago);
+  v1::ProfileResponse resp;
+  auto stub = Connect(conn, "cgoheap pprof");
+  if (stub == nullptr) return 2;
+  grpc::ClientContext ctx;
+  Prepare(conn, &ctx);
+  grpc::Status st = stub->Profile(&ctx, req, &resp);
+  if (!st.ok()) {
+    std::cerr << "cgoheap pprof: " << RpcError(st, conn.server) << "\n";
+    return 1;
+  }
+  std::string what = absl::StrCat(resp.samples(), resp.samples() == 1 ? " stack" : " stacks",
+                                  " from ", resp.processes(),
+                                  resp.processes() == 1 ? " process" : " processes");
+  if (output == "-") {
+    std::cout.write(resp.profile().data(), static_cast<std::streamsize>(resp.profile().size()));
+    std::cout.flush();
+    std::cerr << "cgoheap pprof: " << what << "\n";
+    return std::cout ? 0 : 1;
+  }
+  std::ofstream out(output, std::ios::binary | std::ios::trunc);
+  out.write(resp.profile().data(), static_cast<std::streamsize>(resp.profile().size()));
+  out.close();
+  if (!out) {
+    std::cerr << "cgoheap pprof: cannot write " << output << ": " << strerror(errno) << "\n";
+    return 1;
+  }
+  std::cout << "wrote " << output << ": " << what << "; open it with `go tool pprof -top "
+            << output << "` (or -http=:0 for the flame graph)\n";
   return 0;
 }
 

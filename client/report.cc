@@ -211,7 +211,8 @@ std::string LeakJson(const v1::Leak& leak) {
   for (const v1::Frame& f : leak.stack().frames()) {
     frames.push_back(absl::StrCat("{\"function\":", JsonString(f.function()),
                                   ",\"file\":", JsonString(f.file()), ",\"line\":", f.line(),
-                                  ",\"object\":", JsonString(f.object()), "}"));
+                                  ",\"object\":", JsonString(f.object()),
+                                  f.inlined() ? ",\"inlined\":true" : "", "}"));
   }
   std::vector<std::string> pids;
   for (const auto& id : leak.process_ids()) pids.push_back(JsonString(id));

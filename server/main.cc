@@ -15,7 +15,9 @@ int main(int argc, char** argv) {
   cgoheap::FlagSet flags("cgoheapd");
   flags.String("listen", &opts.listen, "HOST:PORT", "gRPC address (default 127.0.0.1:7070; port 0 picks one)");
   flags.String("data", &opts.data_dir, "DIR", "RocksDB directory (required)");
-  flags.String("metrics", &opts.metrics, "HOST:PORT", "serve Prometheus /metrics here");
+  flags.String("metrics", &opts.metrics, "HOST:PORT",
+               "serve Prometheus /metrics and pprof profiles (/debug/pprof/heap, "
+               "/debug/pprof/leaks) here, over TLS with --tls-cert");
   flags.Bool("fsync", &opts.sync,
              "sync the WAL to disk before acknowledging (default true: acknowledged is durable "
              "across a power loss; --fsync=false trades that for speed)");
@@ -65,8 +67,8 @@ int main(int argc, char** argv) {
   bool insecure = false;
   flags.Bool("insecure-listen",
              &insecure,
-             "serve an address other than loopback without TLS or without tokens (anyone who "
-             "reaches it can read command lines and send data)");
+             "serve an address other than loopback (--listen, --metrics) without TLS or without "
+             "tokens (anyone who reaches it can read command lines and send data)");
   bool version = false;
   flags.Bool("version", &version, "print the version, commit and libraries, and exit");
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -97,6 +99,22 @@ int main(int argc, char** argv) {
               << " (--insecure-listen): anyone who reaches it can read command lines, "
                  "executables and leaks, and send data\n";
   }
+  // The HTTP port serves profiles (function and file names) and metrics:
+  // beyond loopback, only over TLS with query tokens.
+  const bool http_guarded = !opts.auth.tls_cert_file.empty() && !opts.auth.query_token_file.empty();
+  if (!opts.metrics.empty() && !cgoheap::server::IsLoopbackAddress(opts.metrics) && !http_guarded) {
+    if (!insecure) {
+      std::cerr << "cgoheapd: --metrics=" << opts.metrics
+                << " is reachable from other machines, and without TLS and a query token anyone "
+                   "there could read the profiles and metrics it serves. Give --tls-cert, "
+                   "--tls-key and --query-token-file, serve it on 127.0.0.1, or pass "
+                   "--insecure-listen to do it anyway.\n";
+      return 2;
+    }
+    std::cerr << "cgoheapd: WARNING: serving " << opts.metrics << " without "
+              << (opts.auth.tls_cert_file.empty() ? "TLS" : "query tokens")
+              << " (--insecure-listen): anyone who reaches it can read profiles and metrics\n";
+  }
   // SIGINT/SIGTERM are taken by a thread with sigwait, not a handler:
   // shutting down takes locks. Blocked before any gRPC thread starts.
   sigset_t stop_signals;
@@ -126,7 +144,10 @@ int main(int argc, char** argv) {
                                   : "",
                               opts.auth.query_token_file.empty() ? "" : "query");
   std::cout << "cgoheapd: listening on " << (*server)->address() << " (" << guard << ")";
-  if (!opts.metrics.empty()) std::cout << ", metrics on " << (*server)->metrics_address() << "/metrics";
+  if (!opts.metrics.empty()) {
+    std::cout << ", metrics and profiles on " << (opts.auth.tls_cert_file.empty() ? "http" : "https")
+              << "://" << (*server)->metrics_address() << "/";
+  }
   std::cout << ", data in " << opts.data_dir << std::endl;
   (*server)->Wait();
   (*server)->Shutdown();

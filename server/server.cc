@@ -9,6 +9,8 @@
 
 #include "absl/base/config.h"
 #include "absl/strings/str_cat.h"
+#include "server/http/endpoints.h"
+#include "server/http/http_server.h"
 #include "server/ingest/heap_state.h"
 #include "server/ingest/ingest_service.h"
 #include "server/metrics/metrics.h"
@@ -33,18 +35,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   s->metrics_->SetBuildInfo(ProjectVersion(), GitCommit(), ServerLibraries());
   s->auth_->SetMetrics(s->metrics_.get());
   s->metrics_->SetMaxServices(options.metrics_max_services);
-  if (!options.metrics.empty()) {
-    // Read like the query API: a query token as the basic-auth password
-    // when there are query tokens.
-    ServerMetrics::Access access;
-    if (s->auth_->Required(Role::kQuery)) {
-      access.password_ok = [auth = s->auth_](const std::string& password) {
-        return auth->Accepts(Role::kQuery, password);
-      };
-    }
-    absl::Status st = s->metrics_->Serve(options.metrics, access);
-    if (!st.ok()) return st;
-  }
   HeapState::Options state_opts;
   state_opts.leak_window_seconds = options.leak_window_seconds;
   state_opts.metrics_top_k = static_cast<int>(std::min<uint64_t>(options.metrics_top_k, 1000));
@@ -61,6 +51,22 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   s->ingest_ = std::make_unique<IngestService>(s->state_.get(), s->metrics_.get(), s->auth_.get());
   s->query_ = std::make_unique<QueryService>(s->state_.get(), s->metrics_.get(), s->auth_.get(),
                                              options.max_watchers);
+  if (!options.metrics.empty()) {
+    // /metrics and the pprof profiles, read like the query API: over TLS
+    // with the gRPC port's certificate (and client CA), with a query token
+    // when there are query tokens.
+    s->http_ = std::make_unique<HttpServer>();
+    AddEndpoints(*s->http_, s->state_.get(), s->metrics_.get(), s->auth_.get());
+    absl::Status st = s->http_->Start({.address = options.metrics,
+                                       .tls_cert_file = options.auth.tls_cert_file,
+                                       .tls_key_file = options.auth.tls_key_file,
+                                       .tls_client_ca_file = options.auth.tls_client_ca_file});
+    if (!st.ok()) {
+      return absl::Status(st.code(), absl::StrCat(st.message(),
+                                                  " (is the port in use? choose another with "
+                                                  "--metrics=HOST:PORT)"));
+    }
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -88,7 +94,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   return s;
 }
 
-std::string Server::metrics_address() const { return metrics_->BoundAddress(); }
+std::string Server::metrics_address() const { return http_ != nullptr ? http_->address() : ""; }
 
 LibraryVersions ServerLibraries() {
   return {{"gRPC", grpc::Version()},
@@ -127,11 +133,13 @@ void Server::Shutdown() {
       grpc_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     }
     if (refresher_.joinable()) refresher_.join();
+    if (http_ != nullptr) http_->Stop();
   });
 }
 
 Server::~Server() {
   Shutdown();
+  http_.reset();
   grpc_.reset();
   query_.reset();
   ingest_.reset();

@@ -31,12 +31,13 @@ class HeapState;
 class ServerMetrics;
 class IngestService;
 class QueryService;
+class HttpServer;
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:7070";
   AuthOptions auth;  // TLS and tokens (server/auth/auth.h); none: plaintext, open
   std::string data_dir;
-  std::string metrics;          // empty: no /metrics endpoint
+  std::string metrics;          // HTTP port: /metrics and /debug/pprof/ (empty: none)
   // Sync the WAL before acknowledging a write: acknowledged then means
   // durable across a power loss. Concurrent streams share each sync
   // (RocksDB's write groups: one WAL write and one sync for all the writes
@@ -80,6 +81,7 @@ class Server {
   std::unique_ptr<IngestService> ingest_;
   std::unique_ptr<QueryService> query_;
   std::unique_ptr<grpc::Server> grpc_;
+  std::unique_ptr<HttpServer> http_;  // --metrics: /metrics and /debug/pprof/
   absl::Notification stop_;
   std::once_flag shutdown_once_;
   std::thread refresher_;

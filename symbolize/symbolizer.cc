@@ -373,6 +373,7 @@ bool ProcessSymbolizer::Symbolize(uint64_t pc, bool return_address,
   ObjectFile* obj = objects_->Get(it->second.path);
   std::vector<SymbolizedFrame> frames;
   obj->Symbolize(obj->LinkAddress(lookup, it->first, it->second.offset), &frames);
+  for (SymbolizedFrame& f : frames) f.build_id = obj->build_id();
   out->insert(out->end(), frames.begin(), frames.end());
   cache_.emplace(lookup, std::move(frames));
   return true;

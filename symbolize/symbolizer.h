@@ -33,6 +33,7 @@ struct SymbolizedFrame {
   std::string object;
   bool go = false;
   bool own = false;  // the program's own code (ObjectFile::own_basis says how decided)
+  std::string build_id;  // the object's (ObjectFile::build_id)
 };
 
 // One ELF file, opened once and shared by every process that maps it.

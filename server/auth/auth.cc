@@ -5,6 +5,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/sha256.h"
@@ -151,42 +152,76 @@ bool TokenAuth::Accepts(Role role, std::string_view token) const {
   return Has(role, DigestOf(token));
 }
 
+const char* TokenAuth::Refusal(Role role, std::optional<std::string_view> token) const {
+  if (!Required(role)) return nullptr;
+  if (!token.has_value()) return "missing";
+  Digest d = DigestOf(*token);
+  if (Has(role, d)) return nullptr;
+  return Has(role == Role::kIngest ? Role::kQuery : Role::kIngest, d) ? "wrong_role" : "unknown";
+}
+
 grpc::Status TokenAuth::Check(
     Role role, const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const {
   if (!Required(role)) return grpc::Status::OK;
-  const Role other = role == Role::kIngest ? Role::kQuery : Role::kIngest;
-  const char* reason = "missing";
-  grpc::Status refused;
   auto it = metadata.find("authorization");
-  std::string_view value =
-      it == metadata.end() ? std::string_view() : std::string_view(it->second.data(), it->second.size());
-  if (it == metadata.end() || !value.starts_with(kBearer)) {
-    refused = grpc::Status(
+  std::optional<std::string_view> token;
+  if (it != metadata.end()) {
+    std::string_view value(it->second.data(), it->second.size());
+    if (value.starts_with(kBearer)) token = value.substr(kBearer.size());
+  }
+  const char* reason = Refusal(role, token);
+  if (reason == nullptr) return grpc::Status::OK;
+  if (metrics_ != nullptr) metrics_->OnAuthFailure(RoleName(role), reason);
+  const Role other = role == Role::kIngest ? Role::kQuery : Role::kIngest;
+  if (std::string_view(reason) == "missing") {
+    return grpc::Status(
         grpc::StatusCode::UNAUTHENTICATED,
         absl::StrCat("this cgoheapd needs a token of the ", RoleName(role),
                      " role: pass --token-file=FILE (or set CGOHEAP_TOKEN_FILE) naming a file "
                      "that holds one"));
-  } else {
-    Digest d = DigestOf(value.substr(kBearer.size()));
-    if (Has(role, d)) return grpc::Status::OK;
-    if (Has(other, d)) {
-      reason = "wrong_role";
-      refused = grpc::Status(
-          grpc::StatusCode::PERMISSION_DENIED,
-          absl::StrCat("the token given is of the ", RoleName(other), " role; this call needs one of the ",
-                       RoleName(role), " role (",
-                       role == Role::kIngest ? "ingest tokens stream events" : "query tokens read",
-                       ")"));
-    } else {
-      reason = "unknown";
-      refused = grpc::Status(
-          grpc::StatusCode::UNAUTHENTICATED,
-          absl::StrCat("the token given is not one this cgoheapd knows for the ", RoleName(role),
-                       " role: check --token-file against the server's token files"));
+  }
+  if (std::string_view(reason) == "wrong_role") {
+    return grpc::Status(
+        grpc::StatusCode::PERMISSION_DENIED,
+        absl::StrCat("the token given is of the ", RoleName(other), " role; this call needs one of the ",
+                     RoleName(role), " role (",
+                     role == Role::kIngest ? "ingest tokens stream events" : "query tokens read",
+                     ")"));
+  }
+  return grpc::Status(
+      grpc::StatusCode::UNAUTHENTICATED,
+      absl::StrCat("the token given is not one this cgoheapd knows for the ", RoleName(role),
+                   " role: check --token-file against the server's token files"));
+}
+
+absl::Status TokenAuth::CheckHttp(Role role, std::string_view authorization) const {
+  if (!Required(role)) return absl::OkStatus();
+  std::optional<std::string_view> token;
+  std::string decoded;
+  if (authorization.starts_with(kBearer)) {
+    token = authorization.substr(kBearer.size());
+  } else if (authorization.starts_with("Basic ")) {
+    std::string b64(authorization.substr(6));
+    if (absl::Base64Unescape(b64, &decoded)) {
+      size_t colon = decoded.find(':');
+      if (colon != std::string::npos) token = std::string_view(decoded).substr(colon + 1);
     }
   }
+  const char* reason = Refusal(role, token);
+  if (reason == nullptr) return absl::OkStatus();
   if (metrics_ != nullptr) metrics_->OnAuthFailure(RoleName(role), reason);
-  return refused;
+  const std::string how = absl::StrCat(
+      "send a token of the ", RoleName(role),
+      " role as the basic-auth password (Prometheus: basic_auth with password_file; go tool "
+      "pprof: http://cgoheap:TOKEN@HOST:PORT/...) or as Authorization: Bearer TOKEN");
+  if (std::string_view(reason) == "wrong_role") {
+    return absl::PermissionDeniedError(
+        absl::StrCat("the token given is not of the ", RoleName(role), " role: ", how));
+  }
+  return absl::UnauthenticatedError(absl::StrCat(
+      std::string_view(reason) == "missing" ? "this cgoheapd needs a token: "
+                                            : "the token given is not one this cgoheapd knows: ",
+      how));
 }
 
 bool IsLoopbackAddress(const std::string& listen) {

@@ -62,9 +62,13 @@ class TokenAuth {
   // failures are counted in metrics (if set).
   grpc::Status Check(Role role,
                      const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) const;
+  // The same for the HTTP port (/metrics, /debug/pprof/): the value of an
+  // Authorization header, "Basic base64(USER:TOKEN)" (any user name; what
+  // Prometheus' basic_auth and go tool pprof's http://USER:TOKEN@HOST/ send)
+  // or "Bearer TOKEN". UNAUTHENTICATED or PERMISSION_DENIED, counted.
+  absl::Status CheckHttp(Role role, std::string_view authorization) const;
   void SetMetrics(ServerMetrics* metrics) { metrics_ = metrics; }
-  // Whether token is one of the role's (the /metrics endpoint's basic auth
-  // takes a query token as its password). Not counted.
+  // Whether token is one of the role's. Not counted.
   bool Accepts(Role role, std::string_view token) const;
 
   // The gRPC port's credentials: TLS, or without a certificate plaintext.
@@ -79,6 +83,9 @@ class TokenAuth {
  private:
   using Digest = std::array<uint8_t, 32>;
   bool Has(Role role, const Digest& d) const;
+  // Why a token (none: nullopt) may not act in role: nullptr when it may,
+  // else "missing", "wrong_role" or "unknown" (counted as such).
+  const char* Refusal(Role role, std::optional<std::string_view> token) const;
   std::vector<Digest> digests_[2];
   bool tls_ = false;
   std::string cert_, key_, client_ca_;

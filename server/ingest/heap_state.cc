@@ -273,7 +273,10 @@ void HeapState::DetectGrowth(uint64_t id, Process& p, int64_t now) {
   const int64_t window = static_cast<int64_t>(options_.leak_window_seconds * 1e9);
   if (now - p.last_sample >= GrowthResolution(window)) {
     p.last_sample = now;
-    for (const auto& [stack, t] : p.by_stack) p.history[stack].push_back({now, t.est_bytes.ToDouble()});
+    if (p.first_sample == 0) p.first_sample = now;
+    for (const auto& [stack, t] : p.by_stack) {
+      p.history[stack].push_back({now, t.est_bytes.ToDouble(), t.est_blocks.ToDouble()});
+    }
     for (auto it = p.history.begin(); it != p.history.end();) {
       std::vector<GrowthSample>& pts = it->second;
       if (!p.by_stack.contains(it->first)) pts.push_back({now, 0});
@@ -655,7 +658,8 @@ absl::Status HeapState::ForEachProcess(const ProcessFilter& filter,
     absl::MutexLock lock(&p->mu);
     if (!p->rec.has_hello()) continue;  // hello still being written
     if (!filter.service.empty() && p->rec.hello().service() != filter.service) continue;
-    fn(ProcessView{id, p->rec, Lost(*p, now), p->by_stack, p->total, p->growing, p->history});
+    fn(ProcessView{id, p->rec, Lost(*p, now), p->by_stack, p->total, p->growing, p->history,
+                   p->first_sample});
   }
   return absl::OkStatus();
 }

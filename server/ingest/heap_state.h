@@ -87,6 +87,9 @@ class HeapState {
     // growth detection keeps (a window and a bit, oldest first).
     const absl::flat_hash_map<uint64_t, Growth>& growing;
     const absl::flat_hash_map<uint64_t, std::vector<GrowthSample>>& history;
+    // When the first of those samples was taken (0: none yet); every stack
+    // live then has a sample from that time on.
+    int64_t history_since;
   };
   struct ProcessFilter {
     std::string service;      // "": every service
@@ -193,6 +196,7 @@ class HeapState {
     // only (after a restart the history starts again).
     absl::flat_hash_map<uint64_t, std::vector<GrowthSample>> history ABSL_GUARDED_BY(mu);
     int64_t last_sample ABSL_GUARDED_BY(mu) = 0;
+    int64_t first_sample ABSL_GUARDED_BY(mu) = 0;
     absl::flat_hash_map<uint64_t, Growth> growing ABSL_GUARDED_BY(mu);
   };
   // Publishes one process's finding to watchers (internal stacks are not).

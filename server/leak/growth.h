@@ -20,6 +20,7 @@ namespace cgoheap::server {
 struct GrowthSample {
   int64_t t;     // Unix nanoseconds
   double bytes;  // live bytes of the stack then (estimated when sampled)
+  double blocks = 0;  // and live blocks (not judged: kept for profiles of the past)
 };
 
 struct GrowthVerdict {

@@ -5,6 +5,8 @@
 #include <map>
 #include <utility>
 
+#include <prometheus/text_serializer.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace cgoheap::server {
@@ -115,33 +117,8 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
 
 ServerMetrics::~ServerMetrics() = default;
 
-absl::Status ServerMetrics::Serve(const std::string& address, const Access& access) {
-  host_ = address.substr(0, address.rfind(':'));
-  std::vector<std::string> options = {"listening_ports", address, "num_threads", "2"};
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(options);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", address, ": ", e.what(),
-                     " (is the port in use? choose another with --metrics=HOST:PORT)"));
-  }
-  if (access.password_ok) {
-    exposer_->RegisterAuth(
-        [this, ok = access.password_ok](const std::string&, const std::string& password) {
-          if (ok(password)) return true;
-          OnAuthFailure("query", "unknown");
-          return false;
-        },
-        "cgoheapd");
-  }
-  exposer_->RegisterCollectable(registry_);
-  return absl::OkStatus();
-}
-
-std::string ServerMetrics::BoundAddress() const {
-  if (exposer_ == nullptr) return "";
-  auto ports = exposer_->GetListeningPorts();
-  return ports.empty() ? "" : absl::StrCat(host_, ":", ports[0]);
+std::string ServerMetrics::Text() const {
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 
 void ServerMetrics::OnBatch(int events) {

@@ -24,7 +24,6 @@
 #include <vector>
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -62,16 +61,9 @@ class ServerMetrics {
  public:
   ServerMetrics();
   ~ServerMetrics();
-  // Who may scrape. Empty: anyone. (Plain HTTP only: the civetweb that
-  // Debian's prometheus-cpp uses loads OpenSSL 3 through the 1.1 API and
-  // dies on the first HTTPS request; README "Securing cgoheapd".)
-  struct Access {
-    // HTTP basic auth: a scrape is let in when this accepts its password.
-    std::function<bool(const std::string& password)> password_ok;
-  };
-  // Serves /metrics on host:port. Returns an error naming the address.
-  absl::Status Serve(const std::string& address, const Access& access = {});
-  std::string BoundAddress() const;  // host:port actually bound (port 0 resolved)
+  // Every metric in Prometheus' text format (what /metrics serves:
+  // server/http/endpoints.h).
+  std::string Text() const;
 
   void OnBatch(int events);
   void OnIngestError();
@@ -98,8 +90,6 @@ class ServerMetrics {
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  std::string host_;
   prometheus::Counter* events_;
   prometheus::Counter* batches_;
   prometheus::Counter* errors_;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "server/grpc_status.h"
+#include "server/query/pprof.h"
 #include "server/query/reports.h"
 
 namespace cgoheap::server {
@@ -103,6 +104,19 @@ grpc::ServerUnaryReactor* QueryService::Top(grpc::CallbackServerContext* ctx,
     absl::StatusOr<v1::TopResponse> r = TopReport(*state_, *req);
     if (!r.ok()) return r.status();
     *resp = std::move(*r);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* QueryService::Profile(grpc::CallbackServerContext* ctx,
+                                                const v1::ProfileRequest* req,
+                                                v1::ProfileResponse* resp) {
+  return Answer(ctx, metrics_, auth_, "Profile", [&] {
+    absl::StatusOr<server::Profile> p = BuildProfile(*state_, *req);
+    if (!p.ok()) return p.status();
+    resp->set_profile(std::move(p->gzipped));
+    resp->set_processes(p->processes);
+    resp->set_samples(p->samples);
     return absl::OkStatus();
   });
 }

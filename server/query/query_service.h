@@ -28,6 +28,9 @@ class QueryService final : public v1::Query::CallbackService {
                                   v1::LeaksResponse* resp) override;
   grpc::ServerUnaryReactor* Top(grpc::CallbackServerContext* ctx, const v1::TopRequest* req,
                                 v1::TopResponse* resp) override;
+  grpc::ServerUnaryReactor* Profile(grpc::CallbackServerContext* ctx,
+                                    const v1::ProfileRequest* req,
+                                    v1::ProfileResponse* resp) override;
   grpc::ServerWriteReactor<v1::Leak>* Watch(grpc::CallbackServerContext* ctx,
                                             const v1::WatchRequest* req) override;
 

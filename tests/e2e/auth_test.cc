@@ -161,24 +161,45 @@ TEST_F(AuthTest, EachRoleMayDoOnlyItsOwnAndCallersAreToldWhatToDo) {
   RunResult metrics = RunProcess({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                   "-u", std::string("x:") + kIngestToken,
                                   "http://" + d.metrics_address() + "/metrics"});
-  EXPECT_EQ(metrics.out, "401");
+  EXPECT_EQ(metrics.out, "403") << "an ingest token is the wrong role";
   metrics = RunProcess({"curl", "-sf", "-u", std::string("prometheus:") + kQueryToken,
                         "http://" + d.metrics_address() + "/metrics"});
   ASSERT_EQ(metrics.exit_code, 0);
   // ListProcesses, reflection and the CLI without a token; ListProcesses and
   // reflection with the ingest token.
   EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"missing\",role=\"query\"}"), 3);
-  EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"wrong_role\",role=\"query\"}"), 2);
-  // The bad token, and the ingest token offered to /metrics.
-  EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"unknown\",role=\"query\"}"), 2);
+  // ... and the ingest token offered to /metrics.
+  EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"wrong_role\",role=\"query\"}"), 3);
+  // The bad token.
+  EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"unknown\",role=\"query\"}"), 1);
   EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"missing\",role=\"ingest\"}"), 1);
   EXPECT_EQ(Counter(metrics.out, "cgoheap_auth_failures_total{reason=\"wrong_role\",role=\"ingest\"}"), 1);
+
+  // The pprof endpoints too: refused without a token (asking for basic
+  // auth, with what to send), served with a query token as the basic-auth
+  // password (what go tool pprof sends for http://USER:TOKEN@HOST/) or as a
+  // bearer token.
+  const std::string heap = "http://" + d.metrics_address() + "/debug/pprof/heap";
+  RunResult refused = RunProcess({"curl", "-s", "-i", heap});
+  EXPECT_NE(refused.out.find("401 Unauthorized"), std::string::npos) << refused.out;
+  EXPECT_NE(refused.out.find("WWW-Authenticate: Basic realm=\"cgoheapd\""), std::string::npos)
+      << refused.out;
+  EXPECT_NE(refused.out.find("basic-auth password"), std::string::npos) << refused.out;
+  for (const std::vector<std::string>& how :
+       {std::vector<std::string>{"-u", std::string("cgoheap:") + kQueryToken},
+        std::vector<std::string>{"-H", std::string("Authorization: Bearer ") + kQueryToken}}) {
+    std::vector<std::string> argv = {"curl", "-sf", "-o", "/dev/null", "-w", "%{http_code}"};
+    argv.insert(argv.end(), how.begin(), how.end());
+    argv.push_back(heap + "?service=auth");
+    EXPECT_EQ(RunProcess(argv).out, "200") << how[1];
+  }
 }
 
 TEST_F(AuthTest, TlsWithTokensCarriesARunAndItsReport) {
   TempDir data;
   std::vector<std::string> flags = Tokens();
   for (const std::string& f : Tls()) flags.push_back(f);
+  flags.push_back("--metrics=127.0.0.1:0");
   Cgoheapd d(data.path(), flags);
   const std::string server = "--server=" + d.address();
 
@@ -207,6 +228,28 @@ TEST_F(AuthTest, TlsWithTokensCarriesARunAndItsReport) {
   ssl.pem_root_certs = ReadFile(Path("ca.pem"));
   auto channel = grpc::CreateChannel(d.address(), grpc::SslCredentials(ssl));
   ExpectHealthOpenAndReflectionForQueryTokens(channel);
+
+  // The HTTP port is HTTPS with the same certificate: Prometheus' scrape and
+  // go tool pprof both verify it, and plain HTTP gets nothing. (go tool
+  // pprof's own fetcher ignores -tls_ca; Go's TLS reads $SSL_CERT_FILE.)
+  const std::string https = "https://" + d.metrics_address();
+  RunResult scrape = RunProcess({"curl", "-sf", "--cacert", Path("ca.pem"), "-u",
+                                 std::string("prometheus:") + kQueryToken, https + "/metrics"});
+  ASSERT_EQ(scrape.exit_code, 0) << scrape.err;
+  EXPECT_NE(scrape.out.find("cgoheap_ingest_events_total"), std::string::npos);
+  RunResult plain = RunProcess({"curl", "-s", "-u", std::string("prometheus:") + kQueryToken,
+                                "http://" + d.metrics_address() + "/metrics"});
+  EXPECT_EQ(plain.out.find("cgoheap_ingest_events_total"), std::string::npos) << plain.out;
+  RunResult untrusted = RunProcess({"curl", "-sf", "--cacert", Path("other.pem"), "-u",
+                                    std::string("prometheus:") + kQueryToken, https + "/metrics"});
+  EXPECT_NE(untrusted.exit_code, 0);
+  RunResult pprof = RunProcess({CGOHEAP_GO_PPROF, "-top", "-unit=B",
+                                "https://cgoheap:" + std::string(kQueryToken) + "@" +
+                                    d.metrics_address() + "/debug/pprof/leaks"},
+                               {"HOME=" + data.path(), "PPROF_TMPDIR=" + data.path(),
+                                "SSL_CERT_FILE=" + Path("ca.pem")});
+  ASSERT_EQ(pprof.exit_code, 0) << pprof.err;
+  EXPECT_NE(pprof.out.find("134217728B"), std::string::npos) << pprof.out;
 }
 
 TEST_F(AuthTest, MutualTlsRefusesClientsWithoutACertificateFromItsCa) {

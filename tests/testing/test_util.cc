@@ -197,10 +197,11 @@ Cgoheapd::Cgoheapd(const std::string& data_dir, const std::vector<std::string>& 
   }
   address_ = line.substr(at + key.size());
   address_ = address_.substr(0, address_.find_first_of(", "));
-  const std::string mkey = "metrics on ";
+  const std::string mkey = "profiles on ";
   if (size_t m = line.find(mkey); m != std::string::npos) {
-    metrics_address_ = line.substr(m + mkey.size());
-    metrics_address_ = metrics_address_.substr(0, metrics_address_.find("/metrics"));
+    metrics_address_ = line.substr(m + mkey.size());  // http(s)://HOST:PORT/, data in ...
+    metrics_address_ = metrics_address_.substr(metrics_address_.find("://") + 3);
+    metrics_address_ = metrics_address_.substr(0, metrics_address_.find('/'));
   }
 }
 
