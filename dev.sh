@@ -89,6 +89,25 @@ build() {
   cmake --build "$BUILD_DIR" -j"$JOBS"
 }
 
+# grpcurl, for the tests that drive the query API with it (GrpcurlTest.*),
+# built from the Go module proxy with the machine's Go (/usr/local/go) at a
+# pinned version. Without it (no network), those tests say so and skip.
+GRPCURL_VERSION=v1.9.4
+grpcurl_tool() {
+  local out="$BUILD_DIR/go-tools/grpcurl"
+  [ -x "$out" ] && return 0
+  local go=/usr/local/go/bin/go
+  [ -x "$go" ] || go=$(command -v go) || { log "no Go to build grpcurl with: GrpcurlTest.* will skip"; return 0; }
+  local dir
+  dir=$(cd "$BUILD_DIR" && pwd)
+  log "go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+  if ! env -u GOROOT GOENV=off GOTOOLCHAIN=local GOFLAGS=-modcacherw GOBIN="$dir/go-tools" \
+      GOPATH="$dir/gopath" GOCACHE="$dir/gocache/grpcurl" \
+      "$go" install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" >/dev/null 2>&1; then
+    log "could not build grpcurl (is the Go module proxy reachable?): GrpcurlTest.* will skip"
+  fi
+}
+
 FUZZ_DIR=build-fuzz
 FUZZ_TARGETS=(ring_reader elf symbolizer heap_state flags)
 
@@ -150,6 +169,7 @@ case "$cmd" in
   build) build ;;
   test)
     build
+    grpcurl_tool
     log "testing"
     (cd "$BUILD_DIR" && ctest -j"$JOBS" --output-on-failure --timeout 600 "$@")
     # Each fuzz target under libFuzzer for a short while (the main build's

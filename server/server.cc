@@ -9,6 +9,7 @@
 
 #include "absl/base/config.h"
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
 #include "server/http/endpoints.h"
 #include "server/http/http_server.h"
 #include "server/ingest/heap_state.h"
@@ -69,6 +70,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   }
 
   grpc::EnableDefaultHealthCheckService(true);
+  // Links the health protocol's descriptor in (proto/grpc/health/v1/), so
+  // that reflection can describe the service the default one serves.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
