@@ -62,6 +62,10 @@ ADDR=$(sed -n 's/.*listening on \([^,]*\),.*/\1/p' "$WORK/d.out")
 INGEST=$("$CGOHEAP" bench ingest --server="$ADDR" --processes=4 --seconds="$INGEST_S" | tail -1)
 DRSS=$(ps -o rss= -p $DPID | awk '{printf "%.0f", $1/1024}')
 kill $DPID; wait $DPID 2>/dev/null || true; DPID=
+# A profile of 100,000 live blocks over 10,000 stacks, then Go's pprof
+# (cmd/pprof, what `go tool pprof` runs; built by the tests' CMake) on it.
+PPROF=$("$CGOHEAP" bench pprof --output="$WORK/big.pb.gz" | tail -1)
+TOP_S=$( { /usr/bin/time -f '%e' "$B/go-tools/pprof" -top "$WORK/big.pb.gz" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
 
 awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" '
   function median(name, col,   n, i, j, t, a) {
@@ -105,3 +109,5 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" '
 echo
 echo "cgoheapd under load (4 simulated processes, RSS at the end ${DRSS} MiB):"
 echo "$INGEST"
+echo
+echo "$PPROF; go tool pprof -top on it: ${TOP_S} s"

@@ -272,10 +272,15 @@ absl::StatusOr<std::unique_ptr<server::Server>> LocalServer(const Options& o, co
 }  // namespace
 
 int BenchCommand(const std::vector<std::string>& args) {
+  if (!args.empty() && args[0] == "pprof") {
+    return BenchPprofCommand(std::vector<std::string>(args.begin() + 1, args.end()));
+  }
   if (args.empty() || args[0] != "ingest") {
     std::cerr << "cgoheap bench: usage: cgoheap bench ingest [--server=ADDR] [--processes=N] "
                  "[--seconds=S] [--batch=EVENTS] [--stacks=K] [--window=W] [--fsync=false] "
-                 "[--compare-tls]\n";
+                 "[--compare-tls]\n"
+                 "               cgoheap bench pprof [--server=ADDR] [--blocks=N] [--stacks=K] "
+                 "[--output=FILE]\n";
     return 2;
   }
   Options o;

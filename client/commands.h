@@ -25,6 +25,7 @@ int BenchCommand(const std::vector<std::string>& args);
 int TopCommand(const std::vector<std::string>& args);
 int WatchCommand(const std::vector<std::string>& args);
 int PprofCommand(const std::vector<std::string>& args);
+int BenchPprofCommand(const std::vector<std::string>& args);
 int ForwardCommand(const std::vector<std::string>& args);
 
 // Shared by the commands.

@@ -34,6 +34,8 @@ constexpr char kUsage[] = R"(cgoheap: find C memory leaks in Go programs that us
                                              (CGOHEAP_RING_DIR=DIR) outside cgoheap run
   cgoheap bench ingest [--server=ADDR] [--processes=N] [--seconds=S]
                                              load a cgoheapd; print events/s and ack latency
+  cgoheap bench pprof [--server=ADDR] [--blocks=N] [--stacks=K] [--output=FILE]
+                                             time a profile of a large live heap
 
 Run `cgoheap COMMAND --help` for a command's flags; `cgoheap --version` says
 which build this is.

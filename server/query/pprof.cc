@@ -88,6 +88,19 @@ class ProfileWriter {
       out->set_memory_start(m.low);
       out->set_memory_limit(m.high + 1);
     }
+    // pprof takes the first mapping for the program ("File:" in its
+    // reports): the executable, where the Go frames are.
+    if (main_mapping_ > 1) {
+      auto renumber = [&](uint64_t id) {
+        return id == main_mapping_ ? 1 : id < main_mapping_ ? id + 1 : id;
+      };
+      for (pb::Mapping& m : *p_.mutable_mapping()) m.set_id(renumber(m.id()));
+      for (pb::Location& l : *p_.mutable_location()) {
+        if (l.mapping_id() != 0) l.set_mapping_id(renumber(l.mapping_id()));
+      }
+      std::stable_sort(p_.mutable_mapping()->begin(), p_.mutable_mapping()->end(),
+                       [](const pb::Mapping& a, const pb::Mapping& b) { return a.id() < b.id(); });
+    }
     return p_.SerializeAsString();
   }
 
@@ -145,6 +158,7 @@ class ProfileWriter {
       loc->set_id(it->second);
       loc->set_address(stack.frames(to).pc());
       loc->set_mapping_id(MappingId(stack.frames(to)));
+      if (main_mapping_ == 0 && stack.frames(to).go()) main_mapping_ = loc->mapping_id();
       for (int i = from; i <= to; ++i) {
         pb::Line* line = loc->add_line();
         line->set_function_id(FunctionId(stack.frames(i)));
@@ -163,6 +177,7 @@ class ProfileWriter {
   absl::flat_hash_map<std::pair<std::string, std::string>, uint64_t> functions_;
   absl::flat_hash_map<std::pair<std::string, std::string>, MappingRange> mappings_;
   absl::flat_hash_map<std::string, uint64_t> locations_;
+  uint64_t main_mapping_ = 0;  // the mapping of the first Go frame seen
 };
 
 std::string Scope(const v1::ProfileRequest& req) {
@@ -365,8 +380,9 @@ absl::StatusOr<Profile> LeaksProfile(const HeapState& state, const v1::ProfileRe
 
 absl::StatusOr<std::string> Gzip(const std::string& data) {
   z_stream z{};
-  // 15 window bits + 16: a gzip header and trailer instead of zlib's.
-  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+  // 15 window bits + 16: a gzip header and trailer instead of zlib's. The
+  // fastest level, as Go writes its own profiles.
+  if (deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
     return absl::ResourceExhaustedError("cannot compress the profile: zlib has no memory");
   }
   std::string out;
