@@ -65,7 +65,8 @@ kill $DPID; wait $DPID 2>/dev/null || true; DPID=
 # A profile of 100,000 live blocks over 10,000 stacks, then Go's pprof
 # (cmd/pprof, what `go tool pprof` runs; built by the tests' CMake) on it.
 PPROF=$("$CGOHEAP" bench pprof --output="$WORK/big.pb.gz" | tail -1)
-TOP_S=$( { /usr/bin/time -f '%e' "$B/go-tools/pprof" -top "$WORK/big.pb.gz" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+/usr/bin/time -f '%e' -o "$WORK/top_s" "$B/go-tools/pprof" -top "$WORK/big.pb.gz" >/dev/null 2>&1
+TOP_S=$(cat "$WORK/top_s")
 
 awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" '
   function median(name, col,   n, i, j, t, a) {

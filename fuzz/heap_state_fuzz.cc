@@ -18,11 +18,16 @@
 #include <utility>
 #include <vector>
 
+#include <zlib.h>
+
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "fuzz/fuzz_input.h"
 #include "proto/stack_id.h"
 #include "server/ingest/heap_state.h"
+#include "server/query/pprof.h"
 #include "server/query/reports.h"
+#include "profile.pb.h"
 #include "server/storage/store.h"
 
 namespace {
@@ -119,6 +124,72 @@ v1::AgentMessage MakeMessage(fuzz::FuzzInput& in, std::vector<uint64_t>& stack_i
   return m;
 }
 
+std::string Gunzip(const std::string& gz) {
+  z_stream z{};
+  FUZZ_CHECK(inflateInit2(&z, 15 + 16) == Z_OK, "zlib inflateInit2");
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
+  z.avail_in = static_cast<uInt>(gz.size());
+  std::string out;
+  char buf[65536];
+  int rc;
+  do {
+    z.next_out = reinterpret_cast<Bytef*>(buf);
+    z.avail_out = sizeof buf;
+    rc = inflate(&z, Z_NO_FLUSH);
+    out.append(buf, sizeof buf - z.avail_out);
+  } while (rc == Z_OK);
+  inflateEnd(&z);
+  FUZZ_CHECK(rc == Z_STREAM_END, "a profile is not a whole gzip stream");
+  return out;
+}
+
+// A profile as pprof would read it: every id and string index it uses
+// exists. Returned without what depends on the clock (its time and comments).
+std::string CheckedProfile(const std::string& gz) {
+  pprof::Profile p;
+  FUZZ_CHECK(p.ParseFromString(Gunzip(gz)), "a profile does not parse as profile.proto");
+  const int64_t strings = p.string_table_size();
+  FUZZ_CHECK(strings > 0 && p.string_table(0).empty(), "string_table[0] must be empty");
+  auto str = [&](int64_t i) { FUZZ_CHECK(i >= 0 && i < strings, "string index out of range"); };
+  FUZZ_CHECK(p.sample_type_size() == 2, "two sample types");
+  for (const auto& t : p.sample_type()) {
+    str(t.type());
+    str(t.unit());
+  }
+  absl::flat_hash_set<uint64_t> functions, mappings, locations;
+  for (const auto& f : p.function()) {
+    FUZZ_CHECK(functions.insert(f.id()).second && f.id() != 0, "function ids unique, nonzero");
+    str(f.name());
+    str(f.filename());
+  }
+  for (const auto& m : p.mapping()) {
+    FUZZ_CHECK(mappings.insert(m.id()).second && m.id() != 0, "mapping ids unique, nonzero");
+    str(m.filename());
+    str(m.build_id());
+  }
+  for (const auto& l : p.location()) {
+    FUZZ_CHECK(locations.insert(l.id()).second && l.id() != 0, "location ids unique, nonzero");
+    FUZZ_CHECK(l.mapping_id() == 0 || mappings.contains(l.mapping_id()), "unknown mapping id");
+    FUZZ_CHECK(l.line_size() > 0, "a location without lines");
+    for (const auto& line : l.line()) {
+      FUZZ_CHECK(functions.contains(line.function_id()), "unknown function id");
+    }
+  }
+  for (const auto& smp : p.sample()) {
+    FUZZ_CHECK(smp.value_size() == 2 && smp.value(0) >= 0 && smp.value(1) >= 0, "two values >= 0");
+    FUZZ_CHECK(smp.location_id_size() > 0, "a sample without locations");
+    for (uint64_t id : smp.location_id()) FUZZ_CHECK(locations.contains(id), "unknown location id");
+    for (const auto& l : smp.label()) str(l.key());
+  }
+  for (int64_t c : p.comment()) {
+    str(c);
+    p.mutable_string_table(static_cast<int>(c))->clear();
+  }
+  p.clear_comment();
+  p.clear_time_nanos();
+  return p.DebugString();
+}
+
 // Everything a client can ask: (what, the answer as text).
 using Answers = std::vector<std::pair<std::string, std::string>>;
 Answers Ask(const HeapState& state) {
@@ -146,6 +217,16 @@ Answers Ask(const HeapState& state) {
     req.set_by(by);
     absl::StatusOr<v1::TopResponse> top = TopReport(state, req);
     all.emplace_back(absl::StrCat("Top by ", by), top.ok() ? top->DebugString() : top.status().ToString());
+  }
+  for (bool leaks : {false, true}) {
+    for (bool everything : {false, true}) {
+      v1::ProfileRequest req;
+      req.set_leaks(leaks);
+      req.set_all(everything);
+      absl::StatusOr<server::Profile> p = BuildProfile(state, req);
+      all.emplace_back(absl::StrCat("Profile leaks=", leaks, " all=", everything),
+                       p.ok() ? CheckedProfile(p->gzipped) : p.status().ToString());
+    }
   }
   return all;
 }
