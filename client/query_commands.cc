@@ -241,7 +241,7 @@ int PprofCommand(const std::vector<std::string>& args) {
     return 1;
   }
   std::cout << "wrote " << output << ": " << what << "; open it with `go tool pprof -top "
-            << output << "` (or -http=:0 for the flame graph)\n";
+            << output << "` (or -http=:8080 for the flame graph)\n";
   return 0;
 }
 

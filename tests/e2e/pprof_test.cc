@@ -3,7 +3,10 @@
 // endpoints give, for known programs, exactly the leaks and live heap that
 // `cgoheap leaks` and `cgoheap top` report: bytes, blocks, every frame (C and
 // Go, inlined calls included) with its file:line, and nothing else.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -229,6 +232,46 @@ TEST(PprofTest, TopShowsEachLeakAndNothingElse) {
   EXPECT_EQ(all_top.out.find("Showing nodes accounting for 134217745B, 100% of 134217745B total"),
             std::string::npos)
       << "--all must add the runtime's allocations\n" << all_top.out;
+}
+
+TEST(PprofTest, WebUiDrawsTheFlameGraph) {
+  TempDir data, tmp;
+  Cgoheapd d(data.path());
+  RunAndLeaks(d, "inlined", "inlined");
+  const std::string file = tmp.path() + "/leaks.pb.gz";
+  ASSERT_EQ(Cli({"pprof", "--server=" + d.address(), "--leaks", "--output=" + file}).exit_code, 0);
+  // go tool pprof -http, as a user runs it (without opening a browser), on a
+  // port that was free a moment ago (pprof prints the address as given, so
+  // :0 would not say where it is).
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  const std::string listen = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  const std::string log = tmp.path() + "/web.log";
+  pid_t web = SpawnBackground({"bash", "-c", std::string("HOME='") + tmp.path() + "' exec '" +
+                                                 CGOHEAP_GO_PPROF + "' -http=" + listen +
+                                                 " -no_browser '" + file + "' 2>&1"},
+                              log);
+  const std::string key = "Serving web UI on ";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (ReadFile(log).find(key) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    usleep(50'000);
+  }
+  std::string text = ReadFile(log);
+  ASSERT_NE(text.find(key), std::string::npos) << text;
+  std::string url = text.substr(text.find(key) + key.size());
+  url = url.substr(0, url.find('\n'));
+  RunResult flame = RunProcess({"curl", "-sf", url + "/ui/flamegraph"});
+  StopGroup(web, SIGTERM);
+  ASSERT_EQ(flame.exit_code, 0) << flame.err;
+  for (const char* fn : {"main.leakOne", "main.batch", "malloc"}) {
+    EXPECT_NE(flame.out.find(fn), std::string::npos) << fn;
+  }
 }
 
 TEST(PprofTest, SampledProfileCarriesTheEstimatesOfTheLeaksReport) {
