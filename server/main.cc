@@ -83,37 +83,37 @@ int main(int argc, char** argv) {
     std::cout << cgoheap::VersionText("cgoheapd", cgoheap::server::ServerLibraries());
     return 0;
   }
-  const bool guarded = !opts.auth.tls_cert_file.empty() && !opts.auth.ingest_token_file.empty() &&
-                       !opts.auth.query_token_file.empty();
-  if (!cgoheap::server::IsLoopbackAddress(opts.listen) && !guarded) {
+  // Beyond loopback, each port serves only guarded (TLS and the tokens of the
+  // roles it serves), or with --insecure-listen and a warning on each start.
+  struct Port {
+    const char* flag;
+    const std::string& address;
+    bool guarded;
+    const char* missing;  // what is not guarded, when TLS is there
+    const char* exposes;  // what anyone reaching it could do
+    const char* give;     // the flags that guard it
+  };
+  const bool tls = !opts.auth.tls_cert_file.empty();
+  const bool ingest = !opts.auth.ingest_token_file.empty(), query = !opts.auth.query_token_file.empty();
+  const Port ports[] = {
+      {"--listen", opts.listen, tls && ingest && query, "tokens for every role",
+       "read every process's command line, executables and leaks, and send data",
+       "--tls-cert, --tls-key, --ingest-token-file and --query-token-file (deploy/ shows how)"},
+      {"--metrics", opts.metrics, tls && query, "query tokens",
+       "read the profiles and metrics it serves", "--tls-cert, --tls-key and --query-token-file"}};
+  for (const Port& p : ports) {
+    if (p.address.empty() || cgoheap::server::IsLoopbackAddress(p.address) || p.guarded) continue;
     if (!insecure) {
-      std::cerr << "cgoheapd: --listen=" << opts.listen
+      std::cerr << "cgoheapd: " << p.flag << "=" << p.address
                 << " is reachable from other machines, and without TLS and tokens anyone there "
-                   "could read every process's command line and send data. Give --tls-cert, "
-                   "--tls-key, --ingest-token-file and --query-token-file (deploy/ shows how), "
-                   "listen on 127.0.0.1, or pass --insecure-listen to do it anyway.\n";
+                   "could "
+                << p.exposes << ". Give " << p.give
+                << ", serve it on 127.0.0.1, or pass --insecure-listen to do it anyway.\n";
       return 2;
     }
-    std::cerr << "cgoheapd: WARNING: serving " << opts.listen << " without "
-              << (opts.auth.tls_cert_file.empty() ? "TLS" : "tokens for every role")
-              << " (--insecure-listen): anyone who reaches it can read command lines, "
-                 "executables and leaks, and send data\n";
-  }
-  // The HTTP port serves profiles (function and file names) and metrics:
-  // beyond loopback, only over TLS with query tokens.
-  const bool http_guarded = !opts.auth.tls_cert_file.empty() && !opts.auth.query_token_file.empty();
-  if (!opts.metrics.empty() && !cgoheap::server::IsLoopbackAddress(opts.metrics) && !http_guarded) {
-    if (!insecure) {
-      std::cerr << "cgoheapd: --metrics=" << opts.metrics
-                << " is reachable from other machines, and without TLS and a query token anyone "
-                   "there could read the profiles and metrics it serves. Give --tls-cert, "
-                   "--tls-key and --query-token-file, serve it on 127.0.0.1, or pass "
-                   "--insecure-listen to do it anyway.\n";
-      return 2;
-    }
-    std::cerr << "cgoheapd: WARNING: serving " << opts.metrics << " without "
-              << (opts.auth.tls_cert_file.empty() ? "TLS" : "query tokens")
-              << " (--insecure-listen): anyone who reaches it can read profiles and metrics\n";
+    std::cerr << "cgoheapd: WARNING: serving " << p.address << " without "
+              << (tls ? p.missing : "TLS") << " (--insecure-listen): anyone who reaches it can "
+              << p.exposes << "\n";
   }
   // SIGINT/SIGTERM are taken by a thread with sigwait, not a handler:
   // shutting down takes locks. Blocked before any gRPC thread starts.

@@ -86,7 +86,7 @@ class ProfileWriter {
     for (auto& [key, m] : mappings_) {
       pb::Mapping* out = p_.mutable_mapping(static_cast<int>(m.id - 1));
       out->set_memory_start(m.low);
-      out->set_memory_limit(m.high + 1);
+      out->set_memory_limit(m.high == UINT64_MAX ? m.high : m.high + 1);  // pcs come from clients
     }
     // pprof takes the first mapping for the program ("File:" in its
     // reports): the executable, where the Go frames are.

@@ -17,12 +17,6 @@ namespace {
 constexpr char kIngestToken[] = "ingest-0123456789abcdef0123456789abcdef";
 constexpr char kQueryToken[] = "query-0123456789abcdef0123456789abcdef";
 
-RunResult Cli(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {BinDir() + "/cgoheap"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return RunProcess(argv);
-}
-
 Metadata Bearer(const std::string& token) { return {{"authorization", "Bearer " + token}}; }
 
 class AuthTest : public ::testing::Test {

@@ -18,13 +18,6 @@ namespace {
 
 using google::protobuf::Value;
 
-const Value& Field(const Value& v, const std::string& name) {
-  static const Value kNull;
-  auto& f = v.struct_value().fields();
-  auto it = f.find(name);
-  return it == f.end() ? kNull : it->second;
-}
-
 // grpcurl prints 64-bit integers as JSON strings (proto3's JSON mapping),
 // fields under their proto names.
 double Number(const Value& v) {
@@ -43,11 +36,6 @@ class GrpcurlTest : public ::testing::Test {
     std::vector<std::string> argv = {CGOHEAP_GRPCURL};
     argv.insert(argv.end(), args.begin(), args.end());
     return RunProcess(argv, {}, std::chrono::seconds(60));
-  }
-  static RunResult Cli(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {BinDir() + "/cgoheap"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunProcess(argv);
   }
 };
 

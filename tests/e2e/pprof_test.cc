@@ -28,20 +28,7 @@ namespace {
 
 using google::protobuf::Value;
 
-const Value& Field(const Value& v, const std::string& name) {
-  static const Value kNull;
-  auto& f = v.struct_value().fields();
-  auto it = f.find(name);
-  return it == f.end() ? kNull : it->second;
-}
-
 std::vector<std::string> Lines(const std::string& text) { return absl::StrSplit(text, '\n'); }
-
-RunResult Cli(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {BinDir() + "/cgoheap"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return RunProcess(argv);
-}
 
 // Go's pprof: cmd/pprof of the Go release the test programs are built with
 // (what `go tool pprof` runs, built once by tests/CMakeLists.txt). The copies

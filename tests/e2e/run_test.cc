@@ -36,12 +36,6 @@ struct Report {
   const Value& leak(int i) const { return leaks().list_value().values(i); }
 };
 
-const Value& Field(const Value& v, const std::string& name) {
-  static const Value kNull;
-  auto& f = v.struct_value().fields();
-  auto it = f.find(name);
-  return it == f.end() ? kNull : it->second;
-}
 double Num(const Value& v, const std::string& name) { return Field(v, name).number_value(); }
 std::string Str(const Value& v, const std::string& name) { return Field(v, name).string_value(); }
 

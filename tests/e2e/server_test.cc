@@ -36,19 +36,6 @@ namespace {
 
 using google::protobuf::Value;
 
-const Value& Field(const Value& v, const std::string& name) {
-  static const Value kNull;
-  auto& f = v.struct_value().fields();
-  auto it = f.find(name);
-  return it == f.end() ? kNull : it->second;
-}
-
-RunResult Cli(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {BinDir() + "/cgoheap"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return RunProcess(argv);
-}
-
 // The leaks of a service, as JSON.
 Value Leaks(const std::string& server, const std::string& service) {
   RunResult r = Cli({"leaks", "--server=" + server, "--service=" + service, "--json"});

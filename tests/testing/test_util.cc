@@ -168,6 +168,19 @@ RunResult RunProcess(const std::vector<std::string>& argv, const std::vector<std
   return r;
 }
 
+const google::protobuf::Value& Field(const google::protobuf::Value& v, const std::string& name) {
+  static const google::protobuf::Value kNull;
+  auto& f = v.struct_value().fields();
+  auto it = f.find(name);
+  return it == f.end() ? kNull : it->second;
+}
+
+RunResult Cli(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {BinDir() + "/cgoheap"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProcess(argv);
+}
+
 google::protobuf::Value ParseJson(const std::string& text) {
   google::protobuf::Value v;
   auto st = google::protobuf::util::JsonStringToMessage(text, &v);

@@ -64,6 +64,11 @@ pid_t SpawnBackground(const std::vector<std::string>& argv,
 int StopGroup(pid_t pid, int sig);
 
 google::protobuf::Value ParseJson(const std::string& text);
+// A member of a JSON object; null when absent.
+const google::protobuf::Value& Field(const google::protobuf::Value& v, const std::string& name);
+
+// Runs the cgoheap CLI with args.
+RunResult Cli(const std::vector<std::string>& args);
 
 // A cgoheapd child process on 127.0.0.1:<free port>, stopped (SIGTERM) when
 // the object dies.
