@@ -54,6 +54,19 @@ if command -v heaptrack >/dev/null; then
   HEAPTRACK_CALLS=$(heaptrack_print "$WORK"/ht*.zst 2>/dev/null | grep -o 'calls to allocation functions: [0-9]*' | awk '{print $5}')
 fi
 
+# cgoheap run's own fixed cost: a program that makes no events (true),
+# plain and under cgoheap run, alternating, median wall milliseconds.
+STARTUP_N=15
+TRUE_BIN=$(type -P true)  # the program, not the shell builtin
+[ "${1:-}" = --quick ] && STARTUP_N=3
+wall_us() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1 || true; e=$(date +%s%N); echo $(((e - s) / 1000)); }
+TRUE_US=() RUN_US=()
+for ((r = 0; r < STARTUP_N; r++)); do
+  TRUE_US+=("$(wall_us "$TRUE_BIN")")
+  RUN_US+=("$(wall_us "$CGOHEAP" run -- "$TRUE_BIN")")
+done
+median_ms() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {printf "%.1f", a[int((NR + 1) / 2)] / 1000}'; }
+
 mkdir -p "$WORK/data"
 "$B/bin/cgoheapd" --listen=127.0.0.1:0 --data="$WORK/data" > "$WORK/d.out" 2>&1 &
 DPID=$!
@@ -112,3 +125,5 @@ echo "cgoheapd under load (4 simulated processes, RSS at the end ${DRSS} MiB):"
 echo "$INGEST"
 echo
 echo "$PPROF; go tool pprof -top on it: ${TOP_S} s"
+echo
+echo "cgoheap run -- true: $(median_ms "${RUN_US[@]}") ms wall against true: $(median_ms "${TRUE_US[@]}") ms (median of $STARTUP_N alternating runs)"

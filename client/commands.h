@@ -44,7 +44,8 @@ void DebuginfodFlag(FlagSet& flags, bool* allowed);
 // debuginfod server; returns the value removed ("" if none), for a child
 // that should still see it. Call before any thread starts.
 std::string KeepDebuginfodOff(bool allowed);
-// A cgoheapd inside this process on 127.0.0.1:<free port>, RocksDB in data_dir.
+// A cgoheapd inside this process on 127.0.0.1:<free port>, RocksDB in data_dir
+// (empty: in memory, gone when it stops).
 absl::StatusOr<std::unique_ptr<server::Server>> StartLocalServer(const std::string& data_dir);
 
 }  // namespace cgoheap::client

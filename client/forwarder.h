@@ -91,8 +91,9 @@ class Forwarder {
   // Discovers new rings, drains every ring, sends batches that are due, and
   // ends processes known to have exited. Returns the records drained.
   size_t Poll();
-  // Reads the symbols of an executable about to be started, so that the
-  // work is done before it runs rather than beside it.
+  // Reads the debug information of the program's executable ahead of its
+  // first stack. Thread-safe with everything else here (cgoheap run calls it
+  // on a thread of its own while the program starts).
   void Prepare(const std::string& executable);
   // The process pid ended with this waitpid status.
   void OnExit(pid_t pid, int wait_status);

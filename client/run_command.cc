@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
 
@@ -145,7 +146,9 @@ int ExitCodeOf(int status) {
 absl::StatusOr<std::unique_ptr<server::Server>> StartLocalServer(const std::string& data_dir) {
   server::ServerOptions opts;
   opts.listen = "127.0.0.1:0";
-  opts.data_dir = data_dir;
+  opts.data_dir = data_dir.empty() ? "/cgoheap-run" : data_dir;
+  // Without --data the run's data goes when it ends: in memory, no disk.
+  opts.in_memory = data_dir.empty();
   // One run's data, read back by this very process: a power loss ends the
   // run (and the program) anyway, so no sync is worth waiting for.
   opts.sync = false;
@@ -166,7 +169,7 @@ int RunCommand(const std::vector<std::string>& args) {
   flags.Bool("all", &all, "also report allocations of the Go runtime and the C library");
   flags.Bool("json", &json, "print the report as one JSON document");
   flags.String("report", &report_path, "FILE", "write the report to FILE instead of stderr");
-  flags.String("data", &data_dir, "DIR", "RocksDB directory of the local server (default: temporary, removed)");
+  flags.String("data", &data_dir, "DIR", "RocksDB directory of the local server, kept (default: in memory, gone at the end)");
   flags.String("agent", &agent_flag, "PATH", "the agent library (default: ../lib/cgoheap/ beside cgoheap)");
   flags.Bool("trace-children", &trace_children, "also track child processes (fork, exec)");
   DebuginfodFlag(flags, &debuginfod);
@@ -190,37 +193,26 @@ int RunCommand(const std::vector<std::string>& args) {
     return 2;
   }
 
-  // The server: the one given, which must answer now, or a local one.
+  // The server: the one given, which must answer before the program starts;
+  // or a local one, started while the program starts (its events wait in
+  // the ring meanwhile).
   std::unique_ptr<server::Server> local;
-  std::string temp_data;
   const std::string& server_addr = conn.server;
-  if (server_addr.empty()) {
-    if (data_dir.empty()) data_dir = temp_data = MakeTempDir("data");
-    auto s = StartLocalServer(data_dir);
-    if (!s.ok()) {
-      std::cerr << "cgoheap run: cannot start the local server: " << s.status().message() << "\n";
-      return 2;
-    }
-    local = std::move(*s);
-  }
-  std::string target = local ? local->address() : server_addr;
-  Connection to = conn;
-  if (local) {  // the local server: plaintext, open
-    to = Connection();
-    to.server = target;
-  }
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(256 << 20);  // the report of a program with many leaks
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = to.Dial(channel_args);
-  if (!dialed.ok()) {
-    std::cerr << "cgoheap run: " << dialed.status().message() << "\n";
-    return 2;
-  }
-  std::shared_ptr<grpc::Channel> channel = *dialed;
-  if (!Reachable(channel)) {
-    std::cerr << "cgoheap run: " << Unreachable(target, "leave out --server to use a local one")
-              << "\n";
-    return 2;
+  std::shared_ptr<grpc::Channel> channel;
+  if (!server_addr.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = conn.Dial(channel_args);
+    if (!dialed.ok()) {
+      std::cerr << "cgoheap run: " << dialed.status().message() << "\n";
+      return 2;
+    }
+    channel = *dialed;
+    if (!Reachable(channel)) {
+      std::cerr << "cgoheap run: "
+                << Unreachable(server_addr, "leave out --server to use a local one") << "\n";
+      return 2;
+    }
   }
 
   // Rings in memory (tmpfs) when there is one: on a disk file system the
@@ -235,6 +227,39 @@ int RunCommand(const std::vector<std::string>& args) {
   // Orphaned descendants are reparented to us, so their exit status is ours
   // to read.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
+  Child child =
+      Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service, debuginfod_urls);
+  if (child.pid < 0) {
+    std::error_code ec;
+    fs::remove_all(ring_dir, ec);
+    std::cerr << "cgoheap run: " << child.error << "\n";
+    return 127;
+  }
+  Connection to = conn;
+  if (server_addr.empty()) {
+    absl::StatusOr<std::unique_ptr<server::Server>> s = StartLocalServer(data_dir);
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = absl::UnknownError("not started");
+    if (s.ok()) {
+      to = Connection();  // the local server: plaintext, open
+      to.server = (*s)->address();
+      dialed = to.Dial(channel_args);
+    } else {
+      dialed = s.status();
+    }
+    if (!dialed.ok()) {
+      // Nothing would record the program: it does not run unrecorded.
+      kill(child.pid, SIGKILL);
+      waitpid(child.pid, nullptr, 0);
+      std::error_code ec;
+      fs::remove_all(ring_dir, ec);
+      std::cerr << "cgoheap run: cannot start the local server: " << dialed.status().message()
+                << "\n";
+      return 2;
+    }
+    local = std::move(*s);
+    channel = *dialed;
+  }
+  const std::string target = to.server;
   ForwarderOptions fwd_opts;
   fwd_opts.ring_dir = ring_dir;
   fwd_opts.service = service;
@@ -242,20 +267,23 @@ int RunCommand(const std::vector<std::string>& args) {
   fwd_opts.heartbeat = absl::Seconds(heartbeat);
   fwd_opts.authorization = to.authorization();
   Forwarder fwd(fwd_opts);
-  if (std::string exe = FindExecutable((*rest)[0]); !exe.empty()) fwd.Prepare(exe);
-  Child child =
-      Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service, debuginfod_urls);
+  // The executable's debug information is read on a thread of its own while
+  // the program runs (tens of milliseconds for a large Go binary); a stack
+  // that needs it first waits for it.
+  struct Joined {
+    std::thread thread;
+    ~Joined() {
+      if (thread.joinable()) thread.join();
+    }
+  } prepare;
+  if (std::string exe = FindExecutable((*rest)[0]); !exe.empty()) {
+    prepare.thread = std::thread([&fwd, exe] { fwd.Prepare(exe); });
+  }
   auto cleanup = [&] {
     std::error_code ec;
     fs::remove_all(ring_dir, ec);
     local.reset();
-    if (!temp_data.empty()) fs::remove_all(temp_data, ec);
   };
-  if (child.pid < 0) {
-    std::cerr << "cgoheap run: " << child.error << "\n";
-    cleanup();
-    return 127;
-  }
   // Like a shell: ^C goes to the program, and we stay to report.
   signal(SIGINT, SIG_IGN);
   signal(SIGQUIT, SIG_IGN);
@@ -316,7 +344,7 @@ int RunCommand(const std::vector<std::string>& args) {
     v1::LeaksRequest req;
     req.set_all(all);
     req.set_limit(100000);  // one run's report: every leak
-    if (!temp_data.empty() || ids.empty()) {
+    if (data_dir.empty() || ids.empty()) {
       // a fresh store holds this run only
     } else if (ids.size() == 1) {
       req.set_process_id(ids[0]);

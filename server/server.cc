@@ -5,6 +5,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <google/protobuf/stubs/common.h>
+#include <rocksdb/env.h>
 #include <rocksdb/version.h>
 
 #include "absl/base/config.h"
@@ -29,7 +30,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   auto auth = TokenAuth::Load(options.auth);
   if (!auth.ok()) return auth.status();
   s->auth_ = std::move(*auth);
-  auto store = Store::Open(options.data_dir, StoreOptions{.sync = options.sync});
+  StoreOptions store_opts{.sync = options.sync};
+  if (options.in_memory) {
+    s->memory_env_.reset(rocksdb::NewMemEnv(rocksdb::Env::Default()));
+    store_opts.env = s->memory_env_.get();
+  }
+  auto store = Store::Open(options.data_dir, store_opts);
   if (!store.ok()) return store.status();
   s->store_ = std::move(*store);
   s->metrics_ = std::make_unique<ServerMetrics>();
