@@ -23,6 +23,7 @@
 #include <initializer_list>
 
 #include "agent/cfi_unwinder.h"
+#include "agent/clock_choice.h"
 #include "agent/ring.h"
 #include "agent/ring_writer.h"
 #include "agent/sampled_set.h"
@@ -204,23 +205,52 @@ bool CpuHasRdtscp() {
   return __get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) != 0 && (edx & kRdtscp) != 0;
 }
 
-// The clock for record keys: the TSC when the kernel itself keeps time with
-// it (it checked that it is invariant and synchronized across CPUs) and the
-// CPU has RDTSCP, else a shared counter. CGOHEAP_CLOCK=counter forces the
-// counter.
-ring::Clock ChooseClock() {
-  const char* force = getenv("CGOHEAP_CLOCK");
-  if (force != nullptr && strcmp(force, "counter") == 0) return ring::Clock::kCounter;
-  if (!CpuHasRdtscp()) return ring::Clock::kCounter;
-  char buf[32] = {};
-  int fd = open("/sys/devices/system/clocksource/clocksource0/current_clocksource",
-                O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ring::Clock::kCounter;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
+// Whether the CPU's TSC is invariant (CPUID 0x80000007, EDX bit 8).
+bool CpuHasInvariantTsc() {
+  unsigned eax, ebx, ecx, edx;
+  constexpr unsigned kInvariant = 1u << 8;
+  return __get_cpuid(0x80000007, &eax, &ebx, &ecx, &edx) != 0 && (edx & kInvariant) != 0;
+}
+
+// Reads a small sysfs file into buf (empty when unreadable).
+void ReadSmall(const char* path, char* buf, size_t size) {
+  buf[0] = '\0';
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = read(fd, buf, size - 1);
   close(fd);
-  return n >= 3 && strncmp(buf, "tsc", 3) == 0 && (n == 3 || buf[3] == '\n')
-             ? ring::Clock::kTsc
-             : ring::Clock::kCounter;
+  buf[n > 0 ? n : 0] = '\0';
+}
+
+// The clock for record keys (agent/clock_choice.h says when the TSC).
+// CGOHEAP_CLOCK=counter forces the counter.
+ring::Clock ChooseClock() {
+  char current[64], available[256];
+  ReadSmall("/sys/devices/system/clocksource/clocksource0/current_clocksource", current,
+            sizeof current);
+  ReadSmall("/sys/devices/system/clocksource/clocksource0/available_clocksource", available,
+            sizeof available);
+  ClockFacts facts;
+  facts.forced = getenv("CGOHEAP_CLOCK");
+  facts.rdtscp = CpuHasRdtscp();
+  facts.invariant_tsc = CpuHasInvariantTsc();
+  if constexpr (kAllocGuard) {
+    // Test builds only: another kernel's clocksources, "CURRENT;AVAILABLE"
+    // (a kvm-clock VM that still offers the TSC, or one that withdrew it).
+    if (const char* c = getenv("CGOHEAP_TEST_CLOCKSOURCES")) {
+      size_t i = 0;
+      for (; c[i] != '\0' && c[i] != ';' && i + 1 < sizeof current; ++i) current[i] = c[i];
+      current[i] = '\0';
+      size_t j = 0;
+      if (c[i] == ';') {
+        for (++i; c[i] != '\0' && j + 1 < sizeof available; ++i, ++j) available[j] = c[i];
+      }
+      available[j] = '\0';
+    }
+  }
+  facts.current = current;
+  facts.available = available;
+  return DecideClock(facts);
 }
 
 // Creates DIR/PID-NANOS.ring and maps it; the forwarder only looks at files

@@ -19,8 +19,8 @@
 // Order across lanes. Every record carries a key from one clock for the whole
 // machine: the TSC (read with RDTSCP, which waits for earlier loads, so a
 // block handed from thread to thread cannot be freed "before" it was
-// allocated) when the kernel itself trusts it (clocksource tsc), else a
-// shared counter. The forwarder merges lanes by key, and only up to a cut
+// allocated) when the kernel keeps time with it or still offers it and it is
+// invariant (agent/clock_choice.h), else a shared counter. The forwarder merges lanes by key, and only up to a cut
 // read before it looks at the lanes' heads: an event published after the cut
 // was read gets a larger key than anything that caused it, so no event is
 // ever merged ahead of one it depends on (a free of an address before the

@@ -506,6 +506,29 @@ std::string ClockOf(const std::string& data_dir) {
   return Str(Field(procs, "processes").list_value().values(0), "clock");
 }
 
+std::string CurrentClocksource() {
+  std::string s = ReadFile("/sys/devices/system/clocksource/clocksource0/current_clocksource");
+  return s.substr(0, s.find('\n'));
+}
+
+// The clock agent/clock_choice.h should choose on this machine with the
+// kernel's clocksource `current`, from what /proc/cpuinfo says (Linux sets
+// constant_tsc and nonstop_tsc from the CPU's invariant-TSC bit).
+std::string ExpectedClock(const std::string& current) {
+  const std::string cpu = ReadFile("/proc/cpuinfo");
+  auto flag = [&](const std::string& f) { return cpu.find(" " + f + " ") != std::string::npos ||
+                                                 cpu.find(" " + f + "\n") != std::string::npos; };
+  if (!flag("rdtscp")) return "counter";
+  if (current == "tsc") return "tsc";
+  std::string available =
+      " " + ReadFile("/sys/devices/system/clocksource/clocksource0/available_clocksource") + " ";
+  for (char& c : available) {
+    if (c == '\n') c = ' ';
+  }
+  const bool offered = available.find(" tsc ") != std::string::npos;
+  return offered && flag("constant_tsc") && flag("nonstop_tsc") ? "tsc" : "counter";
+}
+
 // Some virtual machines hide RDTSCP even where the kernel keeps time with
 // the TSC; executing it there kills the program with SIGILL. The agent asks
 // the CPU first and falls back to the counter, still exact.
@@ -518,12 +541,36 @@ TEST(RunTest, CpuWithoutRdtscpGetsTheCounterClockAndStaysExact) {
                        4 * 3 * 5);
   EXPECT_EQ(ClockOf(data.path()), "counter");
 
-  // Without the switch: the TSC exactly where the kernel keeps time with it.
-  std::string source = ReadFile("/sys/devices/system/clocksource/clocksource0/current_clocksource");
+  // Without the switch: the TSC exactly where the kernel keeps time with it,
+  // or still offers it and the CPU says it is invariant (agent/clock_choice.h).
   TempDir plain;
   Report r = RunUnder(Program("seed_cstring"), {}, {"--agent=" + agent, "--data=" + plain.path()});
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
-  EXPECT_EQ(ClockOf(plain.path()), source == "tsc\n" ? "tsc" : "counter") << source;
+  EXPECT_EQ(ClockOf(plain.path()), ExpectedClock(CurrentClocksource()));
+}
+
+// A cloud VM's kernel keeps time with kvm-clock and still offers the TSC:
+// with an invariant TSC the agent orders by it (no shared counter), and
+// blocks handed between threads are still matched exactly. Where the kernel
+// withdrew the TSC, the counter.
+TEST(RunTest, KvmClockMachinesStillUseAnInvariantTscTheKernelOffers) {
+  std::string agent = std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent_guard.so";
+  const std::string cpu = ReadFile("/proc/cpuinfo");
+  const bool invariant = cpu.find(" constant_tsc") != std::string::npos &&
+                         cpu.find(" nonstop_tsc") != std::string::npos &&
+                         cpu.find(" rdtscp") != std::string::npos;
+  for (const auto& [sources, expected] :
+       {std::pair<std::string, std::string>{"kvm-clock;kvm-clock tsc acpi_pm",
+                                            invariant ? "tsc" : "counter"},
+        std::pair<std::string, std::string>{"kvm-clock;kvm-clock acpi_pm", "counter"}}) {
+    SCOPED_TRACE(sources);
+    TempDir data;
+    ExpectHandoffMatched(RunUnder(Program("handoff"), {"4", "3", "5000"},
+                                  {"--agent=" + agent, "--data=" + data.path()},
+                                  {"CGOHEAP_RING_LANES=8", "CGOHEAP_TEST_CLOCKSOURCES=" + sources}),
+                         4 * 3 * 5);
+    EXPECT_EQ(ClockOf(data.path()), expected);
+  }
 }
 
 // 80 threads at once for 64 lanes: some share lane 0 while the others write
