@@ -36,11 +36,14 @@ run() {
 }
 
 echo "cgoheap benchmark on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)" >&2
+CS=/sys/devices/system/clocksource/clocksource0
+echo "clocksource: $(cat $CS/current_clocksource 2>/dev/null) (available: $(cat $CS/available_clocksource 2>/dev/null | xargs)); exact runs on both ordering paths: the agent's default (agent/clock_choice.h) and CGOHEAP_CLOCK=counter (what machines without a usable TSC get)" >&2
 echo "churn loop: 4 goroutines x $ITER iterations, 5 C allocations each; $ROUNDS alternating rounds" >&2
 for ((r = 0; r < ROUNDS; r++)); do
   ROUND=$r
   run plain "$CHURN" 4 "$ITER"
   run exact "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
+  run exact_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
   run sampled "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER"
 done
 echo "valgrind and heaptrack: 4 x $SMALL iterations" >&2
@@ -105,8 +108,8 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" '
   END {
     printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | program CPU vs plain |\n"
     printf "| --- | ---: | ---: | ---: | ---: | ---: |\n"
-    split("plain exact sampled", names, " ")
-    for (k = 1; k <= 3; k++) {
+    split("plain exact exact_counter sampled", names, " ")
+    for (k = 1; k <= 4; k++) {
       e = median(names[k], 2); c = median(names[k], 3); t = median(names[k], 4)
       printf "| %s | %.0f | %.0f | %.2f | %.2fx | %.2fx |\n", names[k], e, c, t, ratio(names[k], 2), ratio(names[k], 3)
     }
