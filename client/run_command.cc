@@ -193,26 +193,35 @@ int RunCommand(const std::vector<std::string>& args) {
     return 2;
   }
 
-  // The server: the one given, which must answer before the program starts;
-  // or a local one, started while the program starts (its events wait in
-  // the ring meanwhile).
+  // The server: the one given, which must answer now, or a local one.
   std::unique_ptr<server::Server> local;
   const std::string& server_addr = conn.server;
+  if (server_addr.empty()) {
+    auto s = StartLocalServer(data_dir);
+    if (!s.ok()) {
+      std::cerr << "cgoheap run: cannot start the local server: " << s.status().message() << "\n";
+      return 2;
+    }
+    local = std::move(*s);
+  }
+  std::string target = local ? local->address() : server_addr;
+  Connection to = conn;
+  if (local) {  // the local server: plaintext, open
+    to = Connection();
+    to.server = target;
+  }
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxReceiveMessageSize(256 << 20);  // the report of a program with many leaks
-  std::shared_ptr<grpc::Channel> channel;
-  if (!server_addr.empty()) {
-    absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = conn.Dial(channel_args);
-    if (!dialed.ok()) {
-      std::cerr << "cgoheap run: " << dialed.status().message() << "\n";
-      return 2;
-    }
-    channel = *dialed;
-    if (!Reachable(channel)) {
-      std::cerr << "cgoheap run: "
-                << Unreachable(server_addr, "leave out --server to use a local one") << "\n";
-      return 2;
-    }
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = to.Dial(channel_args);
+  if (!dialed.ok()) {
+    std::cerr << "cgoheap run: " << dialed.status().message() << "\n";
+    return 2;
+  }
+  std::shared_ptr<grpc::Channel> channel = *dialed;
+  if (!Reachable(channel)) {
+    std::cerr << "cgoheap run: " << Unreachable(target, "leave out --server to use a local one")
+              << "\n";
+    return 2;
   }
 
   // Rings in memory (tmpfs) when there is one: on a disk file system the
@@ -227,39 +236,6 @@ int RunCommand(const std::vector<std::string>& args) {
   // Orphaned descendants are reparented to us, so their exit status is ours
   // to read.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
-  Child child =
-      Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service, debuginfod_urls);
-  if (child.pid < 0) {
-    std::error_code ec;
-    fs::remove_all(ring_dir, ec);
-    std::cerr << "cgoheap run: " << child.error << "\n";
-    return 127;
-  }
-  Connection to = conn;
-  if (server_addr.empty()) {
-    absl::StatusOr<std::unique_ptr<server::Server>> s = StartLocalServer(data_dir);
-    absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = absl::UnknownError("not started");
-    if (s.ok()) {
-      to = Connection();  // the local server: plaintext, open
-      to.server = (*s)->address();
-      dialed = to.Dial(channel_args);
-    } else {
-      dialed = s.status();
-    }
-    if (!dialed.ok()) {
-      // Nothing would record the program: it does not run unrecorded.
-      kill(child.pid, SIGKILL);
-      waitpid(child.pid, nullptr, 0);
-      std::error_code ec;
-      fs::remove_all(ring_dir, ec);
-      std::cerr << "cgoheap run: cannot start the local server: " << dialed.status().message()
-                << "\n";
-      return 2;
-    }
-    local = std::move(*s);
-    channel = *dialed;
-  }
-  const std::string target = to.server;
   ForwarderOptions fwd_opts;
   fwd_opts.ring_dir = ring_dir;
   fwd_opts.service = service;
@@ -267,16 +243,20 @@ int RunCommand(const std::vector<std::string>& args) {
   fwd_opts.heartbeat = absl::Seconds(heartbeat);
   fwd_opts.authorization = to.authorization();
   Forwarder fwd(fwd_opts);
+  Child child =
+      Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service, debuginfod_urls);
   // The executable's debug information is read on a thread of its own while
-  // the program runs (tens of milliseconds for a large Go binary); a stack
-  // that needs it first waits for it.
+  // the program starts, not before (tens of milliseconds for a large Go
+  // binary); a stack that needs it first waits for it. (The local server
+  // starts before the program, and the forwarder exists before it runs: a
+  // program that damages its ring at once is still read from its start.)
   struct Joined {
     std::thread thread;
     ~Joined() {
       if (thread.joinable()) thread.join();
     }
   } prepare;
-  if (std::string exe = FindExecutable((*rest)[0]); !exe.empty()) {
+  if (std::string exe = FindExecutable((*rest)[0]); !exe.empty() && child.pid >= 0) {
     prepare.thread = std::thread([&fwd, exe] { fwd.Prepare(exe); });
   }
   auto cleanup = [&] {
@@ -284,6 +264,11 @@ int RunCommand(const std::vector<std::string>& args) {
     fs::remove_all(ring_dir, ec);
     local.reset();
   };
+  if (child.pid < 0) {
+    std::cerr << "cgoheap run: " << child.error << "\n";
+    cleanup();
+    return 127;
+  }
   // Like a shell: ^C goes to the program, and we stay to report.
   signal(SIGINT, SIG_IGN);
   signal(SIGQUIT, SIG_IGN);
