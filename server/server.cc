@@ -44,7 +44,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   s->metrics_->SetMaxServices(options.metrics_max_services);
   HeapState::Options state_opts;
   state_opts.leak_window_seconds = options.leak_window_seconds;
-  state_opts.metrics_top_k = static_cast<int>(std::min<uint64_t>(options.metrics_top_k, 1000));
   state_opts.retention_seconds = options.retention_seconds;
   state_opts.lost_after_seconds = options.lost_after_seconds;
   state_opts.max_processes = options.max_processes;
@@ -98,8 +97,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   }
   std::string host = options.listen.substr(0, options.listen.rfind(':'));
   s->address_ = absl::StrCat(host, ":", port);
-  s->refresher_ = std::thread([srv = s.get(), window = options.leak_window_seconds] {
-    srv->RefreshLoop(window);
+  s->refresher_ = std::thread([srv = s.get(), window = options.leak_window_seconds,
+                               top_k = static_cast<int>(std::min<uint64_t>(options.metrics_top_k, 1000))] {
+    srv->RefreshLoop(window, top_k);
   });
   return s;
 }
@@ -116,7 +116,7 @@ LibraryVersions ServerLibraries() {
 
 // Growth detection samples every window/16 (at least every 2 s); metrics
 // follow at the same pace.
-void Server::RefreshLoop(double window_seconds) {
+void Server::RefreshLoop(double window_seconds, int metrics_top_k) {
   absl::Duration tick = std::min(absl::Seconds(2), absl::Seconds(window_seconds / 16));
   absl::Time last_expiry;
   do {
@@ -127,7 +127,7 @@ void Server::RefreshLoop(double window_seconds) {
       if (!forgotten.ok()) metrics_->OnStorageError();
     }
     state_->DetectGrowth(absl::ToUnixNanos(absl::Now()));
-    metrics_->RefreshFleet(state_->ListProcesses({}), Suspects(*state_, state_->options().metrics_top_k));
+    metrics_->RefreshFleet(state_->ListProcesses({}), Suspects(*state_, metrics_top_k));
     metrics_->SetStorageBytes(static_cast<double>(store_->DiskBytes()));
   } while (!stop_.WaitForNotificationWithTimeout(tick));
 }

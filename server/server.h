@@ -79,7 +79,8 @@ class Server {
 
  private:
   Server() = default;
-  void RefreshLoop(double window_seconds);
+  // metrics_top_k: growing stacks per service with a series of their own.
+  void RefreshLoop(double window_seconds, int metrics_top_k);
 
   std::string address_;
   std::unique_ptr<rocksdb::Env> memory_env_;  // in_memory: outlives store_

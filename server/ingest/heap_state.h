@@ -103,8 +103,6 @@ class HeapState {
     // Growth leaks: a stack is flagged when its live memory rises through a
     // whole window of this length.
     double leak_window_seconds = 600;
-    // Growing stacks per service exported as their own metric series.
-    int metrics_top_k = 10;
     // Live blocks per stored snapshot chunk: at most ~30 bytes each, so a
     // chunk stays far below protobuf's 2 GiB limit whatever the heap's size.
     uint64_t snapshot_chunk_blocks = 1 << 20;
