@@ -175,6 +175,8 @@ void ManyWriters(uint32_t lanes, int threads_n, ring::Clock clock) {
 TEST(RingTest, OwnLanesLoseNothingAndKeepPerThreadOrder) { ManyWriters(8, 4, ring::Clock::kTsc); }
 TEST(RingTest, MoreThreadsThanLanesShareLaneZero) { ManyWriters(3, 6, ring::Clock::kTsc); }
 TEST(RingTest, CounterClockWorksToo) { ManyWriters(3, 4, ring::Clock::kCounter); }
+// More lanes ready at once than the reader scans (RingReader::kScanLanes): a heap.
+TEST(RingTest, ManyLanesReadyAtOnceAreMergedInOrder) { ManyWriters(24, 24, ring::Clock::kTsc); }
 
 // The order that matters across threads: an address allocated on one thread,
 // handed over, freed on another, and allocated again on a third. The merged

@@ -23,6 +23,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/address_index.h"
 #include "common/clock.h"
 #include "common/escape.h"
 #include "proto/stack_id.h"
@@ -148,7 +149,7 @@ struct Forwarder::Tracked {
   absl::flat_hash_set<uint64_t> stacks_sent;
   // The batch being built.
   v1::EventBatch batch;
-  absl::flat_hash_map<uint64_t, int> batch_allocs;  // address -> index in batch
+  AddressIndex batch_allocs;  // address -> index in batch
   size_t batch_stack_bytes = 0;  // of the new stacks in the batch
   int live_events = 0;
   uint64_t cancelled = 0;
@@ -425,47 +426,52 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
 }
 
 size_t Forwarder::Drain(Tracked& t) {
-  RingRecord rec;
+  if (records_.empty()) records_.resize(kRecordsPerRead);
   size_t n = 0;
-  while (t.ring.Next(&rec)) {
-    if (t.live_events == 0 && t.batch.kinds_size() == 0) t.first_event = absl::Now();
-    if (rec.kind == ring::Kind::kAlloc) {
-      uint64_t stack = Intern(t, rec);
-      t.batch_allocs[rec.address] = t.batch.kinds_size();
-      t.batch.add_kinds(v1::EVENT_KIND_ALLOC);
-      t.batch.add_addresses(rec.address);
-      t.batch.add_sizes(rec.size);
-      t.batch.add_stack_ids(stack);
-      ++t.live_events;
-    } else {
-      // Freed in the same batch it was allocated in: neither event is sent.
-      if (auto it = t.batch_allocs.find(rec.address); it != t.batch_allocs.end()) {
-        t.batch.set_kinds(it->second, v1::EVENT_KIND_UNSPECIFIED);
-        t.batch_allocs.erase(it);
-        --t.live_events;
-        ++t.cancelled;
-      } else {
-        t.batch.add_kinds(v1::EVENT_KIND_FREE);
+  // Read in runs (one guarded pass over the ring each), taken one by one.
+  for (size_t got; (got = t.ring.NextMany(records_.data(), records_.size())) > 0;) {
+    for (size_t i = 0; i < got; ++i) {
+      const RingRecord& rec = records_[i];
+      if (t.live_events == 0 && t.batch.kinds_size() == 0) t.first_event = absl::Now();
+      if (rec.kind == ring::Kind::kAlloc) {
+        uint64_t stack = Intern(t, rec);
+        t.batch_allocs.Set(rec.address, t.batch.kinds_size());
+        t.batch.add_kinds(v1::EVENT_KIND_ALLOC);
         t.batch.add_addresses(rec.address);
-        t.batch.add_sizes(0);
-        t.batch.add_stack_ids(0);
+        t.batch.add_sizes(rec.size);
+        t.batch.add_stack_ids(stack);
         ++t.live_events;
+      } else {
+        // Freed in the same batch it was allocated in: neither event is sent.
+        if (int at_alloc; t.batch_allocs.Take(rec.address, &at_alloc)) {
+          t.batch.set_kinds(at_alloc, v1::EVENT_KIND_UNSPECIFIED);
+          --t.live_events;
+          ++t.cancelled;
+        } else {
+          t.batch.add_kinds(v1::EVENT_KIND_FREE);
+          t.batch.add_addresses(rec.address);
+          t.batch.add_sizes(0);
+          t.batch.add_stack_ids(0);
+          ++t.live_events;
+        }
       }
-    }
-    if (++n % 1024 == 0) {
-      ReleaseAcked(t);
-      // Space goes back only when acknowledged: send early enough that no
-      // lane fills while a batch waits.
-      if (options_.resumable && t.ring.MaxUnreleased() > t.ring.lane_words() / 8) Flush(t, true);
-    }
-    // Cancelled pairs keep their slots until the flush compacts them: bound
-    // those too, or a churning process fills the forwarder's memory.
-    // Bytes: an event is at most 1 + 10 + 10 + 9 bytes in the packed arrays.
-    if (t.live_events >= static_cast<int>(options_.max_batch_events) ||
-        t.batch.kinds_size() >= 4 * static_cast<int>(options_.max_batch_events) ||
-        t.batch_stack_bytes + 30 * static_cast<size_t>(t.batch.kinds_size()) >=
-            options_.max_batch_bytes) {
-      Flush(t, true);
+      if (++n % 1024 == 0) {
+        ReleaseAcked(t);
+        // Space goes back only when acknowledged: send early enough that no
+        // lane fills while a batch waits.
+        if (options_.resumable && t.ring.MaxUnreleased() > t.ring.lane_words() / 8) {
+          Flush(t, true, std::span(records_).subspan(i + 1, got - i - 1));
+        }
+      }
+      // Cancelled pairs keep their slots until the flush compacts them: bound
+      // those too, or a churning process fills the forwarder's memory.
+      // Bytes: an event is at most 1 + 10 + 10 + 9 bytes in the packed arrays.
+      if (t.live_events >= static_cast<int>(options_.max_batch_events) ||
+          t.batch.kinds_size() >= 4 * static_cast<int>(options_.max_batch_events) ||
+          t.batch_stack_bytes + 30 * static_cast<size_t>(t.batch.kinds_size()) >=
+              options_.max_batch_bytes) {
+        Flush(t, true, std::span(records_).subspan(i + 1, got - i - 1));
+      }
     }
   }
   ReleaseAcked(t);
@@ -489,12 +495,12 @@ bool Forwarder::Refused(Tracked& t) {
   return true;
 }
 
-void Forwarder::Flush(Tracked& t, bool force) {
+void Forwarder::Flush(Tracked& t, bool force, std::span<const RingRecord> unread) {
   const bool heartbeat = absl::Now() - t.last_sent >= options_.heartbeat;
   if (t.batch.kinds_size() == 0 && t.batch.new_stacks_size() == 0 && !heartbeat) return;
   if (Refused(t)) {
     t.batch.Clear();
-    t.batch_allocs.clear();
+    t.batch_allocs.Clear();
     t.batch_stack_bytes = 0;
     t.live_events = 0;
     return;
@@ -523,10 +529,13 @@ void Forwarder::Flush(Tracked& t, bool force) {
   b.set_cancelled_pairs(t.cancelled);  // this batch's: the server adds them up
   t.cancelled = 0;
   std::vector<uint64_t> positions = t.ring.Positions();
+  for (const RingRecord& r : unread) {  // each lane's first unread record
+    if (r.lane < positions.size()) positions[r.lane] = std::min(positions[r.lane], r.pos);
+  }
   for (uint64_t pos : positions) b.add_lane_positions(pos);
   v1::AgentMessage msg;
   msg.mutable_batch()->Swap(&b);
-  t.batch_allocs.clear();
+  t.batch_allocs.Clear();
   t.batch_stack_bytes = 0;
   t.live_events = 0;
   if (uint64_t seq = t.stream->Send(std::move(msg)); seq != 0) {

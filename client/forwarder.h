@@ -15,6 +15,7 @@
 
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -115,7 +116,10 @@ class Forwarder {
   void Discover();
   size_t Drain(Tracked& t);
   uint64_t Intern(Tracked& t, const RingRecord& rec);
-  void Flush(Tracked& t, bool force);
+  // Sends the batch being built. unread: records already taken from the
+  // ring but not yet added (the rest of a run): the batch's ring positions
+  // stop before them.
+  void Flush(Tracked& t, bool force, std::span<const RingRecord> unread = {});
   // The server refused t's stream: said once, with its reason.
   bool Refused(Tracked& t);
   void End(Tracked& t);
@@ -134,6 +138,9 @@ class Forwarder {
   // Files in the directory never to read (again): not our rings, or rings
   // already ended that could not be removed. Forgotten once they are gone.
   absl::flat_hash_set<std::string> rejected_;
+  // A run of records read from one ring at a time (Drain).
+  static constexpr size_t kRecordsPerRead = 128;
+  std::vector<RingRecord> records_;
 };
 
 }  // namespace cgoheap::client

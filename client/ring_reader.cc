@@ -144,7 +144,10 @@ void RingReader::StartRound() {
       cut_ = std::min(cut_, lanes_[0].floor);
     }
   }
-  std::make_heap(ready_.begin(), ready_.end(), std::greater<>());
+  // Within a round ready_ only shrinks (a lane taken from is put back or
+  // not), so the choice holds until the next round.
+  heap_ = ready_.size() > kScanLanes;
+  if (heap_) std::make_heap(ready_.begin(), ready_.end(), std::greater<>());
 }
 
 // Whether lane's next record can be taken this round, and its key.
@@ -195,9 +198,17 @@ T RingReader::Guarded(const T& fallback, F f) {
   return f();
 }
 
-bool RingReader::Next(RingRecord* rec) {
-  if (corrupt_) return false;
-  return Guarded(false, [&] { return NextRecord(rec); });
+bool RingReader::Next(RingRecord* rec) { return NextMany(rec, 1) == 1; }
+
+size_t RingReader::NextMany(RingRecord* out, size_t max) {
+  if (corrupt_) return 0;
+  // n is kept outside the guarded call: records read before a fault stand.
+  size_t n = 0;
+  Guarded(0, [&] {
+    while (n < max && NextRecord(&out[n])) ++n;
+    return 0;
+  });
+  return n;
 }
 
 // Guarded by Next: nothing here allocates or locks while it touches the
@@ -209,15 +220,23 @@ bool RingReader::NextRecord(RingRecord* rec) {
     if (fresh) return false;
     StartRound();
   }
-  // The ready lane with the smallest key (a min-heap: many lanes may be ready).
-  std::pop_heap(ready_.begin(), ready_.end(), std::greater<>());
-  uint32_t lane = ready_.back().second;
-  ready_.pop_back();
+  // The ready lane with the smallest key.
+  size_t at = 0;
+  if (heap_) {
+    std::pop_heap(ready_.begin(), ready_.end(), std::greater<>());
+    at = ready_.size() - 1;
+  } else {
+    for (size_t i = 1; i < ready_.size(); ++i) {
+      if (ready_[i] < ready_[at]) at = i;
+    }
+  }
+  const uint32_t lane = ready_[at].second;
   Cursor& c = lanes_[lane];
   const uint64_t mask = lane_words_ - 1;
   const uint64_t* words = Lane(lane);
   const uint64_t h = c.header;  // checked by Peek: at most kMaxFrames frames
   rec->key = c.key;
+  rec->pos = c.pos;
   rec->lane = lane;
   rec->kind = ring::HeaderKind(h);
   rec->api = ring::HeaderApi(h);
@@ -228,9 +247,17 @@ bool RingReader::NextRecord(RingRecord* rec) {
   c.pos += ring::HeaderWords(h);
   if (lane == 0) c.floor = c.key;
   Peek(lane);
-  if (c.ready) {
-    ready_.push_back({c.key, lane});
-    std::push_heap(ready_.begin(), ready_.end(), std::greater<>());
+  if (heap_) {
+    ready_.pop_back();
+    if (c.ready) {
+      ready_.push_back({c.key, lane});
+      std::push_heap(ready_.begin(), ready_.end(), std::greater<>());
+    }
+  } else if (c.ready) {
+    ready_[at].first = c.key;
+  } else {
+    ready_[at] = ready_.back();
+    ready_.pop_back();
   }
   return true;
 }

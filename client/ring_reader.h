@@ -41,6 +41,7 @@ struct RingIdentity {
 
 struct RingRecord {
   uint64_t key;  // the record's clock value (ring.h)
+  uint64_t pos;  // where it starts in its lane
   uint32_t lane;
   ring::Kind kind;
   ring::Api api;
@@ -69,6 +70,9 @@ class RingReader {
   bool Attach(ring::RingHeader* header, size_t bytes);
   // Reads the next record in key order; false when none is ready yet.
   bool Next(RingRecord* rec);
+  // Reads up to max records in key order into out[0..n), and returns n (0:
+  // none ready yet). One guarded pass for all: what the forwarder uses.
+  size_t NextMany(RingRecord* out, size_t max);
   // Hands consumed space back to the writers (call after a run of Next).
   void Release();
   // Where the reader stands in each lane (lane i at index i): everything
@@ -151,8 +155,12 @@ class RingReader {
   size_t bytes_ = 0;
   bool owned_ = false;
   std::vector<Cursor> lanes_;
-  // Lanes with a ready record this round, by key: a min-heap of (key, lane).
+  // Lanes with a ready record this round, with their keys. Few lanes are
+  // ready in a round (a thread each): the smallest key is found by a scan;
+  // past kScanLanes, ready_ is a min-heap instead (heap_).
+  static constexpr size_t kScanLanes = 16;
   std::vector<std::pair<uint64_t, uint32_t>> ready_;
+  bool heap_ = false;
   uint64_t cut_ = 0;
   bool corrupt_ = false;
   bool truncated_ = false;
