@@ -128,6 +128,7 @@ struct Forwarder::Tracked {
   std::deque<std::pair<uint64_t, std::vector<uint64_t>>> in_flight;
   bool told_refused = false;
   v1::ProcessEnd end;
+  v1::ProcessHello hello;  // until its stream starts (Connect)
   std::string own_basis;  // how its executable's own code is told apart (Stack.own_basis)
 
   // Raw stacks (api + return addresses) already interned, by their hash;
@@ -205,7 +206,17 @@ bool Forwarder::Ready(Tracked& t) {
   return true;
 }
 
+void Forwarder::Connect(std::shared_ptr<grpc::Channel> channel) {
+  options_.channel = std::move(channel);
+  for (auto& [path, t] : tracked_) {
+    if (t->stream != nullptr) continue;
+    t->stream = std::make_unique<IngestStream>(options_.channel, t->hello, options_.authorization);
+    t->hello.Clear();
+  }
+}
+
 void Forwarder::Retire() {
+  if (options_.channel == nullptr) return;  // nothing was sent yet
   for (auto it = tracked_.begin(); it != tracked_.end();) {
     Tracked& t = *it->second;
     bool done = t.end_sent && (t.stream->acked() == t.stream->sent() || !t.stream->error().ok());
@@ -339,7 +350,11 @@ void Forwarder::Discover() {
     }
     if (service.empty()) service = "unknown";
     hello.set_service(WireString(service));
-    t->stream = std::make_unique<IngestStream>(options_.channel, hello, options_.authorization);
+    if (options_.channel != nullptr) {
+      t->stream = std::make_unique<IngestStream>(options_.channel, hello, options_.authorization);
+    } else {
+      t->hello = std::move(hello);
+    }
     if (options_.remember_processes) ids_.push_back(absl::StrFormat("%016x", t->process_id));
     tracked_[path] = std::move(t);
   }
@@ -603,6 +618,7 @@ int PollPacer::Next(size_t drained) {
 size_t Forwarder::Poll() {
   Retire();
   Discover();
+  if (options_.channel == nullptr) return 0;  // found and opened; read once connected
   size_t drained = 0;
   for (auto& [path, t] : tracked_) {
     if (t->end_sent || !Ready(*t)) continue;
@@ -624,6 +640,9 @@ size_t Forwarder::Poll() {
 }
 
 absl::Status Forwarder::Finish(absl::Duration timeout) {
+  if (options_.channel == nullptr) {
+    return absl::FailedPreconditionError("the forwarder was never connected to a server");
+  }
   Poll();
   for (auto& [path, t] : tracked_) {
     // A resumed process the server never answered for stays in its ring,
