@@ -5,7 +5,10 @@
 #     the median over rounds of each run against the plain run of its round);
 #   - valgrind --leak-check=full and heaptrack on a smaller run of the same loop
 #     (against a plain run of that size);
-#   - the ingest load generator against a cgoheapd of its own.
+#   - the ingest load generator against a cgoheapd of its own;
+#   - a realistic service, HTTP + go-sqlite3 under load on loopback, plain,
+#     sampled and exact (bench/service.sh);
+#   - `cgoheap run -- true` against `true`: the launcher's own cost.
 # Prints a table of ratios. The machine is shared and noisy: compare figures
 # of one run, never across runs.
 #
@@ -16,8 +19,8 @@ cd "$(dirname "$0")/.."
 B=${CGOHEAP_BUILD_DIR:-build}
 CHURN=$B/tests/programs/churn
 CGOHEAP=$B/bin/cgoheap
-ROUNDS=9 ITER=2000000 SMALL=100000 INGEST_S=10
-if [ "${1:-}" = --quick ]; then ROUNDS=1 ITER=100000 SMALL=2000 INGEST_S=2; fi
+ROUNDS=15 ITER=2000000 SMALL=100000 INGEST_S=10 SERVICE_ROUNDS=9 SERVICE_S=5
+if [ "${1:-}" = --quick ]; then ROUNDS=1 ITER=100000 SMALL=2000 INGEST_S=2 SERVICE_ROUNDS=1 SERVICE_S=1; fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"; [ -n "${DPID:-}" ] && kill $DPID 2>/dev/null || true' EXIT
 
@@ -37,7 +40,25 @@ run() {
 
 echo "cgoheap benchmark on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)" >&2
 CS=/sys/devices/system/clocksource/clocksource0
-echo "clocksource: $(cat $CS/current_clocksource 2>/dev/null) (available: $(cat $CS/available_clocksource 2>/dev/null | xargs)); exact runs on both ordering paths: the agent's default (agent/clock_choice.h) and CGOHEAP_CLOCK=counter (what machines without a usable TSC get)" >&2
+echo "clocksource: $(cat $CS/current_clocksource 2>/dev/null) (available: $(cat $CS/available_clocksource 2>/dev/null | xargs)); exact and sampled runs on both ordering paths: the agent's default (agent/clock_choice.h) and CGOHEAP_CLOCK=counter (what machines without a usable TSC get)" >&2
+# The ordering path the agent takes (agent/clock_choice.h), as its process
+# told a cgoheapd of our own: probe_clock [ENV=VALUE...] prints tsc or counter.
+probe_clock() {
+  rm -rf "$WORK/probe"; mkdir -p "$WORK/probe"
+  "$B/bin/cgoheapd" --listen=127.0.0.1:0 --metrics=127.0.0.1:0 --data="$WORK/probe" > "$WORK/probe.out" 2>&1 &
+  local pid=$! addr=""
+  for _ in $(seq 100); do
+    addr=$(sed -n 's/.*listening on \([^ ,]*\).*/\1/p' "$WORK/probe.out")
+    [ -n "$addr" ] && break
+    sleep 0.05
+  done
+  env "$@" "$CGOHEAP" run --server="$addr" -- "$CHURN" 1 10 > /dev/null 2>&1 || true
+  "$CGOHEAP" ps --server="$addr" --json | grep -o '"clock":"[a-z]*"' | head -1 | cut -d'"' -f4
+  kill $pid; wait $pid 2>/dev/null || true
+}
+DEFAULT_PATH=$(probe_clock)
+COUNTER_PATH=$(probe_clock CGOHEAP_CLOCK=counter)
+echo "ordering path by default here: ${DEFAULT_PATH:-unknown}; with CGOHEAP_CLOCK=counter: ${COUNTER_PATH:-unknown}" >&2
 echo "churn loop: 4 goroutines x $ITER iterations, 5 C allocations each; $ROUNDS alternating rounds" >&2
 for ((r = 0; r < ROUNDS; r++)); do
   ROUND=$r
@@ -45,6 +66,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   run exact "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
   run exact_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
   run sampled "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER"
+  run sampled_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER"
 done
 echo "valgrind and heaptrack: 4 x $SMALL iterations" >&2
 for ((r = 0; r < 3; r++)); do run plain_small "$CHURN" 4 "$SMALL"; done
@@ -70,11 +92,13 @@ for ((r = 0; r < STARTUP_N; r++)); do
 done
 median_ms() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {printf "%.1f", a[int((NR + 1) / 2)] / 1000}'; }
 
+SERVICE=$(bench/service.sh "$SERVICE_ROUNDS" "$SERVICE_S" 8)
+
 mkdir -p "$WORK/data"
 "$B/bin/cgoheapd" --listen=127.0.0.1:0 --data="$WORK/data" > "$WORK/d.out" 2>&1 &
 DPID=$!
 for _ in $(seq 50); do grep -q listening "$WORK/d.out" && break; sleep 0.1; done
-ADDR=$(sed -n 's/.*listening on \([^,]*\),.*/\1/p' "$WORK/d.out")
+ADDR=$(sed -n 's/.*listening on \([^ ,]*\).*/\1/p' "$WORK/d.out")
 INGEST=$("$CGOHEAP" bench ingest --server="$ADDR" --processes=4 --seconds="$INGEST_S" | tail -1)
 DRSS=$(ps -o rss= -p $DPID | awk '{printf "%.0f", $1/1024}')
 kill $DPID; wait $DPID 2>/dev/null || true; DPID=
@@ -84,7 +108,7 @@ PPROF=$("$CGOHEAP" bench pprof --output="$WORK/big.pb.gz" | tail -1)
 /usr/bin/time -f '%e' -o "$WORK/top_s" "$B/go-tools/pprof" -top "$WORK/big.pb.gz" >/dev/null 2>&1
 TOP_S=$(cat "$WORK/top_s")
 
-awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" '
+awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v cpath="$COUNTER_PATH" '
   function median(name, col,   n, i, j, t, a) {
     n = 0
     for (i = 1; i <= NR_; i++) if (rn[i] == name) a[++n] = rv[i, col]
@@ -108,10 +132,15 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" '
   END {
     printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | program CPU vs plain |\n"
     printf "| --- | ---: | ---: | ---: | ---: | ---: |\n"
-    split("plain exact exact_counter sampled", names, " ")
-    for (k = 1; k <= 4; k++) {
+    split("plain exact exact_counter sampled sampled_counter", names, " ")
+    label["plain"] = "plain"
+    label["exact"] = "cgoheap exact, " dpath " path (default)"
+    label["exact_counter"] = "cgoheap exact, " cpath " path (CGOHEAP_CLOCK=counter)"
+    label["sampled"] = "cgoheap sampled 524288, " dpath " path (default)"
+    label["sampled_counter"] = "cgoheap sampled 524288, " cpath " path (CGOHEAP_CLOCK=counter)"
+    for (k = 1; k <= 5; k++) {
       e = median(names[k], 2); c = median(names[k], 3); t = median(names[k], 4)
-      printf "| %s | %.0f | %.0f | %.2f | %.2fx | %.2fx |\n", names[k], e, c, t, ratio(names[k], 2), ratio(names[k], 3)
+      printf "| %s | %.0f | %.0f | %.2f | %.2fx | %.2fx |\n", label[names[k]], e, c, t, ratio(names[k], 2), ratio(names[k], 3)
     }
     se = median("plain_small", 2); sc = median("plain_small", 3)
     printf "| plain (small run) | %.0f | %.0f | %.2f | 1.00x | 1.00x |\n", se, sc, median("plain_small", 4)
@@ -128,5 +157,7 @@ echo "cgoheapd under load (4 simulated processes, RSS at the end ${DRSS} MiB):"
 echo "$INGEST"
 echo
 echo "$PPROF; go tool pprof -top on it: ${TOP_S} s"
+echo
+echo "$SERVICE"
 echo
 echo "cgoheap run -- true: $(median_ms "${RUN_US[@]}") ms wall against true: $(median_ms "${TRUE_US[@]}") ms (median of $STARTUP_N alternating runs)"

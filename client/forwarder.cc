@@ -524,6 +524,7 @@ void Forwarder::Flush(Tracked& t, bool force, std::span<const RingRecord> unread
   t.last_sent = absl::Now();
   // Compact the builder in place (cancelled pairs out) and send it as is.
   v1::EventBatch& b = t.batch;
+  const int built = b.kinds_size();  // before compaction: what the next one will need
   int kept = 0;
   for (int i = 0; i < b.kinds_size(); ++i) {
     if (b.kinds(i) == v1::EVENT_KIND_UNSPECIFIED) continue;  // a cancelled pair
@@ -550,6 +551,12 @@ void Forwarder::Flush(Tracked& t, bool force, std::span<const RingRecord> unread
   for (uint64_t pos : positions) b.add_lane_positions(pos);
   v1::AgentMessage msg;
   msg.mutable_batch()->Swap(&b);
+  // The next batch of a busy process is as big: room for it now, not by
+  // doubling (and copying) each array as it grows.
+  b.mutable_kinds()->Reserve(built);
+  b.mutable_addresses()->Reserve(built);
+  b.mutable_sizes()->Reserve(built);
+  b.mutable_stack_ids()->Reserve(built);
   t.batch_allocs.Clear();
   t.batch_stack_bytes = 0;
   t.live_events = 0;
