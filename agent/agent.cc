@@ -205,6 +205,17 @@ bool CpuHasRdtscp() {
   return __get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) != 0 && (edx & kRdtscp) != 0;
 }
 
+// Whether the CPU has CMPXCHG16B (CPUID 1, ECX bit 13), which lane 0 takes
+// stripe keys with.
+bool CpuHasCmpxchg16b() {
+  if constexpr (kAllocGuard) {
+    if (getenv("CGOHEAP_TEST_NO_CX16") != nullptr) return false;  // test builds: prove the fallback
+  }
+  unsigned eax, ebx, ecx, edx;
+  constexpr unsigned kCx16 = 1u << 13;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & kCx16) != 0;
+}
+
 // Whether the CPU's TSC is invariant (CPUID 0x80000007, EDX bit 8).
 bool CpuHasInvariantTsc() {
   unsigned eax, ebx, ecx, edx;
@@ -222,8 +233,8 @@ void ReadSmall(const char* path, char* buf, size_t size) {
   buf[n > 0 ? n : 0] = '\0';
 }
 
-// The clock for record keys (agent/clock_choice.h says when the TSC).
-// CGOHEAP_CLOCK=counter forces the counter.
+// The clock for record keys (agent/clock_choice.h): stripes, unless
+// CGOHEAP_CLOCK asks for the TSC or the counter, or the CPU lacks CMPXCHG16B.
 ring::Clock ChooseClock() {
   char current[64], available[256];
   ReadSmall("/sys/devices/system/clocksource/clocksource0/current_clocksource", current,
@@ -232,6 +243,7 @@ ring::Clock ChooseClock() {
             sizeof available);
   ClockFacts facts;
   facts.forced = getenv("CGOHEAP_CLOCK");
+  facts.cx16 = CpuHasCmpxchg16b();
   facts.rdtscp = CpuHasRdtscp();
   facts.invariant_tsc = CpuHasInvariantTsc();
   if constexpr (kAllocGuard) {

@@ -1,7 +1,9 @@
 // Which clock orders an agent's records (agent/ring.h, "Order across
-// lanes"): the TSC, or a shared counter (one atomic add on one cache line
-// per event, shared by every thread: what costs exact mode most on machines
-// that get it).
+// lanes"). By default none: per-thread clocks that meet at address stripes
+// (Clock::kStripes), which needs CMPXCHG16B (CPUID 1 ECX bit 13; every
+// x86-64 CPU since 2006 has it) for the shared lane. CGOHEAP_CLOCK=tsc or
+// counter asks for one of the older ways (benchmarks compare them), and a
+// CPU without CMPXCHG16B gets one of them:
 //
 // The TSC orders events across CPUs only if it is invariant (CPUID
 // 0x80000007 EDX bit 8: constant rate, ticking through sleep states) and
@@ -11,8 +13,9 @@
 // when the kernel still offers it (available_clocksource lists "tsc": most
 // cloud VMs keep time with kvm-clock but list tsc as well) and the CPU says
 // it is invariant; and only where the CPU has RDTSCP (CPUID 0x80000001 EDX
-// bit 27), which the keys are read with. docs/ARCHITECTURE.md, "Trust
-// boundaries" and the ordering fact.
+// bit 27), which the keys are read with. Otherwise a shared counter: one
+// atomic add on one cache line per event, shared by every thread.
+// docs/ARCHITECTURE.md, "Trust boundaries" and the ordering fact.
 //
 // Allocation-free (the agent runs it in a constructor).
 #pragma once
@@ -24,7 +27,8 @@
 namespace cgoheap::agent {
 
 struct ClockFacts {
-  const char* forced = nullptr;     // $CGOHEAP_CLOCK ("counter" forces the counter)
+  const char* forced = nullptr;     // $CGOHEAP_CLOCK: "tsc", "counter" or "stripes"
+  bool cx16 = false;                // CPUID 1 ECX bit 13 (CMPXCHG16B)
   bool rdtscp = false;              // CPUID 0x80000001 EDX bit 27
   bool invariant_tsc = false;       // CPUID 0x80000007 EDX bit 8
   const char* current = "";         // /sys/.../clocksource0/current_clocksource
@@ -44,7 +48,9 @@ inline bool HasWord(const char* list, const char* word) {
 }
 
 inline ring::Clock DecideClock(const ClockFacts& f) {
+  const bool asked_tsc = f.forced != nullptr && strcmp(f.forced, "tsc") == 0;
   if (f.forced != nullptr && strcmp(f.forced, "counter") == 0) return ring::Clock::kCounter;
+  if (f.cx16 && !asked_tsc) return ring::Clock::kStripes;
   if (!f.rdtscp) return ring::Clock::kCounter;
   if (HasWord(f.current, "tsc")) return ring::Clock::kTsc;
   if (f.invariant_tsc && HasWord(f.available, "tsc")) return ring::Clock::kTsc;

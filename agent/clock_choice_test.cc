@@ -46,7 +46,38 @@ TEST(ClockChoiceTest, WithoutRdtscpOrWhenForcedTheCounter) {
   f.rdtscp = true;
   f.forced = "counter";
   EXPECT_EQ(DecideClock(f), Clock::kCounter);
-  f.forced = "tsc";  // only "counter" forces anything
+  f.forced = "tsc";
+  EXPECT_EQ(DecideClock(f), Clock::kTsc);
+  f.rdtscp = false;  // asked for, but unusable
+  EXPECT_EQ(DecideClock(f), Clock::kCounter);
+}
+
+// Stripes need no clock: every machine with CMPXCHG16B gets them, whatever
+// its clocksource, unless the TSC or the counter is asked for.
+TEST(ClockChoiceTest, StripesWhereverCmpxchg16bIsUnlessAClockIsAskedFor) {
+  ClockFacts f;
+  f.cx16 = true;
+  f.rdtscp = true;
+  f.invariant_tsc = true;
+  for (const char* current : {"tsc\n", "kvm-clock\n", "hpet\n", ""}) {
+    f.current = current;
+    f.available = "kvm-clock tsc acpi_pm\n";
+    EXPECT_EQ(DecideClock(f), Clock::kStripes) << current;
+  }
+  f.forced = "stripes";
+  EXPECT_EQ(DecideClock(f), Clock::kStripes);
+  f.forced = "counter";
+  EXPECT_EQ(DecideClock(f), Clock::kCounter);
+  f.forced = "tsc";
+  f.current = "tsc\n";
+  EXPECT_EQ(DecideClock(f), Clock::kTsc);
+  f.current = "kvm-clock\n";
+  f.available = "kvm-clock acpi_pm\n";  // the TSC withdrawn: asking does not make it usable
+  EXPECT_EQ(DecideClock(f), Clock::kCounter);
+  // No CMPXCHG16B: the clock-based choice.
+  f.forced = nullptr;
+  f.cx16 = false;
+  f.current = "tsc\n";
   EXPECT_EQ(DecideClock(f), Clock::kTsc);
 }
 

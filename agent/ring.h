@@ -16,15 +16,31 @@
 // finds no free lane (multi-producer: writers reserve with a CAS, as the
 // whole ring used to).
 //
-// Order across lanes. Every record carries a key from one clock for the whole
-// machine: the TSC (read with RDTSCP, which waits for earlier loads, so a
-// block handed from thread to thread cannot be freed "before" it was
-// allocated) when the kernel keeps time with it or still offers it and it is
-// invariant (agent/clock_choice.h), else a shared counter. The forwarder merges lanes by key, and only up to a cut
-// read before it looks at the lanes' heads: an event published after the cut
-// was read gets a larger key than anything that caused it, so no event is
-// ever merged ahead of one it depends on (a free of an address before the
-// allocation that returned it). See client/ring_reader.cc.
+// Order across lanes. What must be ordered is only what depends: a free of
+// an address after the allocation that returned it, and an allocation of an
+// address after the free that gave it back, on whichever threads. Every
+// record carries a key, and a record's key is larger than the key of every
+// record it depends on; each lane's keys rise with its positions; and a
+// record is published after every record it depends on was. Keys come from:
+//   - stripes (the default): each thread keeps a clock, and 4096 words in
+//     the agent, one per address stripe, keep the largest key of an event
+//     on an address of that stripe. An event's key is 1 + the largest of
+//     its thread's clock and its stripe's word, which it then raises. An
+//     address passes between threads only through the allocator or the
+//     program's own synchronization, after its last event raised the
+//     stripe; so the next event on it reads a larger value (a Lamport clock
+//     whose messages are the stripes). No shared counter and no clock: on
+//     a churn loop each thread touches its own stripes' cache lines.
+//   - the TSC (read with RDTSCP, which waits for earlier loads), where it is
+//     usable (agent/clock_choice.h), or a shared counter: CGOHEAP_CLOCK=tsc
+//     or counter, and CPUs without CMPXCHG16B (stripes need it for lane 0).
+// The forwarder takes the record with the smallest key among the lanes'
+// next records, and only records published before it began to look: each
+// round reads every lane's head once to fix what may be taken, then once
+// more to see what is there. A record R that was published before the first
+// read had every record it depends on published before the second, so that
+// one is seen, and has a smaller key: it is taken first. See
+// client/ring_reader.cc.
 //
 // Inside a lane, records are whole words at logical positions (pos & mask).
 // The header word is written last; it carries the parity of its lap
@@ -52,7 +68,7 @@
 namespace cgoheap::ring {
 
 inline constexpr uint64_t kMagic = 0x474e495248474f43ULL;  // "COGHRING"
-inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersion = 3;
 inline constexpr size_t kHeaderBytes = 64 * 1024;
 inline constexpr size_t kMapsBytes = 48 * 1024;
 inline constexpr int kMaxFrames = 64;
@@ -114,8 +130,10 @@ inline constexpr unsigned HeaderWords(uint64_t h) { return (h >> 16) & 0xffff; }
 // Go frames above every cgo call are missing from this process's stacks.
 inline constexpr uint32_t kFlagGoCrossingUnknown = 1;
 
-// How record keys are made.
-enum class Clock : uint32_t { kTsc = 1, kCounter = 2 };
+// How record keys are made (see "Order across lanes" above and
+// RingWriter): the TSC, a shared counter, or per-thread clocks that meet at
+// address stripes (the default; no clock and no shared cache line).
+enum class Clock : uint32_t { kTsc = 1, kCounter = 2, kStripes = 3 };
 
 struct alignas(64) RingHeader {
   uint64_t magic;
@@ -161,6 +179,11 @@ struct alignas(64) LaneDesc {
   // Lanes 1..: published end (the owner's release store); lane 0: reserved
   // end (writers' CAS), records committed by their header words.
   std::atomic<uint64_t> head;
+  // Clock::kStripes. Lane 0: the key of the record reserved last, moved with
+  // head by one 16-byte CAS, so that keys rise with positions. Lanes 1..:
+  // the last key of the owner that gave the lane back; the next owner's keys
+  // start above it.
+  std::atomic<uint64_t> last_key;
   std::atomic<uint32_t> owner;         // tid of the owning thread; 0: free (lane 0: unused)
   uint32_t reserved0;
   std::atomic<uint64_t> stalled_tail;  // exact mode: 1 + the tail a full-lane wait gave up at (0: none)
@@ -196,13 +219,6 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free);
 inline uint64_t TscRecordKey() {
   unsigned aux;
   return __rdtscp(&aux);
-}
-// The reader's cut: no later load may pass it (LFENCE after RDTSC).
-inline uint64_t TscCut() {
-  _mm_lfence();
-  uint64_t t = __rdtsc();
-  _mm_lfence();
-  return t;
 }
 
 inline LaneDesc* Lanes(RingHeader* h) {

@@ -175,6 +175,8 @@ void ManyWriters(uint32_t lanes, int threads_n, ring::Clock clock) {
 TEST(RingTest, OwnLanesLoseNothingAndKeepPerThreadOrder) { ManyWriters(8, 4, ring::Clock::kTsc); }
 TEST(RingTest, MoreThreadsThanLanesShareLaneZero) { ManyWriters(3, 6, ring::Clock::kTsc); }
 TEST(RingTest, CounterClockWorksToo) { ManyWriters(3, 4, ring::Clock::kCounter); }
+TEST(RingTest, StripeClocksKeepPerThreadOrder) { ManyWriters(8, 4, ring::Clock::kStripes); }
+TEST(RingTest, StripeClocksInTheSharedLane) { ManyWriters(3, 6, ring::Clock::kStripes); }
 // More lanes ready at once than the reader scans (RingReader::kScanLanes): a heap.
 TEST(RingTest, ManyLanesReadyAtOnceAreMergedInOrder) { ManyWriters(24, 24, ring::Clock::kTsc); }
 
@@ -183,10 +185,10 @@ TEST(RingTest, ManyLanesReadyAtOnceAreMergedInOrder) { ManyWriters(24, 24, ring:
 // stream must show every address as alloc, free, alloc, free... never a free
 // of an address that is not allocated, and never two allocations of a live
 // one, although the lanes are drained independently.
-void HandOver(ring::Clock clock) {
+void HandOver(ring::Clock clock, uint32_t lanes = 8) {
   testing::TempDir dir;
   TestRing r;
-  MakeRing(dir.path(), 8, 1 << 12, 0, clock, &r);
+  MakeRing(dir.path(), lanes, 1 << 12, 0, clock, &r);
   ring::RingWriter writer;
   writer.Reset(r.h, 10'000'000'000, nullptr, nullptr);
   client::RingReader reader;
@@ -265,6 +267,13 @@ TEST(RingTest, HandedOverBlocksAreNeverFreedBeforeAllocatedTsc) { HandOver(ring:
 TEST(RingTest, HandedOverBlocksAreNeverFreedBeforeAllocatedCounter) {
   HandOver(ring::Clock::kCounter);
 }
+TEST(RingTest, HandedOverBlocksAreNeverFreedBeforeAllocatedStripes) {
+  HandOver(ring::Clock::kStripes);
+}
+// Two lanes: one thread has its own, two share lane 0 (keys with positions
+// by CMPXCHG16B).
+TEST(RingTest, HandedOverThroughTheSharedLaneStripes) { HandOver(ring::Clock::kStripes, 2); }
+TEST(RingTest, HandedOverThroughTheSharedLaneTsc) { HandOver(ring::Clock::kTsc, 2); }
 
 // The race the cut exists for, made deterministic: the reader has read lane
 // 1's head (empty) when thread A allocates X in lane 1 and thread B frees X in
@@ -316,6 +325,9 @@ TEST(RingTest, EventsPublishedWhileTheReaderLooksWaitForTheNextRoundTsc) {
 }
 TEST(RingTest, EventsPublishedWhileTheReaderLooksWaitForTheNextRoundCounter) {
   PublishedBetweenHeads(ring::Clock::kCounter);
+}
+TEST(RingTest, EventsPublishedWhileTheReaderLooksWaitForTheNextRoundStripes) {
+  PublishedBetweenHeads(ring::Clock::kStripes);
 }
 
 // Lane 0 is published as it is reserved: a writer still writing its record

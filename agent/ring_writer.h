@@ -12,7 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "agent/ring.h"
@@ -27,6 +29,7 @@ struct ThreadLane {
   uint64_t known_tail;  // a tail of the lane seen earlier: tails only grow
   uint32_t retry;       // shared-lane events left before looking for a free lane again
   bool exiting;         // the thread is exiting: never claim again
+  uint64_t clock;       // Clock::kStripes: the key of this thread's last record
 };
 
 class RingWriter {
@@ -62,11 +65,11 @@ class RingWriter {
   bool Publish(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size) {
     RingHeader* h = header_;
     uint32_t gen = gen_.load(std::memory_order_relaxed);
-    if (tl->gen != gen) *tl = ThreadLane{gen, 0, 0, 0, tl->exiting};
+    if (tl->gen != gen) *tl = ThreadLane{gen, 0, 0, 0, tl->exiting, tl->clock};
     if (tl->lane == 0 && !tl->exiting && tl->retry-- == 0) Claim(tl);
     bool may_wait = h->sample_bytes == 0 || HeaderKind(words[0]) == Kind::kFree;
     bool ok = tl->lane != 0 ? PublishOwn(h, tl, words, n, may_wait)
-                            : PublishShared(h, words, n, may_wait);
+                            : PublishShared(h, tl, words, n, may_wait);
     if (!ok) {
       h->dropped_events.fetch_add(1, std::memory_order_relaxed);
       h->dropped_bytes.fetch_add(size, std::memory_order_relaxed);
@@ -78,7 +81,9 @@ class RingWriter {
   // next owner appends after them.
   void ReleaseLane(ThreadLane* tl) {
     if (header_ != nullptr && tl->gen == gen_.load(std::memory_order_relaxed) && tl->lane != 0) {
-      Lanes(header_)[tl->lane].owner.store(0, std::memory_order_release);
+      LaneDesc& d = Lanes(header_)[tl->lane];
+      d.last_key.store(tl->clock, std::memory_order_relaxed);  // published by the release below
+      d.owner.store(0, std::memory_order_release);
     }
     tl->lane = 0;
     tl->exiting = true;
@@ -89,6 +94,50 @@ class RingWriter {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return uint64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  }
+
+  // Clock::kStripes (ring.h, "Order across lanes"): one word per stripe of
+  // 4 KiB pages, so that a thread's allocations in its own arena's pages
+  // meet other threads rarely; 32 KiB in all.
+  static constexpr unsigned kStripeBits = 12;
+  static std::atomic<uint64_t>& StripeOf(uint64_t address) {
+    return stripes_[((address >> 12) * 0x9e3779b97f4a7c15ULL) >> (64 - kStripeBits)];
+  }
+  // Raises a stripe's word to key (never lowers it: a larger value another
+  // event wrote stays, and still orders what follows it).
+  static void Raise(std::atomic<uint64_t>& stripe, uint64_t seen, uint64_t key) {
+    while (seen < key &&
+           !stripe.compare_exchange_weak(seen, key, std::memory_order_relaxed,
+                                         std::memory_order_relaxed)) {
+    }
+  }
+  // The key of a record of this thread on address (own lane). Relaxed
+  // atomics suffice: whatever made this event depend on another (the
+  // allocator handing the address over, the program passing the pointer)
+  // orders that event's Raise before this load.
+  static uint64_t StripeKey(ThreadLane* tl, uint64_t address) {
+    std::atomic<uint64_t>& stripe = StripeOf(address);
+    uint64_t seen = stripe.load(std::memory_order_relaxed);
+    uint64_t key = (seen > tl->clock ? seen : tl->clock) + 1;
+    Raise(stripe, seen, key);
+    tl->clock = key;
+    return key;
+  }
+  // Lane 0 under Clock::kStripes: {head, last_key} from {pos, last} to
+  // {pos + n, key} in one CMPXCHG16B; on failure pos and last are set to
+  // what the lane holds.
+  static bool ReserveWithKey(LaneDesc* d, uint64_t& pos, uint64_t& last, uint64_t end,
+                             uint64_t key) {
+    static_assert(offsetof(LaneDesc, head) == 0 && offsetof(LaneDesc, last_key) == 8 &&
+                  alignof(LaneDesc) >= 16);
+    auto* pair = reinterpret_cast<char(*)[16]>(reinterpret_cast<char*>(d));  // bytes may alias
+    bool ok;
+    asm volatile("lock cmpxchg16b %[pair]"
+                 : "=@ccz"(ok), [pair] "+m"(*pair), "+a"(pos),
+                   "+d"(last)
+                 : "b"(end), "c"(key)
+                 : "memory");
+    return ok;
   }
 
   // RDTSCP for every record, allocations too: a plain RDTSC may execute
@@ -120,6 +169,9 @@ class RingWriter {
       }
       tl->lane = i;
       tl->known_tail = lanes[i].tail.load(std::memory_order_acquire);
+      // The lane's keys rise: start above its last owner's (Clock::kStripes).
+      uint64_t before = lanes[i].last_key.load(std::memory_order_relaxed);
+      if (before > tl->clock) tl->clock = before;
       if (on_claim_ != nullptr) on_claim_(tl->gen, i);
       return;
     }
@@ -173,7 +225,7 @@ class RingWriter {
       return false;
     }
     uint64_t* ring = LaneWords(h, tl->lane);
-    words[1] = Key(h);
+    words[1] = h->clock == static_cast<uint32_t>(Clock::kStripes) ? StripeKey(tl, words[2]) : Key(h);
     for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
     ring[pos & mask] = WithLap(words[0], pos, cap);
     d->head.store(pos + n, std::memory_order_release);
@@ -182,10 +234,12 @@ class RingWriter {
 
   // Lane 0, shared: reserve with a CAS on its head, commit with a release
   // store of the header word.
-  bool PublishShared(RingHeader* h, uint64_t* words, unsigned n, bool may_wait) {
+  bool PublishShared(RingHeader* h, ThreadLane* tl, uint64_t* words, unsigned n, bool may_wait) {
     LaneDesc* d = &Lanes(h)[0];
     const uint64_t cap = h->lane_words, mask = cap - 1;
+    const bool stripes = h->clock == static_cast<uint32_t>(Clock::kStripes);
     uint64_t pos = d->head.load(std::memory_order_relaxed);
+    uint64_t last = stripes ? d->last_key.load(std::memory_order_relaxed) : 0;
     // The reader's tail only ever grows, so a value seen earlier still proves
     // there is room. Acquire/release: the slots this tail frees were read by
     // the reader before it published the tail; that must happen-before our
@@ -194,6 +248,7 @@ class RingWriter {
     for (;;) {
       if (pos < tail) {  // pos is older than a tail another writer saw
         pos = d->head.load(std::memory_order_relaxed);
+        if (stripes) last = d->last_key.load(std::memory_order_relaxed);
         continue;
       }
       if (pos + n - tail > cap) {
@@ -203,6 +258,21 @@ class RingWriter {
         shared_known_tail_.store(tail, std::memory_order_release);
         if (!room) return false;
         pos = d->head.load(std::memory_order_relaxed);
+        if (stripes) last = d->last_key.load(std::memory_order_relaxed);
+        continue;
+      }
+      if (stripes) {
+        // Above the thread's clock, the stripe, and the lane's last key,
+        // reserved with the position (pos and last are reloaded on failure).
+        std::atomic<uint64_t>& stripe = StripeOf(words[2]);
+        uint64_t seen = stripe.load(std::memory_order_relaxed);
+        uint64_t key = std::max(std::max(seen, tl->clock), last) + 1;
+        if (ReserveWithKey(d, pos, last, pos + n, key)) {
+          Raise(stripe, seen, key);
+          tl->clock = key;
+          words[1] = key;
+          break;
+        }
         continue;
       }
       // The key is read after the head was seen and before the CAS: if the
@@ -229,6 +299,8 @@ class RingWriter {
   ClaimHook on_claim_ = nullptr;
   std::atomic<uint32_t> gen_{0};
   alignas(64) std::atomic<uint64_t> shared_known_tail_{0};
+  // Clock::kStripes: one set for the process (any ring: they only grow).
+  static inline std::atomic<uint64_t> stripes_[1u << kStripeBits] = {};
 };
 
 }  // namespace cgoheap::ring

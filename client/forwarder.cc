@@ -335,7 +335,9 @@ void Forwarder::Discover() {
       }
     }
     hello.set_go_crossing_unknown((who.flags & ring::kFlagGoCrossingUnknown) != 0);
-    hello.set_clock(who.clock == ring::Clock::kTsc ? "tsc" : "counter");
+    hello.set_clock(who.clock == ring::Clock::kTsc       ? "tsc"
+                    : who.clock == ring::Clock::kStripes ? "stripes"
+                                                         : "counter");
     // The key of this process's stream: ours, or the one a forwarder before
     // us put in the ring (the server lets only its holder continue).
     uint64_t key = t->ring.ClaimStreamKey(RandomId());

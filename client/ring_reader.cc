@@ -73,7 +73,8 @@ bool RingReader::Check(ring::RingHeader* h, size_t bytes) {
       h->header_bytes != ring::kHeaderBytes || words < 64 || (words & (words - 1)) != 0 ||
       lanes < 1 || lanes > ring::kMaxLanes || ring::RingFileBytes(lanes, words) != bytes ||
       (clock != static_cast<uint32_t>(ring::Clock::kTsc) &&
-       clock != static_cast<uint32_t>(ring::Clock::kCounter))) {
+       clock != static_cast<uint32_t>(ring::Clock::kCounter) &&
+       clock != static_cast<uint32_t>(ring::Clock::kStripes))) {
     return false;
   }
   RingIdentity id;
@@ -96,7 +97,6 @@ bool RingReader::Check(ring::RingHeader* h, size_t bytes) {
   bytes_ = bytes;
   lane_words_ = words;
   lane_count_ = lanes;
-  clock_ = clock;
   return true;
 }
 
@@ -112,16 +112,16 @@ uint64_t* RingReader::Lane(uint32_t lane) const {
   return reinterpret_cast<uint64_t*>(base) + size_t{lane} * lane_words_;
 }
 
-// A round: read the cut, then every lane's head. Everything published before
-// its head was read is eligible if its key is below the cut; whatever a
-// record depends on (an allocation its free needs) was published before that
-// record's key was read, so before the cut, so before the heads: it is in
-// this round or an earlier one. Records are then taken smallest key first.
+// A round looks at every lane twice. The first look fixes what may be
+// taken: the records published before it (an owned lane's head; in lane 0,
+// the run of committed records). The second look, after the first is
+// complete, fixes what is seen: whatever a record of the first look depends
+// on was published before that record, so before the second look, and is
+// seen, with a smaller key (agent/ring.h, "Order across lanes"). Records are
+// then taken smallest key first, for as long as the smallest seen is one
+// that may be taken; the next round takes the rest.
 void RingReader::StartRound() {
   ring::RingHeader* h = header_;
-  cut_ = clock_ == static_cast<uint32_t>(ring::Clock::kTsc)
-             ? ring::TscCut()
-             : h->counter.load(std::memory_order_seq_cst);
   uint32_t used = std::min(h->lanes_used.load(std::memory_order_acquire), lane_count_);
   ring::LaneDesc* descs = ring::Lanes(h);
   while (lanes_.size() < used) {
@@ -129,20 +129,17 @@ void RingReader::StartRound() {
     c.pos = c.released = descs[lanes_.size()].tail.load(std::memory_order_acquire);
     lanes_.push_back(c);
   }
+  for (uint32_t i = 0; i < lanes_.size(); ++i) {
+    uint64_t head = descs[i].head.load(std::memory_order_acquire);
+    lanes_[i].eligible = i == 0 ? CommittedEnd(head) : head;
+    if (round_hook_ != nullptr) round_hook_(i, round_hook_arg_);
+  }
   ready_.clear();
+  blocker_ = UINT64_MAX;
   for (uint32_t i = 0; i < lanes_.size(); ++i) {
     lanes_[i].limit = descs[i].head.load(std::memory_order_acquire);
-    if (round_hook_ != nullptr) round_hook_(i, round_hook_arg_);
     Peek(i);
     if (lanes_[i].ready) ready_.push_back({lanes_[i].key, i});
-    // Lane 0 is published as it is reserved: a record still being written
-    // hides those behind it, which other lanes' records may depend on (the
-    // free whose address another thread then allocates). Its key is at
-    // least the last one taken from lane 0 (keys rise with positions there),
-    // so this round takes nothing from at or beyond that key.
-    if (i == 0 && lanes_[0].unfinished && !writers_gone_) {
-      cut_ = std::min(cut_, lanes_[0].floor);
-    }
   }
   // Within a round ready_ only shrinks (a lane taken from is put back or
   // not), so the choice holds until the next round.
@@ -150,7 +147,19 @@ void RingReader::StartRound() {
   if (heap_) std::make_heap(ready_.begin(), ready_.end(), std::greater<>());
 }
 
-// Whether lane's next record can be taken this round, and its key.
+uint64_t RingReader::CommittedEnd(uint64_t head) {
+  const uint64_t cap = lane_words_, mask = cap - 1;
+  const uint64_t* words = Lane(0);
+  uint64_t pos = lanes_[0].pos;
+  while (pos < head) {
+    uint64_t h = std::atomic_ref<const uint64_t>(words[pos & mask]).load(std::memory_order_acquire);
+    if (!ring::IsHeaderAt(h, pos, cap) || ring::HeaderWords(h) < ring::kRecordFixedWords) break;
+    pos += ring::HeaderWords(h);  // Peek checks the rest before anything is read
+  }
+  return std::min(pos, head);
+}
+
+// Whether lane's next record is seen this round, and its key.
 void RingReader::Peek(uint32_t lane) {
   Cursor& c = lanes_[lane];
   c.ready = false;
@@ -160,10 +169,14 @@ void RingReader::Peek(uint32_t lane) {
   uint64_t* words = Lane(lane);
   uint64_t h = std::atomic_ref<uint64_t>(words[c.pos & mask]).load(std::memory_order_acquire);
   if (!ring::IsHeaderAt(h, c.pos, cap)) {
-    // Lane 0: reserved, not committed yet. An owned lane publishes its head
-    // after the record: a missing header there is damage.
+    // Lane 0: reserved, not committed yet. Its key is at least the last
+    // one taken from lane 0 (keys rise with positions there), and what
+    // depends on it has a larger one: nothing from there on is taken until
+    // it is written. An owned lane publishes its head after the record: a
+    // missing header there is damage.
     if (lane != 0) corrupt_ = true;
     c.unfinished = true;
+    if (!writers_gone_) blocker_ = std::min(blocker_, c.floor);
     return;
   }
   unsigned n = ring::HeaderWords(h), nframes = ring::HeaderFrames(h);
@@ -174,11 +187,9 @@ void RingReader::Peek(uint32_t lane) {
   }
   uint64_t key = words[(c.pos + 1) & mask];
   c.header = h;  // Next uses this, not a second read the target could change
-  // Lane 0's writers read their keys just before reserving, so keys rise
-  // with positions there too (RingWriter::PublishShared); should one not,
-  // the lane's order wins.
+  // Lane 0's writers make keys rise with positions (RingWriter::
+  // PublishShared); should one not, the lane's order wins.
   if (lane == 0) key = std::max(key, c.floor);
-  if (key >= cut_) return;
   c.key = key;
   c.ready = true;
 }
@@ -214,21 +225,28 @@ size_t RingReader::NextMany(RingRecord* out, size_t max) {
 // Guarded by Next: nothing here allocates or locks while it touches the
 // mapping (lanes_ and ready_ grow between reads, never during one).
 bool RingReader::NextRecord(RingRecord* rec) {
+  // The seen record with the smallest key: taken if it may be (it was
+  // there at the first look, and nothing unfinished holds it back), else
+  // the round is over.
+  size_t at = 0;
   for (bool fresh = false;; fresh = true) {
     if (corrupt_) return false;
-    if (!ready_.empty()) break;
+    if (!ready_.empty()) {
+      at = 0;  // a heap's smallest is at the front
+      if (!heap_) {
+        for (size_t i = 1; i < ready_.size(); ++i) {
+          if (ready_[i] < ready_[at]) at = i;
+        }
+      }
+      const auto& [key, lane] = ready_[at];
+      if (key < blocker_ && lanes_[lane].pos < lanes_[lane].eligible) break;
+    }
     if (fresh) return false;
     StartRound();
   }
-  // The ready lane with the smallest key.
-  size_t at = 0;
   if (heap_) {
     std::pop_heap(ready_.begin(), ready_.end(), std::greater<>());
     at = ready_.size() - 1;
-  } else {
-    for (size_t i = 1; i < ready_.size(); ++i) {
-      if (ready_[i] < ready_[at]) at = i;
-    }
   }
   const uint32_t lane = ready_[at].second;
   Cursor& c = lanes_[lane];
@@ -245,8 +263,12 @@ bool RingReader::NextRecord(RingRecord* rec) {
   rec->nframes = static_cast<int>(ring::HeaderFrames(h));
   for (int i = 0; i < rec->nframes; ++i) rec->frames[i] = words[(c.pos + 4 + i) & mask];
   c.pos += ring::HeaderWords(h);
+  // The writer's lines come from another core: ask for the ones a few
+  // records ahead now, so that they are here when this lane comes round.
+  __builtin_prefetch(&words[(c.pos + 32) & mask]);
+  __builtin_prefetch(&words[(c.pos + 40) & mask]);
   if (lane == 0) c.floor = c.key;
-  Peek(lane);
+  Peek(lane);  // (lane 0: an unfinished record next sets the blocker)
   if (heap_) {
     ready_.pop_back();
     if (c.ready) {

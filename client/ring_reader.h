@@ -122,11 +122,12 @@ class RingReader {
   struct Cursor {
     uint64_t pos = 0;       // next word to read
     uint64_t released = 0;  // words given back to the writer(s)
-    uint64_t limit = 0;     // the lane's head when this round began
+    uint64_t eligible = 0;  // records before it may be taken this round (first look)
+    uint64_t limit = 0;     // records before it are seen this round (second look)
     uint64_t key = 0;       // key of the record at pos, when ready
     uint64_t floor = 0;     // lane 0: keys are made monotonic (see .cc)
     uint64_t header = 0;    // the record's header word at pos, as checked when ready
-    bool ready = false;     // a record at pos with key below the cut
+    bool ready = false;     // a record at pos, seen this round
     bool unfinished = false;  // lane 0: the record at pos is reserved, not yet written
   };
   bool Check(ring::RingHeader* h, size_t bytes);
@@ -136,6 +137,8 @@ class RingReader {
   bool NextRecord(RingRecord* rec);
   void StartRound();
   void Peek(uint32_t lane);
+  // Lane 0: the end of its run of committed records from pos, up to head.
+  uint64_t CommittedEnd(uint64_t head);
   void ReleaseLanes(const std::vector<uint64_t>& positions);
   static void StoreTail(ring::LaneDesc& desc, uint64_t to);
 
@@ -147,7 +150,6 @@ class RingReader {
   ring::RingHeader* header_ = nullptr;
   std::string open_error_;
   RingIdentity identity_;
-  uint32_t clock_ = 0;
   uint64_t dropped_events_ = 0;
   uint64_t unwind_failures_ = 0;
   uint64_t lane_words_ = 0;
@@ -155,13 +157,15 @@ class RingReader {
   size_t bytes_ = 0;
   bool owned_ = false;
   std::vector<Cursor> lanes_;
-  // Lanes with a ready record this round, with their keys. Few lanes are
+  // Lanes with a record seen this round, with their keys. Few lanes are
   // ready in a round (a thread each): the smallest key is found by a scan;
   // past kScanLanes, ready_ is a min-heap instead (heap_).
   static constexpr size_t kScanLanes = 16;
   std::vector<std::pair<uint64_t, uint32_t>> ready_;
   bool heap_ = false;
-  uint64_t cut_ = 0;
+  // Records with a key at or above it wait (lane 0 holds a record still being
+  // written, whose key is at least its floor); UINT64_MAX: none.
+  uint64_t blocker_ = UINT64_MAX;
   bool corrupt_ = false;
   bool truncated_ = false;
   bool writers_gone_ = false;

@@ -530,47 +530,76 @@ std::string ExpectedClock(const std::string& current) {
 }
 
 // Some virtual machines hide RDTSCP even where the kernel keeps time with
-// the TSC; executing it there kills the program with SIGILL. The agent asks
-// the CPU first and falls back to the counter, still exact.
+// the TSC; executing it there kills the program with SIGILL. Asked for the
+// TSC, the agent asks the CPU first and falls back to the counter, still
+// exact.
 TEST(RunTest, CpuWithoutRdtscpGetsTheCounterClockAndStaysExact) {
   std::string agent = std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent_guard.so";
   TempDir data;
-  ExpectHandoffMatched(RunUnder(Program("handoff"), {"4", "3", "5000"},
-                                {"--agent=" + agent, "--data=" + data.path()},
-                                {"CGOHEAP_RING_LANES=8", "CGOHEAP_TEST_NO_RDTSCP=1"}),
-                       4 * 3 * 5);
+  ExpectHandoffMatched(
+      RunUnder(Program("handoff"), {"4", "3", "5000"}, {"--agent=" + agent, "--data=" + data.path()},
+               {"CGOHEAP_RING_LANES=8", "CGOHEAP_TEST_NO_RDTSCP=1", "CGOHEAP_CLOCK=tsc"}),
+      4 * 3 * 5);
   EXPECT_EQ(ClockOf(data.path()), "counter");
 
-  // Without the switch: the TSC exactly where the kernel keeps time with it,
-  // or still offers it and the CPU says it is invariant (agent/clock_choice.h).
-  TempDir plain;
-  Report r = RunUnder(Program("seed_cstring"), {}, {"--agent=" + agent, "--data=" + plain.path()});
+  // Asked for the TSC without the switch: the TSC exactly where the kernel
+  // keeps time with it, or still offers it and the CPU says it is invariant
+  // (agent/clock_choice.h). Not asked: address stripes, on any machine with
+  // CMPXCHG16B.
+  TempDir tsc;
+  Report r = RunUnder(Program("seed_cstring"), {},
+                      {"--agent=" + agent, "--data=" + tsc.path()}, {"CGOHEAP_CLOCK=tsc"});
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
-  EXPECT_EQ(ClockOf(plain.path()), ExpectedClock(CurrentClocksource()));
+  EXPECT_EQ(ClockOf(tsc.path()), ExpectedClock(CurrentClocksource()));
+  TempDir plain;
+  r = RunUnder(Program("seed_cstring"), {}, {"--agent=" + agent, "--data=" + plain.path()});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  const bool cx16 = ReadFile("/proc/cpuinfo").find(" cx16 ") != std::string::npos;
+  EXPECT_EQ(ClockOf(plain.path()), cx16 ? "stripes" : ExpectedClock(CurrentClocksource()));
 }
 
-// A cloud VM's kernel keeps time with kvm-clock and still offers the TSC:
-// with an invariant TSC the agent orders by it (no shared counter), and
-// blocks handed between threads are still matched exactly. Where the kernel
-// withdrew the TSC, the counter.
+// A cloud VM's kernel keeps time with kvm-clock. By default that changes
+// nothing (stripes need no clock). Asked for the TSC, the agent orders by it
+// where the kernel still offers it and it is invariant, else by the
+// counter; blocks handed between threads are matched exactly every time.
 TEST(RunTest, KvmClockMachinesStillUseAnInvariantTscTheKernelOffers) {
   std::string agent = std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent_guard.so";
   const std::string cpu = ReadFile("/proc/cpuinfo");
   const bool invariant = cpu.find(" constant_tsc") != std::string::npos &&
                          cpu.find(" nonstop_tsc") != std::string::npos &&
                          cpu.find(" rdtscp") != std::string::npos;
-  for (const auto& [sources, expected] :
-       {std::pair<std::string, std::string>{"kvm-clock;kvm-clock tsc acpi_pm",
-                                            invariant ? "tsc" : "counter"},
-        std::pair<std::string, std::string>{"kvm-clock;kvm-clock acpi_pm", "counter"}}) {
-    SCOPED_TRACE(sources);
+  // By default every machine orders by address stripes, whatever keeps its
+  // time; asked for the TSC (CGOHEAP_CLOCK=tsc), a kvm-clock machine uses
+  // it where the kernel still offers it, else the counter.
+  struct Case {
+    std::string sources, clock, expected;
+  };
+  for (const Case& c : {Case{"kvm-clock;kvm-clock tsc acpi_pm", "", "stripes"},
+                        Case{"kvm-clock;kvm-clock acpi_pm", "", "stripes"},
+                        Case{"kvm-clock;kvm-clock tsc acpi_pm", "tsc", invariant ? "tsc" : "counter"},
+                        Case{"kvm-clock;kvm-clock acpi_pm", "tsc", "counter"}}) {
+    SCOPED_TRACE(c.sources + " CGOHEAP_CLOCK=" + c.clock);
     TempDir data;
+    std::vector<std::string> env = {"CGOHEAP_RING_LANES=8", "CGOHEAP_TEST_CLOCKSOURCES=" + c.sources};
+    if (!c.clock.empty()) env.push_back("CGOHEAP_CLOCK=" + c.clock);
     ExpectHandoffMatched(RunUnder(Program("handoff"), {"4", "3", "5000"},
-                                  {"--agent=" + agent, "--data=" + data.path()},
-                                  {"CGOHEAP_RING_LANES=8", "CGOHEAP_TEST_CLOCKSOURCES=" + sources}),
+                                  {"--agent=" + agent, "--data=" + data.path()}, env),
                          4 * 3 * 5);
-    EXPECT_EQ(ClockOf(data.path()), expected);
+    EXPECT_EQ(ClockOf(data.path()), c.expected);
   }
+}
+
+// A CPU without CMPXCHG16B (the shared lane's stripe keys need it) falls
+// back to a clock, and blocks handed between threads still match exactly.
+TEST(RunTest, WithoutCmpxchg16bAClockOrdersInstead) {
+  std::string agent = std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent_guard.so";
+  TempDir data;
+  ExpectHandoffMatched(RunUnder(Program("handoff"), {"4", "3", "5000"},
+                                {"--agent=" + agent, "--data=" + data.path()},
+                                {"CGOHEAP_RING_LANES=8", "CGOHEAP_TEST_NO_CX16=1"}),
+                       4 * 3 * 5);
+  EXPECT_NE(ClockOf(data.path()), "stripes");
+  EXPECT_NE(ClockOf(data.path()), "");
 }
 
 // 80 threads at once for 64 lanes: some share lane 0 while the others write
