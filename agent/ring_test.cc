@@ -697,7 +697,10 @@ TEST(RingTest, FaultGuardLetsOtherCrashesCrash) {
 // pod: a file there can claim any pid. One that claims a live process of
 // another user, a symlink, or something that is not a regular file is never
 // read as that process.
-TEST(RingTest, RingsThatPoseAsAnotherUsersProcessOrAreNoFilesAreIgnored) {
+// The forwarder on rings (ForwarderTest: they start a server, so gRPC and abseil
+// run, which ThreadSanitizer cannot see into: ./dev.sh sanitize thread runs
+// RingTest.* only).
+TEST(ForwarderTest, RingsThatPoseAsAnotherUsersProcessOrAreNoFilesAreIgnored) {
   testing::TempDir dir, elsewhere;
   client::ForwarderOptions opts;
   opts.ring_dir = dir.path();
@@ -737,7 +740,7 @@ absl::StatusOr<std::unique_ptr<server::Server>> LocalServer(const std::string& d
 // C++ stacks): the server would refuse it, and with it the process's whole
 // stream. Batches are bounded by bytes too. Here 1,500 distinct stacks of
 // 64 real frames (this test binary's own functions) make ~20 MB of new stacks.
-TEST(RingTest, BatchesStayUnderTheMessageLimitWhateverTheirStacks) {
+TEST(ForwarderTest, BatchesStayUnderTheMessageLimitWhateverTheirStacks) {
   testing::TempDir dir, data;
   auto server = LocalServer(data.path());
   ASSERT_TRUE(server.ok()) << server.status();
@@ -790,7 +793,7 @@ TEST(RingTest, BatchesStayUnderTheMessageLimitWhateverTheirStacks) {
 // acknowledged it, and the forwarder died before handing that ring space
 // back. The next forwarder must neither lose those events nor send them
 // twice: it resumes at the ring positions the server kept with the batch.
-TEST(RingTest, ForwarderThatDiesAfterTheAckIsResumedWithoutDuplicates) {
+TEST(ForwarderTest, ThatDiesAfterTheAckIsResumedWithoutDuplicates) {
   testing::TempDir dir, data;
   auto server = LocalServer(data.path());
   ASSERT_TRUE(server.ok()) << server.status();
