@@ -40,7 +40,7 @@ run() {
 
 echo "cgoheap benchmark on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)" >&2
 CS=/sys/devices/system/clocksource/clocksource0
-echo "clocksource: $(cat $CS/current_clocksource 2>/dev/null) (available: $(cat $CS/available_clocksource 2>/dev/null | xargs)); exact and sampled runs on both ordering paths: the agent's default (agent/clock_choice.h) and CGOHEAP_CLOCK=counter (what machines without a usable TSC get)" >&2
+echo "clocksource: $(cat $CS/current_clocksource 2>/dev/null) (available: $(cat $CS/available_clocksource 2>/dev/null | xargs)); exact runs on the three ordering paths: address stripes (the default on every machine, kvm-clock VMs too), CGOHEAP_CLOCK=tsc (RDTSCP per record, where the TSC is usable) and CGOHEAP_CLOCK=counter (one shared counter: what kvm-clock machines without a usable TSC got before stripes); sampled runs on the default and the counter" >&2
 # The ordering path the agent takes (agent/clock_choice.h), as its process
 # told a cgoheapd of our own: probe_clock [ENV=VALUE...] prints tsc or counter.
 probe_clock() {
@@ -57,13 +57,15 @@ probe_clock() {
   kill $pid; wait $pid 2>/dev/null || true
 }
 DEFAULT_PATH=$(probe_clock)
+TSC_PATH=$(probe_clock CGOHEAP_CLOCK=tsc)
 COUNTER_PATH=$(probe_clock CGOHEAP_CLOCK=counter)
-echo "ordering path by default here: ${DEFAULT_PATH:-unknown}; with CGOHEAP_CLOCK=counter: ${COUNTER_PATH:-unknown}" >&2
+echo "ordering path by default here: ${DEFAULT_PATH:-unknown}; with CGOHEAP_CLOCK=tsc: ${TSC_PATH:-unknown}; with CGOHEAP_CLOCK=counter: ${COUNTER_PATH:-unknown}" >&2
 echo "churn loop: 4 goroutines x $ITER iterations, 5 C allocations each; $ROUNDS alternating rounds" >&2
 for ((r = 0; r < ROUNDS; r++)); do
   ROUND=$r
   run plain "$CHURN" 4 "$ITER"
   run exact "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
+  run exact_tsc env CGOHEAP_CLOCK=tsc "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
   run exact_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
   run sampled "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER"
   run sampled_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER"
@@ -108,7 +110,7 @@ PPROF=$("$CGOHEAP" bench pprof --output="$WORK/big.pb.gz" | tail -1)
 /usr/bin/time -f '%e' -o "$WORK/top_s" "$B/go-tools/pprof" -top "$WORK/big.pb.gz" >/dev/null 2>&1
 TOP_S=$(cat "$WORK/top_s")
 
-awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v cpath="$COUNTER_PATH" '
+awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tpath="$TSC_PATH" -v cpath="$COUNTER_PATH" '
   function median(name, col,   n, i, j, t, a) {
     n = 0
     for (i = 1; i <= NR_; i++) if (rn[i] == name) a[++n] = rv[i, col]
@@ -132,13 +134,14 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v cp
   END {
     printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | program CPU vs plain |\n"
     printf "| --- | ---: | ---: | ---: | ---: | ---: |\n"
-    split("plain exact exact_counter sampled sampled_counter", names, " ")
+    split("plain exact exact_tsc exact_counter sampled sampled_counter", names, " ")
     label["plain"] = "plain"
     label["exact"] = "cgoheap exact, " dpath " path (default)"
+    label["exact_tsc"] = "cgoheap exact, " tpath " path (CGOHEAP_CLOCK=tsc)"
     label["exact_counter"] = "cgoheap exact, " cpath " path (CGOHEAP_CLOCK=counter)"
     label["sampled"] = "cgoheap sampled 524288, " dpath " path (default)"
     label["sampled_counter"] = "cgoheap sampled 524288, " cpath " path (CGOHEAP_CLOCK=counter)"
-    for (k = 1; k <= 5; k++) {
+    for (k = 1; k <= 6; k++) {
       e = median(names[k], 2); c = median(names[k], 3); t = median(names[k], 4)
       printf "| %s | %.0f | %.0f | %.2f | %.2fx | %.2fx |\n", label[names[k]], e, c, t, ratio(names[k], 2), ratio(names[k], 3)
     }
