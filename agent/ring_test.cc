@@ -330,6 +330,60 @@ TEST(RingTest, EventsPublishedWhileTheReaderLooksWaitForTheNextRoundStripes) {
   PublishedBetweenHeads(ring::Clock::kStripes);
 }
 
+// A lane claimed while the reader looks: thread B takes a lane of its own
+// and allocates X in it after the reader began its round, then thread A
+// (lane 1) frees X before the reader looks at lane 1. A's free may be taken
+// this round only if B's lane is looked at too, and B's allocation first.
+void LaneClaimedBetweenLooks(ring::Clock clock) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 4, 1 << 8, 0, clock, &r);
+  struct Ctx {
+    ring::RingWriter writer;
+    ring::ThreadLane a{}, b{};
+    bool fired = false;
+  } ctx;
+  ctx.writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  uint64_t words[ring::kRecordFixedWords];
+  Record(words, ring::Kind::kFree, 0x100, 0, 0);  // A claims lane 1; B has none yet
+  ASSERT_TRUE(ctx.writer.Publish(&ctx.a, words, 4, 0));
+  ASSERT_EQ(ctx.a.lane, 1u);
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  while (reader.Next(&rec)) {
+  }
+  reader.SetRoundHookForTest(
+      [](uint32_t lane, void* arg) {
+        auto* c = static_cast<Ctx*>(arg);
+        if (lane != 0 || c->fired) return;
+        c->fired = true;
+        uint64_t w[ring::kRecordFixedWords];
+        Record(w, ring::Kind::kAlloc, 0x5000, 8, 0);
+        c->writer.Publish(&c->b, w, 4, 8);  // claims lane 2
+        Record(w, ring::Kind::kFree, 0x5000, 0, 0);
+        c->writer.Publish(&c->a, w, 4, 0);
+      },
+      &ctx);
+  std::vector<ring::Kind> order;
+  for (int round = 0; round < 3; ++round) {
+    while (reader.Next(&rec)) order.push_back(rec.kind);
+  }
+  ASSERT_TRUE(ctx.fired);
+  ASSERT_EQ(ctx.b.lane, 2u);
+  EXPECT_EQ(order, (std::vector<ring::Kind>{ring::Kind::kAlloc, ring::Kind::kFree}));
+}
+
+TEST(RingTest, LaneClaimedWhileTheReaderLooksIsSeenFirstStripes) {
+  LaneClaimedBetweenLooks(ring::Clock::kStripes);
+}
+TEST(RingTest, LaneClaimedWhileTheReaderLooksIsSeenFirstTsc) {
+  LaneClaimedBetweenLooks(ring::Clock::kTsc);
+}
+TEST(RingTest, LaneClaimedWhileTheReaderLooksIsSeenFirstCounter) {
+  LaneClaimedBetweenLooks(ring::Clock::kCounter);
+}
+
 // Lane 0 is published as it is reserved: a writer still writing its record
 // hides the records behind it. Here thread C's free of X sits behind such a
 // record while thread A's allocation of X (reusing the address) is ready in

@@ -122,18 +122,27 @@ uint64_t* RingReader::Lane(uint32_t lane) const {
 // that may be taken; the next round takes the rest.
 void RingReader::StartRound() {
   ring::RingHeader* h = header_;
-  uint32_t used = std::min(h->lanes_used.load(std::memory_order_acquire), lane_count_);
   ring::LaneDesc* descs = ring::Lanes(h);
-  while (lanes_.size() < used) {
-    Cursor c;
-    c.pos = c.released = descs[lanes_.size()].tail.load(std::memory_order_acquire);
-    lanes_.push_back(c);
-  }
+  // Lanes claimed since the last round join; a lane is claimed before its
+  // first record is published. Between the two looks they are read again:
+  // a lane claimed during the first look may hold what a record of it
+  // depends on (nothing in such a lane may be taken before the next round).
+  auto join_lanes = [&] {
+    uint32_t used = std::min(h->lanes_used.load(std::memory_order_acquire), lane_count_);
+    while (lanes_.size() < used) {
+      Cursor c;
+      c.pos = c.released = descs[lanes_.size()].tail.load(std::memory_order_acquire);
+      c.eligible = c.pos;
+      lanes_.push_back(c);
+    }
+  };
+  join_lanes();
   for (uint32_t i = 0; i < lanes_.size(); ++i) {
     uint64_t head = descs[i].head.load(std::memory_order_acquire);
     lanes_[i].eligible = i == 0 ? CommittedEnd(head) : head;
     if (round_hook_ != nullptr) round_hook_(i, round_hook_arg_);
   }
+  join_lanes();
   ready_.clear();
   blocker_ = UINT64_MAX;
   for (uint32_t i = 0; i < lanes_.size(); ++i) {
