@@ -275,26 +275,37 @@ TEST(RingTest, HandedOverBlocksAreNeverFreedBeforeAllocatedStripes) {
 TEST(RingTest, HandedOverThroughTheSharedLaneStripes) { HandOver(ring::Clock::kStripes, 2); }
 TEST(RingTest, HandedOverThroughTheSharedLaneTsc) { HandOver(ring::Clock::kTsc, 2); }
 
-// The race the cut exists for, made deterministic: the reader has read lane
-// 1's head (empty) when thread A allocates X in lane 1 and thread B frees X in
-// lane 2; then the reader reads lane 2's head. Taking lane 2's free in this
-// round would put it before its allocation.
-void PublishedBetweenHeads(ring::Clock clock) {
+// Writers that publish while the reader looks: right after the reader's
+// first look at lane `at` in a round, X is allocated with one thread's lane
+// state and then freed with the other's. A has lane 1 before the reader
+// starts; B has lane 2 too, or (b_claims_late) claims it inside the hook.
+// The kinds read over three rounds must be the allocation, then the free.
+struct LookCtx {
+  ring::RingWriter writer;
+  ring::ThreadLane a{}, b{};
+  ring::ThreadLane* allocates = nullptr;
+  ring::ThreadLane* frees = nullptr;
+  uint32_t at = 0;
+  bool fired = false;
+};
+
+void WritesDuringTheLook(ring::Clock clock, uint32_t at, bool b_claims_late, bool b_allocates) {
   testing::TempDir dir;
   TestRing r;
   MakeRing(dir.path(), 4, 1 << 8, 0, clock, &r);
-  struct Ctx {
-    ring::RingWriter writer;
-    ring::ThreadLane a{}, b{};
-    bool fired = false;
-  } ctx;
+  LookCtx ctx;
+  ctx.at = at;
+  ctx.allocates = b_allocates ? &ctx.b : &ctx.a;
+  ctx.frees = b_allocates ? &ctx.a : &ctx.b;
   ctx.writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
   uint64_t words[ring::kRecordFixedWords];
-  Record(words, ring::Kind::kFree, 0x100, 0, 0);  // A and B claim lanes 1 and 2
+  Record(words, ring::Kind::kFree, 0x100, 0, 0);
   ASSERT_TRUE(ctx.writer.Publish(&ctx.a, words, 4, 0));
-  ASSERT_TRUE(ctx.writer.Publish(&ctx.b, words, 4, 0));
   ASSERT_EQ(ctx.a.lane, 1u);
-  ASSERT_EQ(ctx.b.lane, 2u);
+  if (!b_claims_late) {
+    ASSERT_TRUE(ctx.writer.Publish(&ctx.b, words, 4, 0));
+    ASSERT_EQ(ctx.b.lane, 2u);
+  }
   client::RingReader reader;
   ASSERT_TRUE(reader.Attach(r.h, r.bytes));
   client::RingRecord rec;
@@ -302,14 +313,14 @@ void PublishedBetweenHeads(ring::Clock clock) {
   }
   reader.SetRoundHookForTest(
       [](uint32_t lane, void* arg) {
-        auto* c = static_cast<Ctx*>(arg);
-        if (lane != 1 || c->fired) return;
+        auto* c = static_cast<LookCtx*>(arg);
+        if (lane != c->at || c->fired) return;
         c->fired = true;
         uint64_t w[ring::kRecordFixedWords];
         Record(w, ring::Kind::kAlloc, 0x5000, 8, 0);
-        c->writer.Publish(&c->a, w, 4, 8);
+        c->writer.Publish(c->allocates, w, 4, 8);
         Record(w, ring::Kind::kFree, 0x5000, 0, 0);
-        c->writer.Publish(&c->b, w, 4, 0);
+        c->writer.Publish(c->frees, w, 4, 0);
       },
       &ctx);
   std::vector<ring::Kind> order;
@@ -317,7 +328,16 @@ void PublishedBetweenHeads(ring::Clock clock) {
     while (reader.Next(&rec)) order.push_back(rec.kind);
   }
   ASSERT_TRUE(ctx.fired);
+  ASSERT_EQ(ctx.b.lane, 2u);
   EXPECT_EQ(order, (std::vector<ring::Kind>{ring::Kind::kAlloc, ring::Kind::kFree}));
+}
+
+// The race the two looks exist for, made deterministic: the reader has read lane
+// 1's head (empty) when thread A allocates X in lane 1 and thread B frees X in
+// lane 2; then the reader reads lane 2's head. Taking lane 2's free in this
+// round would put it before its allocation.
+void PublishedBetweenHeads(ring::Clock clock) {
+  WritesDuringTheLook(clock, /*at=*/1, /*b_claims_late=*/false, /*b_allocates=*/false);
 }
 
 TEST(RingTest, EventsPublishedWhileTheReaderLooksWaitForTheNextRoundTsc) {
@@ -335,43 +355,7 @@ TEST(RingTest, EventsPublishedWhileTheReaderLooksWaitForTheNextRoundStripes) {
 // (lane 1) frees X before the reader looks at lane 1. A's free may be taken
 // this round only if B's lane is looked at too, and B's allocation first.
 void LaneClaimedBetweenLooks(ring::Clock clock) {
-  testing::TempDir dir;
-  TestRing r;
-  MakeRing(dir.path(), 4, 1 << 8, 0, clock, &r);
-  struct Ctx {
-    ring::RingWriter writer;
-    ring::ThreadLane a{}, b{};
-    bool fired = false;
-  } ctx;
-  ctx.writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
-  uint64_t words[ring::kRecordFixedWords];
-  Record(words, ring::Kind::kFree, 0x100, 0, 0);  // A claims lane 1; B has none yet
-  ASSERT_TRUE(ctx.writer.Publish(&ctx.a, words, 4, 0));
-  ASSERT_EQ(ctx.a.lane, 1u);
-  client::RingReader reader;
-  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
-  client::RingRecord rec;
-  while (reader.Next(&rec)) {
-  }
-  reader.SetRoundHookForTest(
-      [](uint32_t lane, void* arg) {
-        auto* c = static_cast<Ctx*>(arg);
-        if (lane != 0 || c->fired) return;
-        c->fired = true;
-        uint64_t w[ring::kRecordFixedWords];
-        Record(w, ring::Kind::kAlloc, 0x5000, 8, 0);
-        c->writer.Publish(&c->b, w, 4, 8);  // claims lane 2
-        Record(w, ring::Kind::kFree, 0x5000, 0, 0);
-        c->writer.Publish(&c->a, w, 4, 0);
-      },
-      &ctx);
-  std::vector<ring::Kind> order;
-  for (int round = 0; round < 3; ++round) {
-    while (reader.Next(&rec)) order.push_back(rec.kind);
-  }
-  ASSERT_TRUE(ctx.fired);
-  ASSERT_EQ(ctx.b.lane, 2u);
-  EXPECT_EQ(order, (std::vector<ring::Kind>{ring::Kind::kAlloc, ring::Kind::kFree}));
+  WritesDuringTheLook(clock, /*at=*/0, /*b_claims_late=*/true, /*b_allocates=*/true);
 }
 
 TEST(RingTest, LaneClaimedWhileTheReaderLooksIsSeenFirstStripes) {
