@@ -635,6 +635,32 @@ TEST(RingTest, DamagedLaneStopsTheReader) {
   EXPECT_TRUE((reader.damage() != nullptr));
 }
 
+// Lane 0's head and records come from the target. A forged head near 2^63
+// over a header that claims two laps of words (the lap is one bit, so that
+// header matches its own word again every other lap) must not keep the
+// reader walking the lane: it stops at once and says the ring is damaged.
+TEST(RingTest, ForgedHeadOverAForgedRecordSizeEndsTheRound) {
+  SmallRing t(0, 0);
+  uint64_t* w = ring::LaneWords(t.r.h, 0);
+  w[0] = ring::WithLap(ring::EncodeHeader(ring::Kind::kFree, ring::Api::kFree, 0, 2 * 64), 0, 64);
+  ring::Lanes(t.r.h)[0].head.store(uint64_t{1} << 62);
+  t.r.h->lanes_used.store(1);
+  std::atomic<bool> done{false}, got{true};
+  std::thread read([&] {
+    client::RingReader reader;
+    client::RingRecord rec;
+    got = reader.Attach(t.r.h, t.r.bytes) && reader.Next(&rec);
+    EXPECT_NE(reader.damage(), nullptr);
+    done = true;
+  });
+  if (!WaitFor([&] { return done.load(); })) {
+    ADD_FAILURE() << "the reader is still walking lane 0 after 30 s";
+    _exit(1);  // the reading thread cannot be stopped, nor the ring unmapped under it
+  }
+  read.join();
+  EXPECT_FALSE(got);
+}
+
 // The target can rewrite its ring at any time. A record's header changed
 // after the reader checked it (here: to claim 65,535 frames) is read as it
 // was checked, never as a count of words to copy into a 64-frame record;

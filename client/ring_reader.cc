@@ -159,11 +159,21 @@ void RingReader::StartRound() {
 uint64_t RingReader::CommittedEnd(uint64_t head) {
   const uint64_t cap = lane_words_, mask = cap - 1;
   const uint64_t* words = Lane(0);
-  uint64_t pos = lanes_[0].pos;
-  while (pos < head) {
+  const uint64_t start = lanes_[0].pos;
+  // head comes from the target: never walk more than one lap (all a lane
+  // can hold unread), nor over a size no record has. The lap is a single
+  // bit, so a forged header claiming two laps would match again at the same
+  // word every other lap, until a head near 2^64.
+  const uint64_t end = head - start > cap ? start + cap : head;
+  uint64_t pos = start;
+  while (pos < end) {
     uint64_t h = std::atomic_ref<const uint64_t>(words[pos & mask]).load(std::memory_order_acquire);
-    if (!ring::IsHeaderAt(h, pos, cap) || ring::HeaderWords(h) < ring::kRecordFixedWords) break;
-    pos += ring::HeaderWords(h);  // Peek checks the rest before anything is read
+    unsigned n = ring::HeaderWords(h);
+    if (!ring::IsHeaderAt(h, pos, cap) || n < ring::kRecordFixedWords ||
+        n > ring::kRecordFixedWords + ring::kMaxFrames) {
+      break;
+    }
+    pos += n;  // Peek checks the rest before anything is read
   }
   return std::min(pos, head);
 }

@@ -88,7 +88,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   h->header_bytes = ring::kHeaderBytes;
   h->lane_words = t.lane_words;
   h->lane_count = t.lanes;
-  h->clock = static_cast<uint32_t>(in.Bool() ? ring::Clock::kCounter : ring::Clock::kTsc);
+  constexpr ring::Clock kClocks[] = {ring::Clock::kTsc, ring::Clock::kCounter, ring::Clock::kStripes};
+  h->clock = static_cast<uint32_t>(kClocks[in.Range(0, 2)]);
   h->lanes_used.store(static_cast<uint32_t>(in.Range(0, t.lanes + 2)));
   h->pid = in.Next<int32_t>();
   h->sample_bytes = in.Next<uint8_t>() < 32 ? 0 : in.Next<uint32_t>();
