@@ -1,8 +1,14 @@
 #include "symbolize/symbolizer.h"
 
+#include <dlfcn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 
 #include "symbolize/elf_image.h"
 #include "symbolize/go_module.h"
@@ -60,6 +66,73 @@ TEST(SymbolizerTest, InlinedCFunctionGetsItsLineAndTheWrapper) {
   EXPECT_FALSE(frames[0].go);
   EXPECT_EQ(frames[1].function, wrapper);
   EXPECT_TRUE(frames[1].file.ends_with("cgo-gcc-prolog")) << frames[1].file;
+}
+
+// The line of the malloc call in leaklib's fill(), as symbolized from the
+// library at `path` (0 when no debug information was found for it).
+uint32_t LeaklibLine(const std::string& path) {
+  ElfImage elf;
+  if (!elf.Open(path.c_str())) return 0;
+  uint64_t start = 0, size = 0;
+  if (!elf.FindSymbol("fill", &start, &size)) return 0;
+  uint64_t ret = FirstCallReturn(elf, start, size);  // the call to malloc
+  if (ret == 0) return 0;
+  ObjectCache cache;
+  std::vector<SymbolizedFrame> frames;
+  cache.Get(path)->Symbolize(ret - 1, &frames);
+  return frames.empty() ? 0 : frames[0].line;
+}
+
+// Distribution packages keep their debug information in separate files,
+// found by the debug link the stripped object carries: beside the object or
+// in .debug/ beside it (and by build id under /usr/lib/debug). cgoheap looks
+// for them itself before it lets libdw search (see FindDebuginfo).
+TEST(SymbolizerTest, SeparateDebugFilesAreFoundByTheirDebugLink) {
+  const std::string lib = testing::ProgramsDir() + "/libleaklib.so";
+  const uint32_t want =
+      static_cast<uint32_t>(testing::LineOf(testing::ProgramsSrc() + "/dlopen/leaklib.c", "// LEAK"));
+  ASSERT_EQ(LeaklibLine(lib), want);
+  for (std::string where : {"", ".debug/"}) {
+    testing::TempDir d;
+    const std::string stripped = d.path() + "/libx.so";
+    const std::string debug = d.path() + "/" + where + "libx.so.debug";
+    std::filesystem::create_directories(d.path() + "/" + where);
+    std::filesystem::copy_file(lib, stripped);
+    auto run = [](const std::vector<std::string>& argv) {
+      testing::RunResult r = testing::RunProcess(argv);
+      EXPECT_EQ(r.exit_code, 0) << argv[0] << ": " << r.err;
+    };
+    run({"objcopy", "--only-keep-debug", stripped, debug});
+    run({"objcopy", "--strip-debug", "--add-gnu-debuglink=" + debug, stripped});
+    EXPECT_EQ(LeaklibLine(stripped), want) << "debug file in " << (where.empty() ? "the same directory" : where);
+    std::filesystem::remove(debug);
+    EXPECT_EQ(LeaklibLine(stripped), 0u) << "the test cannot tell: the line came from somewhere else";
+  }
+}
+
+// Without DEBUGINFOD_URLS, symbolizing an object without debug information
+// anywhere here must not load libdebuginfod (and libcurl with its thirty
+// libraries): libdw's search would, only to learn there is no server. In a
+// child: this process may have loaded it already.
+TEST(SymbolizerTest, NoDebuginfodClientIsLoadedWithoutServers) {
+  const std::string program = testing::ProgramsDir() + "/nodebug";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    unsetenv("DEBUGINFOD_URLS");
+    ElfImage elf;
+    uint64_t start = 0, size = 0;
+    if (!elf.Open(program.c_str()) || !elf.FindSymbol("main", &start, &size)) _exit(2);
+    ObjectCache cache;
+    std::vector<SymbolizedFrame> frames;
+    cache.Get(program)->Symbolize(start + 1, &frames);
+    if (frames.empty() || frames[0].function != "main") _exit(3);
+    _exit(dlopen("libdebuginfod.so.1", RTLD_LAZY | RTLD_NOLOAD) == nullptr ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: libdebuginfod was loaded; 2, 3: nodebug's main not found";
 }
 
 TEST(SymbolizerTest, GoFramesComeFromPclntabInBothMappingForms) {
