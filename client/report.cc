@@ -145,6 +145,9 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
         line.append(width - names[j].size() + 2, ' ');
         absl::StrAppend(&line, "(", loc, ")");
       }
+      // Inlined into the frame below it: one call site in the machine code,
+      // as pprof marks it.
+      if (f.inlined()) absl::StrAppend(&line, " (inline)");
       if (j == leak.user_frame()) absl::StrAppend(&line, "   <- your code");
       absl::StrAppend(&out, line, "\n");
     }

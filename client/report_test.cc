@@ -70,6 +70,38 @@ TEST(ReportTest, TextReadsLikeValgrind) {
             "are still shown, and marked incomplete where their Go frames are missing\n");
 }
 
+// A function inlined into its caller shares the caller's call site: marked
+// as pprof marks it, after its own file:line.
+TEST(ReportTest, InlinedFramesAreMarked) {
+  v1::LeaksResponse r;
+  r.set_processes(1);
+  v1::Leak* l = r.add_leaks();
+  l->set_kind("exit");
+  l->set_bytes(8);
+  l->set_blocks(1);
+  l->set_processes(1);
+  l->set_user_frame(3);
+  auto add = [&](const char* fn, const char* file, int line, bool inlined) {
+    v1::Frame* f = l->mutable_stack()->add_frames();
+    f->set_function(fn);
+    f->set_file(file);
+    f->set_line(line);
+    f->set_inlined(inlined);
+  };
+  add("malloc", "", 0, false);
+  add("f1", "main.go", 9, true);
+  add("_cgo_5a_Cfunc_f1", "cgo-gcc-prolog", 49, false);
+  add("main.main", "main.go", 22, false);
+  EXPECT_EQ(LeaksText(r, {"==", false}),
+            "== 8 bytes in 1 block never freed (1 of 1 leak)\n"
+            "==    at malloc\n"
+            "==    by f1                (main.go:9) (inline)\n"
+            "==    by _cgo_5a_Cfunc_f1  (cgo-gcc-prolog:49)\n"
+            "==    by main.main         (main.go:22)   <- your code\n"
+            "==\n"
+            "== LEAK SUMMARY: 8 bytes in 1 block never freed, from 1 stack\n");
+}
+
 TEST(ReportTest, JsonHasTheDocumentedShape) {
   google::protobuf::Value v = testing::ParseJson(LeaksJson(Sample()));
   const auto& leak = v.struct_value().fields().at("leaks").list_value().values(0).struct_value();
