@@ -61,14 +61,23 @@ TSC_PATH=$(probe_clock CGOHEAP_CLOCK=tsc)
 COUNTER_PATH=$(probe_clock CGOHEAP_CLOCK=counter)
 echo "ordering path by default here: ${DEFAULT_PATH:-unknown}; with CGOHEAP_CLOCK=tsc: ${TSC_PATH:-unknown}; with CGOHEAP_CLOCK=counter: ${COUNTER_PATH:-unknown}" >&2
 echo "churn loop: 4 goroutines x $ITER iterations, 5 C allocations each; $ROUNDS alternating rounds" >&2
+one_run() {
+  case $1 in
+    plain) run plain "$CHURN" 4 "$ITER" ;;
+    exact) run exact "$CGOHEAP" run -- "$CHURN" 4 "$ITER" ;;
+    exact_tsc) run exact_tsc env CGOHEAP_CLOCK=tsc "$CGOHEAP" run -- "$CHURN" 4 "$ITER" ;;
+    exact_counter) run exact_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run -- "$CHURN" 4 "$ITER" ;;
+    sampled) run sampled "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER" ;;
+    sampled_counter) run sampled_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER" ;;
+  esac
+}
+# The order rotates from round to round, so that no run always follows the
+# same one (a heavy exact run just before, say): over the rounds each run
+# comes after each other run, and each is compared with its round's plain.
+RUNS=(plain exact exact_tsc exact_counter sampled sampled_counter)
 for ((r = 0; r < ROUNDS; r++)); do
   ROUND=$r
-  run plain "$CHURN" 4 "$ITER"
-  run exact "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
-  run exact_tsc env CGOHEAP_CLOCK=tsc "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
-  run exact_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run -- "$CHURN" 4 "$ITER"
-  run sampled "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER"
-  run sampled_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER"
+  for ((i = 0; i < ${#RUNS[@]}; i++)); do one_run "${RUNS[(i + r) % ${#RUNS[@]}]}"; done
 done
 echo "valgrind and heaptrack: 4 x $SMALL iterations" >&2
 for ((r = 0; r < 3; r++)); do run plain_small "$CHURN" 4 "$SMALL"; done
