@@ -156,6 +156,18 @@ void RingReader::StartRound() {
   if (heap_) std::make_heap(ready_.begin(), ready_.end(), std::greater<>());
 }
 
+namespace {
+
+// A header word whose sizes are a record's: at most kMaxFrames frames, and
+// words for exactly the fixed part and those frames. The target writes it,
+// so nothing is read by a size that fails this.
+bool WellFormed(uint64_t h) {
+  unsigned nframes = ring::HeaderFrames(h);
+  return nframes <= ring::kMaxFrames && ring::HeaderWords(h) == ring::kRecordFixedWords + nframes;
+}
+
+}  // namespace
+
 uint64_t RingReader::CommittedEnd(uint64_t head) {
   const uint64_t cap = lane_words_, mask = cap - 1;
   const uint64_t* words = Lane(0);
@@ -168,12 +180,8 @@ uint64_t RingReader::CommittedEnd(uint64_t head) {
   uint64_t pos = start;
   while (pos < end) {
     uint64_t h = std::atomic_ref<const uint64_t>(words[pos & mask]).load(std::memory_order_acquire);
-    unsigned n = ring::HeaderWords(h);
-    if (!ring::IsHeaderAt(h, pos, cap) || n < ring::kRecordFixedWords ||
-        n > ring::kRecordFixedWords + ring::kMaxFrames) {
-      break;
-    }
-    pos += n;  // Peek checks the rest before anything is read
+    if (!ring::IsHeaderAt(h, pos, cap) || !WellFormed(h)) break;  // Peek then says which
+    pos += ring::HeaderWords(h);
   }
   return std::min(pos, head);
 }
@@ -198,9 +206,8 @@ void RingReader::Peek(uint32_t lane) {
     if (!writers_gone_) blocker_ = std::min(blocker_, c.floor);
     return;
   }
-  unsigned n = ring::HeaderWords(h), nframes = ring::HeaderFrames(h);
-  if (nframes > ring::kMaxFrames || n != ring::kRecordFixedWords + nframes ||
-      c.pos + n > c.limit) {
+  const unsigned n = ring::HeaderWords(h);
+  if (!WellFormed(h) || c.pos + n > c.limit) {
     corrupt_ = true;  // a writer outside the protocol: stop rather than guess
     return;
   }
