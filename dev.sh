@@ -15,6 +15,10 @@
 #                              (address, thread, undefined) and run the unit tests
 #   ./dev.sh deps              only install the packages
 set -euo pipefail
+
+# set -e ends the script at a failed step without a word: say so.
+DEV_ARGS="$*"
+trap 's=$?; [ $s -eq 0 ] || echo "./dev.sh $DEV_ARGS: stopped with exit status $s (the last command above failed)" >&2' EXIT
 cd "$(dirname "$0")"
 
 PACKAGES=(
@@ -37,13 +41,18 @@ JOBS=$(nproc)
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # The archive apt already uses for Debian bookworm (deb822 or one-line form).
+# Either file may be missing (a fresh bookworm image has only debian.sources):
+# only the files that exist are read, and an empty answer is not a failure.
 bookworm_mirror() {
-  {
-    awk '/^URIs:/ {u = $2} /^Suites:/ {for (i = 2; i <= NF; i++) if ($i == "bookworm") {print u; exit}}' \
-      /etc/apt/sources.list.d/*.sources 2>/dev/null
-    awk '$1 == "deb" {for (i = 2; i < NF; i++) if ($(i + 1) == "bookworm" && $i ~ /:\/\//) print $i}' \
-      /etc/apt/sources.list 2>/dev/null
-  } | head -1
+  local f found=()
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] || continue
+    found+=($(awk '/^URIs:/ {u = $2} /^Suites:/ {for (i = 2; i <= NF; i++) if ($i == "bookworm") {print u; exit}}' "$f"))
+  done
+  if [ -r /etc/apt/sources.list ]; then
+    found+=($(awk '$1 == "deb" {for (i = 2; i < NF; i++) if ($(i + 1) == "bookworm" && $i ~ /:\/\//) print $i}' /etc/apt/sources.list))
+  fi
+  echo "${found[0]:-}"
 }
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -209,7 +218,11 @@ case "$cmd" in
     ctest -j"$JOBS" --output-on-failure -R "${1:-$default}"
     ;;
   *)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
-    [ "$cmd" = help ] || exit 2
+    awk 'NR == 1 {next} /^#/ {sub(/^# ?/, ""); print; next} {exit}' "$0"
+    if [ "$cmd" != help ]; then
+      echo "./dev.sh: no command \"$cmd\" (the commands are above)" >&2
+      trap - EXIT
+      exit 2
+    fi
     ;;
 esac
