@@ -83,35 +83,107 @@ inline void EnsureReal() {
   if (__builtin_expect(g_real.free == nullptr, 0) && !g_resolving) ResolveReal();
 }
 
-// The fast path every allocation takes: one load of the mode, and in sampled
-// mode a thread-local countdown. Everything else is out of line. Always
-// inlined, so that __builtin_frame_address(0) is the allocator entry point's
-// own frame and the unwind can start at the program's code.
-__attribute__((always_inline)) inline void Allocated(Api api, void* p, size_t size) {
+// Whether an allocation of size bytes is recorded, decided before the real
+// allocator runs (the record itself comes after it returns): one load of the
+// mode, and in sampled mode a thread-local countdown.
+__attribute__((always_inline)) inline bool WillRecord(size_t size) {
   using cgoheap::agent::Mode;
   Mode mode = cgoheap::agent::g_mode;
   if (mode == Mode::kSampled) {
-    if (__builtin_expect(!cgoheap::agent::SampleAllocation(size, cgoheap::agent::g_sample_bytes), 1)) {
-      return;
-    }
-  } else if (mode != Mode::kExact) {
-    return;
+    return __builtin_expect(cgoheap::agent::SampleAllocation(size, cgoheap::agent::g_sample_bytes), 0);
   }
+  return mode == Mode::kExact;
+}
+
+// malloc's and calloc's common case, with no call of ours in it: true when
+// the allocation is certainly not recorded (mode off, or a sampled
+// countdown still above zero). Then the entry point ends in a tail call to
+// the real allocator, without a frame of its own around it; a malloc-bound
+// loop spends ~10 ns of its own per call, so a frame and a return are a few
+// per cent. False leaves the rest to the entry point's slow path: with
+// counted set, a sampled countdown was decremented and crossed zero.
+__attribute__((always_inline)) inline bool SurelyNotRecorded(size_t size, bool* counted) {
+  using cgoheap::agent::Mode;
+  Mode mode = cgoheap::agent::g_mode;
+  if (mode == Mode::kSampled) {
+    cgoheap::agent::ThreadSampler& s = cgoheap::agent::t_sampler;
+    s.countdown -= static_cast<int64_t>(size);
+    *counted = true;
+    return __builtin_expect(s.countdown > 0, 1);
+  }
+  *counted = false;
+  return mode == Mode::kOff;
+}
+
+// The slow path's decision, after SurelyNotRecorded said no.
+inline bool WillRecordAfter(size_t size, bool counted) {
+  if (!counted) return WillRecord(size);
+  return cgoheap::agent::SampleSlow(cgoheap::agent::t_sampler, size, cgoheap::agent::g_sample_bytes);
+}
+
+// The record of an allocation WillRecord chose. Always inlined, so that
+// __builtin_frame_address(0) is the allocator entry point's own frame (or
+// its slow path's, reached by a tail call, whose return address is the
+// program's) and the unwind can start at the program's code.
+__attribute__((always_inline)) inline void Recorded(Api api, void* p, size_t size) {
   if (p != nullptr) cgoheap_on_alloc(static_cast<int>(api), p, size, __builtin_frame_address(0));
 }
 
+__attribute__((always_inline)) inline void Allocated(Api api, void* p, size_t size) {
+  if (WillRecord(size)) Recorded(api, p, size);
+}
+
 // Before the real free: in sampled mode a one-byte filter load decides.
-inline void Freeing(void* p) {
+__attribute__((always_inline)) inline bool WillRecordFree(void* p) {
   using cgoheap::agent::Mode;
   Mode mode = cgoheap::agent::g_mode;
   if (mode == Mode::kSampled) {
-    if (__builtin_expect(!cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p)), 1)) {
-      return;
-    }
-  } else if (mode != Mode::kExact) {
-    return;
+    return __builtin_expect(cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p)), 0);
   }
-  cgoheap_on_free(p);
+  return mode == Mode::kExact;
+}
+
+inline void Freeing(void* p) {
+  if (WillRecordFree(p)) cgoheap_on_free(p);
+}
+
+// The free of a block WillRecordFree chose (or before the real free is
+// known): out of line, so that free's common case needs no frame.
+__attribute__((noinline)) void FreeSlow(void* p) {
+  EnsureReal();
+  Freeing(p);
+  g_real.free(p);
+}
+
+// malloc's and calloc's slow paths, reached by a tail call from the entry
+// point (so the frame the unwind starts from has the program's return
+// address): the real allocator not yet known (dlsym's own allocations come
+// from the bootstrap arena), or an allocation that is recorded. decided:
+// SurelyNotRecorded ran (and counted says whether it counted down).
+__attribute__((noinline)) void* MallocSlow(size_t size, bool decided, bool counted) {
+  if (!decided) {
+    EnsureReal();
+    if (g_real.malloc == nullptr) return BootstrapAlloc(size);
+  }
+  bool record = decided ? WillRecordAfter(size, counted) : WillRecord(size);
+  void* p = g_real.malloc(size);
+  if (record) Recorded(Api::kMalloc, p, size);
+  return p;
+}
+
+__attribute__((noinline)) void* CallocSlow(size_t n, size_t size, bool decided, bool counted) {
+  if (!decided) {
+    if (g_resolving) {
+      size_t total;
+      if (__builtin_mul_overflow(n, size, &total)) return nullptr;
+      return BootstrapAlloc(total);
+    }
+    EnsureReal();
+  }
+  bool record = decided ? WillRecordAfter(n * size, counted) : WillRecord(n * size);
+  void* p = g_real.calloc(n, size);
+  if (record) Recorded(Api::kCalloc, p, n * size);
+  return p;
 }
 
 __attribute__((constructor(101))) void AgentStart() {
@@ -125,35 +197,25 @@ extern "C" {
 
 __attribute__((visibility("default"))) void* malloc(size_t size) {
   cgoheap::agent::CheckNotInHook();
-  if (__builtin_expect(g_real.malloc == nullptr, 0)) {
-    EnsureReal();
-    if (g_real.malloc == nullptr) return BootstrapAlloc(size);
-  }
-  void* p = g_real.malloc(size);
-  Allocated(Api::kMalloc, p, size);
-  return p;
+  void* (*real)(size_t) = g_real.malloc;
+  bool counted = false;
+  if (__builtin_expect(real != nullptr && SurelyNotRecorded(size, &counted), 1)) return real(size);
+  return MallocSlow(size, real != nullptr, counted);
 }
 
 __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
   cgoheap::agent::CheckNotInHook();
-  if (__builtin_expect(g_real.calloc == nullptr, 0)) {
-    if (g_resolving) {
-      size_t total;
-      if (__builtin_mul_overflow(n, size, &total)) return nullptr;
-      return BootstrapAlloc(total);
-    }
-    EnsureReal();
-  }
-  void* p = g_real.calloc(n, size);
-  Allocated(Api::kCalloc, p, n * size);
-  return p;
+  void* (*real)(size_t, size_t) = g_real.calloc;
+  bool counted = false;
+  if (__builtin_expect(real != nullptr && SurelyNotRecorded(n * size, &counted), 1)) return real(n, size);
+  return CallocSlow(n, size, real != nullptr, counted);
 }
 
 __attribute__((visibility("default"))) void free(void* p) {
   if (p == nullptr || FromBootstrap(p)) return;
-  if (__builtin_expect(g_real.free == nullptr, 0)) EnsureReal();
-  Freeing(p);
-  g_real.free(p);
+  void (*real)(void*) = g_real.free;
+  if (__builtin_expect(real != nullptr && !WillRecordFree(p), 1)) return real(p);
+  FreeSlow(p);
 }
 
 }  // extern "C"
