@@ -593,7 +593,7 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* fr
   words[0] = ring::EncodeHeader(ring::Kind::kAlloc, static_cast<ring::Api>(api), nframes, nwords);
   words[2] = reinterpret_cast<uint64_t>(ptr);
   words[3] = size;
-  if (!g_writer.Publish(&agent::t_lane, words, nwords, size) && g_sample_bytes != 0) {
+  if (!g_writer.PublishAlloc(&agent::t_lane, words, nwords, size) && g_sample_bytes != 0) {
     g_sampled.Erase(reinterpret_cast<uint64_t>(ptr));  // not recorded: neither is its free
   }
 }
@@ -606,6 +606,9 @@ extern "C" void cgoheap_on_free(void* ptr) {
   if (g_sample_bytes != 0 && !g_sampled.Erase(reinterpret_cast<uint64_t>(ptr))) return;
   agent::HookGuard guard;
   if (!guard.entered()) return;
+  // Exact mode: a block this thread allocated and the reader has not seen
+  // yet leaves no record at all (ring.h, "Cancelled pairs").
+  if (g_writer.CancelAlloc(&agent::t_lane, reinterpret_cast<uint64_t>(ptr))) return;
   uint64_t words[ring::kRecordFixedWords];
   words[0] = ring::EncodeHeader(ring::Kind::kFree, ring::Api::kFree, 0, ring::kRecordFixedWords);
   words[2] = reinterpret_cast<uint64_t>(ptr);

@@ -42,6 +42,23 @@
 // one is seen, and has a smaller key: it is taken first. See
 // client/ring_reader.cc.
 //
+// Cancelled pairs (Clock::kStripes, exact mode, a thread's own lane). Most
+// blocks of a malloc-bound program are freed by the thread that allocated
+// them, microseconds later, long before the forwarder reads the allocation.
+// Such a free turns the allocation's header into kind kCancelled (same size,
+// same lap) instead of publishing a record of its own: the forwarder skips
+// the record and counts a cancelled pair. The owner may cancel only its own
+// allocation in its own lane, while the newest event on the address's
+// stripe is still that allocation (no thread freed the block and had it
+// back from the allocator since), and while its words are still in the
+// lane (less than a lap behind the head). Owner and reader decide with one
+// compare-and-swap each on the header: the owner from kAlloc to kCancelled,
+// the reader, when it takes the allocation, from kAlloc to kTaken. One of
+// the two wins: a taken allocation's free is published as a record; a
+// cancelled allocation's copy is dropped. A restarted reader takes a kTaken
+// record again (the reader before it may not have sent it).
+// See RingWriter::CancelAlloc and RingReader::Confirm.
+//
 // Inside a lane, records are whole words at logical positions (pos & mask).
 // The header word is written last; it carries the parity of its lap
 // (pos / capacity), so a header left from the previous lap reads as "not yet
@@ -68,14 +85,17 @@
 namespace cgoheap::ring {
 
 inline constexpr uint64_t kMagic = 0x474e495248474f43ULL;  // "COGHRING"
-inline constexpr uint32_t kVersion = 3;
+inline constexpr uint32_t kVersion = 4;
 inline constexpr size_t kHeaderBytes = 64 * 1024;
 inline constexpr size_t kMapsBytes = 48 * 1024;
 inline constexpr int kMaxFrames = 64;
 inline constexpr int kRecordFixedWords = 4;
 inline constexpr uint32_t kMaxLanes = 4096;
 
-enum class Kind : uint8_t { kAlloc = 1, kFree = 2 };
+// kCancelled: an allocation its own thread freed before the reader took it;
+// read as nothing. kTaken: an allocation a reader took; read as kAlloc. (See
+// "Cancelled pairs".)
+enum class Kind : uint8_t { kAlloc = 1, kFree = 2, kCancelled = 3, kTaken = 4 };
 
 // Which allocator entry point made the event; becomes the innermost frame.
 enum class Api : uint8_t {
@@ -123,6 +143,10 @@ inline constexpr Kind HeaderKind(uint64_t h) { return static_cast<Kind>(h >> 56)
 inline constexpr Api HeaderApi(uint64_t h) { return static_cast<Api>((h >> 48) & 0xff); }
 inline constexpr unsigned HeaderFrames(uint64_t h) { return (h >> 32) & 0xffff; }
 inline constexpr unsigned HeaderWords(uint64_t h) { return (h >> 16) & 0xffff; }
+// The header h with another kind, all else (size, lap) kept.
+inline constexpr uint64_t WithKind(uint64_t h, Kind kind) {
+  return (h & ~(uint64_t{0xff} << 56)) | (uint64_t{static_cast<uint8_t>(kind)} << 56);
+}
 
 // RingHeader::flags.
 // The executable calls C through runtime.asmcgocall, but asmcgocall's frame

@@ -275,6 +275,212 @@ TEST(RingTest, HandedOverBlocksAreNeverFreedBeforeAllocatedStripes) {
 TEST(RingTest, HandedOverThroughTheSharedLaneStripes) { HandOver(ring::Clock::kStripes, 2); }
 TEST(RingTest, HandedOverThroughTheSharedLaneTsc) { HandOver(ring::Clock::kTsc, 2); }
 
+// Cancelled pairs (ring.h): a block freed by the thread that allocated it,
+// before the reader read the allocation, leaves no record, and is counted.
+TEST(RingTest, FreedByItsThreadBeforeItWasReadLeavesNoRecord) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 4, 1 << 10, 0, ring::Clock::kStripes, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords + 3];
+  for (uint64_t a : {0x1000, 0x2000, 0x3000}) {
+    Record(words, ring::Kind::kAlloc, a, 8, 3);
+    ASSERT_TRUE(writer.PublishAlloc(&lane, words, ring::kRecordFixedWords + 3, 8));
+  }
+  ASSERT_NE(lane.lane, 0u);
+  EXPECT_TRUE(writer.CancelAlloc(&lane, 0x2000));
+  EXPECT_FALSE(writer.CancelAlloc(&lane, 0x2000)) << "cancelled twice";
+  EXPECT_FALSE(writer.CancelAlloc(&lane, 0x4000)) << "never allocated";
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  std::vector<uint64_t> read;
+  while (reader.Next(&rec)) read.push_back(rec.address);
+  EXPECT_EQ(read, (std::vector<uint64_t>{0x1000, 0x3000}));
+  EXPECT_EQ(reader.TakeCancelled(), 1u);
+  EXPECT_EQ(reader.TakeCancelled(), 0u);
+  // Read now: their frees are records of their own.
+  EXPECT_FALSE(writer.CancelAlloc(&lane, 0x1000));
+  EXPECT_FALSE(writer.CancelAlloc(&lane, 0x3000));
+  const uint64_t* lane_words = ring::LaneWords(r.h, lane.lane);
+  const unsigned record = ring::kRecordFixedWords + 3;
+  EXPECT_EQ(ring::HeaderKind(lane_words[0]), ring::Kind::kTaken);
+  EXPECT_EQ(ring::HeaderKind(lane_words[record]), ring::Kind::kCancelled);
+  EXPECT_EQ(ring::HeaderKind(lane_words[2 * record]), ring::Kind::kTaken);
+}
+
+// The reader checked the next record (it is ready to be taken), then its
+// thread freed it: the copy the reader then takes is dropped, not reported
+// as an allocation whose free never comes.
+TEST(RingTest, CancelledAfterTheReaderCheckedItIsDropped) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 4, 1 << 10, 0, ring::Clock::kStripes, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords + 1];
+  for (uint64_t a : {0x1000, 0x2000, 0x3000}) {
+    Record(words, ring::Kind::kAlloc, a, 8, 1);
+    ASSERT_TRUE(writer.PublishAlloc(&lane, words, ring::kRecordFixedWords + 1, 8));
+  }
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  ASSERT_TRUE(reader.Next(&rec));  // 0x1000; 0x2000 is now checked and ready
+  EXPECT_EQ(rec.address, 0x1000u);
+  EXPECT_TRUE(writer.CancelAlloc(&lane, 0x2000));
+  ASSERT_TRUE(reader.Next(&rec));
+  EXPECT_EQ(rec.address, 0x3000u);
+  EXPECT_FALSE(reader.Next(&rec));
+  EXPECT_EQ(reader.TakeCancelled(), 1u);
+}
+
+// A thread's record of an allocation is no longer its block once another
+// thread freed the block and the allocator gave the address out again: the
+// first thread's later free of the address is the new block's, and is
+// published (the address's stripe moved on).
+TEST(RingTest, AnAllocationFreedElsewhereIsNeverCancelled) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 4, 1 << 10, 0, ring::Clock::kStripes, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  ring::ThreadLane a{}, b{}, c{};
+  uint64_t words[ring::kRecordFixedWords];
+  auto alloc = [&](ring::ThreadLane* tl) {
+    Record(words, ring::Kind::kAlloc, 0x5000, 8, 0);
+    ASSERT_TRUE(writer.PublishAlloc(tl, words, ring::kRecordFixedWords, 8));
+  };
+  auto free_ = [&](ring::ThreadLane* tl) {
+    if (writer.CancelAlloc(tl, 0x5000)) return;
+    Record(words, ring::Kind::kFree, 0x5000, 0, 0);
+    ASSERT_TRUE(writer.Publish(tl, words, ring::kRecordFixedWords, 0));
+  };
+  alloc(&a);  // a's, handed to b
+  free_(&b);
+  alloc(&c);  // the same address again, handed to a
+  free_(&a);
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  client::RingRecord rec;
+  std::string kinds;
+  while (reader.Next(&rec)) kinds += rec.kind == ring::Kind::kAlloc ? 'A' : 'F';
+  EXPECT_EQ(kinds, "AFAF");
+  EXPECT_EQ(reader.TakeCancelled(), 0u);
+}
+
+// Threads allocate and free blocks of their own while the reader reads
+// (some of those frees cancel, some come after the reader took the
+// allocation), and hand blocks to each other. Every allocation is read or
+// counted as cancelled, every free of a read allocation is read after it,
+// and nothing is left live.
+TEST(RingTest, CancellingWhileTheReaderReadsLosesNothing) {
+  testing::TempDir dir;
+  TestRing r;
+  MakeRing(dir.path(), 8, 1 << 12, 0, ring::Clock::kStripes, &r);
+  ring::RingWriter writer;
+  writer.Reset(r.h, 10'000'000'000, nullptr, nullptr);
+  client::RingReader reader;
+  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  constexpr int kThreads = 3, kIterations = 40000;
+  std::atomic<int> done{0}, not_published{0};
+  std::atomic<bool> stop{false};
+  // A block handed from thread t to thread t + 1 (0: none).
+  std::vector<std::atomic<uint64_t>> handed(kThreads);
+  for (auto& h : handed) h.store(0);
+  std::atomic<uint64_t> allocs{0};
+  std::vector<std::jthread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      ring::ThreadLane lane{};
+      uint64_t words[ring::kRecordFixedWords + 2];
+      auto alloc = [&](uint64_t address) {
+        Record(words, ring::Kind::kAlloc, address, 16, 2);
+        if (!writer.PublishAlloc(&lane, words, ring::kRecordFixedWords + 2, 16)) ++not_published;
+        allocs.fetch_add(1, std::memory_order_relaxed);
+      };
+      auto free_ = [&](uint64_t address) {
+        if (writer.CancelAlloc(&lane, address)) return;
+        Record(words, ring::Kind::kFree, address, 0, 0);
+        if (!writer.Publish(&lane, words, ring::kRecordFixedWords, 0)) ++not_published;
+      };
+      for (int i = 0; i < kIterations && !stop.load(); ++i) {
+        const uint64_t mine = (uint64_t(t + 1) << 40) | (uint64_t(i % 7) << 4);
+        alloc(mine);
+        alloc(mine + 0x1000);
+        free_(mine + 0x1000);
+        if (i % 3 == 0) std::this_thread::yield();  // let the reader in between
+        free_(mine);
+        // Every 16th iteration a block goes to the next thread, which frees it.
+        // Its address is new each time: a finished thread may leave it live.
+        if (i % 16 == 0) {
+          const uint64_t gift = (uint64_t(t + 1) << 40) | (uint64_t(1) << 32) | uint64_t(i) << 4;
+          alloc(gift);
+          uint64_t expected = 0;
+          // (The next thread has not taken the last one yet: this one stays.)
+          if (!handed[(t + 1) % kThreads].compare_exchange_strong(expected, gift)) free_(gift);
+        }
+        if (uint64_t got = handed[t].exchange(0); got != 0) free_(got);
+      }
+      done.fetch_add(1);
+    });
+  }
+  std::map<uint64_t, bool> live;
+  uint64_t allocs_read = 0, cancelled = 0;
+  bool wrong = false;
+  client::RingRecord recs[64];
+  auto drain = [&] {
+    for (size_t n; !wrong && (n = reader.NextMany(recs, 64)) > 0;) {
+      for (size_t i = 0; i < n && !wrong; ++i) {
+        bool& is_live = live[recs[i].address];
+        if (recs[i].kind == ring::Kind::kAlloc) {
+          if (is_live) {
+            ADD_FAILURE() << "allocated twice without a free: " << std::hex << recs[i].address;
+            wrong = true;
+          }
+          is_live = true;
+          ++allocs_read;
+        } else {
+          if (!is_live) {
+            ADD_FAILURE() << "freed, but its allocation was not read: " << std::hex
+                          << recs[i].address;
+            wrong = true;
+          }
+          is_live = false;
+        }
+      }
+    }
+    cancelled += reader.TakeCancelled();
+    reader.Release();
+  };
+  bool ok = WaitFor([&] {
+    bool finished = done.load() == kThreads;
+    drain();
+    return finished || wrong;
+  });
+  stop = true;
+  threads.clear();
+  EXPECT_TRUE(ok) << "the writers did not finish in 30 s";
+  // Blocks handed over and never taken are the only ones left live.
+  std::set<uint64_t> still_handed;
+  for (auto& h : handed) {
+    if (uint64_t v = h.load(); v != 0) still_handed.insert(v);
+  }
+  drain();
+  EXPECT_EQ(not_published.load(), 0);
+  EXPECT_EQ(allocs_read + cancelled, allocs.load());
+  EXPECT_GT(cancelled, 0u) << "no free ever came before the reader";
+  EXPECT_GT(allocs_read, 0u);
+  for (const auto& [address, is_live] : live) {
+    if (is_live) {
+      EXPECT_TRUE(still_handed.count(address)) << std::hex << address << " left live";
+    }
+  }
+}
+
 // Writers that publish while the reader looks: right after the reader's
 // first look at lane `at` in a round, X is allocated with one thread's lane
 // state and then freed with the other's. A has lane 1 before the reader

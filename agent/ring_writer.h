@@ -5,6 +5,10 @@
 //   w.Reset(header, /*full_wait_ns=*/2'000'000'000, on_claim);
 //   thread_local ThreadLane lane;                 // zero-initialized
 //   w.Publish(&lane, words, nwords, size);        // false: dropped (counted)
+//
+// Exact mode, allocations and frees (ring.h, "Cancelled pairs"):
+//   w.PublishAlloc(&lane, words, nwords, size, address);
+//   if (!w.CancelAlloc(&lane, address)) w.Publish(&lane, free_words, 4, 0);
 #pragma once
 
 #include <linux/futex.h>
@@ -30,6 +34,15 @@ struct ThreadLane {
   uint32_t retry;       // shared-lane events left before looking for a free lane again
   bool exiting;         // the thread is exiting: never claim again
   uint64_t clock;       // Clock::kStripes: the key of this thread's last record
+  // Its latest allocations in its own lane that a free by this thread may
+  // cancel, a slot per hash of the address (Clock::kStripes, exact mode).
+  struct RecentAlloc {
+    uint64_t address;
+    uint64_t pos;  // of its header in the lane
+    uint64_t key;  // its key; 0: an empty slot (keys start at 1)
+  };
+  static constexpr unsigned kRecentAllocs = 8;
+  RecentAlloc recent[kRecentAllocs];
 };
 
 class RingWriter {
@@ -63,18 +76,67 @@ class RingWriter {
   // is one sample fewer (its free is then ignored), a lost free would show a
   // freed block as leaked.
   bool Publish(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size) {
+    uint64_t pos = 0;
+    return PublishAt(tl, words, n, size, &pos) != kDropped;
+  }
+
+  // An allocation's record (words[2]: its address), which a later free by
+  // this thread may cancel (CancelAlloc) while the reader has not read it.
+  bool PublishAlloc(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size) {
+    uint64_t pos = 0;
+    Where where = PublishAt(tl, words, n, size, &pos);
+    if (where == kOwnLane && header_->clock == static_cast<uint32_t>(Clock::kStripes) &&
+        header_->sample_bytes == 0) {
+      tl->recent[RecentSlot(words[2])] = ThreadLane::RecentAlloc{words[2], pos, words[1]};
+    }
+    return where != kDropped;
+  }
+
+  // Before the real free of address, by this thread: true if this cancelled
+  // the thread's own record of its allocation (ring.h, "Cancelled pairs"),
+  // so that the free needs no record; false: publish the free.
+  bool CancelAlloc(ThreadLane* tl, uint64_t address) {
+    RingHeader* h = header_;
+    if (tl->gen != gen_.load(std::memory_order_relaxed) || tl->lane == 0) return false;
+    ThreadLane::RecentAlloc& slot = tl->recent[RecentSlot(address)];
+    if (slot.key == 0 || slot.address != address) return false;
+    const ThreadLane::RecentAlloc r = slot;
+    slot = ThreadLane::RecentAlloc{};
+    // Any event on the address since (another thread's free of the block,
+    // the allocator giving it out again) raised the stripe above r.key.
+    if (StripeOf(address).load(std::memory_order_relaxed) != r.key) return false;
+    LaneDesc* d = &Lanes(h)[tl->lane];
+    const uint64_t cap = h->lane_words, mask = cap - 1;
+    // Only this thread writes its lane: less than a lap behind its head, the
+    // record's words are still the record's.
+    if (d->head.load(std::memory_order_relaxed) - r.pos >= cap) return false;
+    uint64_t* ring = LaneWords(h, tl->lane);
+    std::atomic_ref<uint64_t> header(ring[r.pos & mask]);
+    uint64_t was = header.load(std::memory_order_relaxed);
+    if (!IsHeaderAt(was, r.pos, cap) || HeaderKind(was) != Kind::kAlloc ||
+        ring[(r.pos + 1) & mask] != r.key || ring[(r.pos + 2) & mask] != address) {
+      return false;
+    }
+    // The reader takes it with the same compare-and-swap (kAlloc to kTaken).
+    return header.compare_exchange_strong(was, WithKind(was, Kind::kCancelled),
+                                          std::memory_order_relaxed, std::memory_order_relaxed);
+  }
+
+  enum Where { kDropped, kOwnLane, kSharedLane };
+  Where PublishAt(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size, uint64_t* pos) {
     RingHeader* h = header_;
     uint32_t gen = gen_.load(std::memory_order_relaxed);
-    if (tl->gen != gen) *tl = ThreadLane{gen, 0, 0, 0, tl->exiting, tl->clock};
+    if (tl->gen != gen) *tl = ThreadLane{gen, 0, 0, 0, tl->exiting, tl->clock, {}};
     if (tl->lane == 0 && !tl->exiting && tl->retry-- == 0) Claim(tl);
     bool may_wait = h->sample_bytes == 0 || HeaderKind(words[0]) == Kind::kFree;
-    bool ok = tl->lane != 0 ? PublishOwn(h, tl, words, n, may_wait)
+    bool ok = tl->lane != 0 ? PublishOwn(h, tl, words, n, may_wait, pos)
                             : PublishShared(h, tl, words, n, may_wait);
     if (!ok) {
       h->dropped_events.fetch_add(1, std::memory_order_relaxed);
       h->dropped_bytes.fetch_add(size, std::memory_order_relaxed);
+      return kDropped;
     }
-    return ok;
+    return tl->lane != 0 ? kOwnLane : kSharedLane;
   }
 
   // Gives a lane back (its owner is exiting). Its unread records stay; the
@@ -87,6 +149,7 @@ class RingWriter {
     }
     tl->lane = 0;
     tl->exiting = true;
+    for (ThreadLane::RecentAlloc& r : tl->recent) r = ThreadLane::RecentAlloc{};
   }
 
  private:
@@ -97,11 +160,18 @@ class RingWriter {
   }
 
   // Clock::kStripes (ring.h, "Order across lanes"): one word per stripe of
-  // 4 KiB pages, so that a thread's allocations in its own arena's pages
-  // meet other threads rarely; 32 KiB in all.
+  // addresses, 32 KiB in all. Only events on the same address need order,
+  // so the stripe is a hash of the whole address: two blocks a thread uses
+  // at once rarely share one, and a free can cancel its allocation however
+  // many other blocks of the same page the thread allocated in between
+  // (CancelAlloc).
   static constexpr unsigned kStripeBits = 12;
   static std::atomic<uint64_t>& StripeOf(uint64_t address) {
-    return stripes_[((address >> 12) * 0x9e3779b97f4a7c15ULL) >> (64 - kStripeBits)];
+    return stripes_[(address * 0x9e3779b97f4a7c15ULL) >> (64 - kStripeBits)];
+  }
+  static unsigned RecentSlot(uint64_t address) {
+    return static_cast<unsigned>((address * 0xff51afd7ed558ccdULL) >> 61) &
+           (ThreadLane::kRecentAllocs - 1);
   }
   // Raises a stripe's word to key (never lowers it: a larger value another
   // event wrote stays, and still orders what follows it).
@@ -217,7 +287,8 @@ class RingWriter {
   }
 
   // The thread's own lane: plain stores, one release store of the head.
-  bool PublishOwn(RingHeader* h, ThreadLane* tl, uint64_t* words, unsigned n, bool may_wait) {
+  bool PublishOwn(RingHeader* h, ThreadLane* tl, uint64_t* words, unsigned n, bool may_wait,
+                  uint64_t* at) {
     LaneDesc* d = &Lanes(h)[tl->lane];
     const uint64_t cap = h->lane_words, mask = cap - 1;
     uint64_t pos = d->head.load(std::memory_order_relaxed);
@@ -227,8 +298,12 @@ class RingWriter {
     uint64_t* ring = LaneWords(h, tl->lane);
     words[1] = h->clock == static_cast<uint32_t>(Clock::kStripes) ? StripeKey(tl, words[2]) : Key(h);
     for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
-    ring[pos & mask] = WithLap(words[0], pos, cap);
+    // Atomic: the owner may rewrite it later (CancelAlloc) while the reader
+    // loads it.
+    std::atomic_ref<uint64_t>(ring[pos & mask])
+        .store(WithLap(words[0], pos, cap), std::memory_order_relaxed);
     d->head.store(pos + n, std::memory_order_release);
+    *at = pos;
     return true;
   }
 

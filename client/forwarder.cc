@@ -445,6 +445,7 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
 size_t Forwarder::Drain(Tracked& t) {
   if (records_.empty()) records_.resize(kRecordsPerRead);
   size_t n = 0;
+  const uint64_t skipped_before = t.ring.skipped();
   // Read in runs (one guarded pass over the ring each), taken one by one.
   for (size_t got; (got = t.ring.NextMany(records_.data(), records_.size())) > 0;) {
     for (size_t i = 0; i < got; ++i) {
@@ -497,7 +498,9 @@ size_t Forwarder::Drain(Tracked& t) {
     std::cerr << "cgoheap: process " << t.pid << " (" << t.path << "): " << damage
               << ": its later events are not read, and its report says so\n";
   }
-  return n;
+  // The records read, with those skipped as cancelled: the pace of the
+  // lanes filling (PollPacer) counts both.
+  return n + static_cast<size_t>(t.ring.skipped() - skipped_before);
 }
 
 bool Forwarder::Refused(Tracked& t) {
@@ -514,7 +517,13 @@ bool Forwarder::Refused(Tracked& t) {
 
 void Forwarder::Flush(Tracked& t, bool force, std::span<const RingRecord> unread) {
   const bool heartbeat = absl::Now() - t.last_sent >= options_.heartbeat;
-  if (t.batch.kinds_size() == 0 && t.batch.new_stacks_size() == 0 && !heartbeat) return;
+  // Pairs the agent cancelled in the ring (the reader skipped them) go with
+  // this batch's own.
+  t.cancelled += t.ring.TakeCancelled();
+  if (t.batch.kinds_size() == 0 && t.batch.new_stacks_size() == 0 && t.cancelled == 0 &&
+      !heartbeat) {
+    return;
+  }
   if (Refused(t)) {
     t.batch.Clear();
     t.batch_allocs.Clear();

@@ -191,33 +191,44 @@ void RingReader::Peek(uint32_t lane) {
   Cursor& c = lanes_[lane];
   c.ready = false;
   c.unfinished = false;
-  if (corrupt_ || c.pos >= c.limit) return;
   const uint64_t cap = lane_words_, mask = cap - 1;
   uint64_t* words = Lane(lane);
-  uint64_t h = std::atomic_ref<uint64_t>(words[c.pos & mask]).load(std::memory_order_acquire);
-  if (!ring::IsHeaderAt(h, c.pos, cap)) {
-    // Lane 0: reserved, not committed yet. Its key is at least the last
-    // one taken from lane 0 (keys rise with positions there), and what
-    // depends on it has a larger one: nothing from there on is taken until
-    // it is written. An owned lane publishes its head after the record: a
-    // missing header there is damage.
-    if (lane != 0) corrupt_ = true;
-    c.unfinished = true;
-    if (!writers_gone_) blocker_ = std::min(blocker_, c.floor);
+  for (;;) {
+    if (corrupt_ || c.pos >= c.limit) return;
+    uint64_t h = std::atomic_ref<uint64_t>(words[c.pos & mask]).load(std::memory_order_acquire);
+    if (!ring::IsHeaderAt(h, c.pos, cap)) {
+      // Lane 0: reserved, not committed yet. Its key is at least the last
+      // one taken from lane 0 (keys rise with positions there), and what
+      // depends on it has a larger one: nothing from there on is taken until
+      // it is written. An owned lane publishes its head after the record: a
+      // missing header there is damage.
+      if (lane != 0) corrupt_ = true;
+      c.unfinished = true;
+      if (!writers_gone_) blocker_ = std::min(blocker_, c.floor);
+      return;
+    }
+    const unsigned n = ring::HeaderWords(h);
+    if (!WellFormed(h) || c.pos + n > c.limit) {
+      corrupt_ = true;  // a writer outside the protocol: stop rather than guess
+      return;
+    }
+    if (ring::HeaderKind(h) == ring::Kind::kCancelled) {
+      // Freed by its own thread before we came (ring.h, "Cancelled
+      // pairs"): the pair is counted, the record skipped.
+      ++cancelled_;
+      ++skipped_;
+      c.pos += n;
+      continue;
+    }
+    uint64_t key = words[(c.pos + 1) & mask];
+    c.header = h;  // Next uses this, not a second read the target could change
+    // Lane 0's writers make keys rise with positions (RingWriter::
+    // PublishShared); should one not, the lane's order wins.
+    if (lane == 0) key = std::max(key, c.floor);
+    c.key = key;
+    c.ready = true;
     return;
   }
-  const unsigned n = ring::HeaderWords(h);
-  if (!WellFormed(h) || c.pos + n > c.limit) {
-    corrupt_ = true;  // a writer outside the protocol: stop rather than guess
-    return;
-  }
-  uint64_t key = words[(c.pos + 1) & mask];
-  c.header = h;  // Next uses this, not a second read the target could change
-  // Lane 0's writers make keys rise with positions (RingWriter::
-  // PublishShared); should one not, the lane's order wins.
-  if (lane == 0) key = std::max(key, c.floor);
-  c.key = key;
-  c.ready = true;
 }
 
 // f() with every access to the mapping guarded: if the file was truncated
@@ -241,11 +252,54 @@ size_t RingReader::NextMany(RingRecord* out, size_t max) {
   if (corrupt_) return 0;
   // n is kept outside the guarded call: records read before a fault stand.
   size_t n = 0;
-  Guarded(0, [&] {
-    while (n < max && NextRecord(&out[n])) ++n;
-    return 0;
-  });
-  return n;
+  // Records copied in all, kept or not: bounded per call, however many the
+  // target cancels under us.
+  const size_t budget = max + 256;
+  size_t copied = 0;
+  for (;;) {
+    const size_t before = n, copied_before = copied;
+    Guarded(0, [&] {
+      while (n < max && copied < budget && NextRecord(&out[n])) {
+        ++n;
+        ++copied;
+      }
+      Confirm(out + before, n - before);
+      return 0;
+    });
+    // Out of the guarded call, so that a fault in Confirm leaves no record
+    // half moved: the copies it marked cancelled go.
+    size_t kept = before;
+    for (size_t i = before; i < n; ++i) {
+      if (out[i].kind == ring::Kind::kCancelled) continue;
+      if (kept != i) out[kept] = out[i];
+      ++kept;
+    }
+    n = kept;
+    // Nothing was dropped: the round ran out (or out is full).
+    const bool dropped = n - before < copied - copied_before;
+    if (!dropped || n == max || copied >= budget || corrupt_ || truncated_) return n;
+    // Some copies were cancelled under us: there may be more to read.
+  }
+}
+
+// Takes the copied allocations of owned lanes from their owners (ring.h,
+// "Cancelled pairs"): each header from kAlloc to kTaken, unless the owner
+// has cancelled the allocation since it was copied; such a copy is marked
+// kCancelled, to be dropped.
+void RingReader::Confirm(RingRecord* recs, size_t n) {
+  const uint64_t mask = lane_words_ - 1;
+  for (size_t i = 0; i < n; ++i) {
+    if (ring::HeaderKind(recs[i].header) != ring::Kind::kAlloc || recs[i].lane == 0) continue;
+    std::atomic_ref<uint64_t> header(Lane(recs[i].lane)[recs[i].pos & mask]);
+    uint64_t h = recs[i].header;
+    if (!header.compare_exchange_strong(h, ring::WithKind(h, ring::Kind::kTaken),
+                                        std::memory_order_relaxed, std::memory_order_relaxed) &&
+        h == ring::WithKind(recs[i].header, ring::Kind::kCancelled)) {
+      recs[i].kind = ring::Kind::kCancelled;
+      ++cancelled_;
+      ++skipped_;
+    }
+  }
 }
 
 // Guarded by Next: nothing here allocates or locks while it touches the
@@ -282,7 +336,8 @@ bool RingReader::NextRecord(RingRecord* rec) {
   rec->key = c.key;
   rec->pos = c.pos;
   rec->lane = lane;
-  rec->kind = ring::HeaderKind(h);
+  rec->header = h;
+  rec->kind = ring::HeaderKind(h) == ring::Kind::kTaken ? ring::Kind::kAlloc : ring::HeaderKind(h);
   rec->api = ring::HeaderApi(h);
   rec->address = words[(c.pos + 2) & mask];
   rec->size = words[(c.pos + 3) & mask];

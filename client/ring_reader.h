@@ -43,7 +43,8 @@ struct RingRecord {
   uint64_t key;  // the record's clock value (ring.h)
   uint64_t pos;  // where it starts in its lane
   uint32_t lane;
-  ring::Kind kind;
+  ring::Kind kind;  // kAlloc or kFree (a taken allocation reads as kAlloc)
+  uint64_t header;  // its header word as read
   ring::Api api;
   uint64_t address;
   uint64_t size;
@@ -117,6 +118,13 @@ class RingReader {
   // The agent's counters; the last values read once the ring is damaged.
   uint64_t dropped_events();
   uint64_t unwind_failures();
+  // Allocations their own thread freed before they were read (ring.h,
+  // "Cancelled pairs"), skipped since the last call: each a pair the
+  // forwarder never saw.
+  uint64_t TakeCancelled() { return std::exchange(cancelled_, 0); }
+  // All records this reader has skipped as cancelled (it never goes down):
+  // they took lane space as any record does.
+  uint64_t skipped() const { return skipped_; }
 
  private:
   struct Cursor {
@@ -135,6 +143,7 @@ class RingReader {
   T Guarded(const T& fallback, F f);
   uint64_t Claim(std::atomic<uint64_t>* word, uint64_t fresh);
   bool NextRecord(RingRecord* rec);
+  void Confirm(RingRecord* recs, size_t n);
   void StartRound();
   void Peek(uint32_t lane);
   // Lane 0: the end of its run of committed records from pos, up to head.
@@ -150,6 +159,8 @@ class RingReader {
   ring::RingHeader* header_ = nullptr;
   std::string open_error_;
   RingIdentity identity_;
+  uint64_t cancelled_ = 0;
+  uint64_t skipped_ = 0;
   uint64_t dropped_events_ = 0;
   uint64_t unwind_failures_ = 0;
   uint64_t lane_words_ = 0;

@@ -5,7 +5,8 @@
 // or buggy process sharing the mapping could.
 //
 // Checked beyond memory safety: every record handed out has at most
-// kMaxFrames frames and names an existing lane; positions stay within what
+// kMaxFrames frames, names an existing lane and is never of the kinds only
+// the ring knows (cancelled, taken); positions stay within what
 // was written; nothing loops (a bounded number of calls per input).
 #include <cstdlib>
 #include <cstring>
@@ -51,7 +52,13 @@ void AppendRecord(Target& t, uint32_t lane) {
   for (unsigned f = 0; f < nframes && f + 4 < t.lane_words; ++f) {
     words[(head + 4 + f) & mask] = 0x400000 + t.in->Next<uint16_t>();
   }
-  auto kind = alloc ? ring::Kind::kAlloc : ring::Kind::kFree;
+  // An allocation may already be cancelled by its thread, or taken by an
+  // earlier reader (agent/ring.h, "Cancelled pairs").
+  auto kind = ring::Kind::kFree;
+  if (alloc) {
+    const int64_t k = t.in->Range(0, 7);
+    kind = k == 6 ? ring::Kind::kCancelled : k == 7 ? ring::Kind::kTaken : ring::Kind::kAlloc;
+  }
   auto api = alloc ? static_cast<ring::Api>(t.in->Range(0, 10)) : ring::Api::kFree;
   words[head & mask] = ring::WithLap(ring::EncodeHeader(kind, api, nframes, nwords), head, t.lane_words);
   d.head.store(head + nwords, std::memory_order_release);
@@ -67,6 +74,8 @@ void MidRound(uint32_t, void* arg) {
 void CheckRecord(const Target& t, const client::RingRecord& rec) {
   FUZZ_CHECK(rec.nframes >= 0 && rec.nframes <= ring::kMaxFrames, "a record with too many frames");
   FUZZ_CHECK(rec.lane < t.lanes, "a record from a lane that does not exist");
+  FUZZ_CHECK(rec.kind != ring::Kind::kCancelled && rec.kind != ring::Kind::kTaken,
+             "a cancelled or taken record's own kind handed out");
 }
 
 }  // namespace
