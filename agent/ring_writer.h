@@ -7,7 +7,7 @@
 //   w.Publish(&lane, words, nwords, size);        // false: dropped (counted)
 //
 // Exact mode, allocations and frees (ring.h, "Cancelled pairs"):
-//   w.PublishAlloc(&lane, words, nwords, size, address);
+//   w.PublishAlloc(&lane, words, nwords, size);   // words[2]: the address
 //   if (!w.CancelAlloc(&lane, address)) w.Publish(&lane, free_words, 4, 0);
 #pragma once
 
@@ -298,8 +298,8 @@ class RingWriter {
     uint64_t* ring = LaneWords(h, tl->lane);
     words[1] = h->clock == static_cast<uint32_t>(Clock::kStripes) ? StripeKey(tl, words[2]) : Key(h);
     for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
-    // Atomic: the owner may rewrite it later (CancelAlloc) while the reader
-    // loads it.
+    // Atomic: its kind may change later, by this thread (CancelAlloc) or by
+    // the reader taking it, while the other loads it.
     std::atomic_ref<uint64_t>(ring[pos & mask])
         .store(WithLap(words[0], pos, cap), std::memory_order_relaxed);
     d->head.store(pos + n, std::memory_order_release);

@@ -97,6 +97,9 @@ bool RingReader::Check(ring::RingHeader* h, size_t bytes) {
   bytes_ = bytes;
   lane_words_ = words;
   lane_count_ = lanes;
+  // Only the stripes path in exact mode cancels (RingWriter::PublishAlloc):
+  // elsewhere taking an allocation needs no compare-and-swap.
+  cancellable_ = identity_.clock == ring::Clock::kStripes && identity_.sample_bytes == 0;
   return true;
 }
 
@@ -287,6 +290,7 @@ size_t RingReader::NextMany(RingRecord* out, size_t max) {
 // has cancelled the allocation since it was copied; such a copy is marked
 // kCancelled, to be dropped.
 void RingReader::Confirm(RingRecord* recs, size_t n) {
+  if (!cancellable_) return;
   const uint64_t mask = lane_words_ - 1;
   for (size_t i = 0; i < n; ++i) {
     if (ring::HeaderKind(recs[i].header) != ring::Kind::kAlloc || recs[i].lane == 0) continue;

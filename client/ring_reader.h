@@ -164,6 +164,7 @@ class RingReader {
   uint64_t dropped_events_ = 0;
   uint64_t unwind_failures_ = 0;
   uint64_t lane_words_ = 0;
+  bool cancellable_ = false;  // allocations may be cancelled (Confirm)
   uint32_t lane_count_ = 0;
   size_t bytes_ = 0;
   bool owned_ = false;
