@@ -310,6 +310,12 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   g_ring_fd = fd;
   auto* h = static_cast<ring::RingHeader*>(p);
   h->version = ring::kVersion;
+  if constexpr (kAllocGuard) {
+    // Test builds only: the ring an agent of another release would write.
+    if (const char* v = getenv("CGOHEAP_TEST_RING_VERSION")) {
+      h->version = static_cast<uint32_t>(strtoul(v, nullptr, 10));
+    }
+  }
   h->header_bytes = ring::kHeaderBytes;
   h->lane_words = words;
   h->lane_count = static_cast<uint32_t>(lanes);

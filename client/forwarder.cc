@@ -263,6 +263,7 @@ void Forwarder::Discover() {
     t->path = path;
     if (!t->ring.Open(path)) {  // not a ring this version reads: say so once
       rejected_.insert(path);
+      ++rings_ignored_;
       std::cerr << "cgoheap: ignoring " << path << ": " << t->ring.open_error() << "\n";
       continue;
     }
@@ -270,6 +271,7 @@ void Forwarder::Discover() {
     t->pid = who.pid;
     if (std::string why = ClaimRefused(who); !why.empty()) {
       rejected_.insert(path);
+      ++rings_ignored_;
       std::cerr << "cgoheap: ignoring " << path << ": " << why << "\n";
       continue;
     }

@@ -115,6 +115,9 @@ class Forwarder {
   // stream and threads, its symbols) once the server has acknowledged all
   // of it.
   size_t tracked() const { return tracked_.size(); }
+  // Rings found and not read (another version's, another user's...), each
+  // said on stderr when found.
+  size_t rings_ignored() const { return rings_ignored_; }
   uint64_t dropped_events() const;
 
  private:
@@ -144,6 +147,7 @@ class Forwarder {
   // Files in the directory never to read (again): not our rings, or rings
   // already ended that could not be removed. Forgotten once they are gone.
   absl::flat_hash_set<std::string> rejected_;
+  size_t rings_ignored_ = 0;
   // A run of records read from one ring at a time (Drain).
   static constexpr size_t kRecordsPerRead = 128;
   std::vector<RingRecord> records_;

@@ -347,6 +347,15 @@ int RunCommand(const std::vector<std::string>& args) {
   }
 
   std::vector<std::string> ids = fwd.process_ids();
+  if (ids.empty() && fwd.rings_ignored() > 0) {
+    // The agent ran, but its ring was not one to read (said above when
+    // found): an agent of another version of cgoheap, most often.
+    std::cerr << "cgoheap run: " << (*rest)[0]
+              << " was not recorded: the agent started in it, but its ring could not be read "
+                 "(see above); use the agent built with this cgoheap (--agent).\n";
+    cleanup();
+    return exit_code;
+  }
   if (ids.empty()) {
     // No ring appeared: the agent never ran in the program, or could not
     // create its ring. An empty report would read as "no leaks".

@@ -1052,6 +1052,22 @@ TEST(RunTest, BadInputGetsAClearError) {
       << unrecorded.err;
   EXPECT_EQ(unrecorded.err.find("LEAK SUMMARY"), std::string::npos) << unrecorded.err;
 
+  // An agent of another release: its ring is not read, and the user is
+  // told why and what to do, not that the agent did not start.
+  RunResult other_version = RunProcess(
+      {cgoheap, "run", "--agent=" + std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent_guard.so",
+       "--", Program("seed_cmalloc")},
+      {"CGOHEAP_TEST_RING_VERSION=" + std::to_string(ring::kVersion - 1)});
+  EXPECT_EQ(other_version.exit_code, 0) << other_version.err;
+  EXPECT_NE(other_version.err.find("not a ring of this version of cgoheap"), std::string::npos)
+      << other_version.err;
+  EXPECT_NE(other_version.err.find("was not recorded: the agent started in it, but its ring "
+                                   "could not be read (see above); use the agent built with this "
+                                   "cgoheap (--agent)"),
+            std::string::npos)
+      << other_version.err;
+  EXPECT_EQ(other_version.err.find("LEAK SUMMARY"), std::string::npos) << other_version.err;
+
   RunResult missing = RunProcess({cgoheap, "run", "--", "/nonexistent/program"});
   EXPECT_EQ(missing.exit_code, 127);
   EXPECT_NE(missing.err.find("cannot run '/nonexistent/program': No such file or directory"),
