@@ -275,26 +275,49 @@ TEST(RingTest, HandedOverBlocksAreNeverFreedBeforeAllocatedStripes) {
 TEST(RingTest, HandedOverThroughTheSharedLaneStripes) { HandOver(ring::Clock::kStripes, 2); }
 TEST(RingTest, HandedOverThroughTheSharedLaneTsc) { HandOver(ring::Clock::kTsc, 2); }
 
+// The agent's two hooks in exact mode, as agent.cc writes them: an
+// allocation's record, and a free that cancels its allocation or is
+// published. False: not published (the lane was full).
+bool AllocEvent(ring::RingWriter& writer, ring::ThreadLane* tl, uint64_t address,
+                unsigned nframes) {
+  uint64_t words[ring::kRecordFixedWords + 4];
+  Record(words, ring::Kind::kAlloc, address, 16, nframes);
+  return writer.PublishAlloc(tl, words, ring::kRecordFixedWords + nframes, 16);
+}
+bool FreeEvent(ring::RingWriter& writer, ring::ThreadLane* tl, uint64_t address) {
+  if (writer.CancelAlloc(tl, address)) return true;
+  uint64_t words[ring::kRecordFixedWords];
+  Record(words, ring::Kind::kFree, address, 0, 0);
+  return writer.Publish(tl, words, ring::kRecordFixedWords, 0);
+}
+
+// A ring in exact mode on the stripes path (the one where frees cancel),
+// with its writer; the reader attaches when the test is ready.
+struct CancellingRing {
+  testing::TempDir dir;
+  TestRing r;
+  ring::RingWriter writer;
+  client::RingReader reader;
+  CancellingRing(uint32_t lanes, uint64_t words) {
+    MakeRing(dir.path(), lanes, words, 0, ring::Clock::kStripes, &r);
+    writer.Reset(r.h, 10'000'000'000, nullptr, nullptr);
+  }
+  bool Attach() { return reader.Attach(r.h, r.bytes); }
+};
+
 // Cancelled pairs (ring.h): a block freed by the thread that allocated it,
 // before the reader read the allocation, leaves no record, and is counted.
 TEST(RingTest, FreedByItsThreadBeforeItWasReadLeavesNoRecord) {
-  testing::TempDir dir;
-  TestRing r;
-  MakeRing(dir.path(), 4, 1 << 10, 0, ring::Clock::kStripes, &r);
-  ring::RingWriter writer;
-  writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  CancellingRing cr(4, 1 << 10);
+  ring::RingWriter& writer = cr.writer;
+  client::RingReader& reader = cr.reader;
   ring::ThreadLane lane{};
-  uint64_t words[ring::kRecordFixedWords + 3];
-  for (uint64_t a : {0x1000, 0x2000, 0x3000}) {
-    Record(words, ring::Kind::kAlloc, a, 8, 3);
-    ASSERT_TRUE(writer.PublishAlloc(&lane, words, ring::kRecordFixedWords + 3, 8));
-  }
+  for (uint64_t a : {0x1000, 0x2000, 0x3000}) ASSERT_TRUE(AllocEvent(writer, &lane, a, 3));
   ASSERT_NE(lane.lane, 0u);
   EXPECT_TRUE(writer.CancelAlloc(&lane, 0x2000));
   EXPECT_FALSE(writer.CancelAlloc(&lane, 0x2000)) << "cancelled twice";
   EXPECT_FALSE(writer.CancelAlloc(&lane, 0x4000)) << "never allocated";
-  client::RingReader reader;
-  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  ASSERT_TRUE(cr.Attach());
   client::RingRecord rec;
   std::vector<uint64_t> read;
   while (reader.Next(&rec)) read.push_back(rec.address);
@@ -304,7 +327,7 @@ TEST(RingTest, FreedByItsThreadBeforeItWasReadLeavesNoRecord) {
   // Read now: their frees are records of their own.
   EXPECT_FALSE(writer.CancelAlloc(&lane, 0x1000));
   EXPECT_FALSE(writer.CancelAlloc(&lane, 0x3000));
-  const uint64_t* lane_words = ring::LaneWords(r.h, lane.lane);
+  const uint64_t* lane_words = ring::LaneWords(cr.r.h, lane.lane);
   const unsigned record = ring::kRecordFixedWords + 3;
   EXPECT_EQ(ring::HeaderKind(lane_words[0]), ring::Kind::kTaken);
   EXPECT_EQ(ring::HeaderKind(lane_words[record]), ring::Kind::kCancelled);
@@ -315,19 +338,12 @@ TEST(RingTest, FreedByItsThreadBeforeItWasReadLeavesNoRecord) {
 // thread freed it: the copy the reader then takes is dropped, not reported
 // as an allocation whose free never comes.
 TEST(RingTest, CancelledAfterTheReaderCheckedItIsDropped) {
-  testing::TempDir dir;
-  TestRing r;
-  MakeRing(dir.path(), 4, 1 << 10, 0, ring::Clock::kStripes, &r);
-  ring::RingWriter writer;
-  writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  CancellingRing cr(4, 1 << 10);
+  ring::RingWriter& writer = cr.writer;
+  client::RingReader& reader = cr.reader;
   ring::ThreadLane lane{};
-  uint64_t words[ring::kRecordFixedWords + 1];
-  for (uint64_t a : {0x1000, 0x2000, 0x3000}) {
-    Record(words, ring::Kind::kAlloc, a, 8, 1);
-    ASSERT_TRUE(writer.PublishAlloc(&lane, words, ring::kRecordFixedWords + 1, 8));
-  }
-  client::RingReader reader;
-  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  for (uint64_t a : {0x1000, 0x2000, 0x3000}) ASSERT_TRUE(AllocEvent(writer, &lane, a, 1));
+  ASSERT_TRUE(cr.Attach());
   client::RingRecord rec;
   ASSERT_TRUE(reader.Next(&rec));  // 0x1000; 0x2000 is now checked and ready
   EXPECT_EQ(rec.address, 0x1000u);
@@ -343,28 +359,15 @@ TEST(RingTest, CancelledAfterTheReaderCheckedItIsDropped) {
 // first thread's later free of the address is the new block's, and is
 // published (the address's stripe moved on).
 TEST(RingTest, AnAllocationFreedElsewhereIsNeverCancelled) {
-  testing::TempDir dir;
-  TestRing r;
-  MakeRing(dir.path(), 4, 1 << 10, 0, ring::Clock::kStripes, &r);
-  ring::RingWriter writer;
-  writer.Reset(r.h, 1'000'000'000, nullptr, nullptr);
+  CancellingRing cr(4, 1 << 10);
+  ring::RingWriter& writer = cr.writer;
+  client::RingReader& reader = cr.reader;
   ring::ThreadLane a{}, b{}, c{};
-  uint64_t words[ring::kRecordFixedWords];
-  auto alloc = [&](ring::ThreadLane* tl) {
-    Record(words, ring::Kind::kAlloc, 0x5000, 8, 0);
-    ASSERT_TRUE(writer.PublishAlloc(tl, words, ring::kRecordFixedWords, 8));
-  };
-  auto free_ = [&](ring::ThreadLane* tl) {
-    if (writer.CancelAlloc(tl, 0x5000)) return;
-    Record(words, ring::Kind::kFree, 0x5000, 0, 0);
-    ASSERT_TRUE(writer.Publish(tl, words, ring::kRecordFixedWords, 0));
-  };
-  alloc(&a);  // a's, handed to b
-  free_(&b);
-  alloc(&c);  // the same address again, handed to a
-  free_(&a);
-  client::RingReader reader;
-  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  ASSERT_TRUE(AllocEvent(writer, &a, 0x5000, 0));  // a's, handed to b
+  ASSERT_TRUE(FreeEvent(writer, &b, 0x5000));
+  ASSERT_TRUE(AllocEvent(writer, &c, 0x5000, 0));  // the same address again, handed to a
+  ASSERT_TRUE(FreeEvent(writer, &a, 0x5000));
+  ASSERT_TRUE(cr.Attach());
   client::RingRecord rec;
   std::string kinds;
   while (reader.Next(&rec)) kinds += rec.kind == ring::Kind::kAlloc ? 'A' : 'F';
@@ -378,13 +381,10 @@ TEST(RingTest, AnAllocationFreedElsewhereIsNeverCancelled) {
 // counted as cancelled, every free of a read allocation is read after it,
 // and nothing is left live.
 TEST(RingTest, CancellingWhileTheReaderReadsLosesNothing) {
-  testing::TempDir dir;
-  TestRing r;
-  MakeRing(dir.path(), 8, 1 << 12, 0, ring::Clock::kStripes, &r);
-  ring::RingWriter writer;
-  writer.Reset(r.h, 10'000'000'000, nullptr, nullptr);
-  client::RingReader reader;
-  ASSERT_TRUE(reader.Attach(r.h, r.bytes));
+  CancellingRing cr(8, 1 << 12);
+  ring::RingWriter& writer = cr.writer;
+  client::RingReader& reader = cr.reader;
+  ASSERT_TRUE(cr.Attach());
   constexpr int kThreads = 3, kIterations = 40000;
   std::atomic<int> done{0}, not_published{0};
   std::atomic<bool> stop{false};
@@ -396,16 +396,12 @@ TEST(RingTest, CancellingWhileTheReaderReadsLosesNothing) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       ring::ThreadLane lane{};
-      uint64_t words[ring::kRecordFixedWords + 2];
       auto alloc = [&](uint64_t address) {
-        Record(words, ring::Kind::kAlloc, address, 16, 2);
-        if (!writer.PublishAlloc(&lane, words, ring::kRecordFixedWords + 2, 16)) ++not_published;
+        if (!AllocEvent(writer, &lane, address, 2)) ++not_published;
         allocs.fetch_add(1, std::memory_order_relaxed);
       };
       auto free_ = [&](uint64_t address) {
-        if (writer.CancelAlloc(&lane, address)) return;
-        Record(words, ring::Kind::kFree, address, 0, 0);
-        if (!writer.Publish(&lane, words, ring::kRecordFixedWords, 0)) ++not_published;
+        if (!FreeEvent(writer, &lane, address)) ++not_published;
       };
       for (int i = 0; i < kIterations && !stop.load(); ++i) {
         const uint64_t mine = (uint64_t(t + 1) << 40) | (uint64_t(i % 7) << 4);
