@@ -147,11 +147,14 @@ inline void Freeing(void* p) {
   if (WillRecordFree(p)) cgoheap_on_free(p);
 }
 
-// The free of a block WillRecordFree chose (or before the real free is
-// known): out of line, so that free's common case needs no frame.
-__attribute__((noinline)) void FreeSlow(void* p) {
-  EnsureReal();
-  Freeing(p);
+// free's slow path, out of line so that its common case needs no frame: a
+// free WillRecordFree chose (chosen), or one before the real free is known.
+__attribute__((noinline)) void FreeSlow(void* p, bool chosen) {
+  if (!chosen) {
+    EnsureReal();
+    chosen = WillRecordFree(p);
+  }
+  if (chosen) cgoheap_on_free(p);
   g_real.free(p);
 }
 
@@ -214,8 +217,9 @@ __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
 __attribute__((visibility("default"))) void free(void* p) {
   if (p == nullptr || FromBootstrap(p)) return;
   void (*real)(void*) = g_real.free;
-  if (__builtin_expect(real != nullptr && !WillRecordFree(p), 1)) return real(p);
-  FreeSlow(p);
+  const bool chosen = real != nullptr && WillRecordFree(p);
+  if (__builtin_expect(real != nullptr && !chosen, 1)) return real(p);
+  FreeSlow(p, chosen);
 }
 
 }  // extern "C"

@@ -60,6 +60,10 @@ class RingWriter {
   // is void from here on (generation), as after a fork.
   void Reset(RingHeader* h, uint64_t full_wait_ns, ReserveHook reserve, ClaimHook on_claim) {
     header_ = h;
+    // Frees cancel allocations only on the stripes path in exact mode (the
+    // stripe is what proves an allocation is still the thread's own).
+    cancels_ = h != nullptr && h->clock == static_cast<uint32_t>(Clock::kStripes) &&
+               h->sample_bytes == 0;
     full_wait_ns_ = full_wait_ns;
     reserve_ = reserve;
     on_claim_ = on_claim;
@@ -85,8 +89,7 @@ class RingWriter {
   bool PublishAlloc(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size) {
     uint64_t pos = 0;
     Where where = PublishAt(tl, words, n, size, &pos);
-    if (where == kOwnLane && header_->clock == static_cast<uint32_t>(Clock::kStripes) &&
-        header_->sample_bytes == 0) {
+    if (where == kOwnLane && cancels_) {
       tl->recent[RecentSlot(words[2])] = ThreadLane::RecentAlloc{words[2], pos, words[1]};
     }
     return where != kDropped;
@@ -122,6 +125,22 @@ class RingWriter {
                                           std::memory_order_relaxed, std::memory_order_relaxed);
   }
 
+  // Gives a lane back (its owner is exiting). Its unread records stay; the
+  // next owner appends after them.
+  void ReleaseLane(ThreadLane* tl) {
+    if (header_ != nullptr && tl->gen == gen_.load(std::memory_order_relaxed) && tl->lane != 0) {
+      LaneDesc& d = Lanes(header_)[tl->lane];
+      d.last_key.store(tl->clock, std::memory_order_relaxed);  // published by the release below
+      d.owner.store(0, std::memory_order_release);
+    }
+    tl->lane = 0;
+    tl->exiting = true;
+    for (ThreadLane::RecentAlloc& r : tl->recent) r = ThreadLane::RecentAlloc{};
+  }
+
+ private:
+  // Publish's work; where the record went, and at pos its position in an
+  // owned lane.
   enum Where { kDropped, kOwnLane, kSharedLane };
   Where PublishAt(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size, uint64_t* pos) {
     RingHeader* h = header_;
@@ -139,20 +158,6 @@ class RingWriter {
     return tl->lane != 0 ? kOwnLane : kSharedLane;
   }
 
-  // Gives a lane back (its owner is exiting). Its unread records stay; the
-  // next owner appends after them.
-  void ReleaseLane(ThreadLane* tl) {
-    if (header_ != nullptr && tl->gen == gen_.load(std::memory_order_relaxed) && tl->lane != 0) {
-      LaneDesc& d = Lanes(header_)[tl->lane];
-      d.last_key.store(tl->clock, std::memory_order_relaxed);  // published by the release below
-      d.owner.store(0, std::memory_order_release);
-    }
-    tl->lane = 0;
-    tl->exiting = true;
-    for (ThreadLane::RecentAlloc& r : tl->recent) r = ThreadLane::RecentAlloc{};
-  }
-
- private:
   static uint64_t MonotonicNanos() {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -369,6 +374,7 @@ class RingWriter {
   }
 
   RingHeader* header_ = nullptr;
+  bool cancels_ = false;
   uint64_t full_wait_ns_ = 2'000'000'000;
   ReserveHook reserve_ = nullptr;
   ClaimHook on_claim_ = nullptr;

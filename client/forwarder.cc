@@ -153,7 +153,8 @@ struct Forwarder::Tracked {
   AddressIndex batch_allocs;  // address -> index in batch
   size_t batch_stack_bytes = 0;  // of the new stacks in the batch
   int live_events = 0;
-  uint64_t cancelled = 0;
+  uint64_t cancelled = 0;  // pairs cancelled since the last batch
+  uint64_t ring_cancelled_counted = 0;  // of ring.cancelled(), those counted in `cancelled`
   absl::Time first_event;
   absl::Time last_sent = absl::Now();  // the hello, then each batch
 };
@@ -447,7 +448,7 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
 size_t Forwarder::Drain(Tracked& t) {
   if (records_.empty()) records_.resize(kRecordsPerRead);
   size_t n = 0;
-  const uint64_t skipped_before = t.ring.skipped();
+  const uint64_t cancelled_before = t.ring.cancelled();
   // Read in runs (one guarded pass over the ring each), taken one by one.
   for (size_t got; (got = t.ring.NextMany(records_.data(), records_.size())) > 0;) {
     for (size_t i = 0; i < got; ++i) {
@@ -502,7 +503,7 @@ size_t Forwarder::Drain(Tracked& t) {
   }
   // The records read, with those skipped as cancelled: the pace of the
   // lanes filling (PollPacer) counts both.
-  return n + static_cast<size_t>(t.ring.skipped() - skipped_before);
+  return n + static_cast<size_t>(t.ring.cancelled() - cancelled_before);
 }
 
 bool Forwarder::Refused(Tracked& t) {
@@ -521,7 +522,8 @@ void Forwarder::Flush(Tracked& t, bool force, std::span<const RingRecord> unread
   const bool heartbeat = absl::Now() - t.last_sent >= options_.heartbeat;
   // Pairs the agent cancelled in the ring (the reader skipped them) go with
   // this batch's own.
-  t.cancelled += t.ring.TakeCancelled();
+  t.cancelled += t.ring.cancelled() - t.ring_cancelled_counted;
+  t.ring_cancelled_counted = t.ring.cancelled();
   if (t.batch.kinds_size() == 0 && t.batch.new_stacks_size() == 0 && t.cancelled == 0 &&
       !heartbeat) {
     return;

@@ -15,7 +15,6 @@
 
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "agent/ring.h"
@@ -118,13 +117,10 @@ class RingReader {
   // The agent's counters; the last values read once the ring is damaged.
   uint64_t dropped_events();
   uint64_t unwind_failures();
-  // Allocations their own thread freed before they were read (ring.h,
-  // "Cancelled pairs"), skipped since the last call: each a pair the
-  // forwarder never saw.
-  uint64_t TakeCancelled() { return std::exchange(cancelled_, 0); }
-  // All records this reader has skipped as cancelled (it never goes down):
-  // they took lane space as any record does.
-  uint64_t skipped() const { return skipped_; }
+  // Allocations their own thread freed before this reader took them
+  // (ring.h, "Cancelled pairs"), skipped so far: each a pair the forwarder
+  // never saw, and a record that took lane space as any other.
+  uint64_t cancelled() const { return cancelled_; }
 
  private:
   struct Cursor {
@@ -160,7 +156,6 @@ class RingReader {
   std::string open_error_;
   RingIdentity identity_;
   uint64_t cancelled_ = 0;
-  uint64_t skipped_ = 0;
   uint64_t dropped_events_ = 0;
   uint64_t unwind_failures_ = 0;
   uint64_t lane_words_ = 0;
