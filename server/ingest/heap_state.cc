@@ -231,14 +231,25 @@ absl::Status HeapState::ValidateBatch(uint64_t seq, const v1::EventBatch& b) con
   return absl::OkStatus();
 }
 
+// A live block leaves the process's totals; a stack left with no block
+// leaves its by-stack map (as a reload, which rebuilds it from the blocks,
+// would have it).
+void HeapState::RemoveFromTotals(Process& p, const Block& blk) {
+  double w = SampleWeight(blk.size, p.rec.hello().sample_bytes());
+  auto t = p.by_stack.find(blk.stack_id);
+  if (t != p.by_stack.end()) {
+    t->second.Remove(blk.size, w);
+    if (t->second.blocks == 0) p.by_stack.erase(t);
+  }
+  p.total.Remove(blk.size, w);
+}
+
 void HeapState::AddBlock(Process& p, uint64_t addr, uint64_t size, uint64_t stack) {
   const uint64_t rate = p.rec.hello().sample_bytes();
   Block blk{stack, size};
   auto [it, inserted] = p.live.try_emplace(addr, blk);
   if (!inserted) {  // its free was lost (dropped): the old block is gone
-    double w = SampleWeight(it->second.size, rate);
-    p.by_stack[it->second.stack_id].Remove(it->second.size, w);
-    p.total.Remove(it->second.size, w);
+    RemoveFromTotals(p, it->second);
     it->second = blk;
   }
   double w = SampleWeight(size, rate);
@@ -364,7 +375,6 @@ absl::Status HeapState::MaybeSnapshot(uint64_t id, Process& p) {
 }
 
 void HeapState::ApplyEvents(Process& p, const v1::EventBatch& b) {
-  const uint64_t rate = p.rec.hello().sample_bytes();
   for (int i = 0; i < b.kinds_size(); ++i) {
     uint64_t addr = b.addresses(i);
     if (b.kinds(i) == v1::EVENT_KIND_ALLOC) {
@@ -376,11 +386,7 @@ void HeapState::ApplyEvents(Process& p, const v1::EventBatch& b) {
         p.rec.set_unknown_frees(p.rec.unknown_frees() + 1);
         continue;
       }
-      double w = SampleWeight(it->second.size, rate);
-      Totals& t = p.by_stack[it->second.stack_id];
-      t.Remove(it->second.size, w);
-      if (t.blocks == 0) p.by_stack.erase(it->second.stack_id);
-      p.total.Remove(it->second.size, w);
+      RemoveFromTotals(p, it->second);
       p.live.erase(it);
     }
   }

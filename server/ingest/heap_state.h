@@ -207,6 +207,7 @@ class HeapState {
   static void ApplyEvents(Process& p, const v1::EventBatch& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
   static void AddBlock(Process& p, uint64_t addr, uint64_t size, uint64_t stack)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
+  static void RemoveFromTotals(Process& p, const Block& blk) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
   void DetectGrowth(uint64_t id, Process& p, int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu);
   bool IsInternal(uint64_t stack_id) const;
   // Replaces the batch log with a snapshot of the live heap once the log
