@@ -59,6 +59,29 @@
 // record again (the reader before it may not have sent it).
 // See RingWriter::CancelAlloc and RingReader::Confirm.
 //
+// Rolled-back pairs. When the cancelled allocation is also the newest
+// record of the lane and the reader has not looked at the lane past its
+// start, the owner does not mark it: it moves the head back to the record's
+// start, and the next record is written over it. A thread that frees what
+// it just allocated then writes the same few cache lines over and over,
+// never new ones, and the reader has nothing to skip. The reader says how
+// far it looked in the lane's `seen` word: before it reads the head, it
+// stores "everything" there (UINT64_MAX), then, once it has the head, the
+// furthest head it has read so far (never less: the head it just read may
+// be one the owner is only trying out). The owner moves its head back (a
+// sequentially consistent store), then reads `seen`: if the reader may have
+// looked past the record's start, it puts the head back as it was and
+// marks the record instead. Of the two stores, one is first: either the
+// owner sees the reader's claim, or the reader's head is the moved one. So
+// the reader never reads a word the owner will write again, and every head
+// it uses is a record boundary. The owner counts its rolled-back pairs in
+// the lane's `rolled_back`, for the reader to add to the cancelled ones
+// (from `rolled_back_sent`, where the reader before it stopped).
+// The reader looks at the lanes once per batch it reads (RingReader::
+// NextMany), not again and again while records keep coming: a reader that
+// looked without pause would claim each allocation the moment it was
+// published, before its thread could take it back.
+//
 // Inside a lane, records are whole words at logical positions (pos & mask).
 // The header word is written last; it carries the parity of its lap
 // (pos / capacity), so a header left from the previous lap reads as "not yet
@@ -85,7 +108,7 @@
 namespace cgoheap::ring {
 
 inline constexpr uint64_t kMagic = 0x474e495248474f43ULL;  // "COGHRING"
-inline constexpr uint32_t kVersion = 4;
+inline constexpr uint32_t kVersion = 5;
 inline constexpr size_t kHeaderBytes = 64 * 1024;
 inline constexpr size_t kMapsBytes = 48 * 1024;
 inline constexpr int kMaxFrames = 64;
@@ -211,12 +234,23 @@ struct alignas(64) LaneDesc {
   std::atomic<uint32_t> owner;         // tid of the owning thread; 0: free (lane 0: unused)
   uint32_t reserved0;
   std::atomic<uint64_t> stalled_tail;  // exact mode: 1 + the tail a full-lane wait gave up at (0: none)
+  // Lanes 1..: allocations whose record their owner took back, freeing
+  // them (see "Rolled-back pairs"); only the owner writes it.
+  std::atomic<uint64_t> rolled_back;
   alignas(64) std::atomic<uint64_t> tail;  // next unread word (reader)
   // A writer waiting for room (exact mode) sets `waiting` and sleeps on the
   // futex word `wake`; the reader, after moving the tail, bumps `wake` and
   // wakes it. (A shared futex: reader and writer are different processes.)
   std::atomic<uint32_t> wake;
   std::atomic<uint32_t> waiting;
+  // Lanes 1..: how far the reader has looked (the furthest head it read;
+  // UINT64_MAX while it reads the head). The owner never writes a word
+  // below it again (see "Rolled-back pairs").
+  std::atomic<uint64_t> seen;
+  // Lanes 1..: the owner's rolled_back count as of the reader's last batch
+  // the server made durable (a reader that does not resume: last read), so
+  // that a restarted reader counts each rolled-back pair once.
+  std::atomic<uint64_t> rolled_back_sent;
 };
 static_assert(sizeof(LaneDesc) == 128);
 

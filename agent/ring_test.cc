@@ -333,6 +333,77 @@ TEST(RingTest, FreedByItsThreadBeforeItWasReadLeavesNoRecord) {
   EXPECT_EQ(ring::HeaderKind(lane_words[2 * record]), ring::Kind::kTaken);
 }
 
+// Rolled-back pairs (ring.h): the newest allocation of a lane, freed by
+// its thread before the reader looked at the lane, is taken back whole: the
+// head goes back, the next record is written where it was, and the pair is
+// counted all the same.
+TEST(RingTest, TheNewestAllocationFreedBeforeTheReaderLookedIsTakenBack) {
+  CancellingRing cr(4, 1 << 10);
+  ring::RingWriter& writer = cr.writer;
+  client::RingReader& reader = cr.reader;
+  ASSERT_TRUE(cr.Attach());  // before the lane is claimed: all its pairs are this reader's
+  ring::ThreadLane lane{};
+  ASSERT_TRUE(AllocEvent(writer, &lane, 0x1000, 2));
+  ASSERT_NE(lane.lane, 0u);
+  ring::LaneDesc& desc = ring::Lanes(cr.r.h)[lane.lane];
+  const uint64_t start = desc.head.load();
+  for (uint64_t a : {0x2000, 0x3000}) ASSERT_TRUE(AllocEvent(writer, &lane, a, 3));
+  // Newest first, as a thread frees what it has just allocated.
+  EXPECT_TRUE(writer.CancelAlloc(&lane, 0x3000));
+  EXPECT_TRUE(writer.CancelAlloc(&lane, 0x2000));
+  EXPECT_EQ(desc.head.load(), start);
+  EXPECT_EQ(desc.rolled_back.load(), 2u);
+  ASSERT_TRUE(AllocEvent(writer, &lane, 0x4000, 0));
+  EXPECT_EQ(desc.head.load(), start + ring::kRecordFixedWords) << "not written where 0x2000 was";
+  client::RingRecord rec;
+  std::vector<uint64_t> read;
+  while (reader.Next(&rec)) read.push_back(rec.address);
+  EXPECT_EQ(read, (std::vector<uint64_t>{0x1000, 0x4000}));
+  EXPECT_EQ(reader.cancelled(), 2u);
+  EXPECT_EQ(reader.skipped(), 0u);
+  EXPECT_EQ(reader.damage(), nullptr);
+}
+
+// Once the reader has looked at a lane, the records it saw stay where they
+// are: the thread frees one right after the reader's first look, and
+// allocates again. The freed allocation is marked and skipped, not taken
+// back (else the new record would be written where the reader looks, after
+// its first look, and be taken in the same round, ahead of what it may
+// depend on).
+TEST(RingTest, AnAllocationTheReaderLookedAtIsNeverTakenBack) {
+  CancellingRing cr(4, 1 << 10);
+  ASSERT_TRUE(cr.Attach());
+  struct Writer {
+    ring::RingWriter* writer;
+    ring::ThreadLane lane{};
+    bool done = false, cancelled = false, published = false;
+  } w{&cr.writer};
+  ASSERT_TRUE(AllocEvent(cr.writer, &w.lane, 0x1000, 2));
+  ring::LaneDesc& desc = ring::Lanes(cr.r.h)[w.lane.lane];
+  const uint64_t end = desc.head.load();
+  cr.reader.SetRoundHookForTest(
+      [](uint32_t lane, void* arg) {
+        auto* w = static_cast<Writer*>(arg);
+        if (lane != w->lane.lane || w->done) return;
+        w->done = true;
+        w->cancelled = w->writer->CancelAlloc(&w->lane, 0x1000);
+        w->published = AllocEvent(*w->writer, &w->lane, 0x2000, 0);
+      },
+      &w);
+  client::RingRecord recs[8];
+  EXPECT_EQ(cr.reader.NextMany(recs, 8), 0u) << "0x2000 came after the first look: next round";
+  ASSERT_TRUE(w.done);
+  EXPECT_TRUE(w.cancelled);
+  EXPECT_TRUE(w.published);
+  EXPECT_EQ(desc.rolled_back.load(), 0u);
+  EXPECT_EQ(desc.head.load(), end + ring::kRecordFixedWords) << "written over 0x1000";
+  EXPECT_EQ(cr.reader.skipped(), 1u);
+  ASSERT_EQ(cr.reader.NextMany(recs, 8), 1u);
+  EXPECT_EQ(recs[0].address, 0x2000u);
+  EXPECT_EQ(cr.reader.cancelled(), 1u);
+  EXPECT_EQ(cr.reader.damage(), nullptr);
+}
+
 // The reader checked the next record (it is ready to be taken), then its
 // thread freed it: the copy the reader then takes is dropped, not reported
 // as an allocation whose free never comes.
@@ -384,7 +455,7 @@ TEST(RingTest, CancellingWhileTheReaderReadsLosesNothing) {
   ring::RingWriter& writer = cr.writer;
   client::RingReader& reader = cr.reader;
   ASSERT_TRUE(cr.Attach());
-  constexpr int kThreads = 3, kIterations = 40000;
+  constexpr int kThreads = 3, kIterations = 400000;
   std::atomic<int> done{0}, not_published{0};
   std::atomic<bool> stop{false};
   // A block handed from thread t to thread t + 1 (0: none).

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -41,7 +42,7 @@ struct ThreadLane {
     uint64_t pos;  // of its header in the lane
     uint64_t key;  // its key; 0: an empty slot (keys start at 1)
   };
-  static constexpr unsigned kRecentAllocs = 8;
+  static constexpr unsigned kRecentAllocs = 32;
   RecentAlloc recent[kRecentAllocs];
 };
 
@@ -112,13 +113,25 @@ class RingWriter {
     const uint64_t cap = h->lane_words, mask = cap - 1;
     // Only this thread writes its lane: less than a lap behind its head, the
     // record's words are still the record's.
-    if (d->head.load(std::memory_order_relaxed) - r.pos >= cap) return false;
+    const uint64_t head = d->head.load(std::memory_order_relaxed);
+    if (head - r.pos >= cap) return false;
     uint64_t* ring = LaneWords(h, tl->lane);
     std::atomic_ref<uint64_t> header(ring[r.pos & mask]);
     uint64_t was = header.load(std::memory_order_relaxed);
     if (!IsHeaderAt(was, r.pos, cap) || HeaderKind(was) != Kind::kAlloc ||
         ring[(r.pos + 1) & mask] != r.key || ring[(r.pos + 2) & mask] != address) {
       return false;
+    }
+    // The newest record, and the reader has not looked this far: taken back
+    // whole (ring.h, "Rolled-back pairs").
+    if (head == r.pos + HeaderWords(was)) {
+      d->head.store(r.pos, std::memory_order_seq_cst);
+      if (d->seen.load(std::memory_order_seq_cst) <= r.pos) {
+        d->rolled_back.store(d->rolled_back.load(std::memory_order_relaxed) + 1,
+                             std::memory_order_relaxed);
+        return true;
+      }
+      d->head.store(head, std::memory_order_release);  // it may be read: marked instead
     }
     // The reader takes it with the same compare-and-swap (kAlloc to kTaken).
     return header.compare_exchange_strong(was, WithKind(was, Kind::kCancelled),
@@ -175,8 +188,8 @@ class RingWriter {
     return stripes_[(address * 0x9e3779b97f4a7c15ULL) >> (64 - kStripeBits)];
   }
   static unsigned RecentSlot(uint64_t address) {
-    return static_cast<unsigned>((address * 0xff51afd7ed558ccdULL) >> 61) &
-           (ThreadLane::kRecentAllocs - 1);
+    return static_cast<unsigned>((address * 0xff51afd7ed558ccdULL) >>
+                                 (64 - std::countr_zero(ThreadLane::kRecentAllocs)));
   }
   // Raises a stripe's word to key (never lowers it: a larger value another
   // event wrote stays, and still orders what follows it).

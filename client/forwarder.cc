@@ -12,6 +12,7 @@
 #include <array>
 #include <cerrno>
 #include <deque>
+#include <optional>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -125,7 +126,13 @@ struct Forwarder::Tracked {
   // Batches sent and not yet acknowledged, with the ring positions reached
   // once their events were read: the ring space goes back to the agent only
   // when the server has made them durable.
-  std::deque<std::pair<uint64_t, std::vector<uint64_t>>> in_flight;
+  // Batches sent and not yet acknowledged: their seq, and where the reader
+  // stood when each was cut (lane positions, rolled-back pairs counted).
+  struct InFlight {
+    uint64_t seq;
+    std::vector<uint64_t> positions, rolled_back;
+  };
+  std::deque<InFlight> in_flight;
   bool told_refused = false;
   v1::ProcessEnd end;
   v1::ProcessHello hello;  // until its stream starts (Connect)
@@ -187,12 +194,12 @@ void Forwarder::ReleaseAcked(Tracked& t) {
     return;
   }
   const uint64_t acked = t.stream->acked();
-  std::vector<uint64_t> durable;
-  while (!t.in_flight.empty() && t.in_flight.front().first <= acked) {
-    durable = std::move(t.in_flight.front().second);
+  std::optional<Tracked::InFlight> durable;
+  while (!t.in_flight.empty() && t.in_flight.front().seq <= acked) {
+    durable = std::move(t.in_flight.front());
     t.in_flight.pop_front();
   }
-  if (!durable.empty()) t.ring.ReleaseTo(durable);
+  if (durable) t.ring.ReleaseTo(durable->positions, durable->rolled_back);
 }
 
 bool Forwarder::Ready(Tracked& t) {
@@ -448,9 +455,12 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
 size_t Forwarder::Drain(Tracked& t) {
   if (records_.empty()) records_.resize(kRecordsPerRead);
   size_t n = 0;
-  const uint64_t cancelled_before = t.ring.cancelled();
-  // Read in runs (one guarded pass over the ring each), taken one by one.
-  for (size_t got; (got = t.ring.NextMany(records_.data(), records_.size())) > 0;) {
+  const uint64_t skipped_before = t.ring.skipped();
+  // Read in runs (one guarded pass over the ring each), taken one by one,
+  // until a run comes back short: all that was there when the reader last
+  // looked at the lanes is read (PollPacer says when to look again).
+  for (size_t got = records_.size(); got == records_.size();) {
+    got = t.ring.NextMany(records_.data(), records_.size());
     for (size_t i = 0; i < got; ++i) {
       const RingRecord& rec = records_[i];
       if (t.live_events == 0 && t.batch.kinds_size() == 0) t.first_event = absl::Now();
@@ -502,8 +512,8 @@ size_t Forwarder::Drain(Tracked& t) {
               << ": its later events are not read, and its report says so\n";
   }
   // The records read, with those skipped as cancelled: the pace of the
-  // lanes filling (PollPacer) counts both.
-  return n + static_cast<size_t>(t.ring.cancelled() - cancelled_before);
+  // lanes filling (PollPacer) counts both (pairs rolled back took no space).
+  return n + static_cast<size_t>(t.ring.skipped() - skipped_before);
 }
 
 bool Forwarder::Refused(Tracked& t) {
@@ -576,7 +586,7 @@ void Forwarder::Flush(Tracked& t, bool force, std::span<const RingRecord> unread
   t.batch_stack_bytes = 0;
   t.live_events = 0;
   if (uint64_t seq = t.stream->Send(std::move(msg)); seq != 0) {
-    t.in_flight.emplace_back(seq, std::move(positions));
+    t.in_flight.push_back({seq, std::move(positions), t.ring.RolledBackCounted()});
   }
 }
 

@@ -134,14 +134,19 @@ void RingReader::StartRound() {
     uint32_t used = std::min(h->lanes_used.load(std::memory_order_acquire), lane_count_);
     while (lanes_.size() < used) {
       Cursor c;
-      c.pos = c.released = descs[lanes_.size()].tail.load(std::memory_order_acquire);
+      const ring::LaneDesc& d = descs[lanes_.size()];
+      c.pos = c.released = d.tail.load(std::memory_order_acquire);
       c.eligible = c.pos;
+      // Rolled-back pairs a reader before this one sent (durably) are not
+      // counted again.
+      c.rolled_back = d.rolled_back_sent.load(std::memory_order_relaxed);
       lanes_.push_back(c);
     }
   };
   join_lanes();
   for (uint32_t i = 0; i < lanes_.size(); ++i) {
-    uint64_t head = descs[i].head.load(std::memory_order_acquire);
+    uint64_t head =
+        i == 0 ? descs[0].head.load(std::memory_order_acquire) : LookAtHead(descs[i], &lanes_[i]);
     lanes_[i].eligible = i == 0 ? CommittedEnd(head) : head;
     if (round_hook_ != nullptr) round_hook_(i, round_hook_arg_);
   }
@@ -149,7 +154,17 @@ void RingReader::StartRound() {
   ready_.clear();
   blocker_ = UINT64_MAX;
   for (uint32_t i = 0; i < lanes_.size(); ++i) {
-    lanes_[i].limit = descs[i].head.load(std::memory_order_acquire);
+    Cursor& c = lanes_[i];
+    if (i == 0) {
+      c.limit = descs[0].head.load(std::memory_order_acquire);
+    } else {
+      c.limit = LookAtHead(descs[i], &c);
+      // The owner's count; a wrapped or lowered value (a writer outside the
+      // protocol) counts nothing.
+      uint64_t rolled = descs[i].rolled_back.load(std::memory_order_relaxed);
+      if (rolled > c.rolled_back) cancelled_ += rolled - c.rolled_back;
+      c.rolled_back = rolled;
+    }
     Peek(i);
     if (lanes_[i].ready) ready_.push_back({lanes_[i].key, i});
   }
@@ -157,6 +172,21 @@ void RingReader::StartRound() {
   // not), so the choice holds until the next round.
   heap_ = ready_.size() > kScanLanes;
   if (heap_) std::make_heap(ready_.begin(), ready_.end(), std::greater<>());
+}
+
+// An owned lane's head, as far as this reader may read (ring.h,
+// "Rolled-back pairs"): the owner may move its head back and write over a
+// record while no reader has looked past it, so the reader first claims
+// everything, then reads the head, then says how far it has looked. That
+// never goes down: the head read may be one the owner is trying out (it
+// moved it back, and will put it back if it sees this reader's claim),
+// lower than records this reader has copied and not yet confirmed.
+uint64_t RingReader::LookAtHead(ring::LaneDesc& desc, Cursor* c) {
+  desc.seen.store(UINT64_MAX, std::memory_order_seq_cst);
+  const uint64_t head = desc.head.load(std::memory_order_seq_cst);
+  c->seen = std::max(c->seen, head);
+  desc.seen.store(c->seen, std::memory_order_release);
+  return head;
 }
 
 namespace {
@@ -219,6 +249,7 @@ void RingReader::Peek(uint32_t lane) {
       // Freed by its own thread before we came (ring.h, "Cancelled
       // pairs"): the pair is counted, the record skipped.
       ++cancelled_;
+      ++skipped_;
       c.pos += n;
       continue;
     }
@@ -258,6 +289,11 @@ size_t RingReader::NextMany(RingRecord* out, size_t max) {
   // target cancels under us.
   const size_t budget = max + 256;
   size_t copied = 0;
+  // At most one new look at the lanes per call: a caller that reads until
+  // nothing is left would otherwise look again and again while the program
+  // runs, and take every allocation the moment it is published, before its
+  // own thread could take it back (ring.h, "Rolled-back pairs").
+  new_round_allowed_ = true;
   for (;;) {
     const size_t before = n, copied_before = copied;
     Guarded(0, [&] {
@@ -300,6 +336,7 @@ void RingReader::Confirm(RingRecord* recs, size_t n) {
         h == ring::WithKind(recs[i].header, ring::Kind::kCancelled)) {
       recs[i].kind = ring::Kind::kCancelled;
       ++cancelled_;
+      ++skipped_;
     }
   }
 }
@@ -323,7 +360,8 @@ bool RingReader::NextRecord(RingRecord* rec) {
       const auto& [key, lane] = ready_[at];
       if (key < blocker_ && lanes_[lane].pos < lanes_[lane].eligible) break;
     }
-    if (fresh) return false;
+    if (fresh || !new_round_allowed_) return false;
+    new_round_allowed_ = false;
     StartRound();
   }
   if (heap_) {
@@ -367,13 +405,19 @@ bool RingReader::NextRecord(RingRecord* rec) {
   return true;
 }
 
-void RingReader::Release() { ReleaseTo(Positions()); }
+void RingReader::Release() { ReleaseTo(Positions(), RolledBackCounted()); }
 
-std::vector<uint64_t> RingReader::Positions() const {
+std::vector<uint64_t> RingReader::PerLane(uint64_t Cursor::*field) const {
   std::vector<uint64_t> out;
   out.reserve(lanes_.size());
-  for (const Cursor& c : lanes_) out.push_back(c.pos);
+  for (const Cursor& c : lanes_) out.push_back(c.*field);
   return out;
+}
+
+std::vector<uint64_t> RingReader::Positions() const { return PerLane(&Cursor::pos); }
+
+std::vector<uint64_t> RingReader::RolledBackCounted() const {
+  return PerLane(&Cursor::rolled_back);
 }
 
 uint64_t RingReader::MaxUnreleased() const {
@@ -382,9 +426,16 @@ uint64_t RingReader::MaxUnreleased() const {
   return most;
 }
 
-void RingReader::ReleaseTo(const std::vector<uint64_t>& positions) {
+void RingReader::ReleaseTo(const std::vector<uint64_t>& positions,
+                           const std::vector<uint64_t>& rolled_back) {
   Guarded(0, [&] {
     ReleaseLanes(positions);
+    ring::LaneDesc* descs = ring::Lanes(header_);
+    for (size_t i = 1; i < rolled_back.size() && i < lanes_.size(); ++i) {
+      if (rolled_back[i] > descs[i].rolled_back_sent.load(std::memory_order_relaxed)) {
+        descs[i].rolled_back_sent.store(rolled_back[i], std::memory_order_relaxed);
+      }
+    }
     return 0;
   });
 }

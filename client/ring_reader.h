@@ -71,17 +71,25 @@ class RingReader {
   // Reads the next record in key order; false when none is ready yet.
   bool Next(RingRecord* rec);
   // Reads up to max records in key order into out[0..n), and returns n (0:
-  // none ready yet). One guarded pass for all: what the forwarder uses.
+  // none ready yet). One guarded pass for all: what the forwarder uses. It
+  // looks at the lanes again (a new round) at most once: fewer than max
+  // means the records there at that look are all read.
   size_t NextMany(RingRecord* out, size_t max);
   // Hands consumed space back to the writers (call after a run of Next).
   void Release();
   // Where the reader stands in each lane (lane i at index i): everything
   // before was returned by Next.
   std::vector<uint64_t> Positions() const;
+  // The owners' counts of rolled-back pairs as far as this reader has
+  // counted them (in cancelled()), per lane, for ReleaseTo.
+  std::vector<uint64_t> RolledBackCounted() const;
   // Hands back the space before positions (never beyond what was read): the
   // forwarder does so once the server has made those events durable, so
-  // that a forwarder restarted after a crash can read them again.
-  void ReleaseTo(const std::vector<uint64_t>& positions);
+  // that a forwarder restarted after a crash can read them again. With the
+  // RolledBackCounted() of the same moment, a restarted reader also counts
+  // the rolled-back pairs from there (ring.h, "Rolled-back pairs").
+  void ReleaseTo(const std::vector<uint64_t>& positions,
+                 const std::vector<uint64_t>& rolled_back = {});
   // Before the first Next: starts reading each lane at positions (where the
   // server says a forwarder before this one stopped), handing back the space
   // before them. Positions behind a lane's tail are ignored.
@@ -118,9 +126,12 @@ class RingReader {
   uint64_t dropped_events();
   uint64_t unwind_failures();
   // Allocations their own thread freed before this reader took them
-  // (ring.h, "Cancelled pairs"), skipped so far: each a pair the forwarder
-  // never saw, and a record that took lane space as any other.
+  // (ring.h, "Cancelled pairs" and "Rolled-back pairs"), so far: each a
+  // pair the forwarder never saw.
   uint64_t cancelled() const { return cancelled_; }
+  // Of those, the ones whose record stayed in the lane and was skipped:
+  // lane space used as by any other record (rolled-back ones used none).
+  uint64_t skipped() const { return skipped_; }
 
  private:
   struct Cursor {
@@ -133,6 +144,8 @@ class RingReader {
     uint64_t header = 0;    // the record's header word at pos, as checked when ready
     bool ready = false;     // a record at pos, seen this round
     bool unfinished = false;  // lane 0: the record at pos is reserved, not yet written
+    uint64_t rolled_back = 0;  // the owner's count of rolled-back pairs, last read
+    uint64_t seen = 0;         // the most this reader has told the owner it looked at
   };
   bool Check(ring::RingHeader* h, size_t bytes);
   template <typename T, typename F>
@@ -142,6 +155,8 @@ class RingReader {
   void Confirm(RingRecord* recs, size_t n);
   void StartRound();
   void Peek(uint32_t lane);
+  uint64_t LookAtHead(ring::LaneDesc& desc, Cursor* c);
+  std::vector<uint64_t> PerLane(uint64_t Cursor::*field) const;
   // Lane 0: the end of its run of committed records from pos, up to head.
   uint64_t CommittedEnd(uint64_t head);
   void ReleaseLanes(const std::vector<uint64_t>& positions);
@@ -156,10 +171,12 @@ class RingReader {
   std::string open_error_;
   RingIdentity identity_;
   uint64_t cancelled_ = 0;
+  uint64_t skipped_ = 0;
   uint64_t dropped_events_ = 0;
   uint64_t unwind_failures_ = 0;
   uint64_t lane_words_ = 0;
   bool cancellable_ = false;  // allocations may be cancelled (Confirm)
+  bool new_round_allowed_ = true;  // this NextMany call has not looked at the lanes yet
   uint32_t lane_count_ = 0;
   size_t bytes_ = 0;
   bool owned_ = false;
