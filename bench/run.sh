@@ -60,7 +60,7 @@ DEFAULT_PATH=$(probe_clock)
 TSC_PATH=$(probe_clock CGOHEAP_CLOCK=tsc)
 COUNTER_PATH=$(probe_clock CGOHEAP_CLOCK=counter)
 echo "ordering path by default here: ${DEFAULT_PATH:-unknown}; with CGOHEAP_CLOCK=tsc: ${TSC_PATH:-unknown}; with CGOHEAP_CLOCK=counter: ${COUNTER_PATH:-unknown}" >&2
-echo "churn loop: 4 goroutines x $ITER iterations, 5 C allocations each; $ROUNDS alternating rounds" >&2
+echo "churn loop: 4 goroutines x $ITER iterations, 4 C allocations each; $ROUNDS alternating rounds" >&2
 one_run() {
   case $1 in
     plain) run plain "$CHURN" 4 "$ITER" ;;
