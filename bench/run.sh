@@ -162,7 +162,7 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
       e = median(key, 2); c = median(key, 3); t = median(key, 4)
       if (t > 0) printf "| %s | %.0f | %.0f | %.2f | %.1fx | %.1fx |\n", nm, e, c, t, e / se, c / sc
     }
-    if (calls != "") printf "\nheaptrack recorded %s allocation calls of the %d the loop makes (4 x %d x 5).\n", calls, 4 * small * 5, small
+    if (calls != "") printf "\nheaptrack recorded %s allocation calls of the %d the loop makes (4 x %d x 4).\n", calls, 4 * small * 4, small
   }' "$WORK/results"
 echo
 echo "cgoheapd under load (4 simulated processes, RSS at the end ${DRSS} MiB):"
