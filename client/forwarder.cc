@@ -12,7 +12,6 @@
 #include <array>
 #include <cerrno>
 #include <deque>
-#include <optional>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -20,6 +19,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -123,11 +123,10 @@ struct Forwarder::Tracked {
   // Started by a forwarder before this one: nothing is read until the server
   // says where that one stopped (IngestStream::ResumePositions).
   bool resuming = false;
-  // Batches sent and not yet acknowledged, with the ring positions reached
-  // once their events were read: the ring space goes back to the agent only
-  // when the server has made them durable.
   // Batches sent and not yet acknowledged: their seq, and where the reader
   // stood when each was cut (lane positions, rolled-back pairs counted).
+  // The ring space goes back to the agent only when the server has made
+  // them durable.
   struct InFlight {
     uint64_t seq;
     std::vector<uint64_t> positions, rolled_back;
