@@ -293,11 +293,11 @@ size_t RingReader::NextMany(RingRecord* out, size_t max) {
   // nothing is left would otherwise look again and again while the program
   // runs, and take every allocation the moment it is published, before its
   // own thread could take it back (ring.h, "Rolled-back pairs").
-  new_round_allowed_ = true;
+  bool may_look = true;
   for (;;) {
     const size_t before = n, copied_before = copied;
     Guarded(0, [&] {
-      while (n < max && copied < budget && NextRecord(&out[n])) {
+      while (n < max && copied < budget && NextRecord(&out[n], &may_look)) {
         ++n;
         ++copied;
       }
@@ -343,7 +343,7 @@ void RingReader::Confirm(RingRecord* recs, size_t n) {
 
 // Guarded by Next: nothing here allocates or locks while it touches the
 // mapping (lanes_ and ready_ grow between reads, never during one).
-bool RingReader::NextRecord(RingRecord* rec) {
+bool RingReader::NextRecord(RingRecord* rec, bool* may_look) {
   // The seen record with the smallest key: taken if it may be (it was
   // there at the first look, and nothing unfinished holds it back), else
   // the round is over.
@@ -360,8 +360,8 @@ bool RingReader::NextRecord(RingRecord* rec) {
       const auto& [key, lane] = ready_[at];
       if (key < blocker_ && lanes_[lane].pos < lanes_[lane].eligible) break;
     }
-    if (fresh || !new_round_allowed_) return false;
-    new_round_allowed_ = false;
+    if (fresh || !*may_look) return false;
+    *may_look = false;
     StartRound();
   }
   if (heap_) {

@@ -151,7 +151,8 @@ class RingReader {
   template <typename T, typename F>
   T Guarded(const T& fallback, F f);
   uint64_t Claim(std::atomic<uint64_t>* word, uint64_t fresh);
-  bool NextRecord(RingRecord* rec);
+  // *may_look: a new round may be started (once: it is then cleared).
+  bool NextRecord(RingRecord* rec, bool* may_look);
   void Confirm(RingRecord* recs, size_t n);
   void StartRound();
   void Peek(uint32_t lane);
@@ -176,7 +177,6 @@ class RingReader {
   uint64_t unwind_failures_ = 0;
   uint64_t lane_words_ = 0;
   bool cancellable_ = false;  // allocations may be cancelled (Confirm)
-  bool new_round_allowed_ = true;  // this NextMany call has not looked at the lanes yet
   uint32_t lane_count_ = 0;
   size_t bytes_ = 0;
   bool owned_ = false;
