@@ -74,16 +74,266 @@ bool GoroutineStack(uint64_t g, uint64_t* lo, uint64_t* hi) {
 
 uint64_t Word(uint64_t addr) { return *reinterpret_cast<const uint64_t*>(addr); }
 
+}  // namespace
+}  // namespace cgoheap::agent
+
+namespace cgoheap::agent {
+namespace {
+
+// The chain cache. A thread allocates from a handful of call paths, each
+// time with the same return addresses at the same stack addresses (a cgo
+// call always starts at the same depth of the thread's g0 stack, and a
+// goroutine that calls C again and again from one place does so at the same
+// depth of its own stack). So each thread keeps its last few stacks: the
+// return addresses, and every word the walk read that decided where it went
+// next, with its address. For the C part: each return address slot, and
+// each saved RBP that a later CFA was computed from. For the Go part: the
+// goroutine's g and depth in asmcgocall's frame, g->stack, and every word
+// of the frame-pointer walk.
+//
+// A capture that starts at the same return address and SP (and RBP, if that
+// fed a CFA) as a cached chain re-reads those words, in the order the walk
+// read them, instead of walking: if every one is unchanged, every step
+// computes what it computed before (a CFI rule depends only on the pc, a CFA
+// only on the pc, SP and RBP; a frame-pointer step only on the words it
+// reads and the stack bounds, themselves checked; by induction over the
+// chain), so the stack is the same. Each address is safe to read because
+// every word it was computed from matched: the C stack is this thread's
+// own, and a goroutine stack is read only after its g and bounds matched
+// (a goroutine in a cgo call cannot have its stack moved or freed, and g
+// structs are never unmapped).
+//
+// Where the C part matches and the Go part does not (the same C function
+// called from another Go caller, or by another goroutine), the C frames
+// are used and the Go frames are walked afresh; the stack is then cached
+// as a chain of its own. Stacks that cross back into C (callbacks) or run
+// on a system stack cache their C part only.
+constexpr int kChainFrames = 64;                      // C and Go frames
+constexpr int kChainChecks = 2 * kChainFrames + 8;
+constexpr unsigned kChains = 8;
+
+struct Chain {
+  struct Check {
+    uint64_t addr, value;
+  };
+  uint64_t bp0;       // part of the key when need_bp0
+  bool need_bp0;      // the starting RBP fed a CFA (or the Go walk)
+  bool go;            // the C part ends in asmcgocall: Go frames follow
+  bool go_known;      // ... and they are cached too: pcs[c_frames..n), checks[c_checks..nchecks)
+  bool cut_short;     // the unwind stopped at code without CFI
+  uint32_t c_frames;  // pcs[0..c_frames): the C frames
+  uint32_t n;         // all frames (go_known)
+  uint32_t c_checks;  // checks[0..c_checks): the C part's
+  uint32_t nchecks;
+  int max;            // the capture's frame limit when the Go part was walked
+  uint64_t end_sp;    // asmcgocall's SP
+  uint64_t bp_slot;   // where the final RBP was restored from; 0: the starting RBP
+  uint64_t pcs[kChainFrames];
+  Check checks[kChainChecks];  // in the order the walk read them
+};
+
+// The keys apart from the chains: a lookup reads two cache lines.
+struct ChainKey {
+  uint64_t pc0, sp0;  // the first return address and the SP above it; pc0 0: empty
+};
+
+__attribute__((tls_model("initial-exec"))) thread_local ChainKey t_chain_keys[kChains];
+__attribute__((tls_model("initial-exec"))) thread_local Chain t_chains[kChains];
+__attribute__((tls_model("initial-exec"))) thread_local unsigned t_chain_next = 0;
+__attribute__((tls_model("initial-exec"))) thread_local uint64_t t_chain_hits = 0;
+__attribute__((tls_model("initial-exec"))) thread_local uint64_t t_whole_hits = 0;
+
+// The C frames of a cached chain that starts at start and crosses into Go,
+// where its C part matches and the rest does not (WholeStackFromCache,
+// below, serves whole stacks): their number, asmcgocall's frame regs in
+// *at, the chain in *slot. -1 if no chain's C part matches.
+int CPartFromCache(const UnwindRegs& start, uint64_t* pcs, int max, UnwindRegs* at,
+                   unsigned* slot) {
+  for (unsigned k = 0; k < kChains; ++k) {
+    if (t_chain_keys[k].pc0 != start.pc || t_chain_keys[k].sp0 != start.sp) continue;
+    const Chain& c = t_chains[k];
+    if (!c.go || (c.need_bp0 && c.bp0 != start.bp) || static_cast<int>(c.c_frames) > max) {
+      continue;
+    }
+    uint32_t i = 0;
+    while (i < c.c_checks && Word(c.checks[i].addr) == c.checks[i].value) ++i;
+    if (i < c.c_checks) continue;
+    for (uint32_t j = 0; j < c.c_frames; ++j) pcs[j] = c.pcs[j];
+    uint64_t bp = c.bp_slot != 0 ? Word(c.bp_slot) : start.bp;
+    *at = UnwindRegs{c.pcs[c.c_frames - 1], c.end_sp, bp};
+    *slot = k;
+    ++t_chain_hits;
+    return static_cast<int>(c.c_frames);
+  }
+  return -1;
+}
+
+// Records a chain into the cache while it is walked. The chain it writes
+// has no key until its C part is complete, so a recording given up leaves
+// nothing behind.
+class ChainRecorder {
+ public:
+  // A capture from regs, nothing cached.
+  void Start(const UnwindRegs& regs) {
+    Open();
+    c_->pcs[0] = regs.pc;
+    c_->bp0 = regs.bp;
+    c_->need_bp0 = false;
+    c_->nchecks = 0;
+    c_->bp_slot = 0;
+    key_ = ChainKey{regs.pc, regs.sp};
+    stage_ = Stage::kC;
+  }
+  // A capture whose C part matched the chain in slot and whose Go part did
+  // not: the Go part is recorded after a copy of that C part (another Go
+  // caller of the same C code gets a chain of its own), or in place where
+  // the chain has no Go part cached. start: the capture's first frame; at:
+  // asmcgocall's frame, where the Go walk starts.
+  void StartAfter(unsigned slot, const UnwindRegs& start, const UnwindRegs& at) {
+    const Chain& from = t_chains[slot];
+    const ChainKey key = t_chain_keys[slot];
+    if (from.go_known) {
+      Open();
+      c_->need_bp0 = from.need_bp0;
+      c_->cut_short = from.cut_short;
+      c_->c_frames = from.c_frames;
+      c_->c_checks = from.c_checks;
+      c_->end_sp = from.end_sp;
+      c_->bp_slot = from.bp_slot;
+      for (uint32_t i = 0; i < from.c_frames; ++i) c_->pcs[i] = from.pcs[i];
+      for (uint32_t i = 0; i < from.c_checks; ++i) c_->checks[i] = from.checks[i];
+    } else {
+      slot_ = slot;
+      c_ = &t_chains[slot];
+    }
+    c_->bp0 = start.bp;  // the same where need_bp0
+    c_->go = true;
+    c_->go_known = false;
+    c_->nchecks = c_->c_checks;
+    key_ = key;
+    t_chain_keys[slot_] = key_;  // its C part is complete
+    BeginGo(at.bp);
+  }
+  void Stop() { stage_ = Stage::kOff; }
+  // After a step to regs (the caller's pc, SP, RBP), which read trace.
+  void Step(const StepTrace& trace, const UnwindRegs& regs) {
+    if (stage_ != Stage::kC) return;
+    if (trace.cfa_from_rbp) {
+      // The CFA came from the RBP before this step: from the start, or from
+      // the slot an earlier step restored it from.
+      if (c_->bp_slot == 0) {
+        c_->need_bp0 = true;
+      } else if (!rbp_checked_) {
+        Add(c_->bp_slot, rbp_value_);
+        rbp_checked_ = true;
+      }
+    }
+    Add(trace.ra_slot, regs.pc);
+    if (trace.rbp_slot != 0) {
+      c_->bp_slot = trace.rbp_slot;
+      rbp_value_ = regs.bp;
+      rbp_checked_ = false;
+    }
+  }
+  void Frame(int index, uint64_t pc) {
+    if (index >= kChainFrames) stage_ = Stage::kOff;
+    if (stage_ == Stage::kC) c_->pcs[index] = pc;
+  }
+  // The C part ended with n frames: at asmcgocall (go; regs its frame's),
+  // or at the stack's end. It is cached from now on.
+  void EndC(int n, bool go, const UnwindRegs& regs, bool cut_short = false) {
+    if (stage_ != Stage::kC || n > kChainFrames) {
+      stage_ = Stage::kOff;
+      return;
+    }
+    c_->c_frames = static_cast<uint32_t>(n);
+    c_->c_checks = c_->nchecks;
+    c_->go = go;
+    c_->go_known = false;
+    c_->cut_short = cut_short;
+    c_->end_sp = regs.sp;
+    t_chain_keys[slot_] = key_;
+    if (go) {
+      BeginGo(regs.bp);
+    } else {
+      stage_ = Stage::kOff;
+    }
+  }
+  bool RecordingGo() const { return stage_ == Stage::kGo; }
+  // A word the Go walk read (unchecked: its address is one the checks
+  // before it make safe).
+  void Read(uint64_t addr, uint64_t value) {
+    if (stage_ == Stage::kGo) Add(addr, value);
+  }
+  // The Go walk ended cleanly (pcs[0..n), the whole stack, walked with
+  // limit max): the chain now covers it.
+  void EndGo(const uint64_t* pcs, int n, int max) {
+    if (stage_ != Stage::kGo || n > kChainFrames) {
+      Stop();
+      return;
+    }
+    for (int i = static_cast<int>(c_->c_frames); i < n; ++i) c_->pcs[i] = pcs[i];
+    c_->n = static_cast<uint32_t>(n);
+    c_->max = max;
+    c_->go_known = true;
+    stage_ = Stage::kOff;
+  }
+  // The Go walk did not end cleanly: the C part alone stays cached.
+  void AbandonGo() {
+    if (stage_ == Stage::kGo) c_->nchecks = c_->c_checks;
+    stage_ = Stage::kOff;
+  }
+
+ private:
+  enum class Stage : uint8_t { kOff, kC, kGo };
+  void Open() {
+    slot_ = t_chain_next++ % kChains;
+    t_chain_keys[slot_].pc0 = 0;
+    c_ = &t_chains[slot_];
+    rbp_checked_ = false;
+  }
+  // The frame-pointer walk starts from the RBP the C code preserved, unless
+  // asmcgocall opens a frame of its own: that RBP is then part of the key.
+  void BeginGo(uint64_t bp) {
+    stage_ = Stage::kGo;
+    if (Crossing().pushes_frame) return;
+    if (c_->bp_slot != 0) {
+      Add(c_->bp_slot, bp);
+    } else {
+      c_->need_bp0 = true;
+    }
+  }
+  void Add(uint64_t addr, uint64_t value) {
+    if (c_->nchecks == kChainChecks) {
+      if (stage_ == Stage::kGo) {
+        AbandonGo();
+      } else {
+        stage_ = Stage::kOff;
+      }
+      return;
+    }
+    c_->checks[c_->nchecks++] = {addr, value};
+  }
+
+  Chain* c_ = nullptr;
+  unsigned slot_ = 0;
+  ChainKey key_{};
+  Stage stage_ = Stage::kOff;
+  uint64_t rbp_value_ = 0;
+  bool rbp_checked_ = false;
+};
+
 // Walks frame pointers from the SP asmcgocall saved at its entry (entry_sp)
 // up a stack [lo, hi). bp: RBP as the C code preserved it. checked: every
 // word is read with process_vm_readv (bounds unknown). *callback: where the
 // walk reached runtime.cgocallback, its frame record on the C stack (0 if
-// it did not).
+// it did not). rec: notes every word read (unchecked walks only).
 int WalkFramePointers(uint64_t entry_sp, uint64_t bp, uint64_t lo, uint64_t hi, bool checked,
-                      uint64_t* pcs, int max, uint64_t* callback) {
-  auto read = [checked](uint64_t addr, uint64_t* v) {
+                      uint64_t* pcs, int max, uint64_t* callback, ChainRecorder* rec) {
+  auto read = [checked, rec](uint64_t addr, uint64_t* v) {
     if (!checked) {
       *v = Word(addr);
+      rec->Read(addr, *v);
       return true;
     }
     return SafeRead(addr, v, sizeof *v);
@@ -122,22 +372,27 @@ int WalkFramePointers(uint64_t entry_sp, uint64_t bp, uint64_t lo, uint64_t hi, 
 // sp, bp: registers of the asmcgocall frame (the state right after the C
 // function it called returned to site).
 int WalkGoFrames(const GoCrossing::Site& site, uint64_t sp, uint64_t bp, uint64_t* pcs, int max,
-                 uint64_t* callback) {
+                 uint64_t* callback, ChainRecorder* rec) {
   int n = 0;
   if (site.kind == GoCrossing::Kind::kGoroutine) {
     uint64_t depth = Word(sp + site.depth_off);  // sp is on this thread's own g0 stack
     uint64_t g = Word(sp + site.g_off);
+    rec->Read(sp + site.depth_off, depth);
+    rec->Read(sp + site.g_off, g);
     uint64_t lo, hi;
     if (GoroutineStack(g, &lo, &hi) && depth != 0 && depth <= hi - lo) {
-      n = WalkFramePointers(hi - depth, bp, lo, hi, /*checked=*/false, pcs, max, callback);
+      rec->Read(g, lo);
+      rec->Read(g + 8, hi);
+      n = WalkFramePointers(hi - depth, bp, lo, hi, /*checked=*/false, pcs, max, callback, rec);
     }
   } else if (site.kind == GoCrossing::Kind::kSystemStack) {
     // Already on a system stack (g0 or gsignal): the frames above are on
     // this very stack, whose bounds are not known here.
+    rec->AbandonGo();
     uint64_t entry_sp = Word(sp + site.sp_off);
     uint64_t ignored = 0;
     n = WalkFramePointers(entry_sp, bp, sp, sp + (uint64_t{1} << 26), /*checked=*/true, pcs, max,
-                          &ignored);
+                          &ignored, rec);
   }
   if (n == 0) t_capture_cut_short = true;
   return n;
@@ -147,14 +402,14 @@ int WalkGoFrames(const GoCrossing::Site& site, uint64_t sp, uint64_t bp, uint64_
 // crossing) where asmcgocall's layout is not known. *callback as for
 // WalkFramePointers.
 int CrossIntoGo(uint64_t pc, uint64_t sp, uint64_t bp, uint64_t* pcs, int max,
-                uint64_t* callback) {
+                uint64_t* callback, ChainRecorder* rec) {
   *callback = 0;
   const GoCrossing::Site* site = Crossing().Find(pc);
   if (site == nullptr) {
     t_capture_cut_short = true;
     return 0;
   }
-  return WalkGoFrames(*site, sp, bp, pcs, max, callback);
+  return WalkGoFrames(*site, sp, bp, pcs, max, callback, rec);
 }
 
 // From cgocallback's frame record (at record, on the C stack above inner_sp,
@@ -217,7 +472,8 @@ __attribute__((noinline)) int LibunwindCapture(uint64_t* pcs, int max) {
       if (unw_get_reg(&cursor, UNW_REG_SP, &sp) == 0 &&
           unw_get_reg(&cursor, UNW_X86_64_RBP, &bp) == 0) {
         uint64_t callback;  // libunwind's path crosses once
-        n += CrossIntoGo(ip, sp, bp, pcs + n, max - n, &callback);
+        ChainRecorder none;
+        n += CrossIntoGo(ip, sp, bp, pcs + n, max - n, &callback, &none);
       }
       break;
     }
@@ -231,146 +487,20 @@ __attribute__((noinline)) int LibunwindCapture(uint64_t* pcs, int max) {
 namespace cgoheap::agent {
 namespace {
 
-// The chain cache. A thread allocates from a handful of call paths, each
-// time with the same return addresses at the same stack addresses (a cgo
-// call always starts at the same depth of the thread's g0 stack). So each
-// thread keeps the C part of its last few stacks: the return addresses, and
-// every word the unwind read that decided where it went next (each return
-// address slot, and each saved RBP that a later CFA was computed from), with
-// its address. A capture that starts at the same return address and SP (and
-// RBP, if that fed a CFA) as a cached chain re-reads those words instead of
-// unwinding: if every one is unchanged, every step computes what it computed
-// before (a rule depends only on the pc, a CFA only on the pc, SP and RBP; by
-// induction over the chain), so the chain is the same. The RBP handed to the
-// Go walk is read afresh, and the Go frames are walked afresh.
-constexpr int kChainFrames = 32;
-constexpr unsigned kChains = 8;
-
-struct Chain {
-  struct Check {
-    uint64_t addr, value;
-  };
-  uint64_t pc0, sp0;  // key: the first return address and the SP above it
-  uint64_t bp0;       // also part of the key when need_bp0
-  bool need_bp0;      // the starting RBP fed a CFA
-  bool go;            // the last frame is in asmcgocall: the Go walk follows
-  bool cut_short;     // the unwind stopped at code without CFI
-  uint32_t n;         // pcs[0..n): the C frames
-  uint32_t nchecks;
-  uint64_t end_sp;    // asmcgocall's SP
-  uint64_t bp_slot;   // where the final RBP was restored from; 0: the starting RBP
-  uint64_t pcs[kChainFrames];
-  Check checks[2 * kChainFrames];  // in the order the unwind read them
-};
-
-__attribute__((tls_model("initial-exec"))) thread_local Chain t_chains[kChains];
-__attribute__((tls_model("initial-exec"))) thread_local unsigned t_chain_next = 0;
-__attribute__((tls_model("initial-exec"))) thread_local uint64_t t_chain_hits = 0;
-
-// The C frames of a cached chain that starts at start, and the Go frames
-// after it: the number of frames, or -1 if no chain matches. *crossing: the
-// chain ended at asmcgocall, whose frame regs are in *at.
-int FromChainCache(const UnwindRegs& start, uint64_t* pcs, int max, bool* crossing,
-                   UnwindRegs* at) {
-  for (const Chain& c : t_chains) {
-    if (c.pc0 != start.pc || c.sp0 != start.sp || (c.need_bp0 && c.bp0 != start.bp) ||
-        static_cast<int>(c.n) > max) {
-      continue;
-    }
-    // In order: each address was computed from the words checked before it.
-    uint32_t i = 0;
-    while (i < c.nchecks &&
-           *reinterpret_cast<const uint64_t*>(c.checks[i].addr) == c.checks[i].value) {
-      ++i;
-    }
-    if (i < c.nchecks) continue;
-    for (i = 0; i < c.n; ++i) pcs[i] = c.pcs[i];
-    *crossing = c.go;
-    if (c.cut_short) t_capture_cut_short = true;
-    if (c.go) {
-      uint64_t bp = c.bp_slot != 0 ? *reinterpret_cast<const uint64_t*>(c.bp_slot) : start.bp;
-      *at = UnwindRegs{c.pcs[c.n - 1], c.end_sp, bp};
-    }
-    ++t_chain_hits;
-    return static_cast<int>(c.n);
-  }
-  return -1;
-}
-
-// Records a chain while it is unwound.
-class ChainRecorder {
- public:
-  void Start(const UnwindRegs& regs) {
-    c_.pc0 = c_.pcs[0] = regs.pc;
-    c_.sp0 = regs.sp;
-    c_.bp0 = regs.bp;
-    c_.need_bp0 = false;
-    c_.nchecks = 0;
-    c_.bp_slot = 0;
-    active_ = true;
-  }
-  void Stop() { active_ = false; }
-  // After a step to regs (the caller's pc, SP, RBP), which read trace.
-  void Step(const StepTrace& trace, const UnwindRegs& regs) {
-    if (!active_) return;
-    if (trace.cfa_from_rbp) {
-      // The CFA came from the RBP before this step: from the start, or from
-      // the slot an earlier step restored it from.
-      if (c_.bp_slot == 0) {
-        c_.need_bp0 = true;
-      } else if (!rbp_checked_) {
-        Add(c_.bp_slot, rbp_value_);
-        rbp_checked_ = true;
-      }
-    }
-    Add(trace.ra_slot, regs.pc);
-    if (trace.rbp_slot != 0) {
-      c_.bp_slot = trace.rbp_slot;
-      rbp_value_ = regs.bp;
-      rbp_checked_ = false;
-    }
-  }
-  void Frame(int index, uint64_t pc) {
-    if (index >= kChainFrames) active_ = false;
-    if (active_) c_.pcs[index] = pc;
-  }
-  void Remember(int n, bool go, uint64_t end_sp, bool cut_short = false) {
-    if (!active_ || n > kChainFrames) return;
-    c_.n = static_cast<uint32_t>(n);
-    c_.go = go;
-    c_.cut_short = cut_short;
-    c_.end_sp = end_sp;
-    t_chains[t_chain_next++ % kChains] = c_;
-  }
-
- private:
-  void Add(uint64_t addr, uint64_t value) {
-    if (c_.nchecks == 2 * kChainFrames) {
-      active_ = false;
-      return;
-    }
-    c_.checks[c_.nchecks++] = {addr, value};
-  }
-
-  Chain c_;
-  bool active_ = false;
-  uint64_t rbp_value_ = 0;
-  bool rbp_checked_ = false;
-};
-
-}  // namespace
-}  // namespace cgoheap::agent
-
-namespace cgoheap::agent {
-namespace {
-
 // At asmcgocall (regs: its frame, the C function it called just returned):
 // the Go frames above it, and, where they end in a callback from C, back
 // into the C frames that called back. Returns the new frame count; *more:
-// regs now describe a C frame to go on unwinding from.
-int CrossAt(UnwindRegs* regs, uint64_t* pcs, int n, int max, bool* more) {
+// regs now describe a C frame to go on unwinding from. rec: recording the
+// Go part of a chain, which is cached where the stack ends in Go.
+int CrossAt(UnwindRegs* regs, uint64_t* pcs, int n, int max, bool* more, ChainRecorder* rec) {
   uint64_t callback = 0;
-  n += CrossIntoGo(regs->pc, regs->sp, regs->bp, pcs + n, max - n, &callback);
+  int go = CrossIntoGo(regs->pc, regs->sp, regs->bp, pcs + n, max - n, &callback, rec);
+  n += go;
+  if (go != 0 && callback == 0) {
+    rec->EndGo(pcs, n, max);
+  } else {
+    rec->AbandonGo();
+  }
   *more = callback != 0 && CrossBackIntoC(callback, regs->sp, regs, pcs, &n, max);
   return n;
 }
@@ -391,7 +521,7 @@ int Unwind(UnwindRegs regs, bool first_is_return_address, ChainRecorder* chain, 
       // itself (rt0_go -> x_cgo_init): the stack ends there.
       bool cut = r == StepResult::kNoInfo && !InGoText(regs.pc);
       if (cut) t_capture_cut_short = true;
-      chain->Remember(n, /*go=*/false, regs.sp, cut);
+      chain->EndC(n, /*go=*/false, regs, cut);
       return n;
     }
     if (r != StepResult::kOk) {
@@ -409,10 +539,9 @@ int Unwind(UnwindRegs regs, bool first_is_return_address, ChainRecorder* chain, 
     if (InAsmcgocall(regs.pc)) {
       // regs are asmcgocall's: SP just after the C function returned, RBP as
       // the C code preserved it.
-      chain->Remember(n, /*go=*/true, regs.sp);
-      chain->Stop();
+      chain->EndC(n, /*go=*/true, regs);
       bool more;
-      n = CrossAt(&regs, pcs, n, max, &more);
+      n = CrossAt(&regs, pcs, n, max, &more, chain);
       if (!more) return n;
       checked = true;
       first_is_return_address = true;
@@ -424,10 +553,37 @@ int Unwind(UnwindRegs regs, bool first_is_return_address, ChainRecorder* chain, 
 }  // namespace
 }  // namespace cgoheap::agent
 
-extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max,
-                                                              const void* frame) {
-  using namespace cgoheap::agent;
-  t_capture_cut_short = false;
+namespace cgoheap::agent {
+namespace {
+
+// The common case, kept lean: the whole stack from a chain that starts at
+// the caller of the shim's frame (pc, sp, bp) and matches in full. -1 if
+// none does. A chain's start is never in the agent or in asmcgocall (no
+// chain is recorded from there), so a match needs no other check.
+inline int WholeStackFromCache(uint64_t pc, uint64_t sp, uint64_t bp, uint64_t* pcs, int max) {
+  for (unsigned k = 0; k < kChains; ++k) {
+    if (t_chain_keys[k].pc0 != pc || t_chain_keys[k].sp0 != sp) continue;
+    const Chain& c = t_chains[k];
+    if ((c.need_bp0 && c.bp0 != bp) || (c.go ? !c.go_known || c.max != max
+                                              : static_cast<int>(c.c_frames) > max)) {
+      continue;
+    }
+    uint32_t i = 0;
+    while (i < c.nchecks && Word(c.checks[i].addr) == c.checks[i].value) ++i;
+    if (i < c.nchecks) continue;
+    uint32_t n = c.go ? c.n : c.c_frames;
+    for (uint32_t j = 0; j < n; ++j) pcs[j] = c.pcs[j];
+    if (c.cut_short) t_capture_cut_short = true;
+    ++t_chain_hits;
+    if (c.go) ++t_whole_hits;
+    return static_cast<int>(n);
+  }
+  return -1;
+}
+
+// Everything else: a chain whose C part alone matches, or none; stacks
+// that cross back into C; captures from the current frame.
+__attribute__((noinline)) int CaptureSlow(uint64_t* pcs, int max, const void* frame) {
   UnwindRegs regs;
   int n = 0;
   // The chain being unwound, for the cache (only for captures from a hook's
@@ -441,9 +597,8 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
         : "=r"(regs.sp), "=r"(regs.bp), "=r"(regs.pc));
     return Unwind(regs, /*first_is_return_address=*/false, &chain, pcs, n, max);
   }
-  // The shim's frame (the agent keeps frame pointers): [fp] is the caller's
-  // RBP, [fp+8] the return address into the caller, fp+16 the caller's SP.
-  // The caller's own frame is then the first one recorded.
+  // The shim's frame (as in cgoheap_capture_stack): the caller's own frame
+  // is the first one recorded.
   const auto* fp = static_cast<const uint64_t*>(frame);
   regs = UnwindRegs{fp[1], reinterpret_cast<uint64_t>(fp + 2), fp[0]};
   if (!InAgent(regs.pc)) {
@@ -451,17 +606,19 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
     bool crossing = InAsmcgocall(regs.pc);
     if (!crossing) {
       UnwindRegs at;
-      if (int cached = FromChainCache(regs, pcs, max, &crossing, &at); cached >= 0) {
-        if (!crossing) return cached;
-        n = cached;
+      unsigned slot;
+      if (int cached = CPartFromCache(regs, pcs, max, &at, &slot); cached >= 0) {
+        n = cached;  // the C part: the Go part is walked, and cached after it
+        chain.StartAfter(slot, regs, at);
         regs = at;
+        crossing = true;
       } else {
         chain.Start(regs);
       }
     }
     if (crossing) {
       bool more;
-      n = CrossAt(&regs, pcs, n, max, &more);
+      n = CrossAt(&regs, pcs, n, max, &more, &chain);
       if (!more) return n;
       ChainRecorder none;
       return Unwind(regs, /*first_is_return_address=*/true, &none, pcs, n, max);
@@ -470,12 +627,33 @@ extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, in
   return Unwind(regs, /*first_is_return_address=*/true, &chain, pcs, n, max);
 }
 
+
+}  // namespace
+}  // namespace cgoheap::agent
+
+extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max,
+                                                              const void* frame) {
+  using namespace cgoheap::agent;
+  t_capture_cut_short = false;
+  if (frame != nullptr) {
+    // The shim's frame (the agent keeps frame pointers): [fp] is the
+    // caller's RBP, [fp+8] the return address into the caller, fp+16 the
+    // caller's SP.
+    const auto* fp = static_cast<const uint64_t*>(frame);
+    int n = WholeStackFromCache(fp[1], reinterpret_cast<uint64_t>(fp + 2), fp[0], pcs, max);
+    if (n >= 0) return n;
+  }
+  return CaptureSlow(pcs, max, frame);
+}
+
 extern "C" bool cgoheap_last_capture_cut_short() {
   return cgoheap::agent::t_capture_cut_short;
 }
 
-// For tests: captures this thread served from its chain cache.
+// For tests: captures this thread served from its chain cache (their C
+// part at least), and of those, the ones whose Go frames came from it too.
 extern "C" uint64_t cgoheap_chain_cache_hits() { return cgoheap::agent::t_chain_hits; }
+extern "C" uint64_t cgoheap_whole_stack_hits() { return cgoheap::agent::t_whole_hits; }
 
 // For benchmarks: the same capture through libunwind only.
 extern "C" int cgoheap_capture_stack_libunwind(uint64_t* pcs, int max) {

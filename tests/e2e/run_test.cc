@@ -250,6 +250,65 @@ TEST_P(CgoProgramTest, InlinedGoCallsAreFramesOfTheirOwn) {
   EXPECT_EQ(Num(r.doc, "unwind_failures"), 0);
 }
 
+// One C function called from one Go helper at the same depth of the same
+// goroutine's stack by different Go callers, by a recursion of varying
+// depth, and by short-lived goroutines that reuse each other's g and stack
+// (tests/programs/samedepth): the stacks differ only in their Go frames,
+// and each path's leak must have its own, exactly. (The agent caches whole
+// stacks per thread: a cache that took one path for another fails here.)
+TEST_P(CgoProgramTest, StacksThatDifferOnlyInTheirGoFramesAreNeverMixedUp) {
+  std::string src = ProgramSource("samedepth");
+  const int workers = 4, iterations = 300;
+  Report r = RunUnder(P("samedepth"), {std::to_string(workers), std::to_string(iterations)});
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "leaked " + std::to_string(workers * iterations * 3 + iterations) + "\n");
+  struct Path {
+    int size, blocks;
+    std::vector<std::pair<std::string, std::string>> callers;  // after main.leakVia, in order
+  };
+  const std::vector<Path> paths = {
+      {101, workers * iterations, {{"main.fromA", "// A-CALLS"}}},
+      {202, workers * iterations, {{"main.fromB", "// B-CALLS"}}},
+      {311, workers * iterations / 3, {{"main.deep", "// DEEP-LEAKS"}}},
+      {312, workers * iterations / 3,
+       {{"main.deep", "// DEEP-LEAKS"}, {"main.deep", "// DEEP-RECURSES"}}},
+      {313, workers * iterations / 3,
+       {{"main.deep", "// DEEP-LEAKS"}, {"main.deep", "// DEEP-RECURSES"},
+        {"main.deep", "// DEEP-RECURSES"}}},
+      {404, iterations / 2, {{"main.shortA", "// SHORT-A-CALLS"}}},
+      {505, iterations / 2, {{"main.shortB", "// SHORT-B-CALLS"}}},
+  };
+  ASSERT_EQ(r.num_leaks(), static_cast<int>(paths.size())) << r.json;
+  for (const Path& p : paths) {
+    SCOPED_TRACE(p.size);
+    const Value* leak = nullptr;
+    for (int i = 0; i < r.num_leaks(); ++i) {
+      if (Num(r.leak(i), "bytes") == p.size * p.blocks && Num(r.leak(i), "blocks") == p.blocks) {
+        leak = &r.leak(i);
+      }
+    }
+    ASSERT_NE(leak, nullptr) << r.json;
+    std::vector<FrameRef> frames = Frames(*leak);
+    int via = FindFrame(frames, "main.leakVia");
+    ASSERT_GE(via, 2) << r.json;
+    EXPECT_EQ(frames[0].function, "malloc");
+    ExpectFrameAt(frames, "keep", src, LineOf(src, "// C-LEAK"));
+    EXPECT_EQ(frames[via].line, LineOf(src, "// VIA-CALLS"));
+    ASSERT_GT(frames.size(), via + p.callers.size()) << r.json;
+    for (size_t k = 0; k < p.callers.size(); ++k) {
+      const FrameRef& f = frames[via + 1 + k];
+      EXPECT_EQ(f.function, p.callers[k].first) << r.json;
+      EXPECT_EQ(f.file, src);
+      EXPECT_EQ(f.line, LineOf(src, p.callers[k].second)) << f.function;
+    }
+    // Below the callers: the goroutine's own function, never another main.deep.
+    EXPECT_EQ(frames[via + 1 + p.callers.size()].function.rfind("main.main.func", 0), 0u)
+        << r.json;
+  }
+  EXPECT_EQ(Num(r.doc, "unwind_failures"), 0);
+  EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
+}
+
 // C calling back into Go, which leaks (tests/programs/callback): the stack
 // crosses the boundary both ways as often as the program did. Expects, in
 // this order, each (function, file, marker) of `path` among the leak's
