@@ -586,8 +586,10 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* fr
     h->dropped_events.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  uint64_t words[ring::kRecordFixedWords + ring::kMaxFrames];
-  int nframes = cgoheap_capture_stack(words + ring::kRecordFixedWords, ring::kMaxFrames, frame);
+  uint64_t words[ring::kRecordFixedWords];
+  uint64_t buffer[ring::kMaxFrames];
+  const uint64_t* frames;
+  int nframes = agent::CaptureStack(buffer, ring::kMaxFrames, frame, &frames);
   if (nframes == 0 || agent::t_capture_cut_short) {
     h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
   }
@@ -599,7 +601,8 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* fr
   words[0] = ring::EncodeHeader(ring::Kind::kAlloc, static_cast<ring::Api>(api), nframes, nwords);
   words[2] = reinterpret_cast<uint64_t>(ptr);
   words[3] = size;
-  if (!g_writer.PublishAlloc(&agent::t_lane, words, nwords, size) && g_sample_bytes != 0) {
+  if (!g_writer.PublishAlloc(&agent::t_lane, words, frames, static_cast<unsigned>(nframes), size) &&
+      g_sample_bytes != 0) {
     g_sampled.Erase(reinterpret_cast<uint64_t>(ptr));  // not recorded: neither is its free
   }
 }

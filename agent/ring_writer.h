@@ -82,14 +82,22 @@ class RingWriter {
   // freed block as leaked.
   bool Publish(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size) {
     uint64_t pos = 0;
-    return PublishAt(tl, words, n, size, &pos) != kDropped;
+    return PublishAt(tl, words, words + kRecordFixedWords, n - kRecordFixedWords, size, &pos) !=
+           kDropped;
   }
 
   // An allocation's record (words[2]: its address), which a later free by
   // this thread may cancel (CancelAlloc) while the reader has not read it.
   bool PublishAlloc(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size) {
+    return PublishAlloc(tl, words, words + kRecordFixedWords, n - kRecordFixedWords, size);
+  }
+  // The same, with the record's fixed words (kRecordFixedWords of them) and
+  // its frames apart: the frames are copied from where the stack capture
+  // keeps them.
+  bool PublishAlloc(ThreadLane* tl, uint64_t* words, const uint64_t* frames, unsigned nframes,
+                    uint64_t size) {
     uint64_t pos = 0;
-    Where where = PublishAt(tl, words, n, size, &pos);
+    Where where = PublishAt(tl, words, frames, nframes, size, &pos);
     if (where == kOwnLane && cancels_) {
       tl->recent[RecentSlot(words[2])] = ThreadLane::RecentAlloc{words[2], pos, words[1]};
     }
@@ -155,14 +163,16 @@ class RingWriter {
   // Publish's work; where the record went, and at pos its position in an
   // owned lane.
   enum Where { kDropped, kOwnLane, kSharedLane };
-  Where PublishAt(ThreadLane* tl, uint64_t* words, unsigned n, uint64_t size, uint64_t* pos) {
+  // The record: words[0..kRecordFixedWords), then frames[0..nframes).
+  Where PublishAt(ThreadLane* tl, uint64_t* words, const uint64_t* frames, unsigned nframes,
+                  uint64_t size, uint64_t* pos) {
     RingHeader* h = header_;
     uint32_t gen = gen_.load(std::memory_order_relaxed);
     if (tl->gen != gen) *tl = ThreadLane{gen, 0, 0, 0, tl->exiting, tl->clock, {}};
     if (tl->lane == 0 && !tl->exiting && tl->retry-- == 0) Claim(tl);
     bool may_wait = h->sample_bytes == 0 || HeaderKind(words[0]) == Kind::kFree;
-    bool ok = tl->lane != 0 ? PublishOwn(h, tl, words, n, may_wait, pos)
-                            : PublishShared(h, tl, words, n, may_wait);
+    bool ok = tl->lane != 0 ? PublishOwn(h, tl, words, frames, nframes, may_wait, pos)
+                            : PublishShared(h, tl, words, frames, nframes, may_wait);
     if (!ok) {
       h->dropped_events.fetch_add(1, std::memory_order_relaxed);
       h->dropped_bytes.fetch_add(size, std::memory_order_relaxed);
@@ -304,9 +314,18 @@ class RingWriter {
     }
   }
 
+  // A record's words after its header word, at pos of a lane.
+  static void CopyBody(uint64_t* ring, uint64_t pos, uint64_t mask, const uint64_t* words,
+                       const uint64_t* frames, unsigned nframes) {
+    for (unsigned i = 1; i < kRecordFixedWords; ++i) ring[(pos + i) & mask] = words[i];
+    pos += kRecordFixedWords;
+    for (unsigned i = 0; i < nframes; ++i) ring[(pos + i) & mask] = frames[i];
+  }
+
   // The thread's own lane: plain stores, one release store of the head.
-  bool PublishOwn(RingHeader* h, ThreadLane* tl, uint64_t* words, unsigned n, bool may_wait,
-                  uint64_t* at) {
+  bool PublishOwn(RingHeader* h, ThreadLane* tl, uint64_t* words, const uint64_t* frames,
+                  unsigned nframes, bool may_wait, uint64_t* at) {
+    const unsigned n = kRecordFixedWords + nframes;
     LaneDesc* d = &Lanes(h)[tl->lane];
     const uint64_t cap = h->lane_words, mask = cap - 1;
     uint64_t pos = d->head.load(std::memory_order_relaxed);
@@ -315,7 +334,7 @@ class RingWriter {
     }
     uint64_t* ring = LaneWords(h, tl->lane);
     words[1] = h->clock == static_cast<uint32_t>(Clock::kStripes) ? StripeKey(tl, words[2]) : Key(h);
-    for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
+    CopyBody(ring, pos, mask, words, frames, nframes);
     // Atomic: its kind may change later, by this thread (CancelAlloc) or by
     // the reader taking it, while the other loads it.
     std::atomic_ref<uint64_t>(ring[pos & mask])
@@ -327,7 +346,9 @@ class RingWriter {
 
   // Lane 0, shared: reserve with a CAS on its head, commit with a release
   // store of the header word.
-  bool PublishShared(RingHeader* h, ThreadLane* tl, uint64_t* words, unsigned n, bool may_wait) {
+  bool PublishShared(RingHeader* h, ThreadLane* tl, uint64_t* words, const uint64_t* frames,
+                     unsigned nframes, bool may_wait) {
+    const unsigned n = kRecordFixedWords + nframes;
     LaneDesc* d = &Lanes(h)[0];
     const uint64_t cap = h->lane_words, mask = cap - 1;
     const bool stripes = h->clock == static_cast<uint32_t>(Clock::kStripes);
@@ -380,7 +401,7 @@ class RingWriter {
       }
     }
     uint64_t* ring = LaneWords(h, 0);
-    for (unsigned i = 1; i < n; ++i) ring[(pos + i) & mask] = words[i];
+    CopyBody(ring, pos, mask, words, frames, nframes);
     std::atomic_ref<uint64_t>(ring[pos & mask])
         .store(WithLap(words[0], pos, cap), std::memory_order_release);
     return true;

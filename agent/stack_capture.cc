@@ -557,10 +557,12 @@ namespace cgoheap::agent {
 namespace {
 
 // The common case, kept lean: the whole stack from a chain that starts at
-// the caller of the shim's frame (pc, sp, bp) and matches in full. -1 if
-// none does. A chain's start is never in the agent or in asmcgocall (no
-// chain is recorded from there), so a match needs no other check.
-inline int WholeStackFromCache(uint64_t pc, uint64_t sp, uint64_t bp, uint64_t* pcs, int max) {
+// the caller of the shim's frame (pc, sp, bp) and matches in full (the
+// frames, in the chain, in *frames), or -1. A chain's start is never in the
+// agent or in asmcgocall (no chain is recorded from there), so a match
+// needs no other check.
+inline int WholeStackFromCache(uint64_t pc, uint64_t sp, uint64_t bp, int max,
+                               const uint64_t** frames) {
   for (unsigned k = 0; k < kChains; ++k) {
     if (t_chain_keys[k].pc0 != pc || t_chain_keys[k].sp0 != sp) continue;
     const Chain& c = t_chains[k];
@@ -571,12 +573,11 @@ inline int WholeStackFromCache(uint64_t pc, uint64_t sp, uint64_t bp, uint64_t* 
     uint32_t i = 0;
     while (i < c.nchecks && Word(c.checks[i].addr) == c.checks[i].value) ++i;
     if (i < c.nchecks) continue;
-    uint32_t n = c.go ? c.n : c.c_frames;
-    for (uint32_t j = 0; j < n; ++j) pcs[j] = c.pcs[j];
     if (c.cut_short) t_capture_cut_short = true;
     ++t_chain_hits;
     if (c.go) ++t_whole_hits;
-    return static_cast<int>(n);
+    *frames = c.pcs;
+    return static_cast<int>(c.go ? c.n : c.c_frames);
   }
   return -1;
 }
@@ -631,19 +632,41 @@ __attribute__((noinline)) int CaptureSlow(uint64_t* pcs, int max, const void* fr
 }  // namespace
 }  // namespace cgoheap::agent
 
-extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max,
-                                                              const void* frame) {
-  using namespace cgoheap::agent;
+int cgoheap::agent::CaptureStack(uint64_t* pcs, int max, const void* frame,
+                                 const uint64_t** frames) {
   t_capture_cut_short = false;
   if (frame != nullptr) {
     // The shim's frame (the agent keeps frame pointers): [fp] is the
     // caller's RBP, [fp+8] the return address into the caller, fp+16 the
     // caller's SP.
     const auto* fp = static_cast<const uint64_t*>(frame);
-    int n = WholeStackFromCache(fp[1], reinterpret_cast<uint64_t>(fp + 2), fp[0], pcs, max);
+    int n = WholeStackFromCache(fp[1], reinterpret_cast<uint64_t>(fp + 2), fp[0], max, frames);
     if (n >= 0) return n;
   }
+  *frames = pcs;
   return CaptureSlow(pcs, max, frame);
+}
+
+extern "C" __attribute__((noinline)) int cgoheap_capture_stack(uint64_t* pcs, int max,
+                                                              const void* frame) {
+  using namespace cgoheap::agent;
+  if (frame == nullptr) {  // from this very frame: its caller is the first frame recorded
+    t_capture_cut_short = false;
+    UnwindRegs regs;
+    asm volatile(
+        "mov %%rsp, %0\n\t"
+        "mov %%rbp, %1\n\t"
+        "lea 0(%%rip), %2"
+        : "=r"(regs.sp), "=r"(regs.bp), "=r"(regs.pc));
+    ChainRecorder none;
+    return Unwind(regs, /*first_is_return_address=*/false, &none, pcs, 0, max);
+  }
+  const uint64_t* frames;
+  int n = CaptureStack(pcs, max, frame, &frames);
+  if (frames != pcs) {
+    for (int i = 0; i < n; ++i) pcs[i] = frames[i];
+  }
+  return n;
 }
 
 extern "C" bool cgoheap_last_capture_cut_short() {
