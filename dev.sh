@@ -25,7 +25,7 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev prometheus-cpp-dev libabsl-dev
-  libunwind-dev libdw-dev libelf-dev
+  libunwind-dev libdw-dev libelf-dev libc6-dbg
   libgtest-dev libgmock-dev libbenchmark-dev
   golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev
   prometheus curl openssl zlib1g-dev libssl-dev

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/go_names.h"
+#include "symbolize/debug_cache.h"
 #include "symbolize/elf_image.h"
 #include "symbolize/file_access.h"
 #include "symbolize/go_module.h"
@@ -24,6 +25,27 @@
 namespace cgoheap {
 namespace {
 
+// The hex of the module's build id; empty when it has none.
+std::string ModuleBuildId(Dwfl_Module* mod) {
+  const unsigned char* bits = nullptr;
+  GElf_Addr vaddr;
+  int n = dwfl_module_build_id(mod, &bits, &vaddr);
+  std::string hex;
+  char byte[3];
+  for (int i = 0; i < n; ++i) {
+    snprintf(byte, sizeof byte, "%02x", bits[i]);
+    hex += byte;
+  }
+  return hex;
+}
+
+// Where libdw's search looks for a separate debug file by build id:
+// /usr/lib/debug/.build-id/xx/rest.debug; empty without one.
+std::string BuildIdDebugPath(const std::string& id) {
+  if (id.size() <= 2) return "";
+  return "/usr/lib/debug/.build-id/" + id.substr(0, 2) + "/" + id.substr(2) + ".debug";
+}
+
 // Where a separate debug file of `file_name` may be, as libdw's own search
 // (dwfl_standard_find_debuginfo over elfutils' default path
 // ":.debug:/usr/lib/debug") looks for it: by build id under
@@ -31,18 +53,9 @@ namespace {
 // beside the file, in .debug/ beside it and under /usr/lib/debug, with and
 // without the file's directory. True when any of them exists.
 bool LocalDebugFileMayExist(Dwfl_Module* mod, const char* file_name, const char* debuglink) {
-  const unsigned char* bits = nullptr;
-  GElf_Addr vaddr;
-  int n = dwfl_module_build_id(mod, &bits, &vaddr);
-  if (n > 1) {
-    std::string path = "/usr/lib/debug/.build-id/";
-    char hex[3];
-    for (int i = 0; i < n; ++i) {
-      snprintf(hex, sizeof hex, "%02x", bits[i]);
-      path += hex;
-      if (i == 0) path += '/';
-    }
-    if (access((path + ".debug").c_str(), F_OK) == 0) return true;
+  if (std::string by_id = BuildIdDebugPath(ModuleBuildId(mod));
+      !by_id.empty() && access(by_id.c_str(), F_OK) == 0) {
+    return true;
   }
   std::string file = file_name != nullptr ? file_name : "";
   std::string name = debuglink != nullptr && *debuglink != '\0' ? debuglink : "";
@@ -73,6 +86,36 @@ bool LocalDebugFileMayExist(Dwfl_Module* mod, const char* file_name, const char*
   return false;
 }
 
+// Distribution debug files are compressed: where the module's debug file by
+// build id is, libdw gets the cached uncompressed copy of it instead
+// (symbolize/debug_cache.h). The copy is opened here, not by the standard
+// search: that search keeps the Elf of the file it found for the module,
+// whatever file descriptor is returned. -1 when there is no copy to give.
+int CachedDebugCopy(Dwfl_Module* mod, char** debuginfo_file_name) {
+  const std::string want = ModuleBuildId(mod);
+  std::string by_id = BuildIdDebugPath(want);
+  if (by_id.empty()) return -1;
+  int fd = OpenRegularFile(by_id.c_str());
+  if (fd < 0) return -1;
+  ElfImage debug;
+  std::string copy;
+  char id[128];
+  // The file's own build id must be the module's, as libdw's search checks.
+  if (debug.OpenFd(fd) && debug.BuildId(id, sizeof id) > 0 && want == id) {
+    copy = UncompressedDebugCopy(debug);
+  }
+  close(fd);
+  if (copy.empty()) return -1;
+  int copy_fd = OpenRegularFile(copy.c_str());
+  if (copy_fd < 0) return -1;
+  *debuginfo_file_name = strdup(copy.c_str());
+  if (*debuginfo_file_name == nullptr) {
+    close(copy_fd);
+    return -1;
+  }
+  return copy_fd;
+}
+
 // libdw's standard search for separate debug information ends, when no
 // local file has it, by asking debuginfod servers; to learn whether any are
 // configured it first loads libdebuginfod and libcurl with some thirty
@@ -89,6 +132,7 @@ int FindDebuginfo(Dwfl_Module* mod, void** userdata, const char* modname, Dwarf_
     errno = ENOENT;  // as the standard search leaves it
     return -1;
   }
+  if (int fd = CachedDebugCopy(mod, debuginfo_file_name); fd >= 0) return fd;
   return dwfl_standard_find_debuginfo(mod, userdata, modname, base, file_name, debuglink_file,
                                       debuglink_crc, debuginfo_file_name);
 }
@@ -171,6 +215,8 @@ struct ObjectFile::Impl {
   bool et_dyn = false;
   Dwfl* dwfl = nullptr;
   Dwfl_Module* module = nullptr;
+  bool opened = false;      // the file is an ELF file Open could read
+  bool dwfl_tried = false;  // Module() ran
   int fd = -1;
 
   ~Impl() {
@@ -202,16 +248,32 @@ std::unique_ptr<ObjectFile> ObjectFile::Open(const std::string& path) {
   obj->go_main_module_ = module.main_module;
   obj->go_main_package_ = module.main_package;
   if (im.has_go) obj->FindOwnDirectories();
-  {
-    im.dwfl = dwfl_begin(&kOfflineCallbacks);
-    if (im.dwfl != nullptr) {
-      dwfl_report_begin(im.dwfl);
-      // base 0: addresses of an ET_DYN file are its link-time addresses.
-      im.module = dwfl_report_elf(im.dwfl, path.c_str(), path.c_str(), dup(im.fd), 0, false);
-      dwfl_report_end(im.dwfl, nullptr, nullptr);
-    }
-  }
+  im.opened = true;
   return obj;
+}
+
+// libdw's view of the file, made when first needed: its DWARF may be read
+// from an uncompressed copy (symbolize/debug_cache.h), which is made then.
+Dwfl_Module* ObjectFile::Module() {
+  Impl& im = *impl_;
+  if (im.module != nullptr || !im.opened || im.dwfl_tried) return im.module;
+  im.dwfl_tried = true;
+  std::string copy = UncompressedDebugCopy(im.elf);
+  int fd = copy.empty() ? -1 : OpenRegularFile(copy.c_str());
+  if (fd < 0) {
+    copy = path_;
+    fd = dup(im.fd);
+  }
+  im.dwfl = dwfl_begin(&kOfflineCallbacks);
+  if (im.dwfl == nullptr) {
+    if (fd >= 0) close(fd);
+    return nullptr;
+  }
+  dwfl_report_begin(im.dwfl);
+  // base 0: addresses of an ET_DYN file are its link-time addresses.
+  im.module = dwfl_report_elf(im.dwfl, path_.c_str(), copy.c_str(), fd, 0, false);
+  dwfl_report_end(im.dwfl, nullptr, nullptr);
+  return im.module;
 }
 
 namespace {
@@ -251,9 +313,10 @@ void ObjectFile::FindOwnDirectories() {
 void ObjectFile::LoadDebugInfo() {
   Impl& im = *impl_;
   absl::MutexLock lock(&im.mu);
-  if (im.module == nullptr) return;
+  Dwfl_Module* module = Module();
+  if (module == nullptr) return;
   Dwarf_Addr bias = 0;
-  if (Dwarf* dw = dwfl_module_getdwarf(im.module, &bias)) {
+  if (Dwarf* dw = dwfl_module_getdwarf(module, &bias)) {
     Dwarf_Aranges* aranges = nullptr;
     size_t n = 0;
     dwarf_getaranges(dw, &aranges, &n);
@@ -290,9 +353,10 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
     return;
   }
   size_t first = out->size();
-  if (im.module != nullptr) {
+  Dwfl_Module* module = Module();
+  if (module != nullptr) {
     Dwarf_Addr bias = 0;
-    Dwarf_Die* cu = dwfl_module_addrdie(im.module, addr, &bias);
+    Dwarf_Die* cu = dwfl_module_addrdie(module, addr, &bias);
     Dwarf_Die* scopes = nullptr;
     int n = cu != nullptr ? dwarf_getscopes(cu, addr - bias, &scopes) : 0;
     if (n > 0) {
@@ -308,7 +372,7 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
     // DW_AT_call_file/call_line is the location in the scope around it.
     const char* file = nullptr;
     int line = 0;
-    if (Dwfl_Line* l = dwfl_module_getsrc(im.module, addr)) {
+    if (Dwfl_Line* l = dwfl_module_getsrc(module, addr)) {
       file = dwfl_lineinfo(l, nullptr, &line, nullptr, nullptr, nullptr);
     }
     Dwarf_Files* files = nullptr;
@@ -338,7 +402,7 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
     }
     free(scopes);
     if (out->size() == first) {  // no DWARF scope: symbol table, maybe a line
-      const char* name = dwfl_module_addrname(im.module, addr);
+      const char* name = dwfl_module_addrname(module, addr);
       if (name != nullptr) {
         SymbolizedFrame fr;
         fr.function = Demangle(name);
@@ -348,7 +412,7 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
         out->push_back(std::move(fr));
       }
     } else if (out->back().function.empty()) {
-      out->back().function = Demangle(dwfl_module_addrname(im.module, addr));
+      out->back().function = Demangle(dwfl_module_addrname(module, addr));
     }
   }
   if (out->size() == first) {

@@ -24,6 +24,8 @@
 
 #include "absl/synchronization/mutex.h"
 
+struct Dwfl_Module;
+
 namespace cgoheap {
 
 struct SymbolizedFrame {
@@ -73,6 +75,8 @@ class ObjectFile {
   std::unordered_set<std::string> own_dirs_;
   bool OwnGoFunction(std::string_view function) const;
   void FindOwnDirectories();
+  // libdw's module for the file, reported on first use (under impl_->mu).
+  Dwfl_Module* Module();
   std::unique_ptr<Impl> impl_;
 };
 

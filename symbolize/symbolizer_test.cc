@@ -9,7 +9,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
+#include "symbolize/debug_cache.h"
 #include "symbolize/elf_image.h"
 #include "symbolize/go_module.h"
 #include "symbolize/gopclntab.h"
@@ -128,6 +131,132 @@ TEST(SymbolizerTest, SeparateDebugFilesAreFoundByTheirDebugLink) {
     EXPECT_EQ(LeaklibLine(stripped), want) << "debug file in " << (where.empty() ? "the same directory" : where);
     std::filesystem::remove(debug);
     EXPECT_EQ(LeaklibLine(stripped), 0u) << "the test cannot tell: the line came from somewhere else";
+  }
+}
+
+// Sets CGOHEAP_CACHE_DIR while it lives.
+class ScopedCacheDir {
+ public:
+  explicit ScopedCacheDir(const std::string& dir) {
+    if (const char* was = getenv("CGOHEAP_CACHE_DIR"); was != nullptr) saved_ = was, had_ = true;
+    setenv("CGOHEAP_CACHE_DIR", dir.c_str(), 1);
+  }
+  ~ScopedCacheDir() {
+    if (had_) {
+      setenv("CGOHEAP_CACHE_DIR", saved_.c_str(), 1);
+    } else {
+      unsetenv("CGOHEAP_CACHE_DIR");
+    }
+  }
+
+ private:
+  std::string saved_;
+  bool had_ = false;
+};
+
+std::string FileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::vector<std::string> CachedCopies(const std::string& cache) {
+  std::vector<std::string> out;
+  if (!std::filesystem::exists(cache + "/debug")) return out;
+  for (const auto& e : std::filesystem::directory_iterator(cache + "/debug")) {
+    if (e.path().extension() == ".elf") out.push_back(e.path());
+  }
+  return out;
+}
+
+// An object whose debug sections are compressed (as Go's linker writes every
+// binary) is symbolized from an uncompressed copy in the cache, made the
+// first time and found the next; a copy that is not whole is made again;
+// with the cache off the original is read as before. The lines are the same
+// every time.
+TEST(SymbolizerTest, CompressedDebugSectionsAreReadFromACachedCopy) {
+  testing::TempDir d;
+  const std::string lib = testing::ProgramsDir() + "/libleaklib.so";
+  const uint32_t want = LeaklibLine(lib);
+  ASSERT_GT(want, 0u);
+  const std::string compressed = d.path() + "/libz.so";
+  testing::RunResult r =
+      testing::RunProcess({"objcopy", "--compress-debug-sections=zlib", lib, compressed});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ScopedCacheDir cache(d.path() + "/cache");
+
+  DebugCacheCounts before = DebugCacheCountsSoFar();
+  EXPECT_EQ(LeaklibLine(compressed), want);
+  DebugCacheCounts first = DebugCacheCountsSoFar();
+  EXPECT_EQ(first.made, before.made + 1) << "no copy was made";
+  std::vector<std::string> copies = CachedCopies(d.path() + "/cache");
+  ASSERT_EQ(copies.size(), 1u);
+  // The original byte for byte (but e_shoff), the inflated sections after it.
+  const std::string original = FileBytes(compressed), copy = FileBytes(copies[0]);
+  ASSERT_GT(copy.size(), original.size());
+  const size_t shoff_at = offsetof(Elf64_Ehdr, e_shoff);
+  EXPECT_EQ(copy.substr(0, shoff_at), original.substr(0, shoff_at));
+  EXPECT_EQ(copy.substr(shoff_at + 8, original.size() - shoff_at - 8),
+            original.substr(shoff_at + 8));
+  ElfImage image;
+  ASSERT_TRUE(image.Open(copies[0].c_str()));
+  ElfSection info;
+  ASSERT_TRUE(image.FindSection(".debug_info", &info));
+  EXPECT_NE(std::string(reinterpret_cast<const char*>(info.data), 4), std::string("\x01\0\0\0", 4))
+      << "still a compression header";
+
+  EXPECT_EQ(LeaklibLine(compressed), want);
+  DebugCacheCounts second = DebugCacheCountsSoFar();
+  EXPECT_EQ(second.hits, first.hits + 1) << "the copy was not found again";
+  EXPECT_EQ(second.made, first.made);
+
+  std::filesystem::resize_file(copies[0], original.size() + 100);  // a torn copy
+  EXPECT_EQ(LeaklibLine(compressed), want);
+  EXPECT_EQ(DebugCacheCountsSoFar().made, second.made + 1) << "a torn copy was used";
+
+  ScopedCacheDir off("");
+  DebugCacheCounts last = DebugCacheCountsSoFar();
+  EXPECT_EQ(LeaklibLine(compressed), want);
+  EXPECT_EQ(DebugCacheCountsSoFar().made, last.made);
+  EXPECT_EQ(DebugCacheCountsSoFar().hits, last.hits);
+}
+
+// A distribution's separate debug file, found by build id (libc6-dbg's for
+// libc, which dev.sh installs), is read from the cached copy too: libc's
+// strdup keeps its file and line.
+TEST(SymbolizerTest, DistributionDebugFilesAreReadFromACachedCopy) {
+  NoDebuginfodServers offline;
+  Dl_info info;
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(&strdup), &info), 0);
+  char real[PATH_MAX];
+  ASSERT_NE(realpath(info.dli_fname, real), nullptr);
+  ElfImage libc;
+  ASSERT_TRUE(libc.Open(real));
+  char id[128];
+  ASSERT_GT(libc.BuildId(id, sizeof id), 2u);
+  const std::string debug =
+      std::string("/usr/lib/debug/.build-id/") + std::string(id, 2) + "/" + (id + 2) + ".debug";
+  if (access(debug.c_str(), R_OK) != 0) GTEST_SKIP() << "no " << debug << " (libc6-dbg)";
+  uint64_t start = 0, size = 0;
+  ASSERT_TRUE(libc.FindSymbol("strdup", &start, &size) || libc.FindSymbol("__strdup", &start, &size));
+  testing::TempDir d;
+  ScopedCacheDir cache(d.path());
+  for (int round = 0; round < 2; ++round) {
+    DebugCacheCounts before = DebugCacheCountsSoFar();
+    ObjectCache objects;
+    std::vector<SymbolizedFrame> frames;
+    objects.Get(real)->Symbolize(start + 4, &frames);
+    ASSERT_FALSE(frames.empty());
+    EXPECT_TRUE(frames[0].file.ends_with("strdup.c")) << frames[0].file;
+    // libdw maps the file it reads the DWARF from: the copy, not the original.
+    const std::string maps = FileBytes("/proc/self/maps");
+    EXPECT_NE(maps.find(d.path() + "/debug/"), std::string::npos) << maps;
+    EXPECT_EQ(maps.find(debug), std::string::npos) << "libdw read " << debug << " itself";
+    DebugCacheCounts after = DebugCacheCountsSoFar();
+    if (round == 0) {
+      EXPECT_EQ(after.made, before.made + 1) << "no copy of " << debug;
+    } else {
+      EXPECT_EQ(after.hits, before.hits + 1) << "the copy of " << debug << " was not used";
+    }
   }
 }
 
