@@ -48,9 +48,6 @@ namespace cgoheap::agent {
 // the captured return addresses, in pcs or in the thread's stack cache
 // (valid until the thread's next capture).
 int CaptureStack(uint64_t* pcs, int max, const void* frame, const uint64_t** frames);
-}  // namespace cgoheap::agent
-
-namespace cgoheap::agent {
 
 // Per-thread recursion guard: allocations made while a hook is recording
 // (by libunwind, by the ring code) pass straight through.

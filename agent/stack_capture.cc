@@ -259,7 +259,6 @@ class ChainRecorder {
       stage_ = Stage::kOff;
     }
   }
-  bool RecordingGo() const { return stage_ == Stage::kGo; }
   // A word the Go walk read (unchecked: its address is one the checks
   // before it make safe).
   void Read(uint64_t addr, uint64_t value) {
@@ -627,7 +626,6 @@ __attribute__((noinline)) int CaptureSlow(uint64_t* pcs, int max, const void* fr
   }
   return Unwind(regs, /*first_is_return_address=*/true, &chain, pcs, n, max);
 }
-
 
 }  // namespace
 }  // namespace cgoheap::agent
