@@ -10,6 +10,9 @@ gcc -O2 -g -o corpus/elf/tiny-c seeds/tiny.c
 strip -o corpus/elf/tiny-c-stripped corpus/elf/tiny-c
 cp corpus/elf/tiny-c corpus/symbolizer/tiny-c
 gcc -O2 -g -fPIC -shared -o corpus/symbolizer/tiny-so seeds/tiny.c
+# Compressed debug sections, as Go's linker and distribution debug files
+# write them: the symbolizer's cache copies such a file.
+objcopy --compress-debug-sections=zlib corpus/symbolizer/tiny-c corpus/symbolizer/tiny-c-zdebug
 go=/usr/lib/go-1.22/bin/go
 printf 'module example.com/seed\ngo 1.22\n' >"$tmp/go.mod"
 cp seeds/main.go "$tmp/"

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -19,11 +20,16 @@
 
 namespace {
 
+// The symbolizer's cache of uncompressed debug copies (symbolize/debug_cache.h)
+// goes to the temporary directory too: a file with compressed debug
+// sections and a build id is copied there, so the cache's reading of the
+// file is fuzzed as well, and nothing lands in the user's own cache.
 std::string& ObjectPath() {
   static std::string* path = [] {
     const char* tmp = getenv("TMPDIR");
     std::string dir = std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/cgoheap-fuzz-XXXXXX";
     FUZZ_CHECK(mkdtemp(dir.data()) != nullptr, "cannot make a temporary directory");
+    setenv("CGOHEAP_CACHE_DIR", (dir + "/cache").c_str(), 1);
     return new std::string(dir + "/object");
   }();
   return *path;
@@ -33,7 +39,10 @@ struct RemoveAtExit {
   ~RemoveAtExit() {
     unlink(ObjectPath().c_str());
     std::string dir = ObjectPath();
-    rmdir(dir.substr(0, dir.rfind('/')).c_str());
+    dir = dir.substr(0, dir.rfind('/'));
+    std::error_code ignored;
+    std::filesystem::remove_all(dir + "/cache", ignored);
+    rmdir(dir.c_str());
   }
 } remove_at_exit;
 
