@@ -39,8 +39,8 @@ bool MakeDirs(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid();
 }
 
-// A compressed debug section: where its header is, and the header it gets in
-// the copy.
+// A compressed debug section of the original: its index, its compression
+// header and the zlib stream after it.
 struct Inflatable {
   size_t index;
   const Elf64_Chdr* chdr;
@@ -50,7 +50,7 @@ struct Inflatable {
 
 // The file's section headers and its zlib-compressed .debug_* sections,
 // every offset checked against the file. False when it is not an ELF file
-// this understands or has no such section.
+// this understands or has no compressed .debug_info.
 bool FindInflatable(const uint8_t* data, size_t size, const Elf64_Ehdr** ehdr,
                     const Elf64_Shdr** shdrs, std::vector<Inflatable>* out) {
   if (size < sizeof(Elf64_Ehdr)) return false;
@@ -64,11 +64,13 @@ bool FindInflatable(const uint8_t* data, size_t size, const Elf64_Ehdr** ehdr,
   }
   const auto* sh = reinterpret_cast<const Elf64_Shdr*>(data + eh->e_shoff);
   const Elf64_Shdr& names = sh[eh->e_shstrndx];
-  if (names.sh_type != SHT_STRTAB || names.sh_offset > size || size - names.sh_offset < names.sh_size) {
+  if (names.sh_type != SHT_STRTAB || names.sh_offset > size ||
+      size - names.sh_offset < names.sh_size) {
     return false;
   }
   const char* strtab = reinterpret_cast<const char*>(data + names.sh_offset);
   uint64_t total = 0;
+  bool has_info = false;
   out->clear();
   for (size_t i = 0; i < eh->e_shnum; ++i) {
     const Elf64_Shdr& s = sh[i];
@@ -91,10 +93,13 @@ bool FindInflatable(const uint8_t* data, size_t size, const Elf64_Ehdr** ehdr,
     if (chdr->ch_size > kMaxInflatedBytes || total > kMaxInflatedBytes) return false;
     out->push_back({i, chdr, data + s.sh_offset + sizeof(Elf64_Chdr),
                     static_cast<size_t>(s.sh_size - sizeof(Elf64_Chdr))});
+    has_info |= strcmp(name, ".debug_info") == 0;
   }
   *ehdr = eh;
   *shdrs = sh;
-  return !out->empty();
+  // Only a file whose DWARF is its own: with the copy in its place libdw
+  // would look for a separate debug file beside the copy, not the original.
+  return has_info;
 }
 
 bool WriteAll(int fd, const void* p, size_t n) {

@@ -45,7 +45,8 @@ std::string DebugCacheDir();
 
 // The path of the cached copy of the file elf views (opened from a file, not
 // memory), made now if missing; empty when the file has no zlib-compressed
-// .debug_* section or no build id, or the cache cannot be used.
+// .debug_info (its DWARF is elsewhere, or not compressed) or no build id, or
+// the cache cannot be used.
 std::string UncompressedDebugCopy(const ElfImage& elf);
 
 struct DebugCacheCounts {

@@ -238,7 +238,8 @@ TEST(SymbolizerTest, DistributionDebugFilesAreReadFromACachedCopy) {
       std::string("/usr/lib/debug/.build-id/") + std::string(id, 2) + "/" + (id + 2) + ".debug";
   if (access(debug.c_str(), R_OK) != 0) GTEST_SKIP() << "no " << debug << " (libc6-dbg)";
   uint64_t start = 0, size = 0;
-  ASSERT_TRUE(libc.FindSymbol("strdup", &start, &size) || libc.FindSymbol("__strdup", &start, &size));
+  ASSERT_TRUE(libc.FindSymbol("strdup", &start, &size) ||
+              libc.FindSymbol("__strdup", &start, &size));
   testing::TempDir d;
   ScopedCacheDir cache(d.path());
   for (int round = 0; round < 2; ++round) {
