@@ -1070,6 +1070,52 @@ absl::StatusOr<std::unique_ptr<server::Server>> LocalServer(const std::string& d
   return server::Server::Start(opts);
 }
 
+// The forwarder's pace is the lanes' space, not their records: 300 records
+// of 40 frames (44 words each) in lanes of 2^16 words are 13,200 words, 0.81
+// of a quarter lane, where counting records would have called them 300 of
+// 8,192 and slept five times too long for such stacks (writers then wait for
+// room). Records the reader skips (cancelled pairs) count too.
+TEST(ForwarderTest, PollReportsTheLaneSpaceRead) {
+  testing::TempDir dir, data;
+  auto server = LocalServer(data.path());
+  ASSERT_TRUE(server.ok()) << server.status();
+  TestRing r;
+  constexpr uint64_t kLaneWords = 1 << 16;
+  MakeRing(dir.path(), 2, kLaneWords, 0, ring::Clock::kStripes, &r);
+  r.h->pid = getpid();
+  ring::RingWriter writer;
+  writer.Reset(r.h, 10'000'000'000, nullptr, nullptr);
+  ring::ThreadLane lane{};
+  uint64_t words[ring::kRecordFixedWords + 40];
+  for (int i = 0; i < 300; ++i) {
+    Record(words, ring::Kind::kAlloc, 0x100000 + 64 * i, 48, 40);
+    ASSERT_TRUE(writer.Publish(&lane, words, ring::kRecordFixedWords + 40, 48));
+  }
+  client::ForwarderOptions opts;
+  opts.ring_dir = dir.path();
+  opts.channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  client::Forwarder fwd(opts);
+  double read = 0;
+  for (int i = 0; i < 10 && read == 0; ++i) read = fwd.Poll();  // the ring is found, then read
+  EXPECT_DOUBLE_EQ(read, 300.0 * 44 / (kLaneWords / 4));
+  EXPECT_EQ(fwd.Poll(), 0.0);
+  ASSERT_TRUE(fwd.Finish(absl::Seconds(30)).ok());
+}
+
+// PollPacer sleeps about as long as a quarter of a lane took to fill at the
+// last poll's pace (1 to 50 ms), and twice as long after each poll that read
+// nothing.
+TEST(PollPacerTest, SleepsAsLongAsAQuarterOfALaneTakesToFill) {
+  client::PollPacer pacer;
+  const absl::Time t0 = absl::FromUnixSeconds(1'000'000);
+  EXPECT_EQ(pacer.Next(0, t0), 2);
+  EXPECT_EQ(pacer.Next(1.0, t0 + absl::Milliseconds(10)), 10);   // a quarter in 10 ms
+  EXPECT_EQ(pacer.Next(0.5, t0 + absl::Milliseconds(20)), 20);   // half a quarter in 10 ms
+  EXPECT_EQ(pacer.Next(4.0, t0 + absl::Milliseconds(21)), 1);    // faster than 1 ms: 1
+  EXPECT_EQ(pacer.Next(0.001, t0 + absl::Milliseconds(31)), 50); // slower than 50 ms: 50
+  EXPECT_EQ(pacer.Next(0, t0 + absl::Milliseconds(81)), 50);     // idle: at most 50
+}
+
 // A batch whose stacks are all new can outgrow the server's message limit
 // long before it has max_batch_events events (a program starting up, deep
 // C++ stacks): the server would refuse it, and with it the process's whole

@@ -451,10 +451,10 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
   return id;
 }
 
-size_t Forwarder::Drain(Tracked& t) {
+double Forwarder::Drain(Tracked& t) {
   if (records_.empty()) records_.resize(kRecordsPerRead);
   size_t n = 0;
-  const uint64_t skipped_before = t.ring.skipped();
+  const uint64_t words_before = t.ring.words_read();
   // Read in runs (one guarded pass over the ring each), taken one by one,
   // until a run comes back short: all that was there when the reader last
   // looked at the lanes is read (PollPacer says when to look again).
@@ -510,9 +510,10 @@ size_t Forwarder::Drain(Tracked& t) {
     std::cerr << "cgoheap: process " << t.pid << " (" << t.path << "): " << damage
               << ": its later events are not read, and its report says so\n";
   }
-  // The records read, with those skipped as cancelled: the pace of the
-  // lanes filling (PollPacer) counts both (pairs rolled back took no space).
-  return n + static_cast<size_t>(t.ring.skipped() - skipped_before);
+  // The lane space read, records taken and skipped alike (pairs rolled
+  // back took none): the pace of the lanes filling (PollPacer).
+  const uint64_t quarter = std::max<uint64_t>(t.ring.lane_words() / 4, 1);
+  return static_cast<double>(t.ring.words_read() - words_before) / static_cast<double>(quarter);
 }
 
 bool Forwarder::Refused(Tracked& t) {
@@ -633,24 +634,23 @@ void Forwarder::OnExit(pid_t pid, int status) {
   newest->end.set_unix_nanos(UnixNanos());
 }
 
-int PollPacer::Next(size_t drained) {
-  absl::Time now = absl::Now();
+int PollPacer::Next(double quarters, absl::Time now) {
   double elapsed_ms = std::max(absl::ToDoubleMilliseconds(now - last_), 0.1);
   last_ = now;
-  if (drained == 0) {
+  if (quarters <= 0) {
     sleep_ms_ = std::min(sleep_ms_ * 2, kMaxSleepMs);
   } else {
-    double per_ms = static_cast<double>(drained) / elapsed_ms;
-    sleep_ms_ = static_cast<int>(std::clamp(kBudgetRecords / per_ms, 1.0, double{kMaxSleepMs}));
+    double per_ms = quarters / elapsed_ms;
+    sleep_ms_ = static_cast<int>(std::clamp(1.0 / per_ms, 1.0, double{kMaxSleepMs}));
   }
   return sleep_ms_;
 }
 
-size_t Forwarder::Poll() {
+double Forwarder::Poll() {
   Retire();
   Discover();
   if (options_.channel == nullptr) return 0;  // found and opened; read once connected
-  size_t drained = 0;
+  double drained = 0;
   for (auto& [path, t] : tracked_) {
     if (t->end_sent || !Ready(*t)) continue;
     // A process that is not our child (nor reparented to us) ends without a

@@ -69,16 +69,19 @@ void CapStack(v1::Stack* stack);
 // process costs the machine next to nothing (every poll wakes the launcher
 // and may send a batch), short enough that no lane fills up between two polls
 // at the rate records arrived during the last one.
+// The pace is in lane space, not records: a record of a deep stack (a C++
+// library under an HTTP handler: 40 words and more) fills a lane five times
+// as fast as one of a shallow stack, and writers wait when their lane is
+// full.
 class PollPacer {
  public:
   static constexpr int kMaxSleepMs = 50;
-  // Records a lane can take between two polls: a quarter of a default lane
-  // (2 MiB) of allocation records (~8 words each).
-  static constexpr double kBudgetRecords = 8192;
 
-  // drained: records the poll that just ended took. Returns the milliseconds
-  // to sleep before the next one.
-  int Next(size_t drained);
+  // quarters: how much the poll that just ended read, in quarters of a lane
+  // (Forwarder::Poll). Returns the milliseconds to sleep before the next
+  // one: about the time a quarter of a lane took to fill.
+  int Next(double quarters) { return Next(quarters, absl::Now()); }
+  int Next(double quarters, absl::Time now);  // for tests
 
  private:
   absl::Time last_ = absl::InfinitePast();
@@ -92,9 +95,10 @@ class Forwarder {
   ~Forwarder();
 
   // Discovers new rings, drains every ring, sends batches that are due, and
-  // ends processes known to have exited. Returns the records drained.
+  // ends processes known to have exited. Returns the lane space it read, in
+  // quarters of a lane (each ring's own), summed over the rings (PollPacer).
   // Without a server yet, it only discovers (and opens) rings.
-  size_t Poll();
+  double Poll();
   // The server, for a forwarder made without one: every process found so
   // far starts its stream now.
   void Connect(std::shared_ptr<grpc::Channel> channel);
@@ -123,7 +127,9 @@ class Forwarder {
  private:
   struct Tracked;
   void Discover();
-  size_t Drain(Tracked& t);
+  // Reads what the ring holds; returns the lane space read, in quarters of
+  // one of its lanes.
+  double Drain(Tracked& t);
   uint64_t Intern(Tracked& t, const RingRecord& rec);
   // Sends the batch being built. unread: records already taken from the
   // ring but not yet added (the rest of a run): the batch's ring positions

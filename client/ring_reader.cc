@@ -251,6 +251,7 @@ void RingReader::Peek(uint32_t lane) {
       ++cancelled_;
       ++skipped_;
       c.pos += n;
+      words_read_ += n;
       continue;
     }
     uint64_t key = words[(c.pos + 1) & mask];
@@ -384,6 +385,7 @@ bool RingReader::NextRecord(RingRecord* rec, bool* may_look) {
   rec->nframes = static_cast<int>(ring::HeaderFrames(h));
   for (int i = 0; i < rec->nframes; ++i) rec->frames[i] = words[(c.pos + 4 + i) & mask];
   c.pos += ring::HeaderWords(h);
+  words_read_ += ring::HeaderWords(h);
   // The writer's lines come from another core: ask for the ones a few
   // records ahead now, so that they are here when this lane comes round.
   __builtin_prefetch(&words[(c.pos + 32) & mask]);

@@ -132,6 +132,9 @@ class RingReader {
   // Of those, the ones whose record stayed in the lane and was skipped:
   // lane space used as by any other record (rolled-back ones used none).
   uint64_t skipped() const { return skipped_; }
+  // Words of lane space this reader has read past so far (records taken and
+  // records skipped): how fast the lanes fill.
+  uint64_t words_read() const { return words_read_; }
 
  private:
   struct Cursor {
@@ -173,6 +176,7 @@ class RingReader {
   RingIdentity identity_;
   uint64_t cancelled_ = 0;
   uint64_t skipped_ = 0;
+  uint64_t words_read_ = 0;
   uint64_t dropped_events_ = 0;
   uint64_t unwind_failures_ = 0;
   uint64_t lane_words_ = 0;
