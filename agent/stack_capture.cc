@@ -141,7 +141,6 @@ __attribute__((tls_model("initial-exec"))) thread_local ChainKey t_chain_keys[kC
 __attribute__((tls_model("initial-exec"))) thread_local Chain t_chains[kChains];
 __attribute__((tls_model("initial-exec"))) thread_local unsigned t_chain_next = 0;
 __attribute__((tls_model("initial-exec"))) thread_local uint64_t t_chain_hits = 0;
-__attribute__((tls_model("initial-exec"))) thread_local uint64_t t_whole_hits = 0;
 
 // The C frames of a cached chain that starts at start and crosses into Go,
 // where its C part matches and the rest does not (WholeStackFromCache,
@@ -574,7 +573,6 @@ inline int WholeStackFromCache(uint64_t pc, uint64_t sp, uint64_t bp, int max,
     if (i < c.nchecks) continue;
     if (c.cut_short) t_capture_cut_short = true;
     ++t_chain_hits;
-    if (c.go) ++t_whole_hits;
     *frames = c.pcs;
     return static_cast<int>(c.go ? c.n : c.c_frames);
   }
@@ -671,10 +669,9 @@ extern "C" bool cgoheap_last_capture_cut_short() {
   return cgoheap::agent::t_capture_cut_short;
 }
 
-// For tests: captures this thread served from its chain cache (their C
-// part at least), and of those, the ones whose Go frames came from it too.
+// For tests: captures this thread served from its chain cache (whole, or
+// their C part).
 extern "C" uint64_t cgoheap_chain_cache_hits() { return cgoheap::agent::t_chain_hits; }
-extern "C" uint64_t cgoheap_whole_stack_hits() { return cgoheap::agent::t_whole_hits; }
 
 // For benchmarks: the same capture through libunwind only.
 extern "C" int cgoheap_capture_stack_libunwind(uint64_t* pcs, int max) {
