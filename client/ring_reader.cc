@@ -249,7 +249,6 @@ void RingReader::Peek(uint32_t lane) {
       // Freed by its own thread before we came (ring.h, "Cancelled
       // pairs"): the pair is counted, the record skipped.
       ++cancelled_;
-      ++skipped_;
       c.pos += n;
       words_read_ += n;
       continue;
@@ -337,7 +336,6 @@ void RingReader::Confirm(RingRecord* recs, size_t n) {
         h == ring::WithKind(recs[i].header, ring::Kind::kCancelled)) {
       recs[i].kind = ring::Kind::kCancelled;
       ++cancelled_;
-      ++skipped_;
     }
   }
 }

@@ -129,11 +129,9 @@ class RingReader {
   // (ring.h, "Cancelled pairs" and "Rolled-back pairs"), so far: each a
   // pair the forwarder never saw.
   uint64_t cancelled() const { return cancelled_; }
-  // Of those, the ones whose record stayed in the lane and was skipped:
-  // lane space used as by any other record (rolled-back ones used none).
-  uint64_t skipped() const { return skipped_; }
-  // Words of lane space this reader has read past so far (records taken and
-  // records skipped): how fast the lanes fill.
+  // Words of lane space this reader has read past so far, records taken
+  // and records skipped as cancelled (pairs rolled back used none): how
+  // fast the lanes fill.
   uint64_t words_read() const { return words_read_; }
 
  private:
@@ -175,7 +173,6 @@ class RingReader {
   std::string open_error_;
   RingIdentity identity_;
   uint64_t cancelled_ = 0;
-  uint64_t skipped_ = 0;
   uint64_t words_read_ = 0;
   uint64_t dropped_events_ = 0;
   uint64_t unwind_failures_ = 0;
