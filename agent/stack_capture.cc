@@ -142,6 +142,14 @@ __attribute__((tls_model("initial-exec"))) thread_local Chain t_chains[kChains];
 __attribute__((tls_model("initial-exec"))) thread_local unsigned t_chain_next = 0;
 __attribute__((tls_model("initial-exec"))) thread_local uint64_t t_chain_hits = 0;
 
+// Whether the first n words the chain's walk read still hold what they held,
+// read in that order (each address is safe once the words before it match).
+inline bool Unchanged(const Chain& c, uint32_t n) {
+  uint32_t i = 0;
+  while (i < n && Word(c.checks[i].addr) == c.checks[i].value) ++i;
+  return i == n;
+}
+
 // The C frames of a cached chain that starts at start and crosses into Go,
 // where its C part matches and the rest does not (WholeStackFromCache,
 // below, serves whole stacks): their number, asmcgocall's frame regs in
@@ -154,9 +162,7 @@ int CPartFromCache(const UnwindRegs& start, uint64_t* pcs, int max, UnwindRegs* 
     if (!c.go || (c.need_bp0 && c.bp0 != start.bp) || static_cast<int>(c.c_frames) > max) {
       continue;
     }
-    uint32_t i = 0;
-    while (i < c.c_checks && Word(c.checks[i].addr) == c.checks[i].value) ++i;
-    if (i < c.c_checks) continue;
+    if (!Unchanged(c, c.c_checks)) continue;
     for (uint32_t j = 0; j < c.c_frames; ++j) pcs[j] = c.pcs[j];
     uint64_t bp = c.bp_slot != 0 ? Word(c.bp_slot) : start.bp;
     *at = UnwindRegs{c.pcs[c.c_frames - 1], c.end_sp, bp};
@@ -568,9 +574,7 @@ inline int WholeStackFromCache(uint64_t pc, uint64_t sp, uint64_t bp, int max,
                                               : static_cast<int>(c.c_frames) > max)) {
       continue;
     }
-    uint32_t i = 0;
-    while (i < c.nchecks && Word(c.checks[i].addr) == c.checks[i].value) ++i;
-    if (i < c.nchecks) continue;
+    if (!Unchanged(c, c.nchecks)) continue;
     if (c.cut_short) t_capture_cut_short = true;
     ++t_chain_hits;
     *frames = c.pcs;
