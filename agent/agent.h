@@ -100,7 +100,7 @@ inline const GoBoundary& Boundary() { return g_boundary; }
 inline const GoCrossing& Crossing() { return g_boundary.crossing; }
 // The calling thread's latest capture was cut short (see
 // cgoheap_last_capture_cut_short).
-extern __attribute__((tls_model("initial-exec"))) thread_local bool t_capture_cut_short;
+extern constinit __attribute__((tls_model("initial-exec"))) thread_local bool t_capture_cut_short;
 
 // Start-up and fork entry points (agent.cc).
 void Initialize();

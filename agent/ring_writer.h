@@ -120,7 +120,7 @@ class RingWriter {
   // Before the real free of address, by this thread: true if this cancelled
   // the thread's own record of its allocation (ring.h, "Cancelled pairs"),
   // so that the free needs no record; false: publish the free.
-  bool CancelAlloc(ThreadLane* tl, uint64_t address) {
+  __attribute__((always_inline)) bool CancelAlloc(ThreadLane* tl, uint64_t address) {
     RingHeader* h = header_;
     if (tl->gen != gen_.load(std::memory_order_relaxed) || tl->lane == 0) return false;
     ThreadLane::RecentAlloc* set = tl->recent[RecentSet(address)];
@@ -331,13 +331,22 @@ class RingWriter {
   // A record's words after its header word, at pos of a lane.
   static void CopyBody(uint64_t* ring, uint64_t pos, uint64_t mask, const uint64_t* words,
                        const uint64_t* frames, unsigned nframes) {
+    const uint64_t at = pos & mask;
+    if (at + kRecordFixedWords + nframes <= mask + 1) {  // the common case: no wrap
+      uint64_t* to = ring + at;
+      for (unsigned i = 1; i < kRecordFixedWords; ++i) to[i] = words[i];
+      to += kRecordFixedWords;
+      for (unsigned i = 0; i < nframes; ++i) to[i] = frames[i];
+      return;
+    }
     for (unsigned i = 1; i < kRecordFixedWords; ++i) ring[(pos + i) & mask] = words[i];
     pos += kRecordFixedWords;
     for (unsigned i = 0; i < nframes; ++i) ring[(pos + i) & mask] = frames[i];
   }
 
   // The thread's own lane: plain stores, one release store of the head.
-  bool PublishOwn(RingHeader* h, ThreadLane* tl, uint64_t* words, const uint64_t* frames,
+  // Inlined: the path of nearly every event.
+  __attribute__((always_inline)) bool PublishOwn(RingHeader* h, ThreadLane* tl, uint64_t* words, const uint64_t* frames,
                   unsigned nframes, bool may_wait, uint64_t* at) {
     const unsigned n = kRecordFixedWords + nframes;
     LaneDesc* d = &Lanes(h)[tl->lane];

@@ -43,7 +43,7 @@ namespace cgoheap::agent {
 
 // The latest capture was cut short: it reached asmcgocall but found no Go
 // frame above it, or met C code without unwind information.
-__attribute__((tls_model("initial-exec"))) thread_local bool t_capture_cut_short = false;
+constinit __attribute__((tls_model("initial-exec"))) thread_local bool t_capture_cut_short = false;
 
 namespace {
 
