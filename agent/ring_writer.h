@@ -124,8 +124,16 @@ class RingWriter {
     RingHeader* h = header_;
     if (tl->gen != gen_.load(std::memory_order_relaxed) || tl->lane == 0) return false;
     ThreadLane::RecentAlloc* set = tl->recent[RecentSet(address)];
-    ThreadLane::RecentAlloc& slot = set[set[0].address == address ? 0 : 1];
-    if (slot.key == 0 || slot.address != address) return false;
+    ThreadLane::RecentAlloc* way;  // a branch, not an index computed from a load: nearly always way 0
+    if (set[0].address == address) {
+      way = &set[0];
+    } else if (set[1].address == address) {
+      way = &set[1];
+    } else {
+      return false;
+    }
+    ThreadLane::RecentAlloc& slot = *way;
+    if (slot.key == 0) return false;
     const ThreadLane::RecentAlloc r = slot;
     slot = ThreadLane::RecentAlloc{};
     // Any event on the address since (another thread's free of the block,
@@ -178,7 +186,8 @@ class RingWriter {
   // owned lane.
   enum Where { kDropped, kOwnLane, kSharedLane };
   // The record: words[0..kRecordFixedWords), then frames[0..nframes).
-  Where PublishAt(ThreadLane* tl, uint64_t* words, const uint64_t* frames, unsigned nframes,
+  __attribute__((always_inline)) Where PublishAt(ThreadLane* tl, uint64_t* words,
+                                                const uint64_t* frames, unsigned nframes,
                   uint64_t size, uint64_t* pos) {
     RingHeader* h = header_;
     uint32_t gen = gen_.load(std::memory_order_relaxed);
