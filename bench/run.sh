@@ -141,8 +141,8 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
   }
   { NR_++; rn[NR_] = $1; rv[NR_, 2] = $2; rv[NR_, 3] = $3; rv[NR_, 4] = $4; rr[NR_] = $5 }
   END {
-    printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | program CPU vs plain |\n"
-    printf "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+    printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | program CPU vs plain | all processes vs plain |\n"
+    printf "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     split("plain exact exact_tsc exact_counter sampled sampled_counter", names, " ")
     label["plain"] = "plain"
     label["exact"] = "cgoheap exact, " dpath " path (default)"
@@ -152,15 +152,16 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
     label["sampled_counter"] = "cgoheap sampled 524288, " cpath " path (CGOHEAP_CLOCK=counter)"
     for (k = 1; k <= 6; k++) {
       e = median(names[k], 2); c = median(names[k], 3); t = median(names[k], 4)
-      printf "| %s | %.0f | %.0f | %.2f | %.2fx | %.2fx |\n", label[names[k]], e, c, t, ratio(names[k], 2), ratio(names[k], 3)
+      printf "| %s | %.0f | %.0f | %.2f | %.2fx | %.2fx | %.2fx |\n", label[names[k]], e, c, t, ratio(names[k], 2), ratio(names[k], 3), ratio(names[k], 4)
     }
     se = median("plain_small", 2); sc = median("plain_small", 3)
-    printf "| plain (small run) | %.0f | %.0f | %.2f | 1.00x | 1.00x |\n", se, sc, median("plain_small", 4)
+    st = median("plain_small", 4)
+    printf "| plain (small run) | %.0f | %.0f | %.2f | 1.00x | 1.00x | 1.00x |\n", se, sc, st
     for (k = 1; k <= 2; k++) {
       nm = (k == 1) ? "valgrind --leak-check=full (small run)" : "heaptrack (small run)"
       key = (k == 1) ? "valgrind" : "heaptrack"
       e = median(key, 2); c = median(key, 3); t = median(key, 4)
-      if (t > 0) printf "| %s | %.0f | %.0f | %.2f | %.1fx | %.1fx |\n", nm, e, c, t, e / se, c / sc
+      if (t > 0) printf "| %s | %.0f | %.0f | %.2f | %.1fx | %.1fx | %s |\n", nm, e, c, t, e / se, c / sc, (st > 0 ? sprintf("%.1fx", t / st) : "-")
     }
     if (calls != "") printf "\nheaptrack recorded %s allocation calls of the %d the loop makes (4 x %d x 4).\n", calls, 4 * small * 4, small
   }' "$WORK/results"
