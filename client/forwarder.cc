@@ -134,7 +134,6 @@ struct Forwarder::Tracked {
   std::deque<InFlight> in_flight;
   bool told_refused = false;
   v1::ProcessEnd end;
-  v1::ProcessHello hello;  // until its stream starts (Connect)
   std::string own_basis;  // how its executable's own code is told apart (Stack.own_basis)
 
   // Raw stacks (api + return addresses) already interned, by their hash;
@@ -213,17 +212,7 @@ bool Forwarder::Ready(Tracked& t) {
   return true;
 }
 
-void Forwarder::Connect(std::shared_ptr<grpc::Channel> channel) {
-  options_.channel = std::move(channel);
-  for (auto& [path, t] : tracked_) {
-    if (t->stream != nullptr) continue;
-    t->stream = std::make_unique<IngestStream>(options_.channel, t->hello, options_.authorization);
-    t->hello.Clear();
-  }
-}
-
 void Forwarder::Retire() {
-  if (options_.channel == nullptr) return;  // nothing was sent yet
   for (auto it = tracked_.begin(); it != tracked_.end();) {
     Tracked& t = *it->second;
     bool done = t.end_sent && (t.stream->acked() == t.stream->sent() || !t.stream->error().ok());
@@ -361,11 +350,7 @@ void Forwarder::Discover() {
     }
     if (service.empty()) service = "unknown";
     hello.set_service(WireString(service));
-    if (options_.channel != nullptr) {
-      t->stream = std::make_unique<IngestStream>(options_.channel, hello, options_.authorization);
-    } else {
-      t->hello = std::move(hello);
-    }
+    t->stream = std::make_unique<IngestStream>(options_.channel, hello, options_.authorization);
     if (options_.remember_processes) ids_.push_back(absl::StrFormat("%016x", t->process_id));
     tracked_[path] = std::move(t);
   }
@@ -649,7 +634,6 @@ int PollPacer::Next(double quarters, absl::Time now) {
 double Forwarder::Poll() {
   Retire();
   Discover();
-  if (options_.channel == nullptr) return 0;  // found and opened; read once connected
   double drained = 0;
   for (auto& [path, t] : tracked_) {
     if (t->end_sent || !Ready(*t)) continue;
@@ -671,9 +655,6 @@ double Forwarder::Poll() {
 }
 
 absl::Status Forwarder::Finish(absl::Duration timeout) {
-  if (options_.channel == nullptr) {
-    return absl::FailedPreconditionError("the forwarder was never connected to a server");
-  }
   Poll();
   for (auto& [path, t] : tracked_) {
     // A resumed process the server never answered for stays in its ring,

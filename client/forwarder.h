@@ -34,8 +34,7 @@ namespace cgoheap::client {
 struct ForwarderOptions {
   std::string ring_dir;
   std::string service;  // empty: CGOHEAP_SERVICE, else the executable's name
-  // The server. May be left null and given later (Forwarder::Connect):
-  // rings are then found and opened, and read once it is there.
+  // The server (required).
   std::shared_ptr<grpc::Channel> channel;
   // "authorization" metadata of every stream (a bearer ingest token), or "".
   std::string authorization;
@@ -97,11 +96,7 @@ class Forwarder {
   // Discovers new rings, drains every ring, sends batches that are due, and
   // ends processes known to have exited. Returns the lane space it read, in
   // quarters of a lane (each ring's own), summed over the rings (PollPacer).
-  // Without a server yet, it only discovers (and opens) rings.
   double Poll();
-  // The server, for a forwarder made without one: every process found so
-  // far starts its stream now.
-  void Connect(std::shared_ptr<grpc::Channel> channel);
   // Reads the debug information of the program's executable ahead of its
   // first stack. Thread-safe with everything else here (cgoheap run calls it
   // on a thread of its own while the program starts).
@@ -109,7 +104,7 @@ class Forwarder {
   // The process pid ended with this waitpid status.
   void OnExit(pid_t pid, int wait_status);
   // Ends what is known to have ended, flushes everything, and waits for the
-  // server to acknowledge it all (after Connect, for one made without).
+  // server to acknowledge it all.
   absl::Status Finish(absl::Duration timeout);
 
   // Process ids (16 hex digits) of every process seen, in discovery order

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -1144,6 +1145,20 @@ TEST(RunTest, BadInputGetsAClearError) {
   EXPECT_EQ(unreachable.exit_code, 2);
   EXPECT_NE(unreachable.err.find("cannot reach cgoheapd at 127.0.0.1:1"), std::string::npos)
       << unreachable.err;
+
+  // A local server that cannot start (--data names a file): said, and the
+  // program does not run unrecorded.
+  TempDir dir;
+  const std::string not_a_dir = dir.path() + "/file", marker = dir.path() + "/ran";
+  { std::ofstream(not_a_dir) << "x"; }
+  RunResult no_server = RunProcess(
+      {cgoheap, "run", "--data=" + not_a_dir, "--", "/bin/sh", "-c", "echo > " + marker});
+  EXPECT_EQ(no_server.exit_code, 2);
+  EXPECT_NE(no_server.err.find("cannot start the local server: opening RocksDB in " + not_a_dir),
+            std::string::npos)
+      << no_server.err;
+  EXPECT_NE(no_server.err.find("check --data"), std::string::npos) << no_server.err;
+  EXPECT_FALSE(std::filesystem::exists(marker));
 
   RunResult bad_rate = RunProcess({cgoheap, "run", "--sample-bytes=lots", "--", "true"});
   EXPECT_EQ(bad_rate.exit_code, 2);
