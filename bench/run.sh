@@ -40,7 +40,7 @@ run() {
 
 echo "cgoheap benchmark on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)" >&2
 CS=/sys/devices/system/clocksource/clocksource0
-echo "clocksource: $(cat $CS/current_clocksource 2>/dev/null) (available: $(cat $CS/available_clocksource 2>/dev/null | xargs)); exact runs on the three ordering paths: address stripes (the default on every machine, kvm-clock VMs too), CGOHEAP_CLOCK=tsc (RDTSCP per record, where the TSC is usable) and CGOHEAP_CLOCK=counter (one shared counter: what kvm-clock machines without a usable TSC got before stripes); sampled runs on the default and the counter" >&2
+echo "clocksource: $(cat $CS/current_clocksource 2>/dev/null) (available: $(cat $CS/available_clocksource 2>/dev/null | xargs)); exact runs on the three ordering paths: address stripes (the default on every machine, kvm-clock VMs too), CGOHEAP_CLOCK=tsc (RDTSCP per record, where the TSC is usable) and CGOHEAP_CLOCK=counter (one shared counter: what kvm-clock machines without a usable TSC got before stripes); sampled runs on the default and the counter, and in two parts: the agent preloaded with tracking off, and cgoheap run with the program not preloaded" >&2
 # The ordering path the agent takes (agent/clock_choice.h), as its process
 # told a cgoheapd of our own: probe_clock [ENV=VALUE...] prints tsc or counter.
 probe_clock() {
@@ -69,12 +69,17 @@ one_run() {
     exact_counter) run exact_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run -- "$CHURN" 4 "$ITER" ;;
     sampled) run sampled "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER" ;;
     sampled_counter) run sampled_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER" ;;
+    # Where sampled mode's cost goes: the interposition alone (the agent
+    # preloaded, tracking off), and the launcher with its local server alone
+    # (the program runs without the agent).
+    preload_off) run preload_off env LD_PRELOAD="$B/lib/cgoheap/libcgoheap_agent.so" "$CHURN" 4 "$ITER" ;;
+    launcher_only) run launcher_only "$CGOHEAP" run --sample-bytes=524288 -- env -u LD_PRELOAD "$CHURN" 4 "$ITER" ;;
   esac
 }
 # The order rotates from round to round, so that no run always follows the
 # same one (a heavy exact run just before, say): over the rounds each run
 # comes after each other run, and each is compared with its round's plain.
-RUNS=(plain exact exact_tsc exact_counter sampled sampled_counter)
+RUNS=(plain exact exact_tsc exact_counter sampled sampled_counter preload_off launcher_only)
 for ((r = 0; r < ROUNDS; r++)); do
   ROUND=$r
   for ((i = 0; i < ${#RUNS[@]}; i++)); do one_run "${RUNS[(i + r) % ${#RUNS[@]}]}"; done
@@ -128,7 +133,7 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
   }
   # The median over rounds of the ratio to the plain run of the same round:
   # neighbours on a shared machine come and go between rounds, not within one.
-  function ratio(name, col,   n, i, j, t, a) {
+  function ratio(name, col,   n, i, j, t, a, m) {
     n = 0
     for (i = 1; i <= NR_; i++) {
       if (rn[i] != name) continue
@@ -137,31 +142,38 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
       }
     }
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    # A 95% interval of that median from the order statistics (binomial,
+    # normal approximation): the noise a reader of one figure should allow.
+    m = int((n - 1.96 * sqrt(n)) / 2)
+    lo = n ? a[m + 1] : 0; hi = n ? a[n - m] : 0
     return n ? a[int((n + 1) / 2)] : 0
   }
   { NR_++; rn[NR_] = $1; rv[NR_, 2] = $2; rv[NR_, 3] = $3; rv[NR_, 4] = $4; rr[NR_] = $5 }
   END {
-    printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | program CPU vs plain | all processes vs plain |\n"
-    printf "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
-    split("plain exact exact_tsc exact_counter sampled sampled_counter", names, " ")
+    printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | wall, 95%% interval | program CPU vs plain | all processes vs plain |\n"
+    printf "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    split("plain exact exact_tsc exact_counter sampled sampled_counter preload_off launcher_only", names, " ")
     label["plain"] = "plain"
     label["exact"] = "cgoheap exact, " dpath " path (default)"
     label["exact_tsc"] = "cgoheap exact, " tpath " path (CGOHEAP_CLOCK=tsc)"
     label["exact_counter"] = "cgoheap exact, " cpath " path (CGOHEAP_CLOCK=counter)"
     label["sampled"] = "cgoheap sampled 524288, " dpath " path (default)"
     label["sampled_counter"] = "cgoheap sampled 524288, " cpath " path (CGOHEAP_CLOCK=counter)"
-    for (k = 1; k <= 6; k++) {
+    label["preload_off"] = "(sampled, in parts) the agent preloaded, tracking off"
+    label["launcher_only"] = "(sampled, in parts) cgoheap run, the program without the agent"
+    for (k = 1; k <= 8; k++) {
       e = median(names[k], 2); c = median(names[k], 3); t = median(names[k], 4)
-      printf "| %s | %.0f | %.0f | %.2f | %.2fx | %.2fx | %.2fx |\n", label[names[k]], e, c, t, ratio(names[k], 2), ratio(names[k], 3), ratio(names[k], 4)
+      w = ratio(names[k], 2); wlo = lo; whi = hi
+      printf "| %s | %.0f | %.0f | %.2f | %.3fx | %.3f-%.3f | %.3fx | %.3fx |\n", label[names[k]], e, c, t, w, wlo, whi, ratio(names[k], 3), ratio(names[k], 4)
     }
     se = median("plain_small", 2); sc = median("plain_small", 3)
     st = median("plain_small", 4)
-    printf "| plain (small run) | %.0f | %.0f | %.2f | 1.00x | 1.00x | 1.00x |\n", se, sc, st
+    printf "| plain (small run) | %.0f | %.0f | %.2f | 1.00x | - | 1.00x | 1.00x |\n", se, sc, st
     for (k = 1; k <= 2; k++) {
       nm = (k == 1) ? "valgrind --leak-check=full (small run)" : "heaptrack (small run)"
       key = (k == 1) ? "valgrind" : "heaptrack"
       e = median(key, 2); c = median(key, 3); t = median(key, 4)
-      if (t > 0) printf "| %s | %.0f | %.0f | %.2f | %.1fx | %.1fx | %s |\n", nm, e, c, t, e / se, c / sc, (st > 0 ? sprintf("%.1fx", t / st) : "-")
+      if (t > 0) printf "| %s | %.0f | %.0f | %.2f | %.1fx | - | %.1fx | %s |\n", nm, e, c, t, e / se, c / sc, (st > 0 ? sprintf("%.1fx", t / st) : "-")
     }
     if (calls != "") printf "\nheaptrack recorded %s allocation calls of the %d the loop makes (4 x %d x 4).\n", calls, 4 * small * 4, small
   }' "$WORK/results"
