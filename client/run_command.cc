@@ -199,7 +199,7 @@ int RunCommand(const std::vector<std::string>& args) {
   // program: its start (RocksDB, gRPC, their threads: some 8 ms of CPU)
   // then took a core from the program's first milliseconds, which cost a
   // 0.65 s malloc-bound loop 1% of its wall time (61 rotated rounds), and
-  // `cgoheap run -- true` is 1.5 ms slower this way (16 ms in all). And a
+  // `cgoheap run -- true` is 1.5-2 ms slower this way (some 16 ms in all). And a
   // server that cannot start stops the run before the program runs, as a
   // given one that does not answer does.
   grpc::ChannelArguments channel_args;
@@ -220,17 +220,17 @@ int RunCommand(const std::vector<std::string>& args) {
     to.server = local->address();
   }
   const std::string target = to.server;
-  std::shared_ptr<grpc::Channel> channel;
-  if (absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = to.Dial(channel_args); !dialed.ok()) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> dialed = to.Dial(channel_args);
+  if (!dialed.ok()) {
     std::cerr << "cgoheap run: " << dialed.status().message() << "\n";
     return 2;
-  } else if (!Reachable(*dialed)) {
+  }
+  if (!Reachable(*dialed)) {
     std::cerr << "cgoheap run: " << Unreachable(target, "leave out --server to use a local one")
               << "\n";
     return 2;
-  } else {
-    channel = *dialed;
   }
+  std::shared_ptr<grpc::Channel> channel = *dialed;
 
   // Rings in memory (tmpfs) when there is one: on a disk file system the
   // kernel would write the rings' pages back to disk over and over.
