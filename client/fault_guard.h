@@ -16,12 +16,24 @@
 // a fault can skip (those called after sigsetjmp) must hold no lock and be in
 // the middle of no allocation when they touch the range: the jump skips
 // them. Guards nest per thread.
+//
+// Outside every guard, a SIGBUS past the end of a file mapping (BUS_ADRERR:
+// the file shrank after it was mapped) is not fatal either: the page is
+// replaced by a page of zeros and the read goes on (counted in
+// g_zeroed_file_pages, symbolize/file_access.h). The symbolizer maps
+// executables and libraries a target names, and libdw maps them too; a
+// target that truncates one of its own libraries must not kill the
+// forwarder and every process it serves.
 #pragma once
 
 #include <csetjmp>
 #include <cstddef>
 
 namespace cgoheap::client {
+
+// Installs the handler (once per process; every FaultGuard does too): the
+// forwarder, before it maps any file a target names.
+void InstallFaultHandler();
 
 class FaultGuard {
  public:

@@ -25,6 +25,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/address_index.h"
+#include "client/fault_guard.h"
 #include "common/clock.h"
 #include "common/escape.h"
 #include "proto/stack_id.h"
@@ -165,6 +166,8 @@ struct Forwarder::Tracked {
 };
 
 Forwarder::Forwarder(ForwarderOptions options) : options_(std::move(options)) {
+  // Before any file a target names is mapped (client/fault_guard.h).
+  InstallFaultHandler();
   char host[256] = {};
   gethostname(host, sizeof host - 1);
   host_ = host;

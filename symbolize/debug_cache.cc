@@ -280,7 +280,11 @@ std::string UncompressedDebugCopy(const ElfImage& elf) {
   std::string tmp = dir + "/.tmp-XXXXXX";
   int fd = mkostemp(tmp.data(), O_CLOEXEC);
   if (fd < 0) return "";
-  bool ok = WriteCopy(fd, elf.data(), elf.size(), *eh, shdrs, sections);
+  // The original may shrink while it is copied (file_access.h): a page read
+  // as zeros then, and the copy is not kept.
+  const uint64_t zeroed = g_zeroed_file_pages.load(std::memory_order_relaxed);
+  bool ok = WriteCopy(fd, elf.data(), elf.size(), *eh, shdrs, sections) &&
+            g_zeroed_file_pages.load(std::memory_order_relaxed) == zeroed;
   ok = close(fd) == 0 && ok && rename(tmp.c_str(), path.c_str()) == 0;
   if (!ok) {
     unlink(tmp.c_str());

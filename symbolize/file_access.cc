@@ -9,6 +9,9 @@
 #include <cerrno>
 
 namespace cgoheap {
+
+std::atomic<uint64_t> g_zeroed_file_pages{0};
+
 namespace {
 
 bool Permits(const struct stat& st, uid_t uid, gid_t gid, mode_t user, mode_t group,

@@ -11,6 +11,8 @@
 
 #include <sys/types.h>
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 namespace cgoheap {
@@ -28,5 +30,14 @@ int OpenRegularFile(const char* path);
 // supplementary groups and ACLs are not known here, so they do not count
 // (the answer errs on no). uid 0 may read anything.
 bool MayRead(const std::string& path, uid_t uid, gid_t gid);
+
+// A target can also shrink a file the forwarder has mapped (a library of
+// its own, in a directory it may write): a read of the mapping past the
+// file's new end is then a SIGBUS. In the forwarder such a page is replaced
+// by a page of zeros (client/fault_guard.h, InstallFaultHandler), so the
+// read goes on and finds nothing sensible, and this counts those pages:
+// something built from a mapping while it moved (a copy for the debug
+// cache) may hold zeros and is not kept.
+extern std::atomic<uint64_t> g_zeroed_file_pages;
 
 }  // namespace cgoheap
