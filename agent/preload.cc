@@ -105,7 +105,7 @@ __attribute__((always_inline)) inline bool WillRecord(size_t size) {
 __attribute__((always_inline)) inline bool SurelyNotRecorded(size_t size, bool* counted) {
   using cgoheap::agent::Mode;
   Mode mode = cgoheap::agent::g_mode;
-  if (mode == Mode::kSampled) {
+  if (__builtin_expect(mode == Mode::kSampled, 1)) {
     cgoheap::agent::ThreadSampler& s = cgoheap::agent::t_sampler;
     s.countdown -= static_cast<int64_t>(size);
     *counted = true;
@@ -148,13 +148,14 @@ inline void Freeing(void* p) {
 }
 
 // free's slow path, out of line so that its common case needs no frame: a
-// free WillRecordFree chose (chosen), or one before the real free is known.
-__attribute__((noinline)) void FreeSlow(void* p, bool chosen) {
-  if (!chosen) {
-    EnsureReal();
-    chosen = WillRecordFree(p);
-  }
-  if (chosen) cgoheap_on_free(p);
+// free the sampled filter said may be of a sampled block (filtered), an
+// exact-mode free, or one before the real free is known. In sampled mode the
+// fast path leaves the null and bootstrap tests to this one: the bootstrap
+// blocks are pinned in the filter (AgentStart).
+__attribute__((noinline)) void FreeSlow(void* p, bool filtered) {
+  if (p == nullptr || FromBootstrap(p)) return;
+  EnsureReal();
+  if (filtered || WillRecordFree(p)) cgoheap_on_free(p);
   g_real.free(p);
 }
 
@@ -191,6 +192,14 @@ __attribute__((noinline)) void* CallocSlow(size_t n, size_t size, bool decided, 
 
 __attribute__((constructor(101))) void AgentStart() {
   EnsureReal();
+  // Every bootstrap block was handed out by now (dlsym's allocations; any
+  // later one has the real allocator): pin their starts in the sampled
+  // filter, so that sampled-mode free sends them to FreeSlow, which never
+  // hands them to the real free. The pinned bytes cost other addresses a
+  // false "maybe" at the rate of (used / 16) / 32768.
+  cgoheap::agent::g_sampled.Pin(reinterpret_cast<uint64_t>(g_bootstrap),
+                                reinterpret_cast<uint64_t>(g_bootstrap) +
+                                    g_bootstrap_used.load(std::memory_order_relaxed));
   cgoheap::agent::Initialize();
 }
 
@@ -198,11 +207,14 @@ __attribute__((constructor(101))) void AgentStart() {
 
 extern "C" {
 
+// The entry points test sampled mode first, so that its fast path is
+// straight-line code ending in the tail call (exact mode takes the slow path
+// anyway; off is the agent loaded with nothing to do).
 __attribute__((visibility("default"))) void* malloc(size_t size) {
   cgoheap::agent::CheckNotInHook();
   void* (*real)(size_t) = g_real.malloc;
   bool counted = false;
-  if (__builtin_expect(real != nullptr && SurelyNotRecorded(size, &counted), 1)) return real(size);
+  if (__builtin_expect(SurelyNotRecorded(size, &counted) && real != nullptr, 1)) return real(size);
   return MallocSlow(size, real != nullptr, counted);
 }
 
@@ -210,16 +222,25 @@ __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
   cgoheap::agent::CheckNotInHook();
   void* (*real)(size_t, size_t) = g_real.calloc;
   bool counted = false;
-  if (__builtin_expect(real != nullptr && SurelyNotRecorded(n * size, &counted), 1)) return real(n, size);
+  if (__builtin_expect(SurelyNotRecorded(n * size, &counted) && real != nullptr, 1)) {
+    return real(n, size);
+  }
   return CallocSlow(n, size, real != nullptr, counted);
 }
 
 __attribute__((visibility("default"))) void free(void* p) {
-  if (p == nullptr || FromBootstrap(p)) return;
+  using cgoheap::agent::Mode;
   void (*real)(void*) = g_real.free;
-  const bool chosen = real != nullptr && WillRecordFree(p);
-  if (__builtin_expect(real != nullptr && !chosen, 1)) return real(p);
-  FreeSlow(p, chosen);
+  const Mode mode = cgoheap::agent::g_mode;
+  if (__builtin_expect(mode == Mode::kSampled, 1)) {
+    const bool maybe = cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p));
+    if (__builtin_expect(!maybe && p != nullptr && real != nullptr, 1)) return real(p);
+    return FreeSlow(p, maybe);
+  }
+  if (__builtin_expect(mode == Mode::kOff && p != nullptr && !FromBootstrap(p) && real != nullptr, 1)) {
+    return real(p);
+  }
+  FreeSlow(p, false);
 }
 
 }  // extern "C"

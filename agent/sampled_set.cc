@@ -22,6 +22,12 @@ void SampledSet::FilterAdd(uint64_t addr, int delta) {
   }
 }
 
+void SampledSet::Pin(uint64_t lo, uint64_t hi) {
+  for (uint64_t a = lo & ~uint64_t{15}; a < hi; a += 16) {
+    filter_[FilterIndex(a)].store(255, std::memory_order_relaxed);
+  }
+}
+
 bool SampledSet::Insert(uint64_t addr) {
   FilterAdd(addr, 1);  // before the table: a racing MaybeContains errs on "maybe"
   size_t i = Home(addr);

@@ -26,19 +26,36 @@ class SampledSet {
   bool Insert(uint64_t addr);
   bool Erase(uint64_t addr);
   bool ready() const { return slots_ != nullptr; }
+  // Marks every 16-byte granule of [lo, hi) "maybe" in the filter for
+  // good (a saturated count never moves), with no entry in the table: the
+  // allocator shim's bootstrap blocks, which free must never pass on.
+  void Pin(uint64_t lo, uint64_t hi);
 
-  // A counting filter in front of the table (32 KiB, stays in L1/L2): false
-  // means addr is certainly not in the set, so the free of an unsampled
-  // block costs one byte load, not a probe of the table.
+  // A counting filter in front of the table (32 KiB): false means addr is
+  // certainly not in the set, so the free of an unsampled block costs one
+  // byte load, not a probe of the table. Its index keeps neighbours
+  // together (see FilterIndex), so the bytes a program's frees read sit on
+  // few cache lines.
   bool MaybeContains(uint64_t addr) const {
     return filter_[FilterIndex(addr)].load(std::memory_order_relaxed) != 0;
   }
 
+  // One byte per 16-byte granule of a 512 KiB window, the window's number
+  // folded in by XOR. Blocks close together in memory (a thread's hot
+  // chunks, which its allocator hands out again and again) read bytes
+  // close together: the frees of 16 KiB of heap touch 16 lines of the
+  // filter, where a multiplicative hash touched one line per block. XOR
+  // with the window number moves whole cache lines (the line bits of the
+  // index depend only on the line bits of the address and of the window
+  // number), so neighbours stay neighbours, and no two granules of one
+  // window share a byte; blocks 512 KiB apart (page-aligned large blocks)
+  // spread with their window numbers instead of piling onto one byte.
+  // (Public for the tests.)
+  static size_t FilterIndex(uint64_t addr) {
+    return ((addr >> 4) ^ (addr >> 19)) & (kFilterSize - 1);
+  }
  private:
   static constexpr size_t kFilterSize = size_t{1} << 15;
-  static size_t FilterIndex(uint64_t addr) {
-    return ((addr >> 4) * 0xff51afd7ed558ccdULL) >> (64 - 15);
-  }
   void FilterAdd(uint64_t addr, int delta);
 
   static constexpr uint64_t kEmpty = 0, kDeleted = 1;

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
 #include <thread>
+#include <vector>
 
 #include "agent/sampled_set.h"
 #include "common/sampling.h"
@@ -56,6 +58,56 @@ TEST(SampledSetTest, InsertEraseAndFullTable) {
     for (uint64_t a = 1; a <= 400; ++a) ASSERT_TRUE(set.Insert(a * 4096 + round));
     for (uint64_t a = 1; a <= 400; ++a) ASSERT_TRUE(set.Erase(a * 4096 + round));
   }
+}
+
+// The filter in front of the table: never "no" for a member, and one byte
+// per 16-byte granule of a 512 KiB window, so a member makes none of its
+// neighbours look like one (a hashed index would alias some of them).
+TEST(SampledSetTest, FilterHasNoFalseNegativesAndNoAliasesInsideAWindow) {
+  SampledSet set;
+  ASSERT_TRUE(set.Init(1 << 12));
+  const uint64_t window = uint64_t{0x7f3a12} << 19;  // a 512 KiB window
+  const uint64_t member = window + 0x2a3c0;
+  ASSERT_TRUE(set.Insert(member));
+  EXPECT_TRUE(set.MaybeContains(member));
+  int aliases = 0;
+  for (uint64_t a = window; a < window + (uint64_t{1} << 19); a += 16) {
+    if (a != member && set.MaybeContains(a)) ++aliases;
+  }
+  EXPECT_EQ(aliases, 0);
+  // Neighbours share cache lines of the filter: the frees of 16 KiB of
+  // heap read 16 lines of it (a hashed index: one line each, ~1000).
+  std::set<size_t> lines;
+  for (uint64_t a = member; a < member + 16384; a += 16) lines.insert(SampledSet::FilterIndex(a) / 64);
+  EXPECT_LE(lines.size(), 17u);
+  EXPECT_TRUE(set.Erase(member));
+  EXPECT_FALSE(set.MaybeContains(member)) << "the count went back to zero";
+
+  // Members spread over many windows: every one reads "maybe".
+  std::vector<uint64_t> members;
+  for (uint64_t i = 0; i < 3000; ++i) members.push_back(0x555500000000 + i * 0x1230 + (i % 7) * 16);
+  for (uint64_t m : members) ASSERT_TRUE(set.Insert(m));
+  for (uint64_t m : members) EXPECT_TRUE(set.MaybeContains(m)) << std::hex << m;
+  for (uint64_t m : members) ASSERT_TRUE(set.Erase(m));
+  for (uint64_t m : members) EXPECT_FALSE(set.MaybeContains(m)) << std::hex << m;
+}
+
+// Pinned granules (the shim's bootstrap blocks) read "maybe" for good, with
+// no entry in the table, whatever is inserted and erased beside them.
+TEST(SampledSetTest, PinnedGranulesStayMaybe) {
+  SampledSet set;
+  ASSERT_TRUE(set.Init(1 << 12));
+  const uint64_t lo = 0x600000001000, hi = lo + 100;  // granules lo .. lo+96
+  set.Pin(lo, hi);
+  for (uint64_t a = lo; a < hi; a += 16) EXPECT_TRUE(set.MaybeContains(a)) << a - lo;
+  EXPECT_FALSE(set.MaybeContains(hi + 12)) << "the next granule is not pinned";
+  EXPECT_FALSE(set.MaybeContains(lo - 16));
+  EXPECT_FALSE(set.Erase(lo)) << "pinned, not a member";
+  ASSERT_TRUE(set.Insert(lo + 32));
+  ASSERT_TRUE(set.Erase(lo + 32));
+  EXPECT_TRUE(set.MaybeContains(lo + 32)) << "a saturated count never moves";
+  set.Pin(lo, lo);  // an empty range pins nothing
+  EXPECT_FALSE(set.MaybeContains(hi + 12));
 }
 
 TEST(SampledSetTest, ConcurrentInsertAndErase) {
