@@ -60,9 +60,10 @@ TEST(SampledSetTest, InsertEraseAndFullTable) {
   }
 }
 
-// The filter in front of the table: never "no" for a member, and one byte
-// per 16-byte granule of a 512 KiB window, so a member makes none of its
-// neighbours look like one (a hashed index would alias some of them).
+// The filter in front of the table: never "no" for a member; one byte per
+// 16-byte granule of a 512 KiB window, so a member makes none of its
+// neighbours look like one; and neighbours on few lines of the filter (the
+// multiplicative hash it had before passes the first two and fails that).
 TEST(SampledSetTest, FilterHasNoFalseNegativesAndNoAliasesInsideAWindow) {
   SampledSet set;
   ASSERT_TRUE(set.Init(1 << 12));
