@@ -63,8 +63,18 @@ void Resolve(T* fn, const char* name) {
   *fn = reinterpret_cast<T>(dlsym(RTLD_NEXT, name));
 }
 
+// Test builds only (the guard agent): CGOHEAP_TEST_BOOTSTRAP makes the
+// resolution allocate as an older glibc's dlsym does (a calloc while the
+// real calloc is not known: from the bootstrap arena), and AgentStart
+// frees that block once tracking has started, as such a program's thread
+// frees dlsym's buffer when it ends. glibc 2.36 allocates nothing there.
+constinit void* g_test_bootstrap_block = nullptr;
+
 __attribute__((cold, noinline)) void ResolveReal() {
   g_resolving = true;
+  if constexpr (cgoheap::agent::kAllocGuard) {
+    if (getenv("CGOHEAP_TEST_BOOTSTRAP") != nullptr) g_test_bootstrap_block = calloc(1, 40);
+  }
   Resolve(&g_real.malloc, "malloc");
   Resolve(&g_real.calloc, "calloc");
   Resolve(&g_real.realloc, "realloc");
@@ -201,6 +211,9 @@ __attribute__((constructor(101))) void AgentStart() {
                                 reinterpret_cast<uint64_t>(g_bootstrap) +
                                     g_bootstrap_used.load(std::memory_order_relaxed));
   cgoheap::agent::Initialize();
+  if constexpr (cgoheap::agent::kAllocGuard) {
+    if (g_test_bootstrap_block != nullptr) free(g_test_bootstrap_block);
+  }
 }
 
 }  // namespace
