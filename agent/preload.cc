@@ -248,6 +248,7 @@ __attribute__((visibility("default"))) void free(void* p) {
   if (__builtin_expect(mode == Mode::kSampled, 1)) {
     const bool maybe = cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p));
     if (__builtin_expect(!maybe && p != nullptr && real != nullptr, 1)) return real(p);
+    if (p == nullptr) return;  // free(NULL), common in C code: no call for it
     return FreeSlow(p, maybe);
   }
   if (__builtin_expect(mode == Mode::kOff && p != nullptr && !FromBootstrap(p) && real != nullptr, 1)) {

@@ -85,6 +85,7 @@ package main
 //   free(escape(pvalloc(n)));
 //   free(escape(strdup(text + i % 100)));
 //   free(escape(strndup(text, n / 2)));
+//   free(none);  // free(NULL): no event
 //   return 24;
 // }
 import "C"
