@@ -186,7 +186,8 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
   if (r.dropped_events() > 0) {
     absl::StrAppend(&out, p, " WARNING: ", Thousands(r.dropped_events()),
                     " events were dropped because the forwarder fell behind: this report is "
-                    "incomplete\n");
+                    "incomplete (CGOHEAP_RING_MB=N gives each thread N MiB of ring, 2 by "
+                    "default)\n");
   }
   if (r.go_crossing_unknown() > 0) {
     absl::StrAppend(&out, p, " WARNING: ", Plural(r.go_crossing_unknown(), "process", "processes"),

@@ -55,7 +55,7 @@ TEST(ReportTest, TextReadsLikeValgrind) {
   EXPECT_EQ(LeaksText(none, {"==", false}),
             "== LEAK SUMMARY: no leaks\n"
             "== WARNING: 3 events were dropped because the forwarder fell behind: this report is "
-            "incomplete\n");
+            "incomplete (CGOHEAP_RING_MB=N gives each thread N MiB of ring, 2 by default)\n");
   v1::LeaksResponse cut;
   cut.set_processes(2);
   cut.set_unwind_failures(1);
