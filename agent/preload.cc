@@ -160,8 +160,8 @@ inline void Freeing(void* p) {
 // free's slow path, out of line so that its common case needs no frame: a
 // free the sampled filter said may be of a sampled block (filtered), an
 // exact-mode free, or one before the real free is known. In sampled mode the
-// fast path leaves the null and bootstrap tests to this one: the bootstrap
-// blocks are pinned in the filter (AgentStart).
+// fast path leaves the bootstrap test to this one: the bootstrap blocks are
+// pinned in the filter (AgentStart).
 __attribute__((noinline)) void FreeSlow(void* p, bool filtered) {
   if (p == nullptr || FromBootstrap(p)) return;
   EnsureReal();
