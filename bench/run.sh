@@ -17,6 +17,10 @@
 # CGOHEAP_BENCH_ROUNDS sets the churn loop's rounds (default 31: the median
 # of 15 moved by some 2% from one run to the next here).
 set -euo pipefail
+if ! [[ ${CGOHEAP_BENCH_ROUNDS:-31} =~ ^[1-9][0-9]*$ ]]; then
+  echo "bench/run.sh: CGOHEAP_BENCH_ROUNDS must be a whole number of rounds, 1 or more, not '$CGOHEAP_BENCH_ROUNDS'" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 ./dev.sh build >/dev/null
 B=${CGOHEAP_BUILD_DIR:-build}
