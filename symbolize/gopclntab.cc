@@ -66,6 +66,9 @@ bool GoPclntab::Init(const uint8_t* data, size_t size, uint64_t text_addr) {
   uint64_t nfunc = U64(data + 8);
   text_start_ = U64(data + 24);
   if (text_start_ == 0) text_start_ = text_addr;
+  // Every pc is text_start_ plus a 32-bit offset: a start that leaves no
+  // room for that would wrap, and put a function's end before its entry.
+  if (text_start_ > UINT64_MAX - UINT32_MAX) return false;
   funcname_off_ = U64(data + 32);
   cu_off_ = U64(data + 40);
   filetab_off_ = U64(data + 48);
