@@ -27,6 +27,7 @@
 #include "client/connection.h"
 #include "client/forwarder.h"
 #include "client/report.h"
+#include "client/ring_dir.h"
 #include "server/server.h"
 
 namespace cgoheap::client {
@@ -46,18 +47,6 @@ std::string FindAgent(const std::string& flag) {
   if (!flag.empty()) return flag;
   if (const char* env = getenv("CGOHEAP_AGENT"); env != nullptr && *env) return env;
   return SelfDir() + "/../lib/cgoheap/libcgoheap_agent.so";
-}
-
-std::string MakeTempDirIn(const char* parent, const char* what) {
-  std::string templ = absl::StrCat(parent, "/cgoheap-", what, "-XXXXXX");
-  std::vector<char> buf(templ.begin(), templ.end());
-  buf.push_back(0);
-  return mkdtemp(buf.data()) != nullptr ? std::string(buf.data()) : std::string();
-}
-
-std::string MakeTempDir(const char* what) {
-  const char* tmp = getenv("TMPDIR");
-  return MakeTempDirIn(tmp != nullptr && *tmp ? tmp : "/tmp", what);
 }
 
 // Where execvp will find name: as given when it has a '/', else along $PATH.
@@ -232,14 +221,20 @@ int RunCommand(const std::vector<std::string>& args) {
   std::shared_ptr<grpc::Channel> channel = *dialed;
 
   // Rings in memory (tmpfs) when there is one: on a disk file system the
-  // kernel would write the rings' pages back to disk over and over.
-  std::string ring_dir = access("/dev/shm", W_OK) == 0 && getenv("TMPDIR") == nullptr
-                             ? MakeTempDirIn("/dev/shm", "rings")
-                             : MakeTempDir("rings");
-  if (ring_dir.empty()) {
-    std::cerr << "cgoheap run: cannot create a temporary directory: " << strerror(errno) << "\n";
+  // kernel would write the rings' pages back to disk over and over. What
+  // launchers killed before us left there goes first (ring_dir.h).
+  const char* tmpdir = getenv("TMPDIR");
+  const std::string ring_parent = tmpdir == nullptr && access("/dev/shm", W_OK) == 0 ? "/dev/shm"
+                                  : tmpdir != nullptr && *tmpdir                     ? tmpdir
+                                                                                     : "/tmp";
+  RingDir::SweepAbandoned(ring_parent);
+  RingDir rings;
+  if (!rings.Create(ring_parent)) {
+    std::cerr << "cgoheap run: cannot create a directory for the rings in " << ring_parent << ": "
+              << strerror(errno) << " (set TMPDIR to a directory you can write)\n";
     return 2;
   }
+  const std::string& ring_dir = rings.path();
   // Orphaned descendants are reparented to us, so their exit status is ours
   // to read.
   prctl(PR_SET_CHILD_SUBREAPER, 1);

@@ -275,11 +275,13 @@ std::string StateOf(const std::string& server, const std::string& command) {
 }
 
 TEST(LivenessTest, AQuietProcessStaysRunningAndOneWhoseForwarderDiedIsLost) {
-  TempDir data;
+  TempDir data, rings;
   Cgoheapd d(data.path(), {"--lost-after=2s"});
-  // sleep makes no allocation for 8 s; its forwarder says it is alive.
-  pid_t run = SpawnBackground({BinDir() + "/cgoheap", "run", "--server=" + d.address(),
-                               "--heartbeat=200ms", "--", "/bin/sleep", "8"});
+  // sleep makes no allocation for 8 s; its forwarder says it is alive. (The
+  // rings go under TMPDIR, not /dev/shm: see the end.)
+  pid_t run = SpawnBackground({"/usr/bin/env", "TMPDIR=" + rings.path(), BinDir() + "/cgoheap",
+                               "run", "--server=" + d.address(), "--heartbeat=200ms", "--",
+                               "/bin/sleep", "8"});
   std::string state;
   for (int i = 0; i < 100 && state.empty(); ++i) {
     usleep(100'000);
@@ -296,6 +298,21 @@ TEST(LivenessTest, AQuietProcessStaysRunningAndOneWhoseForwarderDiedIsLost) {
   }
   EXPECT_EQ(state, "lost");
   StopGroup(run, SIGKILL);
+  // The killed launcher could not remove its ring directory (in /dev/shm,
+  // i.e. memory, by default); the next run does.
+  auto ring_dirs = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(rings.path())) {
+      n += e.path().filename().string().rfind("cgoheap-rings-", 0) == 0;
+    }
+    return n;
+  };
+  EXPECT_EQ(ring_dirs(), 1);
+  RunResult next = RunProcess(
+      {BinDir() + "/cgoheap", "run", "--server=" + d.address(), "--", "/bin/true"},
+      {"TMPDIR=" + rings.path()});
+  EXPECT_EQ(next.exit_code, 0) << next.err;
+  EXPECT_EQ(ring_dirs(), 0);
 }
 
 }  // namespace

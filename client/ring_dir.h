@@ -1,0 +1,49 @@
+// The directory `cgoheap run` gives its program's rings, and what becomes of
+// it when the launcher cannot clean up after itself.
+//
+// The rings live in memory (/dev/shm) when there is one: a launcher killed
+// with SIGKILL (the OOM killer, `kill -9`, a CI job's timeout) used to leave
+// its directory there, its sparse rings holding memory until the next
+// reboot. So the launcher holds an flock on a file in its directory for as
+// long as it lives, and every launcher, when it starts, removes the
+// directories beside its own whose lock it can take: their owner is gone.
+//
+// flock, not a pid: a pid can be reused, and launchers in containers that
+// share one /dev/shm (a pod's emptyDir) see different pids for the same
+// process; a lock belongs to an open file and goes with its last holder,
+// however that holder ends.
+//
+// A program still running in a swept directory keeps the rings it has
+// mapped (they go when it exits); only its forwarder, already dead, would
+// have read them.
+#pragma once
+
+#include <string>
+
+namespace cgoheap::client {
+
+class RingDir {
+ public:
+  // Makes PARENT/cgoheap-rings-XXXXXX and locks it. Returns false (errno
+  // set) when it could not.
+  bool Create(const std::string& parent);
+  // Removes the directory and everything in it, and lets go of the lock.
+  ~RingDir();
+  const std::string& path() const { return path_; }
+
+  // Removes each PARENT/cgoheap-rings-* directory owned by this user whose
+  // lock no process holds. Directories without a lock file (a launcher in
+  // its first microseconds, or one of an older cgoheap) are left alone.
+  // Returns how many it removed.
+  static int SweepAbandoned(const std::string& parent);
+
+  // The lock file's name inside the directory. The forwarder reads only
+  // files named *.ring there.
+  static constexpr const char* kLockName = "launcher.lock";
+
+ private:
+  std::string path_;
+  int lock_fd_ = -1;
+};
+
+}  // namespace cgoheap::client

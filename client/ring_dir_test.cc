@@ -1,0 +1,130 @@
+#include "client/ring_dir.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/testing/test_util.h"
+
+namespace cgoheap::client {
+namespace {
+
+namespace fs = std::filesystem;
+using cgoheap::testing::TempDir;
+
+// A launcher in a child process: it makes its ring directory under parent,
+// puts a ring in it, says where, and waits to be killed with SIGKILL (no
+// destructor runs). Returns the directory.
+std::string KilledLauncher(const std::string& parent) {
+  int fds[2];
+  EXPECT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    auto* dir = new RingDir;  // never destroyed: the process is killed
+    if (!dir->Create(parent)) _exit(1);
+    std::ofstream(dir->path() + "/1234.ring") << std::string(4096, 'r');
+    std::string path = dir->path() + "\n";
+    (void)!write(fds[1], path.data(), path.size());
+    for (;;) pause();
+  }
+  close(fds[1]);
+  std::string path;
+  char c;
+  while (read(fds[0], &c, 1) == 1 && c != '\n') path += c;
+  close(fds[0]);
+  kill(pid, SIGKILL);
+  int status;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status));
+  return path;
+}
+
+TEST(RingDirTest, ADirectoryIsLockedWhileItsLauncherLivesAndGoesWithIt) {
+  TempDir parent;
+  std::string path;
+  {
+    RingDir dir;
+    ASSERT_TRUE(dir.Create(parent.path()));
+    path = dir.path();
+    EXPECT_EQ(fs::path(path).parent_path(), fs::path(parent.path()));
+    EXPECT_EQ(fs::path(path).filename().string().rfind("cgoheap-rings-", 0), 0u) << path;
+    EXPECT_TRUE(fs::exists(path + "/" + RingDir::kLockName));
+    EXPECT_FALSE(fs::exists(path + "/.staged-lock"));
+    // Another launcher's sweep leaves a live one's directory alone.
+    EXPECT_EQ(RingDir::SweepAbandoned(parent.path()), 0);
+    EXPECT_TRUE(fs::exists(path));
+  }
+  EXPECT_FALSE(fs::exists(path));
+}
+
+TEST(RingDirTest, AKilledLaunchersDirectoryIsSweptByTheNext) {
+  TempDir parent;
+  std::string dead = KilledLauncher(parent.path());
+  ASSERT_FALSE(dead.empty());
+  ASSERT_TRUE(fs::exists(dead + "/1234.ring"));  // what SIGKILL used to leave behind
+  RingDir live;
+  ASSERT_TRUE(live.Create(parent.path()));
+  EXPECT_EQ(RingDir::SweepAbandoned(parent.path()), 1);
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live.path() + "/" + RingDir::kLockName));
+  EXPECT_EQ(RingDir::SweepAbandoned(parent.path()), 0);
+}
+
+TEST(RingDirTest, OnlyLockedDirectoriesOfOurOwnAreSweptAndNoLinkIsFollowed) {
+  TempDir parent, elsewhere;
+  const std::string& p = parent.path();
+  // Without a lock file: a launcher between mkdtemp and its lock, or an
+  // older cgoheap's directory.
+  fs::create_directory(p + "/cgoheap-rings-nolock");
+  // Not ours by name.
+  fs::create_directory(p + "/cgoheap-data-abcdef");
+  std::ofstream(p + "/cgoheap-data-abcdef/" + RingDir::kLockName) << "";
+  // A link to a dead launcher's directory somewhere else: not followed.
+  std::string dead = KilledLauncher(elsewhere.path());
+  fs::create_directory_symlink(dead, p + "/cgoheap-rings-link");
+  // A lock file that is a link: not followed either.
+  fs::create_directory(p + "/cgoheap-rings-linkedlock");
+  fs::create_symlink(dead + "/" + RingDir::kLockName,
+                     p + "/cgoheap-rings-linkedlock/" + RingDir::kLockName);
+  EXPECT_EQ(RingDir::SweepAbandoned(p), 0);
+  EXPECT_TRUE(fs::exists(p + "/cgoheap-rings-nolock"));
+  EXPECT_TRUE(fs::exists(p + "/cgoheap-data-abcdef"));
+  EXPECT_TRUE(fs::exists(p + "/cgoheap-rings-linkedlock"));
+  EXPECT_TRUE(fs::is_symlink(p + "/cgoheap-rings-link"));
+  EXPECT_TRUE(fs::exists(dead + "/1234.ring"));
+  // Another user's: left alone (only root can make one here).
+  if (geteuid() == 0) {
+    std::string theirs = KilledLauncher(p);
+    ASSERT_EQ(chown(theirs.c_str(), 65534, 65534), 0) << strerror(errno);
+    EXPECT_EQ(RingDir::SweepAbandoned(p), 0);
+    EXPECT_TRUE(fs::exists(theirs + "/1234.ring"));
+    ASSERT_EQ(chown(theirs.c_str(), 0, 0), 0);
+    EXPECT_EQ(RingDir::SweepAbandoned(p), 1);
+    EXPECT_FALSE(fs::exists(theirs));
+  }
+  EXPECT_EQ(RingDir::SweepAbandoned(elsewhere.path()), 1);
+  EXPECT_FALSE(fs::exists(dead));
+}
+
+TEST(RingDirTest, AParentThatCannotHoldItSaysWhy) {
+  TempDir parent;
+  RingDir dir;
+  errno = 0;
+  EXPECT_FALSE(dir.Create(parent.path() + "/missing"));
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_TRUE(dir.path().empty());
+  EXPECT_EQ(RingDir::SweepAbandoned(parent.path() + "/missing"), 0);
+}
+
+}  // namespace
+}  // namespace cgoheap::client
