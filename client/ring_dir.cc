@@ -68,7 +68,8 @@ int RingDir::SweepAbandoned(const std::string& parent) {
     struct stat st;
     int lfd = -1;
     if (fstat(dfd, &st) == 0 && st.st_uid == me) {
-      lfd = openat(dfd, kLockName, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      // (O_NONBLOCK: were it a FIFO, the open must not wait for a writer.)
+      lfd = openat(dfd, kLockName, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     }
     close(dfd);
     if (lfd < 0) continue;
