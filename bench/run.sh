@@ -67,7 +67,7 @@ DEFAULT_PATH=$(probe_clock)
 TSC_PATH=$(probe_clock CGOHEAP_CLOCK=tsc)
 COUNTER_PATH=$(probe_clock CGOHEAP_CLOCK=counter)
 echo "ordering path by default here: ${DEFAULT_PATH:-unknown}; with CGOHEAP_CLOCK=tsc: ${TSC_PATH:-unknown}; with CGOHEAP_CLOCK=counter: ${COUNTER_PATH:-unknown}" >&2
-echo "churn loop: 4 goroutines x $ITER iterations, 4 C allocations each; $ROUNDS alternating rounds" >&2
+echo "churn loop: 4 goroutines x $ITER iterations, 4 C allocations each; $ROUNDS alternating rounds, each with its heap moved by a random 0-4080 bytes" >&2
 one_run() {
   case $1 in
     plain) run plain "$CHURN" 4 "$ITER" ;;
@@ -86,11 +86,18 @@ one_run() {
 # The order rotates from round to round, so that no run always follows the
 # same one (a heavy exact run just before, say): over the rounds each run
 # comes after each other run, and each is compared with its round's plain.
+# Each round also moves the loop's heap by its own random 0-4080 bytes
+# (CHURN_HEAP_SHIFT, the same for every run of the round): where the blocks
+# fall changes the plain loop's speed by up to 4-7%, as much as an
+# LD_PRELOAD library that allocates a few bytes at start-up moves it, so a
+# fixed layout would credit or charge any run with that luck.
 RUNS=(plain exact exact_tsc exact_counter sampled sampled_counter preload_off launcher_only)
 for ((r = 0; r < ROUNDS; r++)); do
   ROUND=$r
+  export CHURN_HEAP_SHIFT=$(((RANDOM % 256) * 16))
   for ((i = 0; i < ${#RUNS[@]}; i++)); do one_run "${RUNS[(i + r) % ${#RUNS[@]}]}"; done
 done
+unset CHURN_HEAP_SHIFT
 echo "valgrind and heaptrack: 4 x $SMALL iterations" >&2
 for ((r = 0; r < 3; r++)); do run plain_small "$CHURN" 4 "$SMALL"; done
 if command -v valgrind >/dev/null; then

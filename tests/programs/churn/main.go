@@ -40,11 +40,20 @@ import (
 	"unsafe"
 )
 
+var heapShift unsafe.Pointer
+
 func main() {
 	workers, iterations := 4, 200000
 	if len(os.Args) > 2 {
 		workers, _ = strconv.Atoi(os.Args[1])
 		iterations, _ = strconv.Atoi(os.Args[2])
+	}
+	// CHURN_HEAP_SHIFT=N: one block of N bytes allocated first and kept, which
+	// moves every later block of the main thread's heap by N (rounded to
+	// glibc's 16). Where the loop's blocks fall against cache lines changes its
+	// speed by several percent (bench/run.sh gives each round a shift of its own).
+	if n, err := strconv.Atoi(os.Getenv("CHURN_HEAP_SHIFT")); err == nil && n > 0 {
+		heapShift = C.malloc(C.size_t(n))
 	}
 	payload := strings.Repeat("cgoheap-", 16)
 	start := time.Now()
