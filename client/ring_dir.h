@@ -24,6 +24,9 @@ namespace cgoheap::client {
 
 class RingDir {
  public:
+  RingDir() = default;
+  RingDir(const RingDir&) = delete;  // one owner removes it and lets go of the lock
+  RingDir& operator=(const RingDir&) = delete;
   // Makes PARENT/cgoheap-rings-XXXXXX and locks it. Returns false (errno
   // set) when it could not.
   bool Create(const std::string& parent);
