@@ -16,6 +16,7 @@
 #include "symbolize/elf_image.h"
 #include "symbolize/go_module.h"
 #include "symbolize/gopclntab.h"
+#include "symbolize/symbol_index.h"
 
 namespace {
 
@@ -61,12 +62,13 @@ void Elf(const std::string& file, fuzz::FuzzInput& in) {
   }
   uint64_t value = 0, size = 0, vaddr = 0, offset = 0, filesz = 0;
   (void)elf.FindSymbol("main", &value, &size);
+  SymbolIndex symbols = SymbolIndex::FromElf(elf);
   for (int i = 0; i < 8; ++i) {
     uint64_t addr = i == 0 ? value : in.Next<uint64_t>();
-    std::string_view name;
     uint64_t start = 0;
     (void)elf.SectionAt(addr, &sec);
-    (void)elf.SymbolFor(addr, &name, &start);
+    std::string_view name = symbols.Find(addr, &start);
+    FUZZ_CHECK(name.empty() || start <= addr, "a symbol that starts after the address covers it");
   }
   char id[64];
   FUZZ_CHECK(elf.BuildId(id, sizeof id) < sizeof id, "BuildId overflowed its buffer");

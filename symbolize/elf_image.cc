@@ -146,30 +146,25 @@ bool ElfImage::FindSymbol(std::string_view name, uint64_t* value, uint64_t* size
   return false;
 }
 
-bool ElfImage::SymbolFor(uint64_t addr, std::string_view* name, uint64_t* start) const {
-  static constexpr const char* kTables[][2] = {{".symtab", ".strtab"}, {".dynsym", ".dynstr"}};
-  for (const auto& t : kTables) {
-    ElfSection syms, strs;
-    if (!SymbolTable(t[0], t[1], &syms, &strs)) continue;
-    size_t n = syms.size / sizeof(Elf64_Sym);
-    uint64_t best = 0;
-    bool found = false;
-    for (size_t i = 0; i < n; ++i) {
-      Elf64_Sym s;
-      std::memcpy(&s, syms.data + i * sizeof(Elf64_Sym), sizeof s);
-      if (ELF64_ST_TYPE(s.st_info) != STT_FUNC || s.st_shndx == SHN_UNDEF) continue;
-      bool inside = addr >= s.st_value &&
-                    (addr < s.st_value + s.st_size || (s.st_size == 0 && addr == s.st_value));
-      if (!inside || (found && s.st_value < best)) continue;
-      std::string_view nm = CStrAt(strs.data, strs.size, s.st_name);
-      if (nm.empty()) continue;
-      *name = nm;
-      *start = best = s.st_value;
-      found = true;
-    }
-    if (found) return true;
+bool ElfImage::ForEachSymbol(bool dynamic, SymbolVisitor fn, void* ctx) const {
+  ElfSection syms, strs;
+  if (!(dynamic ? SymbolTable(".dynsym", ".dynstr", &syms, &strs)
+                : SymbolTable(".symtab", ".strtab", &syms, &strs))) {
+    return false;
   }
-  return false;
+  size_t n = syms.size / sizeof(Elf64_Sym);
+  for (size_t i = 0; i < n; ++i) {
+    Elf64_Sym s;
+    std::memcpy(&s, syms.data + i * sizeof(Elf64_Sym), sizeof s);
+    // SHN_UNDEF, and the reserved indexes (SHN_ABS, SHN_COMMON, SHN_XINDEX):
+    // no section of this file holds the symbol.
+    if (s.st_shndx == SHN_UNDEF || s.st_shndx >= SHN_LORESERVE || s.st_shndx >= shnum_) continue;
+    Elf64_Shdr sh;
+    if (!ReadAt(data_, size_, shoff_ + uint64_t{s.st_shndx} * sizeof(Elf64_Shdr), &sh)) continue;
+    std::string_view name = CStrAt(strs.data, strs.size, s.st_name);
+    if (!name.empty()) fn(ctx, s, name, sh);
+  }
+  return true;
 }
 
 bool ElfImage::ExecSegment(uint64_t* vaddr, uint64_t* offset, uint64_t* filesz) const {

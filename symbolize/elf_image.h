@@ -47,8 +47,12 @@ class ElfImage {
   bool SectionAt(uint64_t addr, ElfSection* out) const;
   // Looks a symbol up by exact name in .symtab, then .dynsym.
   bool FindSymbol(std::string_view name, uint64_t* value, uint64_t* size) const;
-  // Finds the function symbol that contains addr (link-time address).
-  bool SymbolFor(uint64_t addr, std::string_view* name, uint64_t* start) const;
+  // Calls fn(ctx, symbol, name, its section's header) for each symbol of
+  // .symtab (dynamic: .dynsym) defined in a section of the file, with a
+  // name. Returns false when the file has no such table.
+  using SymbolVisitor = void (*)(void* ctx, const Elf64_Sym& sym, std::string_view name,
+                                 const Elf64_Shdr& section);
+  bool ForEachSymbol(bool dynamic, SymbolVisitor fn, void* ctx) const;
   // Hex of the GNU build id note, or of the Go build id when there is none.
   // Writes at most cap-1 chars plus NUL; returns the length written.
   size_t BuildId(char* out, size_t cap) const;

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "symbolize/file_access.h"
 #include "symbolize/go_module.h"
 #include "symbolize/gopclntab.h"
+#include "symbolize/symbol_index.h"
 
 namespace cgoheap {
 namespace {
@@ -218,6 +220,8 @@ struct ObjectFile::Impl {
   bool opened = false;      // the file is an ELF file Open could read
   bool dwfl_tried = false;  // Module() ran
   int fd = -1;
+  // The symbol tables, by address (ObjectFile::Symbols).
+  std::optional<SymbolIndex> symbols;
 
   ~Impl() {
     if (dwfl != nullptr) dwfl_end(dwfl);
@@ -274,6 +278,18 @@ Dwfl_Module* ObjectFile::Module() {
   im.module = dwfl_report_elf(im.dwfl, path_.c_str(), copy.c_str(), fd, 0, false);
   dwfl_report_end(im.dwfl, nullptr, nullptr);
   return im.module;
+}
+
+// Built on first use: libdw's symbols when it has the module, else the
+// file's own tables.
+const SymbolIndex& ObjectFile::Symbols() {
+  Impl& im = *impl_;
+  if (!im.symbols) {
+    Dwfl_Module* module = Module();
+    if (module != nullptr) im.symbols = SymbolIndex::FromDwfl(module);
+    if (!im.symbols || im.symbols->symbols() == 0) im.symbols = SymbolIndex::FromElf(im.elf);
+  }
+  return *im.symbols;
 }
 
 namespace {
@@ -353,6 +369,10 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
     return;
   }
   size_t first = out->size();
+  auto symbol = [&] {  // the symbol tables' name for addr, demangled; "" when none
+    std::string_view name = Symbols().Find(addr);
+    return name.empty() ? std::string() : Demangle(std::string(name).c_str());
+  };
   Dwfl_Module* module = Module();
   if (module != nullptr) {
     Dwarf_Addr bias = 0;
@@ -402,24 +422,22 @@ void ObjectFile::Symbolize(uint64_t addr, std::vector<SymbolizedFrame>* out) {
     }
     free(scopes);
     if (out->size() == first) {  // no DWARF scope: symbol table, maybe a line
-      const char* name = dwfl_module_addrname(module, addr);
-      if (name != nullptr) {
+      if (std::string name = symbol(); !name.empty()) {
         SymbolizedFrame fr;
-        fr.function = Demangle(name);
+        fr.function = std::move(name);
         fr.file = file ? file : "";
         fr.line = line > 0 ? line : 0;
         fr.object = path_;
         out->push_back(std::move(fr));
       }
     } else if (out->back().function.empty()) {
-      out->back().function = Demangle(dwfl_module_addrname(module, addr));
+      out->back().function = symbol();
     }
   }
   if (out->size() == first) {
-    std::string_view name;
-    uint64_t start;
     SymbolizedFrame fr;
-    fr.function = im.elf.SymbolFor(addr, &name, &start) ? Demangle(std::string(name).c_str()) : "??";
+    fr.function = symbol();
+    if (fr.function.empty()) fr.function = "??";
     fr.object = path_;
     out->push_back(std::move(fr));
   }

@@ -28,6 +28,8 @@ struct Dwfl_Module;
 
 namespace cgoheap {
 
+class SymbolIndex;
+
 struct SymbolizedFrame {
   std::string function;
   std::string file;
@@ -77,6 +79,8 @@ class ObjectFile {
   void FindOwnDirectories();
   // libdw's module for the file, reported on first use (under impl_->mu).
   Dwfl_Module* Module();
+  // Its symbols by address, indexed on first use (under impl_->mu).
+  const SymbolIndex& Symbols();
   std::unique_ptr<Impl> impl_;
 };
 

@@ -17,6 +17,7 @@
 #include "symbolize/elf_image.h"
 #include "symbolize/go_module.h"
 #include "symbolize/gopclntab.h"
+#include "symbolize/symbol_index.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap {
@@ -37,10 +38,10 @@ uint64_t FirstCallReturn(const ElfImage& elf, uint64_t start, uint64_t size) {
 bool FindWrapper(const ElfImage& elf, std::string* name, uint64_t* start, uint64_t* size) {
   ElfSection text;
   if (!elf.FindSection(".text", &text)) return false;
-  std::string_view n;
-  uint64_t s;
+  SymbolIndex symbols = SymbolIndex::FromElf(elf);
   for (uint64_t a = text.addr; a < text.addr + text.size; a += 16) {
-    if (elf.SymbolFor(a, &n, &s) && n.starts_with("_cgo_") && n.ends_with("_Cfunc_f1")) {
+    std::string_view n = symbols.Find(a);
+    if (n.starts_with("_cgo_") && n.ends_with("_Cfunc_f1")) {
       *name = std::string(n);
       return elf.FindSymbol(*name, start, size);
     }
