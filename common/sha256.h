@@ -2,6 +2,11 @@
 // forge: stack ids are derived from a stack's frames with it, so a client
 // cannot define a stack that takes another stack's id.
 //
+// OpenSSL's (EVP): it uses the CPU's SHA extensions where there are some,
+// five to seven times as fast as portable code (1 GB/s against 150-200 MB/s
+// here). Every new stack is hashed twice, by the forwarder and again by
+// cgoheapd, and a C++ library's stacks run to kilobytes of names.
+//
 //   Sha256 h;
 //   h.Update("abc");
 //   std::array<uint8_t, 32> digest = h.Final();
@@ -12,20 +17,23 @@
 #include <cstdint>
 #include <string_view>
 
+struct evp_md_ctx_st;
+
 namespace cgoheap {
 
 class Sha256 {
  public:
   Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+
   void Update(std::string_view data);
+  // Once: the object is spent after it.
   std::array<uint8_t, 32> Final();
 
  private:
-  void Block(const uint8_t* p);
-  uint32_t h_[8];
-  uint8_t buffer_[64];
-  size_t buffered_ = 0;
-  uint64_t length_ = 0;  // bytes hashed
+  evp_md_ctx_st* ctx_;
 };
 
 }  // namespace cgoheap
