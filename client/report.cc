@@ -101,6 +101,8 @@ std::string JsonString(std::string_view s) {
   return out;
 }
 
+constexpr size_t kAlignedName = 64;
+
 std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
   const std::string& p = o.prefix;
   std::string out;
@@ -131,18 +133,21 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
       absl::StrAppend(&out, " [incomplete: ", Printable(leak.incomplete()), "]");
     }
     out += "\n";
+    // The locations line up in a column after the names; a name longer
+    // than kAlignedName (C++ names run to hundreds of characters) is left
+    // out of the column's width rather than push it out for every frame.
     std::vector<std::string> names;
     size_t width = 0;
     for (const auto& f : leak.stack().frames()) {
       names.push_back(Printable(f.function()));
-      width = std::max(width, names.back().size());
+      if (names.back().size() <= kAlignedName) width = std::max(width, names.back().size());
     }
     for (int j = 0; j < leak.stack().frames_size(); ++j) {
       const v1::Frame& f = leak.stack().frames(j);
       std::string loc = Location(f);
       std::string line = absl::StrCat(p, "    ", j == 0 ? "at " : "by ", names[j]);
       if (!loc.empty()) {
-        line.append(width - names[j].size() + 2, ' ');
+        line.append(names[j].size() <= width ? width - names[j].size() + 2 : 2, ' ');
         absl::StrAppend(&line, "(", loc, ")");
       }
       // Inlined into the frame below it: one call site in the machine code,

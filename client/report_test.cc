@@ -102,6 +102,37 @@ TEST(ReportTest, InlinedFramesAreMarked) {
             "== LEAK SUMMARY: 8 bytes in 1 block never freed, from 1 stack\n");
 }
 
+// A C++ name of hundreds of characters does not push every frame's
+// location out to its end.
+TEST(ReportTest, ALongNameDoesNotWidenTheColumn) {
+  v1::LeaksResponse r;
+  r.set_processes(1);
+  v1::Leak* l = r.add_leaks();
+  l->set_kind("exit");
+  l->set_bytes(8);
+  l->set_blocks(1);
+  l->set_processes(1);
+  l->set_user_frame(2);
+  const std::string long_name = "duckdb::ExtensionHelper::LoadExtension(duckdb::DuckDB&, " +
+                                std::string(60, 'x') + ")";
+  auto add = [&](const std::string& fn, const char* file, int line) {
+    v1::Frame* f = l->mutable_stack()->add_frames();
+    f->set_function(fn);
+    f->set_file(file);
+    f->set_line(line);
+  };
+  add("malloc", "", 0);
+  add(long_name, "extension_helper.cpp", 120);
+  add("main.main", "main.go", 22);
+  EXPECT_EQ(LeaksText(r, {"==", false}),
+            "== 8 bytes in 1 block never freed (1 of 1 leak)\n"
+            "==    at malloc\n"
+            "==    by " + long_name + "  (extension_helper.cpp:120)\n"
+            "==    by main.main  (main.go:22)   <- your code\n"
+            "==\n"
+            "== LEAK SUMMARY: 8 bytes in 1 block never freed, from 1 stack\n");
+}
+
 TEST(ReportTest, JsonHasTheDocumentedShape) {
   google::protobuf::Value v = testing::ParseJson(LeaksJson(Sample()));
   const auto& leak = v.struct_value().fields().at("leaks").list_value().values(0).struct_value();
