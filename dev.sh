@@ -27,7 +27,7 @@ PACKAGES=(
   librocksdb-dev prometheus-cpp-dev libabsl-dev
   libunwind-dev libdw-dev libelf-dev libc6-dbg
   libgtest-dev libgmock-dev libbenchmark-dev
-  golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev
+  golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev libglib2.0-dev
   prometheus curl openssl zlib1g-dev libssl-dev
   clang libclang-rt-14-dev
 )

@@ -24,6 +24,7 @@
 
 #include "agent/cfi_unwinder.h"
 #include "agent/clock_choice.h"
+#include "agent/pool_env.h"
 #include "agent/ring.h"
 #include "agent/ring_writer.h"
 #include "agent/sampled_set.h"
@@ -523,6 +524,13 @@ bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out) {
   return true;
 }
 
+// agent/pool_env.h says why. Here only: the constructor runs before any
+// thread. Go never sees the change (it keeps the environment it started
+// with), so neither do the processes it starts.
+void AskPoolsForMalloc() {
+  for (const EnvSetting& e : kPoolsUseMalloc) setenv(e.name, e.value, 0);
+}
+
 __attribute__((cold, noinline)) void Initialize() {
   HookGuard guard;
   dl_iterate_phdr(FindSelf, nullptr);
@@ -541,6 +549,7 @@ __attribute__((cold, noinline)) void Initialize() {
   }
   pthread_atfork(nullptr, nullptr, AtForkChild);
   g_have_lane_key = pthread_key_create(&g_lane_key, OnThreadExit) == 0;
+  if (ShouldTrack()) AskPoolsForMalloc();
   StartTracking();
 }
 

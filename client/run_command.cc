@@ -22,6 +22,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include "agent/pool_env.h"
 #include "cgoheap.grpc.pb.h"
 #include "client/commands.h"
 #include "client/connection.h"
@@ -97,6 +98,7 @@ Child Launch(const std::vector<std::string>& argv, const std::string& agent,
     setenv("CGOHEAP_SAMPLE_BYTES", std::to_string(sample_bytes).c_str(), 1);
     setenv("CGOHEAP_TRACE_CHILDREN", trace_children ? "1" : "0", 1);
     if (!service.empty()) setenv("CGOHEAP_SERVICE", service.c_str(), 1);
+    for (const EnvSetting& e : kPoolsUseMalloc) setenv(e.name, e.value, 0);  // unless set
     // Taken from cgoheap's own environment only (KeepDebuginfodOff).
     if (!debuginfod_urls.empty()) setenv("DEBUGINFOD_URLS", debuginfod_urls.c_str(), 1);
     std::vector<char*> cargv;

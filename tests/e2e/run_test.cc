@@ -790,6 +790,45 @@ TEST(RunTest, BootstrapBlocksNeverReachTheRealFree) {
   EXPECT_EQ(off.exit_code, 0) << off.err;
 }
 
+// glib's slice allocator (before glib 2.76) hands objects out of pooled
+// blocks: `cgoheap run` and the agent make it malloc each one (G_SLICE,
+// agent/pool_env.h), so the leak is the ten objects and their own stack,
+// not the pool's block with the stack of the call that first grew it.
+TEST(RunTest, PooledAllocatorsAreAskedForMallocUnlessTheUserChose) {
+  const std::string src = ProgramSource("gslice");
+  Report r = RunUnder(Program("gslice"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "G_SLICE=always-malloc PYTHONMALLOC=malloc\n");
+  const Value* leak = nullptr;
+  for (int i = 0; i < r.num_leaks(); ++i) {
+    std::vector<FrameRef> frames = Frames(r.leak(i));
+    EXPECT_NE(frames.at(0).function, "posix_memalign") << "a pool's block: " << r.json;
+    if (FindFrame(frames, "leak") >= 0) leak = &r.leak(i);
+  }
+  ASSERT_NE(leak, nullptr) << r.json;
+  EXPECT_EQ(Num(*leak, "bytes"), 240);
+  EXPECT_EQ(Num(*leak, "blocks"), 10);
+  std::vector<FrameRef> frames = Frames(*leak);
+  EXPECT_GE(FindFrame(frames, "g_slice_alloc"), 0) << r.json;
+  ExpectFrameAt(frames, "leak", src, LineOf(src, "// LEAK: 10 x 24 bytes"));
+  ExpectFrameAt(frames, "main.main", src, LineOf(src, "// GO-CALLS-LEAK"));
+
+  // A user's own choice stays.
+  Report own = RunUnder(Program("gslice"), {}, {}, {"G_SLICE=debug-blocks", "PYTHONMALLOC=pymalloc"});
+  EXPECT_EQ(own.run.out, "G_SLICE=debug-blocks PYTHONMALLOC=pymalloc\n") << own.run.err;
+
+  // The agent started by hand sets them for what reads them after main; an
+  // agent with nothing to record leaves the environment alone.
+  const std::string agent = std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent.so";
+  TempDir rings;
+  RunResult by_hand =
+      RunProcess({Program("gslice")}, {"LD_PRELOAD=" + agent, "CGOHEAP_RING_DIR=" + rings.path()});
+  EXPECT_EQ(by_hand.exit_code, 0) << by_hand.err;
+  EXPECT_EQ(by_hand.out, "G_SLICE=always-malloc PYTHONMALLOC=malloc\n");
+  RunResult off = RunProcess({Program("gslice")}, {"LD_PRELOAD=" + agent});
+  EXPECT_EQ(off.out, "G_SLICE=(unset) PYTHONMALLOC=(unset)\n") << off.err;
+}
+
 TEST(RunTest, SampledModeEstimatesTheLeakWithoutBias) {
   std::string src = ProgramSource("goroutines");
   // 8 x 100000 iterations: 8000 leaked blocks of 48 bytes among 2.4M

@@ -1,0 +1,3 @@
+module example.com/gslice
+
+go 1.19
