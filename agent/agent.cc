@@ -532,6 +532,9 @@ void AskPoolsForMalloc() {
 }
 
 __attribute__((cold, noinline)) void Initialize() {
+  // Before the guard: setenv allocates (from the real allocator: nothing is
+  // tracked yet).
+  if (ShouldTrack()) AskPoolsForMalloc();
   HookGuard guard;
   dl_iterate_phdr(FindSelf, nullptr);
   uint64_t bias = 0;
@@ -549,7 +552,6 @@ __attribute__((cold, noinline)) void Initialize() {
   }
   pthread_atfork(nullptr, nullptr, AtForkChild);
   g_have_lane_key = pthread_key_create(&g_lane_key, OnThreadExit) == 0;
-  if (ShouldTrack()) AskPoolsForMalloc();
   StartTracking();
 }
 

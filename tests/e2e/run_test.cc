@@ -817,9 +817,10 @@ TEST(RunTest, PooledAllocatorsAreAskedForMallocUnlessTheUserChose) {
   Report own = RunUnder(Program("gslice"), {}, {}, {"G_SLICE=debug-blocks", "PYTHONMALLOC=pymalloc"});
   EXPECT_EQ(own.run.out, "G_SLICE=debug-blocks PYTHONMALLOC=pymalloc\n") << own.run.err;
 
-  // The agent started by hand sets them for what reads them after main; an
-  // agent with nothing to record leaves the environment alone.
-  const std::string agent = std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent.so";
+  // The agent started by hand sets them for what reads them after main
+  // (outside its hooks: the guard build aborts on an allocation inside
+  // one); an agent with nothing to record leaves the environment alone.
+  const std::string agent = std::string(CGOHEAP_AGENT_DIR) + "/libcgoheap_agent_guard.so";
   TempDir rings;
   RunResult by_hand =
       RunProcess({Program("gslice")}, {"LD_PRELOAD=" + agent, "CGOHEAP_RING_DIR=" + rings.path()});
