@@ -337,6 +337,7 @@ void ObjectFile::LoadDebugInfo() {
     size_t n = 0;
     dwarf_getaranges(dw, &aranges, &n);
   }
+  Symbols();
 }
 
 uint64_t ObjectFile::LinkAddress(uint64_t pc, uint64_t map_start, uint64_t map_offset) const {

@@ -60,7 +60,8 @@ class ObjectFile {
   // code): "main module M (build info)", or, without a module, package main
   // and C code in its directories. Empty for other objects (never own).
   const std::string& own_basis() const { return own_basis_; }
-  // Reads the debugging information now (it is otherwise read on first use).
+  // Reads the debugging information and indexes the symbols now (they are
+  // otherwise read on first use).
   void LoadDebugInfo();
   // Converts a runtime pc in a mapping (start, file offset) to a link address.
   uint64_t LinkAddress(uint64_t pc, uint64_t map_start, uint64_t map_offset) const;
