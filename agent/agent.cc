@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <initializer_list>
 
 #include "agent/cfi_unwinder.h"
@@ -42,6 +43,9 @@ __attribute__((tls_model("initial-exec"))) thread_local ring::ThreadLane t_lane{
 constinit std::atomic<ring::RingHeader*> g_ring{nullptr};
 constinit ring::RingWriter g_writer;
 constinit uint64_t g_self_lo = 0, g_self_hi = 0;
+// Which of ring::kAllocatorFunctions the program resolves to code outside
+// the agent (ForeignAllocator).
+constinit uint32_t g_foreign_allocator = 0;
 // Its destructor gives a thread's lane back when the thread exits.
 constinit pthread_key_t g_lane_key = 0;
 constinit int g_ring_fd = -1;  // the ring file, for allocating lanes as they are claimed
@@ -326,6 +330,7 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   h->ppid = getppid();
   h->start_unix_nanos = static_cast<int64_t>(NowNanos(CLOCK_REALTIME));
   h->sample_bytes = sample_bytes;
+  h->foreign_allocator = g_foreign_allocator;
   if (g_boundary.asmcgocall_lo != 0 && !g_boundary.crossing.known()) {
     h->flags |= ring::kFlagGoCrossingUnknown;
   }
@@ -531,12 +536,29 @@ void AskPoolsForMalloc() {
   for (const EnvSetting& e : kPoolsUseMalloc) setenv(e.name, e.value, 0);
 }
 
+// The allocator functions that the program's calls do not reach the agent
+// through: the definition symbol lookup finds first (the executable's own,
+// a statically linked jemalloc say, or a library preloaded before the agent)
+// lies outside the agent's code. The report says so: "no leaks" would be a
+// lie about a heap the agent never saw.
+uint32_t ForeignAllocator() {
+  uint32_t mask = 0;
+  for (size_t i = 0; i < std::size(ring::kAllocatorFunctions); ++i) {
+    auto f = reinterpret_cast<uint64_t>(dlsym(RTLD_DEFAULT, ring::kAllocatorFunctions[i]));
+    if (f != 0 && (f < g_self_lo || f >= g_self_hi)) mask |= 1u << i;
+  }
+  return mask;
+}
+
 __attribute__((cold, noinline)) void Initialize() {
-  // Before the guard: setenv allocates (from the real allocator: nothing is
-  // tracked yet).
-  if (ShouldTrack()) AskPoolsForMalloc();
-  HookGuard guard;
   dl_iterate_phdr(FindSelf, nullptr);
+  // Before the guard: setenv and dlsym may allocate (from the real
+  // allocator: nothing is tracked yet).
+  if (ShouldTrack()) {
+    AskPoolsForMalloc();
+    g_foreign_allocator = ForeignAllocator();
+  }
+  HookGuard guard;
   uint64_t bias = 0;
   dl_iterate_phdr(MainBias, &bias);
   FindGoBoundary("/proc/self/exe", bias, &g_boundary);

@@ -177,6 +177,17 @@ inline constexpr uint64_t WithKind(uint64_t h, Kind kind) {
 // Go frames above every cgo call are missing from this process's stacks.
 inline constexpr uint32_t kFlagGoCrossingUnknown = 1;
 
+// The allocator's entry points the agent interposes that a program may
+// define itself: a statically linked jemalloc, tcmalloc or mimalloc puts
+// them in the executable, which comes before any preloaded library in
+// symbol lookup, so the program's calls never reach the agent. Bit i of
+// RingHeader::foreign_allocator: kAllocatorFunctions[i] resolves to code
+// outside the agent. (Not strdup and the like: a program's own strdup
+// still calls malloc.)
+inline constexpr const char* kAllocatorFunctions[] = {
+    "malloc", "free", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign",
+    "valloc", "pvalloc"};
+
 // How record keys are made (see "Order across lanes" above and
 // RingWriter): the TSC, a shared counter, or per-thread clocks that meet at
 // address stripes (the default; no clock and no shared cache line).
@@ -194,7 +205,7 @@ struct alignas(64) RingHeader {
   uint32_t flags;
   uint32_t lane_count;      // lanes in the file, lane 0 the shared one
   uint32_t clock;           // Clock
-  uint32_t reserved0;
+  uint32_t foreign_allocator;  // bits over kAllocatorFunctions (0 from agents before it)
 
   alignas(64) std::atomic<uint64_t> counter;     // Clock::kCounter: the next key
   alignas(64) std::atomic<uint32_t> lanes_used;  // lanes ever claimed + 1: the reader looks at [0, lanes_used)

@@ -336,6 +336,9 @@ void Forwarder::Discover() {
       }
     }
     hello.set_go_crossing_unknown((who.flags & ring::kFlagGoCrossingUnknown) != 0);
+    for (size_t i = 0; i < std::size(ring::kAllocatorFunctions); ++i) {
+      if (who.foreign_allocator >> i & 1) hello.add_foreign_allocator(ring::kAllocatorFunctions[i]);
+    }
     hello.set_clock(who.clock == ring::Clock::kTsc       ? "tsc"
                     : who.clock == ring::Clock::kStripes ? "stripes"
                                                          : "counter");

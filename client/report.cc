@@ -194,6 +194,17 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
                     "incomplete (CGOHEAP_RING_MB=N gives each thread N MiB of ring, 2 by "
                     "default)\n");
   }
+  if (r.foreign_allocator() > 0) {
+    std::vector<std::string> fns;
+    for (const std::string& f : r.foreign_allocator_functions()) fns.push_back(Printable(f));
+    absl::StrAppend(&out, p, " WARNING: ", Plural(r.foreign_allocator(), "process", "processes"),
+                    r.foreign_allocator() == 1 ? " allocates" : " allocate",
+                    " through functions cgoheap's agent does not see (", absl::StrJoin(fns, ", "),
+                    ": defined by the program itself, as a statically linked jemalloc, tcmalloc "
+                    "or mimalloc is, or by a library preloaded before the agent): what is "
+                    "allocated through them never reaches cgoheap, and its leaks cannot be "
+                    "shown\n");
+  }
   if (r.go_crossing_unknown() > 0) {
     absl::StrAppend(&out, p, " WARNING: ", Plural(r.go_crossing_unknown(), "process", "processes"),
                     " built by a Go release whose cgo calls this cgoheap does not understand: "
@@ -246,13 +257,17 @@ std::string LeakJson(const v1::Leak& leak) {
 std::string LeaksJson(const v1::LeaksResponse& r) {
   std::vector<std::string> leaks;
   for (const v1::Leak& leak : r.leaks()) leaks.push_back(LeakJson(leak));
+  std::vector<std::string> foreign;
+  for (const std::string& f : r.foreign_allocator_functions()) foreign.push_back(JsonString(f));
   return absl::StrCat("{\"leaks\":[", absl::StrJoin(leaks, ","), "],\"processes\":", r.processes(),
                       ",\"hidden\":", r.hidden(), ",\"hidden_bytes\":", r.hidden_bytes(),
                       ",\"omitted\":", r.omitted(), ",\"omitted_bytes\":", r.omitted_bytes(),
                       ",\"dropped_events\":", r.dropped_events(),
                       ",\"unwind_failures\":", r.unwind_failures(),
                       ",\"go_crossing_unknown\":", r.go_crossing_unknown(),
-                      ",\"damaged_rings\":", r.damaged_rings(), "}\n");
+                      ",\"damaged_rings\":", r.damaged_rings(),
+                      ",\"foreign_allocator\":", r.foreign_allocator(),
+                      ",\"foreign_allocator_functions\":[", absl::StrJoin(foreign, ","), "]}\n");
 }
 
 // "handle (/src/main.go:16)": the user's frame of a stack, else the allocator's caller.
@@ -353,6 +368,15 @@ std::string ProcessesText(const v1::ListProcessesResponse& list) {
                       " (marked !), whose cgo calls this cgoheap does not understand: its stacks "
                       "stop where C was called from Go\n");
     }
+    if (p.hello().foreign_allocator_size() > 0) {
+      std::vector<std::string> fns;
+      for (const std::string& f : p.hello().foreign_allocator()) fns.push_back(Printable(f));
+      absl::StrAppend(&out, "WARNING: process ", p.process_id(), " (pid ", p.hello().pid(),
+                      "): its ", absl::StrJoin(fns, ", "),
+                      " never reach cgoheap's agent (the program defines them itself, or a "
+                      "library preloaded before the agent does): what it allocates through them "
+                      "is not seen\n");
+    }
     if (!p.ring_damage().empty()) {
       absl::StrAppend(&out, "WARNING: process ", p.process_id(), " (pid ", p.hello().pid(),
                       "): ", Printable(p.ring_damage()),
@@ -368,6 +392,8 @@ std::string ProcessesJson(const v1::ListProcessesResponse& list) {
   for (const auto& p : list.processes()) {
     std::vector<std::string> args;
     for (const auto& a : p.hello().args()) args.push_back(JsonString(a));
+    std::vector<std::string> foreign;
+    for (const auto& f : p.hello().foreign_allocator()) foreign.push_back(JsonString(f));
     procs.push_back(absl::StrCat(
         "{\"process_id\":", JsonString(p.process_id()), ",\"pid\":", p.hello().pid(),
         ",\"service\":", JsonString(p.hello().service()), ",\"host\":", JsonString(p.hello().host()),
@@ -382,6 +408,7 @@ std::string ProcessesJson(const v1::ListProcessesResponse& list) {
         ",\"go_version\":", JsonString(p.hello().go_version()),
         ",\"go_main_module\":", JsonString(p.hello().go_main_module()),
         ",\"go_crossing_unknown\":", p.hello().go_crossing_unknown() ? "true" : "false",
+        ",\"foreign_allocator\":[", absl::StrJoin(foreign, ","), "]",
         ",\"ring_damage\":", JsonString(p.ring_damage()),
         ",\"clock\":", JsonString(p.hello().clock()),
         ",\"args\":[", absl::StrJoin(args, ","),

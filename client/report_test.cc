@@ -133,6 +133,52 @@ TEST(ReportTest, ALongNameDoesNotWidenTheColumn) {
             "== LEAK SUMMARY: 8 bytes in 1 block never freed, from 1 stack\n");
 }
 
+TEST(ReportTest, AForeignAllocatorIsSaidInLeaksAndPs) {
+  v1::LeaksResponse r;
+  r.set_processes(1);
+  r.set_foreign_allocator(1);
+  r.add_foreign_allocator_functions("malloc");
+  r.add_foreign_allocator_functions("free");
+  EXPECT_EQ(LeaksText(r, {"==", false}),
+            "== LEAK SUMMARY: no leaks\n"
+            "== WARNING: 1 process allocates through functions cgoheap's agent does not see "
+            "(malloc, free: defined by the program itself, as a statically linked jemalloc, "
+            "tcmalloc or mimalloc is, or by a library preloaded before the agent): what is "
+            "allocated through them never reaches cgoheap, and its leaks cannot be shown\n");
+  google::protobuf::Value v = testing::ParseJson(LeaksJson(r));
+  EXPECT_EQ(v.struct_value().fields().at("foreign_allocator").number_value(), 1);
+  EXPECT_EQ(v.struct_value()
+                .fields()
+                .at("foreign_allocator_functions")
+                .list_value()
+                .values(1)
+                .string_value(),
+            "free");
+
+  v1::ListProcessesResponse list;
+  v1::ProcessInfo* p = list.add_processes();
+  p->set_process_id("00000000000000aa");
+  p->mutable_hello()->set_pid(42);
+  p->mutable_hello()->add_foreign_allocator("malloc");
+  p->mutable_hello()->add_foreign_allocator("free");
+  EXPECT_NE(ProcessesText(list).find("WARNING: process 00000000000000aa (pid 42): its malloc, "
+                                     "free never reach cgoheap's agent"),
+            std::string::npos)
+      << ProcessesText(list);
+  google::protobuf::Value j = testing::ParseJson(ProcessesJson(list));
+  EXPECT_EQ(j.struct_value()
+                .fields()
+                .at("processes")
+                .list_value()
+                .values(0)
+                .struct_value()
+                .fields()
+                .at("foreign_allocator")
+                .list_value()
+                .values_size(),
+            2);
+}
+
 TEST(ReportTest, JsonHasTheDocumentedShape) {
   google::protobuf::Value v = testing::ParseJson(LeaksJson(Sample()));
   const auto& leak = v.struct_value().fields().at("leaks").list_value().values(0).struct_value();

@@ -83,6 +83,7 @@ bool RingReader::Check(ring::RingHeader* h, size_t bytes) {
   id.start_unix_nanos = h->start_unix_nanos;
   id.sample_bytes = h->sample_bytes;
   id.flags = h->flags;
+  id.foreign_allocator = h->foreign_allocator;
   id.clock = static_cast<ring::Clock>(clock);
   char exe[sizeof h->exe], cmdline[sizeof h->cmdline], service[sizeof h->service];
   memcpy(exe, h->exe, sizeof exe);

@@ -32,6 +32,7 @@ struct RingIdentity {
   int64_t start_unix_nanos = 0;
   uint64_t sample_bytes = 0;
   uint32_t flags = 0;
+  uint32_t foreign_allocator = 0;  // RingHeader::foreign_allocator
   ring::Clock clock = ring::Clock::kCounter;
   std::string exe;      // as readlink gave it (may end in " (deleted)")
   std::string cmdline;  // NUL-separated

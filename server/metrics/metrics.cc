@@ -94,6 +94,12 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                           .Help("Processes built by a Go release whose cgo calls the agent does "
                                 "not understand (no Go frames in their stacks), by service")
                           .Register(*registry_);
+  foreign_allocator_ = &BuildGauge()
+                           .Name("cgoheap_agent_foreign_allocator_processes")
+                           .Help("Processes whose allocator functions the agent does not see "
+                                 "(the program defines malloc itself: a statically linked "
+                                 "jemalloc, tcmalloc or mimalloc), by service")
+                           .Register(*registry_);
   damaged_rings_ = &BuildGauge()
                        .Name("cgoheap_agent_damaged_rings")
                        .Help("Processes whose ring the forwarder stopped reading (truncated "
@@ -197,7 +203,7 @@ void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
   }
 
   std::map<std::pair<std::string, std::string>, double> counts;
-  std::map<std::string, double> live, dropped, unwind_failures, crossing_unknown, damaged;
+  std::map<std::string, double> live, dropped, unwind_failures, crossing_unknown, foreign, damaged;
   std::map<std::string, double> suspect_bytes, suspect_stacks;
   for (const auto& p : list.processes()) {
     const std::string& svc = label[p.hello().service()];
@@ -208,6 +214,7 @@ void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
     dropped[svc] += static_cast<double>(p.dropped_events());
     unwind_failures[svc] += static_cast<double>(p.unwind_failures());
     crossing_unknown[svc] += p.hello().go_crossing_unknown() && p.state() == "running" ? 1 : 0;
+    foreign[svc] += p.hello().foreign_allocator_size() > 0 && p.state() == "running" ? 1 : 0;
     damaged[svc] += p.ring_damage().empty() ? 0 : 1;
   }
   for (const auto& [svc, s] : suspects) {
@@ -227,6 +234,7 @@ void ServerMetrics::RefreshFleet(const v1::ListProcessesResponse& list,
   for (const auto& [svc, v] : dropped) set(dropped_, {{"service", svc}}, v);
   for (const auto& [svc, v] : unwind_failures) set(unwind_failures_, {{"service", svc}}, v);
   for (const auto& [svc, v] : crossing_unknown) set(crossing_unknown_, {{"service", svc}}, v);
+  for (const auto& [svc, v] : foreign) set(foreign_allocator_, {{"service", svc}}, v);
   for (const auto& [svc, v] : damaged) set(damaged_rings_, {{"service", svc}}, v);
   // Every service shown gets both series (0 when nothing grows), so alerts
   // can tell "no leak" from "no data".

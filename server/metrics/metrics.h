@@ -9,6 +9,7 @@
 // cgoheap_live_bytes{service}, cgoheap_agent_dropped_events{service},
 // cgoheap_agent_unwind_failures{service},
 // cgoheap_agent_go_crossing_unknown_processes{service} (running ones),
+// cgoheap_agent_foreign_allocator_processes{service} (running ones),
 // cgoheap_agent_damaged_rings{service},
 // cgoheap_leak_suspect_bytes{service}, cgoheap_leak_suspect_stacks{service},
 // cgoheap_leak_suspect_stack_bytes{service,stack,site} for the top-K growing
@@ -104,6 +105,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>* dropped_;
   prometheus::Family<prometheus::Gauge>* unwind_failures_;
   prometheus::Family<prometheus::Gauge>* crossing_unknown_;
+  prometheus::Family<prometheus::Gauge>* foreign_allocator_;
   prometheus::Family<prometheus::Gauge>* damaged_rings_;
   prometheus::Family<prometheus::Gauge>* suspect_bytes_;
   prometheus::Family<prometheus::Gauge>* suspect_stacks_;

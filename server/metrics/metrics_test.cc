@@ -70,6 +70,23 @@ TEST(MetricsTest, DamagedRingsAreCountedByService) {
   EXPECT_EQ(ValueOf(m, "cgoheap_agent_damaged_rings", "web"), 0);
 }
 
+TEST(MetricsTest, RunningProcessesWithAForeignAllocatorAreCountedByService) {
+  ServerMetrics m;
+  v1::ListProcessesResponse list;
+  for (const char* state : {"running", "running", "exited"}) {
+    v1::ProcessInfo* p = list.add_processes();
+    p->mutable_hello()->set_service("api");
+    p->mutable_hello()->add_foreign_allocator("malloc");
+    p->set_state(state);
+  }
+  v1::ProcessInfo* seen = list.add_processes();
+  seen->mutable_hello()->set_service("web");
+  seen->set_state("running");
+  m.RefreshFleet(list, {});
+  EXPECT_EQ(ValueOf(m, "cgoheap_agent_foreign_allocator_processes", "api"), 2);
+  EXPECT_EQ(ValueOf(m, "cgoheap_agent_foreign_allocator_processes", "web"), 0);
+}
+
 // Two long C++ names that differ only past the cut stay two labels.
 TEST(MetricsTest, OnlyTheTopServicesHaveSeriesTheRestAreOther) {
   ServerMetrics m;

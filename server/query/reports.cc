@@ -92,6 +92,15 @@ absl::StatusOr<v1::LeaksResponse> LeaksReport(const HeapState& state, const v1::
       resp.set_go_crossing_unknown(resp.go_crossing_unknown() + 1);
     }
     if (!p.rec.ring_damage().empty()) resp.set_damaged_rings(resp.damaged_rings() + 1);
+    if (p.rec.hello().foreign_allocator_size() > 0) {
+      resp.set_foreign_allocator(resp.foreign_allocator() + 1);
+      for (const std::string& f : p.rec.hello().foreign_allocator()) {
+        const auto& seen = resp.foreign_allocator_functions();
+        if (seen.size() < 16 && std::find(seen.begin(), seen.end(), f) == seen.end()) {
+          resp.add_foreign_allocator_functions(f);
+        }
+      }
+    }
     for (const v1::StackTotal& e : p.rec.exit_leaks()) {
       LeakGroup& g = groups[e.stack_id()];
       g.bytes += Estimate::Of(e.est_bytes());

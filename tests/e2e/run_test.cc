@@ -830,6 +830,31 @@ TEST(RunTest, PooledAllocatorsAreAskedForMallocUnlessTheUserChose) {
   EXPECT_EQ(off.out, "G_SLICE=(unset) PYTHONMALLOC=(unset)\n") << off.err;
 }
 
+// A program whose executable defines malloc (a statically linked jemalloc,
+// tcmalloc or mimalloc) never calls the agent's: its report says so instead
+// of "no leaks". A program that does not is never told so.
+TEST(RunTest, AnAllocatorTheAgentCannotSeeIsSaid) {
+  Report r = RunUnder(Program("ownmalloc"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.num_leaks(), 0) << r.json;
+  EXPECT_EQ(Num(r.doc, "foreign_allocator"), 1) << r.json;
+  std::vector<std::string> fns;
+  for (const Value& v : Field(r.doc, "foreign_allocator_functions").list_value().values()) {
+    fns.push_back(v.string_value());
+  }
+  EXPECT_EQ(fns, (std::vector<std::string>{"malloc", "free", "calloc", "realloc"}));
+
+  RunResult text = RunProcess({BinDir() + "/cgoheap", "run", "--", Program("ownmalloc")});
+  EXPECT_NE(text.err.find("WARNING: 1 process allocates through functions cgoheap's agent does "
+                          "not see (malloc, free, calloc, realloc: defined by the program itself"),
+            std::string::npos)
+      << text.err;
+
+  Report plain = RunUnder(Program("seed_cstring"));
+  EXPECT_EQ(Num(plain.doc, "foreign_allocator"), 0) << plain.json;
+  EXPECT_EQ(plain.run.err.find("WARNING"), std::string::npos) << plain.run.err;
+}
+
 TEST(RunTest, SampledModeEstimatesTheLeakWithoutBias) {
   std::string src = ProgramSource("goroutines");
   // 8 x 100000 iterations: 8000 leaked blocks of 48 bytes among 2.4M

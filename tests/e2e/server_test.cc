@@ -84,7 +84,8 @@ TEST(ServerTest, RunWithServerPointsToTheQueryThatSeesEverything) {
   EXPECT_EQ(none.out,
             "{\"leaks\":[],\"processes\":0,\"hidden\":0,\"hidden_bytes\":0,\"omitted\":0,"
             "\"omitted_bytes\":0,\"dropped_events\":0,"
-            "\"unwind_failures\":0,\"go_crossing_unknown\":0,\"damaged_rings\":0}\n");
+            "\"unwind_failures\":0,\"go_crossing_unknown\":0,\"damaged_rings\":0,"
+            "\"foreign_allocator\":0,\"foreign_allocator_functions\":[]}\n");
 }
 
 TEST(ServerTest, FleetGroupsTheSameStackAcrossProcesses) {

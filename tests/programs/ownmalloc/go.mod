@@ -1,0 +1,3 @@
+module example.com/ownmalloc
+
+go 1.19
