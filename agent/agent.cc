@@ -20,8 +20,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <iterator>
 #include <initializer_list>
+#include <iterator>
 
 #include "agent/cfi_unwinder.h"
 #include "agent/clock_choice.h"
