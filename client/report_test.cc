@@ -70,29 +70,37 @@ TEST(ReportTest, TextReadsLikeValgrind) {
             "are still shown, and marked incomplete where their Go frames are missing\n");
 }
 
-// A function inlined into its caller shares the caller's call site: marked
-// as pprof marks it, after its own file:line.
-TEST(ReportTest, InlinedFramesAreMarked) {
-  v1::LeaksResponse r;
-  r.set_processes(1);
-  v1::Leak* l = r.add_leaks();
-  l->set_kind("exit");
-  l->set_bytes(8);
-  l->set_blocks(1);
-  l->set_processes(1);
-  l->set_user_frame(3);
-  auto add = [&](const char* fn, const char* file, int line, bool inlined) {
-    v1::Frame* f = l->mutable_stack()->add_frames();
+// A response of one leak of 8 bytes in 1 block that exits, of one process;
+// add(function, file, line, inlined) gives its stack a frame.
+struct OneLeak {
+  explicit OneLeak(int user_frame) : leak(r.add_leaks()) {
+    r.set_processes(1);
+    leak->set_kind("exit");
+    leak->set_bytes(8);
+    leak->set_blocks(1);
+    leak->set_processes(1);
+    leak->set_user_frame(user_frame);
+  }
+  void add(const std::string& fn, const char* file, int line, bool inlined = false) {
+    v1::Frame* f = leak->mutable_stack()->add_frames();
     f->set_function(fn);
     f->set_file(file);
     f->set_line(line);
     f->set_inlined(inlined);
-  };
-  add("malloc", "", 0, false);
-  add("f1", "main.go", 9, true);
-  add("_cgo_5a_Cfunc_f1", "cgo-gcc-prolog", 49, false);
-  add("main.main", "main.go", 22, false);
-  EXPECT_EQ(LeaksText(r, {"==", false}),
+  }
+  v1::LeaksResponse r;
+  v1::Leak* leak;
+};
+
+// A function inlined into its caller shares the caller's call site: marked
+// as pprof marks it, after its own file:line.
+TEST(ReportTest, InlinedFramesAreMarked) {
+  OneLeak one(3);
+  one.add("malloc", "", 0);
+  one.add("f1", "main.go", 9, true);
+  one.add("_cgo_5a_Cfunc_f1", "cgo-gcc-prolog", 49);
+  one.add("main.main", "main.go", 22);
+  EXPECT_EQ(LeaksText(one.r, {"==", false}),
             "== 8 bytes in 1 block never freed (1 of 1 leak)\n"
             "==    at malloc\n"
             "==    by f1                (main.go:9) (inline)\n"
@@ -105,26 +113,13 @@ TEST(ReportTest, InlinedFramesAreMarked) {
 // A C++ name of hundreds of characters does not push every frame's
 // location out to its end.
 TEST(ReportTest, ALongNameDoesNotWidenTheColumn) {
-  v1::LeaksResponse r;
-  r.set_processes(1);
-  v1::Leak* l = r.add_leaks();
-  l->set_kind("exit");
-  l->set_bytes(8);
-  l->set_blocks(1);
-  l->set_processes(1);
-  l->set_user_frame(2);
+  OneLeak one(2);
   const std::string long_name = "duckdb::ExtensionHelper::LoadExtension(duckdb::DuckDB&, " +
                                 std::string(60, 'x') + ")";
-  auto add = [&](const std::string& fn, const char* file, int line) {
-    v1::Frame* f = l->mutable_stack()->add_frames();
-    f->set_function(fn);
-    f->set_file(file);
-    f->set_line(line);
-  };
-  add("malloc", "", 0);
-  add(long_name, "extension_helper.cpp", 120);
-  add("main.main", "main.go", 22);
-  EXPECT_EQ(LeaksText(r, {"==", false}),
+  one.add("malloc", "", 0);
+  one.add(long_name, "extension_helper.cpp", 120);
+  one.add("main.main", "main.go", 22);
+  EXPECT_EQ(LeaksText(one.r, {"==", false}),
             "== 8 bytes in 1 block never freed (1 of 1 leak)\n"
             "==    at malloc\n"
             "==    by " + long_name + "  (extension_helper.cpp:120)\n"
