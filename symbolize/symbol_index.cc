@@ -74,19 +74,15 @@ void SymbolIndex::Build() {
                    [](const Symbol& a, const Symbol& b) { return a.start < b.start; });
   // Labels first: each reaches to the next start (or its section's end),
   // unless a sized symbol covers its address.
-  uint64_t sized_end = 0;  // the furthest end of the sized symbols seen
-  bool any_sized = false;
+  uint64_t sized_end = 0;  // the furthest end of the sized symbols seen (0: none)
   for (size_t i = 0; i < symbols_.size();) {
-    size_t group_end = i;
+    size_t group_end = i;  // the symbols that start where symbols_[i] does
     while (group_end < symbols_.size() && symbols_[group_end].start == symbols_[i].start) {
-      if (symbols_[group_end].end > symbols_[group_end].start) {
-        sized_end = any_sized ? std::max(sized_end, symbols_[group_end].end) : symbols_[group_end].end;
-        any_sized = true;
-      }
+      sized_end = std::max(sized_end, symbols_[group_end].end);  // a label's end is its start
       ++group_end;
     }
     const uint64_t start = symbols_[i].start;
-    const bool covered = any_sized && sized_end > start;
+    const bool covered = sized_end > start;
     const uint64_t next =
         group_end < symbols_.size() ? symbols_[group_end].start : std::numeric_limits<uint64_t>::max();
     for (; i < group_end; ++i) {

@@ -52,7 +52,7 @@ class SymbolIndex {
   // executable sections, and for section, file and thread-local symbols.
   void Add(uint64_t start, uint64_t size, unsigned char st_info, const Elf64_Shdr& section,
            std::string_view name);
-  // Flattens what was added; Find answers only after it.
+  // Flattens what was added, once; Find answers only after it.
   void Build();
 
   // The name of the symbol that covers addr and, in *start, its start; ""
