@@ -275,12 +275,16 @@ int BenchCommand(const std::vector<std::string>& args) {
   if (!args.empty() && args[0] == "pprof") {
     return BenchPprofCommand(std::vector<std::string>(args.begin() + 1, args.end()));
   }
+  if (!args.empty() && args[0] == "symbols") {
+    return BenchSymbolsCommand(std::vector<std::string>(args.begin() + 1, args.end()));
+  }
   if (args.empty() || args[0] != "ingest") {
     std::cerr << "cgoheap bench: usage: cgoheap bench ingest [--server=ADDR] [--processes=N] "
                  "[--seconds=S] [--batch=EVENTS] [--stacks=K] [--window=W] [--fsync=false] "
                  "[--compare-tls]\n"
                  "               cgoheap bench pprof [--server=ADDR] [--blocks=N] [--stacks=K] "
-                 "[--output=FILE]\n";
+                 "[--output=FILE]\n"
+                 "               cgoheap bench symbols [--addresses=N] [FILE...]\n";
     return 2;
   }
   Options o;

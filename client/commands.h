@@ -26,6 +26,7 @@ int TopCommand(const std::vector<std::string>& args);
 int WatchCommand(const std::vector<std::string>& args);
 int PprofCommand(const std::vector<std::string>& args);
 int BenchPprofCommand(const std::vector<std::string>& args);
+int BenchSymbolsCommand(const std::vector<std::string>& args);
 int ForwardCommand(const std::vector<std::string>& args);
 
 // Shared by the commands.

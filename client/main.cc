@@ -36,6 +36,8 @@ constexpr char kUsage[] = R"(cgoheap: find C memory leaks in Go programs that us
                                              load a cgoheapd; print events/s and ack latency
   cgoheap bench pprof [--server=ADDR] [--blocks=N] [--stacks=K] [--output=FILE]
                                              time a profile of a large live heap
+  cgoheap bench symbols [--addresses=N] [FILE...]
+                                             time naming C frames: the index against libdw
 
 Run `cgoheap COMMAND --help` for a command's flags; `cgoheap --version` says
 which build this is.
