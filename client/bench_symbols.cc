@@ -6,8 +6,6 @@
 //   symbols: /usr/lib/x86_64-linux-gnu/libc.so.6: 6,818 code symbols, indexed in 3 ms; 2,001 addresses: 0.05 us each by the index, 166.4 us by libdw (3528x); same name for 2,001 of 2,001
 // Without a FILE: cgoheap's own executable.
 #include <elfutils/libdwfl.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -18,6 +16,7 @@
 #include "client/report.h"
 #include "common/flags.h"
 #include "symbolize/elf_image.h"
+#include "symbolize/libdw_file.h"
 #include "symbolize/symbol_index.h"
 
 namespace cgoheap::client {
@@ -35,22 +34,10 @@ int BenchFile(const std::string& path, uint64_t addresses) {
     std::cerr << "cgoheap bench symbols: " << path << ": not an ELF file with a .text section\n";
     return 1;
   }
-  static const Dwfl_Callbacks kCallbacks = {
-      .find_elf = nullptr,
-      .find_debuginfo = dwfl_standard_find_debuginfo,
-      .section_address = dwfl_offline_section_address,
-      .debuginfo_path = nullptr,
-  };
-  Dwfl* dwfl = dwfl_begin(&kCallbacks);
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  dwfl_report_begin(dwfl);
-  Dwfl_Module* module =
-      fd < 0 ? nullptr : dwfl_report_elf(dwfl, path.c_str(), path.c_str(), fd, 0, false);
-  dwfl_report_end(dwfl, nullptr, nullptr);
+  LibdwFile libdw(path);
+  Dwfl_Module* module = libdw.module();
   if (module == nullptr) {
     std::cerr << "cgoheap bench symbols: " << path << ": libdw cannot read it\n";
-    dwfl_end(dwfl);
-    if (fd >= 0) close(fd);
     return 1;
   }
   dwfl_module_getsymtab(module);  // libdw's tables loaded outside both timings
@@ -84,8 +71,6 @@ int BenchFile(const std::string& path, uint64_t addresses) {
       ++same;
     }
   }
-  dwfl_end(dwfl);
-  close(fd);
   const double per_index = index_s / static_cast<double>(n) * 1e6;
   const double per_libdw = libdw_s / static_cast<double>(n) * 1e6;
   std::cout << absl::StrFormat(

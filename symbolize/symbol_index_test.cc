@@ -1,15 +1,14 @@
 #include "symbolize/symbol_index.h"
 
 #include <elfutils/libdwfl.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "symbolize/elf_image.h"
+#include "symbolize/libdw_file.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap {
@@ -115,18 +114,8 @@ void ExpectAgreesWithLibdw(const std::string& path) {
   SCOPED_TRACE(path);
   ElfImage elf;
   ASSERT_TRUE(elf.Open(path.c_str()));
-  static const Dwfl_Callbacks kCallbacks = {
-      .find_elf = nullptr,
-      .find_debuginfo = dwfl_standard_find_debuginfo,
-      .section_address = dwfl_offline_section_address,
-      .debuginfo_path = nullptr,
-  };
-  Dwfl* dwfl = dwfl_begin(&kCallbacks);
-  ASSERT_NE(dwfl, nullptr);
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  dwfl_report_begin(dwfl);
-  Dwfl_Module* module = dwfl_report_elf(dwfl, path.c_str(), path.c_str(), fd, 0, false);
-  dwfl_report_end(dwfl, nullptr, nullptr);
+  LibdwFile libdw(path);
+  Dwfl_Module* module = libdw.module();
   ASSERT_NE(module, nullptr);
 
   SymbolIndex from_elf = SymbolIndex::FromElf(elf);
@@ -167,8 +156,6 @@ void ExpectAgreesWithLibdw(const std::string& path) {
     }
   }
   EXPECT_GT(named, checked / 2);
-  dwfl_end(dwfl);
-  close(fd);
 }
 
 TEST(SymbolIndexTest, NamesWhatLibdwNamesInAGoProgramWithCgo) {
