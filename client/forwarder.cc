@@ -28,6 +28,7 @@
 #include "client/fault_guard.h"
 #include "common/clock.h"
 #include "common/escape.h"
+#include "common/sha256.h"
 #include "proto/stack_id.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
@@ -601,6 +602,7 @@ void Forwarder::End(Tracked& t) {
 }
 
 void Forwarder::Prepare(const std::string& executable) {
+  Sha256::Prepare();  // every stack id is one
   char real[PATH_MAX];
   if (realpath(executable.c_str(), real) == nullptr) return;
   if (ObjectFile* obj = objects_.Get(real)) obj->LoadDebugInfo();

@@ -98,7 +98,7 @@ class Forwarder {
   // quarters of a lane (each ring's own), summed over the rings (PollPacer).
   double Poll();
   // Reads the debug information of the program's executable ahead of its
-  // first stack. Thread-safe with everything else here (cgoheap run calls it
+  // first stack, and readies the stack ids' hash. Thread-safe with everything else here (cgoheap run calls it
   // on a thread of its own while the program starts).
   void Prepare(const std::string& executable);
   // The process pid ended with this waitpid status.

@@ -26,6 +26,8 @@ const EVP_MD* Sha256Md() {
 
 }  // namespace
 
+void Sha256::Prepare() { Sha256().Final(); }
+
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
   if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, Sha256Md(), nullptr) != 1) Fail("init");
 }
