@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "client/commands.h"
@@ -53,23 +54,19 @@ int BenchFile(const std::string& path, uint64_t addresses) {
     sink += index.Find(a).size();
   }
   const double index_s = Since(t0);
+  std::vector<const char*> libdw_names;
+  libdw_names.reserve(n);
   t0 = std::chrono::steady_clock::now();
   for (uint64_t a = text.addr; a < text.addr + text.size; a += step) {
-    const char* name = dwfl_module_addrname(module, a);
-    sink += name != nullptr;
+    libdw_names.push_back(dwfl_module_addrname(module, a));
   }
   const double libdw_s = Since(t0);
-  // Outside the timings: do both name the same symbol? (Or two names of one
-  // address, which either may pick.)
-  for (uint64_t a = text.addr; a < text.addr + text.size; a += step) {
-    const char* name = dwfl_module_addrname(module, a);
-    std::string_view mine = index.Find(a);
-    uint64_t v1 = 0, v2 = 0, s1 = 0, s2 = 0;
-    if (mine == std::string_view(name != nullptr ? name : "") ||
-        (name != nullptr && !mine.empty() && elf.FindSymbol(mine, &v1, &s1) &&
-         elf.FindSymbol(name, &v2, &s2) && v1 == v2)) {
-      ++same;
-    }
+  // Outside the timings: do both name the same symbol?
+  uint64_t i = 0;
+  for (uint64_t a = text.addr; a < text.addr + text.size; a += step, ++i) {
+    const char* name = libdw_names[i];
+    sink += name != nullptr;
+    same += SameSymbol(elf, index.Find(a), name != nullptr ? name : "");
   }
   const double per_index = index_s / static_cast<double>(n) * 1e6;
   const double per_libdw = libdw_s / static_cast<double>(n) * 1e6;

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "symbolize/elf_image.h"
+
 namespace cgoheap {
 
 LibdwFile::LibdwFile(const std::string& path) {
@@ -20,6 +22,13 @@ LibdwFile::LibdwFile(const std::string& path) {
   // libdw owns (and closes) the descriptor it is given.
   module_ = dwfl_report_elf(dwfl_, path.c_str(), path.c_str(), dup(fd_), 0, false);
   dwfl_report_end(dwfl_, nullptr, nullptr);
+}
+
+bool SameSymbol(const ElfImage& elf, std::string_view a, std::string_view b) {
+  if (a == b) return true;
+  uint64_t va = 0, vb = 0, size = 0;
+  return !a.empty() && !b.empty() && elf.FindSymbol(a, &va, &size) && elf.FindSymbol(b, &vb, &size) &&
+         va == vb;
 }
 
 LibdwFile::~LibdwFile() {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 struct Dwfl;
 struct Dwfl_Module;
@@ -27,5 +28,11 @@ class LibdwFile {
   int fd_ = -1;
   Dwfl_Module* module_ = nullptr;
 };
+
+class ElfImage;
+
+// Whether two answers for one address name the same symbol: the same name,
+// or two names of one address in elf (aliases, which either may pick).
+bool SameSymbol(const ElfImage& elf, std::string_view a, std::string_view b);
 
 }  // namespace cgoheap

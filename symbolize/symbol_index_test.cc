@@ -144,13 +144,8 @@ void ExpectAgreesWithLibdw(const std::string& path) {
     for (const SymbolIndex* index : {&from_elf, &from_dwfl}) {
       std::string_view got = index->Find(a);
       ++checked;
-      if (got == libdw) {
-        named += !got.empty();
-        continue;
-      }
-      uint64_t v1 = 0, v2 = 0, s1 = 0, s2 = 0;
-      EXPECT_TRUE(!got.empty() && !libdw.empty() && elf.FindSymbol(got, &v1, &s1) &&
-                  elf.FindSymbol(libdw, &v2, &s2) && v1 == v2)
+      named += !got.empty() && got == libdw;
+      EXPECT_TRUE(SameSymbol(elf, got, libdw))
           << std::hex << "at 0x" << a << ": libdw says \"" << libdw << "\", the index \"" << got
           << "\"";
     }
