@@ -43,8 +43,12 @@ struct ThreadLane {
   // its pairs were not taken back) that the older one's free found nothing,
   // and its record, the free's and those around them stayed in the lane
   // for the forwarder.
+  // Addresses are kept complemented (Hide): no block's address stays in
+  // the agent's memory, where cgoheap's exit scan (client/exit_scan.h)
+  // would take it for the program's pointer and call the block reachable.
+  static constexpr uint64_t Hide(uint64_t address) { return ~address; }
   struct RecentAlloc {
-    uint64_t address;
+    uint64_t address;  // Hide(the block's)
     uint64_t pos;  // of its header in the lane
     uint64_t key;  // its key; 0: an empty way (keys start at 1)
   };
@@ -106,14 +110,15 @@ class RingWriter {
     Where where = PublishAt(tl, words, frames, nframes, size, &pos);
     if (where == kOwnLane && cancels_) {
       ThreadLane::RecentAlloc* set = tl->recent[RecentSet(words[2])];
+      const uint64_t hidden = ThreadLane::Hide(words[2]);
       // The way that held this address before, else an empty one, else the
       // older (keys rise in a thread).
-      const unsigned way = set[0].address == words[2]   ? 0
-                           : set[1].address == words[2] ? 1
-                           : set[0].key == 0            ? 0
-                           : set[1].key == 0            ? 1
-                                                        : (set[1].key < set[0].key ? 1 : 0);
-      set[way] = ThreadLane::RecentAlloc{words[2], pos, words[1]};
+      const unsigned way = set[0].address == hidden   ? 0
+                           : set[1].address == hidden ? 1
+                           : set[0].key == 0          ? 0
+                           : set[1].key == 0          ? 1
+                                                      : (set[1].key < set[0].key ? 1 : 0);
+      set[way] = ThreadLane::RecentAlloc{hidden, pos, words[1]};
     }
     return where != kDropped;
   }
@@ -128,9 +133,10 @@ class RingWriter {
     // Found by a branch (nearly always way 0), not by an index computed from
     // a load: the key's load need not wait for the way's.
     ThreadLane::RecentAlloc* way;
-    if (set[0].address == address) {
+    const uint64_t hidden = ThreadLane::Hide(address);
+    if (set[0].address == hidden) {
       way = &set[0];
-    } else if (set[1].address == address) {
+    } else if (set[1].address == hidden) {
       way = &set[1];
     } else {
       return false;

@@ -114,9 +114,13 @@ constexpr unsigned kChains = 8;
 
 struct Chain {
   struct Check {
-    uint64_t addr, value;
+    uint64_t addr, value;  // value: ~the word read
   };
-  uint64_t bp0;       // part of the key when need_bp0
+  // Words that may hold a pointer to a heap block (RBP is a general register
+  // in code built without frame pointers; a stack word read by the walk can
+  // be anything) are kept complemented, as ring_writer.h's RecentAlloc keeps
+  // addresses: cgoheap's exit scan must not find them in the agent's memory.
+  uint64_t bp0;       // ~RBP at the start; part of the key when need_bp0
   bool need_bp0;      // the starting RBP fed a CFA (or the Go walk)
   bool go;            // the C part ends in asmcgocall: Go frames follow
   bool go_known;      // ... and they are cached too: pcs[c_frames..n), checks[c_checks..nchecks)
@@ -146,7 +150,7 @@ __attribute__((tls_model("initial-exec"))) thread_local uint64_t t_chain_hits = 
 // read in that order (each address is safe once the words before it match).
 inline bool Unchanged(const Chain& c, uint32_t n) {
   uint32_t i = 0;
-  while (i < n && Word(c.checks[i].addr) == c.checks[i].value) ++i;
+  while (i < n && ~Word(c.checks[i].addr) == c.checks[i].value) ++i;
   return i == n;
 }
 
@@ -159,7 +163,7 @@ int CPartFromCache(const UnwindRegs& start, uint64_t* pcs, int max, UnwindRegs* 
   for (unsigned k = 0; k < kChains; ++k) {
     if (t_chain_keys[k].pc0 != start.pc || t_chain_keys[k].sp0 != start.sp) continue;
     const Chain& c = t_chains[k];
-    if (!c.go || (c.need_bp0 && c.bp0 != start.bp) || static_cast<int>(c.c_frames) > max) {
+    if (!c.go || (c.need_bp0 && c.bp0 != ~start.bp) || static_cast<int>(c.c_frames) > max) {
       continue;
     }
     if (!Unchanged(c, c.c_checks)) continue;
@@ -182,7 +186,7 @@ class ChainRecorder {
   void Start(const UnwindRegs& regs) {
     Open();
     c_->pcs[0] = regs.pc;
-    c_->bp0 = regs.bp;
+    c_->bp0 = ~regs.bp;
     c_->need_bp0 = false;
     c_->nchecks = 0;
     c_->bp_slot = 0;
@@ -211,7 +215,7 @@ class ChainRecorder {
       slot_ = slot;
       c_ = &t_chains[slot];
     }
-    c_->bp0 = start.bp;  // the same where need_bp0
+    c_->bp0 = ~start.bp;  // the same where need_bp0
     c_->go = true;
     c_->go_known = false;
     c_->nchecks = c_->c_checks;
@@ -316,7 +320,7 @@ class ChainRecorder {
       }
       return;
     }
-    c_->checks[c_->nchecks++] = {addr, value};
+    c_->checks[c_->nchecks++] = {addr, ~value};
   }
 
   Chain* c_ = nullptr;
@@ -570,7 +574,7 @@ inline int WholeStackFromCache(uint64_t pc, uint64_t sp, uint64_t bp, int max,
   for (unsigned k = 0; k < kChains; ++k) {
     if (t_chain_keys[k].pc0 != pc || t_chain_keys[k].sp0 != sp) continue;
     const Chain& c = t_chains[k];
-    if ((c.need_bp0 && c.bp0 != bp) || (c.go ? !c.go_known || c.max != max
+    if ((c.need_bp0 && c.bp0 != ~bp) || (c.go ? !c.go_known || c.max != max
                                               : static_cast<int>(c.c_frames) > max)) {
       continue;
     }
