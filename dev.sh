@@ -28,7 +28,7 @@ PACKAGES=(
   libunwind-dev libdw-dev libelf-dev libc6-dbg
   libgtest-dev libgmock-dev libbenchmark-dev
   golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev libglib2.0-dev
-  prometheus curl openssl zlib1g-dev libssl-dev
+  prometheus curl openssl zlib1g-dev libssl-dev strace
   clang libclang-rt-14-dev
 )
 # The Go releases the test programs are built with, besides golang-go (1.19)

@@ -164,6 +164,13 @@ struct Forwarder::Tracked {
   uint64_t ring_cancelled_counted = 0;  // of ring.cancelled(), those counted in `cancelled`
   absl::Time first_event;
   absl::Time last_sent = absl::Now();  // the hello, then each batch
+  // Watched for its exit scan (Forwarder::WatchExit, exact mode): its live
+  // blocks as sent, address -> size and stack.
+  bool keep_live = false;
+  struct LiveEntry {
+    uint64_t size, stack;
+  };
+  absl::flat_hash_map<uint64_t, LiveEntry> live;
 };
 
 Forwarder::Forwarder(ForwarderOptions options) : options_(std::move(options)) {
@@ -323,6 +330,7 @@ void Forwarder::Discover() {
     hello.set_pid(t->pid);
     hello.set_start_unix_nanos(who.start_unix_nanos);
     hello.set_sample_bytes(who.sample_bytes);
+    t->keep_live = who.sample_bytes == 0 && watch_exit_.contains(t->pid);
     // Who it is, as the agent wrote it at start-up: short-lived processes
     // are often gone, /proc entries with them, before this first look.
     std::string_view exe = who.exe;
@@ -551,6 +559,15 @@ void Forwarder::Flush(Tracked& t, bool force, std::span<const RingRecord> unread
     b.set_stack_ids(kept, b.stack_ids(i));
     ++kept;
   }
+  if (t.keep_live) {
+    for (int i = 0; i < kept; ++i) {
+      if (b.kinds(i) == v1::EVENT_KIND_ALLOC) {
+        t.live[b.addresses(i)] = {b.sizes(i), b.stack_ids(i)};
+      } else {
+        t.live.erase(b.addresses(i));
+      }
+    }
+  }
   b.mutable_kinds()->Truncate(kept);
   b.mutable_addresses()->Truncate(kept);
   b.mutable_sizes()->Truncate(kept);
@@ -606,6 +623,59 @@ void Forwarder::Prepare(const std::string& executable) {
   char real[PATH_MAX];
   if (realpath(executable.c_str(), real) == nullptr) return;
   if (ObjectFile* obj = objects_.Get(real)) obj->LoadDebugInfo();
+}
+
+void Forwarder::ScanAtExit(pid_t pid, ExitScanOptions opts) {
+  Discover();
+  Tracked* t = nullptr;
+  for (auto& [path, tr] : tracked_) {
+    if (tr->pid == pid && !tr->ended) t = tr.get();
+  }
+  if (t == nullptr || !t->keep_live || !Ready(*t)) return;
+  // Every event before the exit, sent: the live set is complete.
+  Drain(*t);
+  Flush(*t, true);
+  const absl::Time start = absl::Now();
+  std::vector<LiveBlock> blocks;
+  std::vector<uint64_t> stacks;
+  blocks.reserve(t->live.size());
+  stacks.reserve(t->live.size());
+  for (const auto& [address, e] : t->live) {
+    blocks.push_back({address, e.size});
+    stacks.push_back(e.stack);
+  }
+  opts.skip_files.push_back(options_.ring_dir);
+  ExitScanResult r = ScanReachable(pid, blocks, opts);
+  v1::ExitScan* scan = t->end.mutable_exit_scan();
+  scan->set_done(r.done);
+  scan->set_skipped(WireString(r.skipped));
+  scan->set_root_bytes(r.root_bytes);
+  scan->set_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+  if (!r.done) return;
+  absl::flat_hash_map<uint64_t, v1::StackTotal> by_stack;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (!r.reachable[i]) continue;
+    v1::StackTotal& s = by_stack[stacks[i]];
+    s.set_stack_id(stacks[i]);
+    s.set_bytes(s.bytes() + blocks[i].size);
+    s.set_blocks(s.blocks() + 1);
+  }
+  for (auto& [id, s] : by_stack) *scan->add_reachable() = std::move(s);
+  t->live.clear();
+}
+
+void Forwarder::ExitNotScanned(pid_t pid, const std::string& why) {
+  for (auto& [path, t] : tracked_) {
+    // Exact mode only (a sampled process is never scanned); an image
+    // replaced by exec had no exit to scan.
+    if (t->pid != pid || t->end_sent || t->end.has_exit_scan() || t->end.exec() ||
+        t->ring.identity().sample_bytes != 0) {
+      continue;
+    }
+    t->end.mutable_exit_scan()->set_skipped(WireString(why));
+    t->keep_live = false;
+    t->live.clear();
+  }
 }
 
 void Forwarder::OnExit(pid_t pid, int status) {

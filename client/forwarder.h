@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "cgoheap.pb.h"
+#include "client/exit_scan.h"
 #include "client/ingest_stream.h"
 #include "client/ring_reader.h"
 #include "common/limits.h"
@@ -103,6 +104,18 @@ class Forwarder {
   void Prepare(const std::string& executable);
   // The process pid ended with this waitpid status.
   void OnExit(pid_t pid, int wait_status);
+  // Keep the live blocks of pid's rings (exact mode only) so that
+  // ScanAtExit can tell which its memory still points to.
+  void WatchExit(pid_t pid) { watch_exit_.insert(pid); }
+  // pid is stopped at its exit (ptrace's PTRACE_EVENT_EXIT), its memory
+  // whole: reads what its ring holds, scans its memory (client/exit_scan.h)
+  // and keeps, for its end, which live blocks are still pointed to.
+  // options: the agent's file to skip, the main thread's registers (the
+  // ring directory is skipped anyway).
+  void ScanAtExit(pid_t pid, ExitScanOptions options);
+  // The end of pid (exact mode) says why its exit was not scanned, unless
+  // ScanAtExit said otherwise.
+  void ExitNotScanned(pid_t pid, const std::string& why);
   // Ends what is known to have ended, flushes everything, and waits for the
   // server to acknowledge it all.
   absl::Status Finish(absl::Duration timeout);
@@ -149,6 +162,7 @@ class Forwarder {
   // already ended that could not be removed. Forgotten once they are gone.
   absl::flat_hash_set<std::string> rejected_;
   size_t rings_ignored_ = 0;
+  absl::flat_hash_set<pid_t> watch_exit_;
   // A run of records read from one ring at a time (Drain).
   static constexpr size_t kRecordsPerRead = 128;
   std::vector<RingRecord> records_;

@@ -117,7 +117,7 @@ int PsCommand(const std::vector<std::string>& args) {
 int LeaksCommand(const std::vector<std::string>& args) {
   Connection conn;
   std::string service, process;
-  bool json = false, all = false;
+  bool json = false, all = false, lost_only = false;
   uint64_t limit = 1000;
   FlagSet flags("cgoheap leaks");
   ConnectionFlags(flags, &conn);
@@ -126,6 +126,8 @@ int LeaksCommand(const std::vector<std::string>& args) {
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.String("process", &process, "ID", "only this process (an id from cgoheap ps)");
   flags.Bool("all", &all, "include allocations of the Go runtime and the C library");
+  flags.Bool("lost", &lost_only,
+             "only leaks that nothing pointed to at exit (valgrind's \"definitely lost\"); still reachable ones are counted, not shown");
   flags.Bool("json", &json, "print one JSON document");
   auto rest = flags.Parse(args);
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap leaks");
@@ -133,6 +135,7 @@ int LeaksCommand(const std::vector<std::string>& args) {
   req.set_service(service);
   req.set_process_id(process);
   req.set_all(all);
+  req.set_lost_only(lost_only);
   req.set_limit(static_cast<uint32_t>(limit));
   v1::LeaksResponse resp;
   auto stub = Connect(conn, "cgoheap leaks");

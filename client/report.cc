@@ -107,6 +107,8 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
   const std::string& p = o.prefix;
   std::string out;
   uint64_t total_bytes = 0, total_blocks = 0, rate = 0;
+  uint64_t total_reachable_bytes = 0, total_reachable_blocks = 0;
+  uint64_t total_lost_bytes = 0, total_lost_blocks = 0, total_unscanned_bytes = 0;
   int n = r.leaks_size();
   for (int i = 0; i < n; ++i) {
     const v1::Leak& leak = r.leaks(i);
@@ -131,6 +133,23 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
     }
     if (!leak.incomplete().empty()) {
       absl::StrAppend(&out, " [incomplete: ", Printable(leak.incomplete()), "]");
+    }
+    if (leak.kind() == "exit" && leak.scanned_processes() == 0) {
+      total_unscanned_bytes += leak.bytes();
+    } else if (leak.kind() == "exit") {
+      total_lost_bytes += leak.bytes() - leak.reachable_bytes();
+      total_lost_blocks += leak.blocks() - leak.reachable_blocks();
+    }
+    if (leak.reachable_blocks() > 0) {
+      total_reachable_bytes += leak.reachable_bytes();
+      total_reachable_blocks += leak.reachable_blocks();
+      if (leak.reachable_blocks() >= leak.blocks()) {
+        absl::StrAppend(&out, " [still reachable at exit]");
+      } else {
+        absl::StrAppend(&out, " [still reachable at exit: ",
+                        Plural(leak.reachable_bytes(), "byte", "bytes"), " in ",
+                        Plural(leak.reachable_blocks(), "block", "blocks"), "]");
+      }
     }
     out += "\n";
     // The locations line up in a column after the names; a name longer
@@ -176,6 +195,39 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
   if (rate != 0) {
     absl::StrAppend(&out, p, " (~: estimated from allocations sampled once per ",
                     Thousands(rate), " bytes on average; unbiased, not exact)\n");
+  }
+  if (r.scanned() > 0 && n > 0 && total_reachable_blocks == 0) {
+    absl::StrAppend(&out, p, " (scanned at exit: nothing pointed to any of them, all definitely lost",
+                    total_unscanned_bytes > 0
+                        ? absl::StrCat("; not scanned ", Plural(total_unscanned_bytes, "byte", "bytes"))
+                        : "",
+                    ")\n");
+  } else if (r.scanned() > 0 && n > 0) {
+    absl::StrAppend(&out, p, " (scanned at exit: definitely lost ",
+                    Plural(total_lost_bytes, "byte", "bytes"), " in ",
+                    Plural(total_lost_blocks, "block", "blocks"), ", nothing pointed to them; still reachable ",
+                    Plural(total_reachable_bytes, "byte", "bytes"), " in ",
+                    Plural(total_reachable_blocks, "block", "blocks"),
+                    ", pointed to by globals, thread-local storage or other reachable blocks",
+                    total_unscanned_bytes > 0
+                        ? absl::StrCat("; not scanned ", Plural(total_unscanned_bytes, "byte", "bytes"))
+                        : "",
+                    total_reachable_blocks > 0 ? "; --lost shows only what was lost" : "", ")\n");
+  }
+  if (r.reachable_hidden() > 0) {
+    absl::StrAppend(&out, p, " (", Plural(r.reachable_hidden_bytes(), "byte", "bytes"), " in ",
+                    Plural(r.reachable_hidden_blocks(), "block", "blocks"), " from ",
+                    Plural(r.reachable_hidden(), "stack", "stacks"),
+                    " never freed but still pointed to at exit are not shown (--lost): valgrind's "
+                    "\"still reachable\")\n");
+  }
+  if (r.not_scanned() > 0) {
+    std::vector<std::string> why;
+    for (const std::string& w : r.not_scanned_reasons()) why.push_back(Printable(w));
+    absl::StrAppend(&out, p, " (", Plural(r.not_scanned(), "process", "processes"),
+                    r.not_scanned() == 1 ? " was" : " were",
+                    " not scanned at exit, so nothing there is told still reachable: ",
+                    absl::StrJoin(why, "; "), ")\n");
   }
   if (r.omitted() > 0) {
     absl::StrAppend(&out, p, " (", Plural(r.omitted(), "more leak", "more leaks"), " with ",
@@ -249,6 +301,9 @@ std::string LeakJson(const v1::Leak& leak) {
       ",\"user_frames\":[", absl::StrJoin(leak.user_frames(), ","), "]",
       ",\"user_code\":", JsonString(leak.user_code()),
       ",\"incomplete\":", JsonString(leak.incomplete()),
+      ",\"scanned_processes\":", leak.scanned_processes(),
+      ",\"reachable_bytes\":", leak.reachable_bytes(),
+      ",\"reachable_blocks\":", leak.reachable_blocks(),
       ",\"stack_id\":", JsonString(absl::StrFormat("%016x", leak.stack().id())),
       ",\"process_ids\":[", absl::StrJoin(pids, ","), "]",
       ",\"frames\":[", absl::StrJoin(frames, ","), "]}");
@@ -259,6 +314,8 @@ std::string LeaksJson(const v1::LeaksResponse& r) {
   for (const v1::Leak& leak : r.leaks()) leaks.push_back(LeakJson(leak));
   std::vector<std::string> foreign;
   for (const std::string& f : r.foreign_allocator_functions()) foreign.push_back(JsonString(f));
+  std::vector<std::string> why;
+  for (const std::string& w : r.not_scanned_reasons()) why.push_back(JsonString(w));
   return absl::StrCat("{\"leaks\":[", absl::StrJoin(leaks, ","), "],\"processes\":", r.processes(),
                       ",\"hidden\":", r.hidden(), ",\"hidden_bytes\":", r.hidden_bytes(),
                       ",\"omitted\":", r.omitted(), ",\"omitted_bytes\":", r.omitted_bytes(),
@@ -267,7 +324,12 @@ std::string LeaksJson(const v1::LeaksResponse& r) {
                       ",\"go_crossing_unknown\":", r.go_crossing_unknown(),
                       ",\"damaged_rings\":", r.damaged_rings(),
                       ",\"foreign_allocator\":", r.foreign_allocator(),
-                      ",\"foreign_allocator_functions\":[", absl::StrJoin(foreign, ","), "]}\n");
+                      ",\"foreign_allocator_functions\":[", absl::StrJoin(foreign, ","), "]",
+                      ",\"scanned\":", r.scanned(), ",\"not_scanned\":", r.not_scanned(),
+                      ",\"not_scanned_reasons\":[", absl::StrJoin(why, ","), "]",
+                      ",\"reachable_hidden\":", r.reachable_hidden(),
+                      ",\"reachable_hidden_bytes\":", r.reachable_hidden_bytes(),
+                      ",\"reachable_hidden_blocks\":", r.reachable_hidden_blocks(), "}\n");
 }
 
 // "handle (/src/main.go:16)": the user's frame of a stack, else the allocator's caller.
@@ -411,6 +473,14 @@ std::string ProcessesJson(const v1::ListProcessesResponse& list) {
         ",\"foreign_allocator\":[", absl::StrJoin(foreign, ","), "]",
         ",\"ring_damage\":", JsonString(p.ring_damage()),
         ",\"clock\":", JsonString(p.hello().clock()),
+        ",\"exit_scan\":",
+        p.end().has_exit_scan()
+            ? absl::StrCat("{\"done\":", p.end().exit_scan().done() ? "true" : "false",
+                           ",\"skipped\":", JsonString(p.end().exit_scan().skipped()),
+                           ",\"root_bytes\":", p.end().exit_scan().root_bytes(),
+                           ",\"seconds\":", absl::StrFormat("%.6f", p.end().exit_scan().seconds()),
+                           "}")
+            : "null",
         ",\"args\":[", absl::StrJoin(args, ","),
         "]}"));
   }

@@ -174,6 +174,79 @@ TEST(ReportTest, AForeignAllocatorIsSaidInLeaksAndPs) {
             2);
 }
 
+// A process scanned at exit: each leak says what of it was still pointed
+// to, the summary what was lost; what --lost left out, and processes that
+// could not be scanned, are said.
+TEST(ReportTest, WhatTheExitScanFoundIsSaid) {
+  v1::LeaksResponse r = Sample();
+  r.set_hidden(0);
+  r.set_scanned(1);
+  r.mutable_leaks(0)->set_scanned_processes(1);
+  v1::Leak* cache = r.add_leaks();
+  *cache = r.leaks(0);
+  cache->set_bytes(48);
+  cache->set_blocks(3);
+  cache->set_reachable_bytes(48);
+  cache->set_reachable_blocks(3);
+  v1::Leak* some = r.add_leaks();
+  *some = r.leaks(0);
+  some->set_bytes(40);
+  some->set_blocks(4);
+  some->set_reachable_bytes(10);
+  some->set_reachable_blocks(1);
+  const std::string text = LeaksText(r, {"==7==", false});
+  EXPECT_NE(text.find("==7== 17 bytes in 1 block never freed (1 of 3 leaks)\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("==7== 48 bytes in 3 blocks never freed (2 of 3 leaks) [still reachable at exit]\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("==7== 40 bytes in 4 blocks never freed (3 of 3 leaks) [still reachable at "
+                      "exit: 10 bytes in 1 block]\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("==7== (scanned at exit: definitely lost 47 bytes in 4 blocks, nothing "
+                      "pointed to them; still reachable 58 bytes in 4 blocks, pointed to by "
+                      "globals, thread-local storage or other reachable blocks; --lost shows only "
+                      "what was lost)\n"),
+            std::string::npos)
+      << text;
+
+  v1::LeaksResponse lost = Sample();
+  lost.set_hidden(0);
+  lost.set_scanned(1);
+  lost.mutable_leaks(0)->set_scanned_processes(1);
+  lost.set_reachable_hidden(2);
+  lost.set_reachable_hidden_bytes(88);
+  lost.set_reachable_hidden_blocks(7);
+  EXPECT_EQ(LeaksText(lost, {"==", false}).substr(LeaksText(lost, {"==", false}).find("== LEAK")),
+            "== LEAK SUMMARY: 17 bytes in 1 block never freed, from 1 stack\n"
+            "== (scanned at exit: nothing pointed to any of them, all definitely lost)\n"
+            "== (88 bytes in 7 blocks from 2 stacks never freed but still pointed to at exit are "
+            "not shown (--lost): valgrind's \"still reachable\")\n");
+
+  v1::LeaksResponse unscanned = Sample();
+  unscanned.set_hidden(0);
+  unscanned.set_not_scanned(1);
+  unscanned.add_not_scanned_reasons("ptrace is not allowed here");
+  EXPECT_NE(LeaksText(unscanned, {"==", false})
+                .find("== (1 process was not scanned at exit, so nothing there is told still "
+                      "reachable: ptrace is not allowed here)\n"),
+            std::string::npos);
+
+  google::protobuf::Value v = testing::ParseJson(LeaksJson(r));
+  const auto& doc = v.struct_value().fields();
+  EXPECT_EQ(doc.at("scanned").number_value(), 1);
+  const auto& third = doc.at("leaks").list_value().values(2).struct_value().fields();
+  EXPECT_EQ(third.at("reachable_bytes").number_value(), 10);
+  EXPECT_EQ(third.at("reachable_blocks").number_value(), 1);
+  EXPECT_EQ(third.at("scanned_processes").number_value(), 1);
+  const google::protobuf::Value lost_doc = testing::ParseJson(LeaksJson(lost));
+  const auto& l = lost_doc.struct_value().fields();
+  EXPECT_EQ(l.at("reachable_hidden").number_value(), 2);
+  EXPECT_EQ(l.at("reachable_hidden_bytes").number_value(), 88);
+  EXPECT_EQ(l.at("reachable_hidden_blocks").number_value(), 7);
+}
+
 TEST(ReportTest, JsonHasTheDocumentedShape) {
   google::protobuf::Value v = testing::ParseJson(LeaksJson(Sample()));
   const auto& leak = v.struct_value().fields().at("leaks").list_value().values(0).struct_value();

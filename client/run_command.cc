@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/user.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -70,12 +72,54 @@ struct Child {
   std::string error;  // set when the program could not be started
 };
 
+// Why ptrace could not stop the program at its exit, for the report.
+std::string PtraceRefused(int err) {
+  if (err == EPERM) {
+    return "ptrace is not allowed here (kernel.yama.ptrace_scope above 1, a container without "
+           "CAP_SYS_PTRACE or whose seccomp profile forbids it, or a debugger already attached)";
+  }
+  return absl::StrCat("ptrace failed: ", strerror(err));
+}
+
+// Each SIGCHLD (a child stopped or ended) wakes the run's loop through this
+// pipe, on whichever thread took the signal.
+int g_sigchld_pipe = -1;
+void OnSigchld(int) {
+  int saved = errno;
+  char c = 0;
+  (void)!write(g_sigchld_pipe, &c, 1);
+  errno = saved;
+}
+
+// Whether every thread of pid but the main one is dying: gone, a zombie, or
+// with SIGKILL pending (a whole-process exit kills the other threads so).
+// Then the memory no longer changes and can be scanned.
+bool OthersDying(pid_t pid) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec)) {
+    if (e.path().filename() == std::to_string(pid)) continue;
+    std::ifstream in(e.path() / "status");
+    bool dying = false, seen = false;
+    for (std::string line; std::getline(in, line);) {
+      seen = true;
+      if (line.starts_with("State:")) {
+        dying = dying || line.find_first_of("ZX", 6) != std::string::npos;
+      } else if (line.starts_with("SigPnd:")) {
+        dying = dying || (strtoull(line.c_str() + 7, nullptr, 16) >> (SIGKILL - 1) & 1);
+      }
+    }
+    if (seen && !dying) return false;  // (not seen: gone while we looked)
+  }
+  return true;
+}
+
 Child Launch(const std::vector<std::string>& argv, const std::string& agent,
              const std::string& ring_dir, uint64_t sample_bytes, bool trace_children,
-             const std::string& service, const std::string& debuginfod_urls) {
+             const std::string& service, const std::string& debuginfod_urls, bool trace_exit,
+             std::string* trace_error) {
   Child c;
-  int pipefd[2];
-  if (pipe2(pipefd, O_CLOEXEC) != 0) {
+  int pipefd[2], gofd[2] = {-1, -1};
+  if (pipe2(pipefd, O_CLOEXEC) != 0 || (trace_exit && pipe2(gofd, O_CLOEXEC) != 0)) {
     c.error = absl::StrCat("pipe: ", strerror(errno));
     return c;
   }
@@ -90,6 +134,13 @@ Child Launch(const std::vector<std::string>& argv, const std::string& agent,
   }
   if (pid == 0) {
     close(pipefd[0]);
+    if (trace_exit) {  // until the launcher holds us at our exit
+      close(gofd[1]);
+      char go;
+      while (read(gofd[0], &go, 1) < 0 && errno == EINTR) {
+      }
+      close(gofd[0]);
+    }
     signal(SIGINT, SIG_DFL);
     signal(SIGQUIT, SIG_DFL);
     setenv("LD_PRELOAD", preload.c_str(), 1);
@@ -110,6 +161,15 @@ Child Launch(const std::vector<std::string>& argv, const std::string& agent,
     _exit(127);
   }
   close(pipefd[1]);
+  if (trace_exit) {
+    // Stopped at its exit, with its memory whole, for the reachability scan
+    // (client/exit_scan.h); nothing else of it is traced.
+    close(gofd[0]);
+    if (ptrace(PTRACE_SEIZE, pid, nullptr, PTRACE_O_TRACEEXIT) != 0) {
+      *trace_error = PtraceRefused(errno);
+    }
+    close(gofd[1]);
+  }
   int err = 0;
   ssize_t n;
   do {
@@ -150,7 +210,8 @@ int RunCommand(const std::vector<std::string>& args) {
   Connection conn;
   std::string service, report_path, data_dir, agent_flag;
   uint64_t sample_bytes = 0;
-  bool all = false, json = false, trace_children = false, debuginfod = false;
+  bool all = false, json = false, trace_children = false, debuginfod = false, lost_only = false;
+  bool exit_scan = true;
   double ack_timeout = 60, heartbeat = 10;
   FlagSet flags("cgoheap run");
   ConnectionFlags(flags, &conn, /*local_default=*/true);
@@ -158,6 +219,12 @@ int RunCommand(const std::vector<std::string>& args) {
   flags.Uint("sample-bytes", &sample_bytes, "N", "sample one allocation per N bytes on average (default 0: every allocation)",
              0, uint64_t{1} << 30);
   flags.Bool("all", &all, "also report allocations of the Go runtime and the C library");
+  flags.Bool("lost", &lost_only,
+             "only leaks that nothing pointed to at exit (valgrind's \"definitely lost\"); still reachable ones are counted, not shown");
+  flags.Bool("exit-scan", &exit_scan,
+             "stop the program at its exit (ptrace) and scan its memory to tell lost blocks from "
+             "still reachable ones; exact mode only (default true; --exit-scan=false to leave "
+             "the program untraced, e.g. to attach a debugger)");
   flags.Bool("json", &json, "print the report as one JSON document");
   flags.String("report", &report_path, "FILE", "write the report to FILE instead of stderr");
   flags.String("data", &data_dir, "DIR", "RocksDB directory of the local server, kept (default: in memory, gone at the end)");
@@ -255,8 +322,13 @@ int RunCommand(const std::vector<std::string>& args) {
       if (thread.joinable()) thread.join();
     }
   } prepare;  // after fwd, which it uses: joined before fwd goes
-  Child child =
-      Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service, debuginfod_urls);
+  // The exit scan needs every block (exact mode) and ptrace.
+  const bool trace_exit = exit_scan && sample_bytes == 0;
+  std::string trace_error;
+  Child child = Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service,
+                       debuginfod_urls, trace_exit, &trace_error);
+  const bool traced = trace_exit && child.pid >= 0 && trace_error.empty();
+  if (traced) fwd.WatchExit(child.pid);
   // The executable's debug information is read on a thread of its own while
   // the program starts, not before (tens of milliseconds for a large Go
   // binary); a stack that needs it first waits for it.
@@ -278,8 +350,20 @@ int RunCommand(const std::vector<std::string>& args) {
   signal(SIGQUIT, SIG_IGN);
 
   // Poll as often as the event rate needs (PollPacer: 1 to 50 ms), and wake
-  // at once when the program exits.
+  // at once when the program exits, or stops for its tracer (us): a stop
+  // holds one of its threads until we let it go.
   int root_pidfd = static_cast<int>(syscall(SYS_pidfd_open, child.pid, 0));
+  int wake[2] = {-1, -1};
+  if (traced && pipe2(wake, O_CLOEXEC | O_NONBLOCK) == 0) {
+    g_sigchld_pipe = wake[1];
+    struct sigaction sa = {};
+    sa.sa_handler = OnSigchld;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGCHLD, &sa, nullptr);
+  }
+  std::string agent_file = agent;
+  if (std::error_code ec; fs::exists(agent, ec)) agent_file = fs::canonical(agent, ec).string();
+  bool exit_seen = false;
   int exit_code = 1;
   PollPacer pacer;
   for (bool root_done = false; !root_done;) {
@@ -287,6 +371,30 @@ int RunCommand(const std::vector<std::string>& args) {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      if (WIFSTOPPED(status)) {  // only a traced child reports stops: the program
+        const int event = status >> 16;
+        if (event == PTRACE_EVENT_EXIT) {
+          exit_seen = true;
+          if (OthersDying(pid)) {
+            ExitScanOptions scan;
+            scan.skip_files = {agent_file};
+            if (user_regs_struct regs; ptrace(PTRACE_GETREGS, pid, nullptr, &regs) == 0) {
+              scan.main_sp = regs.rsp;
+              scan.main_tp = regs.fs_base;
+            }
+            fwd.ScanAtExit(pid, std::move(scan));
+          } else {
+            fwd.ExitNotScanned(pid, "its main thread ended before its other threads (pthread_exit): "
+                                    "a scan needs the whole process at its end");
+          }
+          ptrace(PTRACE_CONT, pid, nullptr, nullptr);
+        } else if (event == PTRACE_EVENT_STOP) {
+          ptrace(PTRACE_LISTEN, pid, nullptr, nullptr);  // stopped (^Z), as untraced
+        } else {
+          ptrace(PTRACE_CONT, pid, nullptr, reinterpret_cast<void*>(intptr_t{WSTOPSIG(status)}));
+        }
+        continue;
+      }
       fwd.OnExit(pid, status);
       if (pid == child.pid) {
         exit_code = ExitCodeOf(status);
@@ -294,12 +402,26 @@ int RunCommand(const std::vector<std::string>& args) {
       }
     }
     if (root_done) break;
-    if (root_pidfd >= 0) {
-      pollfd pfd{root_pidfd, POLLIN, 0};
-      poll(&pfd, 1, idle_ms);
+    pollfd pfd[2] = {{root_pidfd, POLLIN, 0}, {wake[0], POLLIN, 0}};
+    if (root_pidfd >= 0 || wake[0] >= 0) {
+      if (poll(pfd, 2, idle_ms) > 0 && (pfd[1].revents & POLLIN)) {
+        char drain[64];
+        while (read(wake[0], drain, sizeof drain) > 0) {
+        }
+      }
     } else {
       usleep(idle_ms * 1000);
     }
+  }
+  if (wake[0] >= 0) {
+    signal(SIGCHLD, SIG_DFL);
+    close(wake[0]);
+    close(wake[1]);
+  }
+  if (trace_exit && !exit_seen) {
+    fwd.ExitNotScanned(child.pid, !trace_error.empty()
+                                      ? trace_error
+                                      : "it was not stopped at its exit (it ended another way)");
   }
   if (root_pidfd >= 0) close(root_pidfd);
   absl::Status st = fwd.Finish(absl::Seconds(ack_timeout));
@@ -341,6 +463,7 @@ int RunCommand(const std::vector<std::string>& args) {
   } else {
     v1::LeaksRequest req;
     req.set_all(all);
+    req.set_lost_only(lost_only);
     req.set_limit(100000);  // one run's report: every leak
     if (data_dir.empty() || ids.empty()) {
       // a fresh store holds this run only

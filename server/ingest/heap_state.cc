@@ -503,6 +503,25 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   rec.set_dropped_events(std::max(rec.dropped_events(), msg.end().dropped_events()));
   rec.set_unwind_failures(std::max(rec.unwind_failures(), msg.end().unwind_failures()));
   if (rec.ring_damage().empty()) rec.set_ring_damage(msg.end().ring_damage());
+  // What the forwarder's exit scan found still pointed to, by stack: taken
+  // only for stacks live here, and never more than is live (a client's
+  // claim, not to be trusted beyond that).
+  absl::flat_hash_map<uint64_t, std::pair<uint64_t, uint64_t>> reachable;
+  if (rec.end().exit_scan().done()) {
+    for (const v1::StackTotal& r : rec.end().exit_scan().reachable()) {
+      auto& [bytes, blocks] = reachable[r.stack_id()];
+      bytes = bytes + r.bytes() < bytes ? UINT64_MAX : bytes + r.bytes();
+      blocks = blocks + r.blocks() < blocks ? UINT64_MAX : blocks + r.blocks();
+    }
+  }
+  rec.mutable_end()->mutable_exit_scan()->clear_reachable();
+  if (std::string* why = rec.mutable_end()->mutable_exit_scan()->mutable_skipped();
+      why->size() > 512) {
+    size_t cut = 512;
+    while (cut > 0 && (static_cast<unsigned char>((*why)[cut]) & 0xC0) == 0x80) --cut;
+    why->resize(cut);  // at a character's start: still UTF-8
+  }
+  if (!msg.end().has_exit_scan()) rec.mutable_end()->clear_exit_scan();
   for (const auto& [stack_id, t] : p->by_stack) {
     if (t.blocks == 0) continue;
     v1::StackTotal* e = rec.add_exit_leaks();
@@ -511,6 +530,10 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
     e->set_blocks(t.blocks);
     e->set_est_bytes(t.est_bytes.ToDouble());
     e->set_est_blocks(t.est_blocks.ToDouble());
+    if (auto r = reachable.find(stack_id); r != reachable.end()) {
+      e->set_reachable_bytes(std::min(r->second.first, t.bytes));
+      e->set_reachable_blocks(std::min(r->second.second, t.blocks));
+    }
   }
   absl::Status st = store_->EndProcess(stream_process_id, rec);
   if (!st.ok()) return st;

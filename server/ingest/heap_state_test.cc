@@ -159,6 +159,77 @@ TEST_F(HeapStateTest, ExitLeaksAreWhatIsLiveAtTheEnd) {
   EXPECT_EQ(state_->ListProcesses({}).processes(0).state(), "exited");
 }
 
+// What a forwarder's exit scan says is still pointed to is a client's claim:
+// taken for stacks live at the end, never beyond what is live there, and
+// kept across a restart. A stack reachable in every process is a leak
+// still, sorted after the lost ones, and left out by lost_only.
+TEST_F(HeapStateTest, ExitScanIsFoldedIntoTheExitLeaksWithinWhatIsLive) {
+  v1::Stack other = UserStack();
+  other.mutable_frames(1)->set_line(13);
+  other = WithRealId(0x3333, other);
+  Apply(0, Hello(1, "svc"));
+  Apply(1, Batch(1, {{true, 0x10, 100, kUserStack}, {true, 0x20, 50, kUserStack},
+                     {true, 0x30, 8, 0x3333}},
+                  {UserStack(), other}));
+  v1::AgentMessage end = End(2, 0);
+  v1::ExitScan* scan = end.mutable_end()->mutable_exit_scan();
+  scan->set_done(true);
+  scan->set_skipped(std::string(511, 'x') + "\xc3\xa9" + std::string(100, 'y'));
+  auto add = [&](uint64_t stack, uint64_t bytes, uint64_t blocks) {
+    v1::StackTotal* t = scan->add_reachable();
+    t->set_stack_id(stack);
+    t->set_bytes(bytes);
+    t->set_blocks(blocks);
+  };
+  add(RealIds()[kUserStack], 50, 1);
+  add(RealIds()[0x3333], 1000, 7);        // more than is live: capped
+  add(RealIds()[kUserStack], UINT64_MAX, 0);  // an overflow: capped, not wrapped
+  add(0xdead, 10, 1);                     // no such stack here: ignored
+  Apply(1, end);
+  for (int restart = 0; restart < 2; ++restart) {
+    if (restart) Open();
+    v1::LeaksResponse r = Leaks();
+    EXPECT_EQ(r.scanned(), 1u);
+    ASSERT_EQ(r.leaks_size(), 2);
+    EXPECT_EQ(r.leaks(0).bytes(), 150u);  // partly lost: first
+    EXPECT_EQ(r.leaks(0).reachable_bytes(), 150u);
+    EXPECT_EQ(r.leaks(0).reachable_blocks(), 1u);
+    EXPECT_EQ(r.leaks(0).scanned_processes(), 1u);
+    EXPECT_EQ(r.leaks(1).bytes(), 8u);
+    EXPECT_EQ(r.leaks(1).reachable_bytes(), 8u);
+    EXPECT_EQ(r.leaks(1).reachable_blocks(), 1u);
+  }
+  v1::LeaksRequest req;
+  req.set_lost_only(true);
+  v1::LeaksResponse lost = *LeaksReport(*state_, req);
+  ASSERT_EQ(lost.leaks_size(), 1);
+  EXPECT_EQ(lost.leaks(0).bytes(), 150u);
+  EXPECT_EQ(lost.reachable_hidden(), 1u);
+  EXPECT_EQ(lost.reachable_hidden_bytes(), 8u);
+  EXPECT_EQ(lost.reachable_hidden_blocks(), 1u);
+  // Nothing of the claim is stored raw; the reason is cut at a character.
+  v1::ListProcessesResponse ps = state_->ListProcesses({});
+  EXPECT_EQ(ps.processes(0).end().exit_scan().reachable_size(), 0);
+  EXPECT_EQ(ps.processes(0).end().exit_scan().skipped(), std::string(511, 'x'));
+
+  // A process not scanned (skipped, with why) counts no block reachable.
+  Apply(0, Hello(2, "svc"));
+  Apply(2, Batch(1, {{true, 0x10, 100, kUserStack}}));
+  v1::AgentMessage unscanned = End(2, 0);
+  unscanned.mutable_end()->mutable_exit_scan()->set_skipped("ptrace is not allowed here");
+  unscanned.mutable_end()->mutable_exit_scan()->add_reachable()->set_stack_id(RealIds()[kUserStack]);
+  Apply(2, unscanned);
+  v1::LeaksResponse both = Leaks();
+  EXPECT_EQ(both.scanned(), 1u);
+  EXPECT_EQ(both.not_scanned(), 1u);
+  ASSERT_EQ(both.not_scanned_reasons_size(), 1);
+  EXPECT_EQ(both.not_scanned_reasons(0), "ptrace is not allowed here");
+  ASSERT_EQ(both.leaks_size(), 2);
+  EXPECT_EQ(both.leaks(0).bytes(), 250u);
+  EXPECT_EQ(both.leaks(0).scanned_processes(), 1u);
+  EXPECT_EQ(both.leaks(0).reachable_bytes(), 150u);
+}
+
 TEST_F(HeapStateTest, ResendsAreIdempotentAndGapsAreRefused) {
   Apply(0, Hello(1, "svc"));
   v1::AgentMessage b1 = Batch(1, {{true, 0x10, 100, kUserStack}}, {UserStack()});

@@ -22,17 +22,31 @@ struct LeakGroup {
   std::vector<uint64_t> processes;
   double rate = 0;    // growth: bytes per hour, summed
   int64_t since = 0;  // growth: earliest start of the rise
+  // exit: of the processes, those scanned at exit, and what was still
+  // pointed to in them
+  uint32_t scanned = 0;
+  uint64_t reachable_bytes = 0, reachable_blocks = 0;
 };
 
-void AddLeak(const HeapState& state, const char* kind, uint64_t stack_id, LeakGroup& g, bool all,
-             v1::LeaksResponse* resp) {
+void AddLeak(const HeapState& state, const char* kind, uint64_t stack_id, LeakGroup& g,
+             const v1::LeaksRequest& req, v1::LeaksResponse* resp) {
   std::shared_ptr<const StackEntry> entry = state.FindStack(stack_id);
   bool internal = entry != nullptr && entry->cls.internal;
   uint64_t bytes = g.bytes.Rounded();
   uint64_t blocks = g.blocks.Rounded();
-  if (internal && !all) {
+  if (internal && !req.all()) {
     resp->set_hidden(resp->hidden() + 1);
     resp->set_hidden_bytes(resp->hidden_bytes() + bytes);
+    return;
+  }
+  // Scanned in every process, and pointed to in every one: no leak by
+  // valgrind's measure.
+  const bool all_reachable = g.scanned > 0 && g.scanned == g.processes.size() &&
+                             g.reachable_blocks >= blocks && g.sample_bytes == 0;
+  if (all_reachable && req.lost_only()) {
+    resp->set_reachable_hidden(resp->reachable_hidden() + 1);
+    resp->set_reachable_hidden_bytes(resp->reachable_hidden_bytes() + bytes);
+    resp->set_reachable_hidden_blocks(resp->reachable_hidden_blocks() + blocks);
     return;
   }
   v1::Leak* leak = resp->add_leaks();
@@ -44,6 +58,9 @@ void AddLeak(const HeapState& state, const char* kind, uint64_t stack_id, LeakGr
   leak->set_estimated(g.sample_bytes != 0);
   leak->set_sample_bytes(g.sample_bytes);
   leak->set_processes(static_cast<uint32_t>(g.processes.size()));
+  leak->set_scanned_processes(g.scanned);
+  leak->set_reachable_bytes(std::min(g.reachable_bytes, bytes));
+  leak->set_reachable_blocks(std::min(g.reachable_blocks, blocks));
   std::sort(g.processes.begin(), g.processes.end());
   for (size_t i = 0; i < g.processes.size() && i < kMaxListedProcessIds; ++i) {
     leak->add_process_ids(HeapState::FormatProcessId(g.processes[i]));
@@ -101,12 +118,28 @@ absl::StatusOr<v1::LeaksResponse> LeaksReport(const HeapState& state, const v1::
         }
       }
     }
+    const bool scanned = p.rec.ended() && p.rec.end().exit_scan().done();
+    if (scanned) {
+      resp.set_scanned(resp.scanned() + 1);
+    } else if (p.rec.ended() && p.rec.end().has_exit_scan()) {
+      resp.set_not_scanned(resp.not_scanned() + 1);
+      const std::string& why = p.rec.end().exit_scan().skipped();
+      const auto& seen = resp.not_scanned_reasons();
+      if (seen.size() < 8 && std::find(seen.begin(), seen.end(), why) == seen.end()) {
+        resp.add_not_scanned_reasons(why);
+      }
+    }
     for (const v1::StackTotal& e : p.rec.exit_leaks()) {
       LeakGroup& g = groups[e.stack_id()];
       g.bytes += Estimate::Of(e.est_bytes());
       g.blocks += Estimate::Of(e.est_blocks());
       g.sample_bytes = std::max(g.sample_bytes, rate);
       g.processes.push_back(p.id);
+      if (scanned) {
+        ++g.scanned;
+        g.reachable_bytes += e.reachable_bytes();
+        g.reachable_blocks += e.reachable_blocks();
+      }
     }
     // A lost process's growth is not current: it is not reported.
     if (p.lost) return;
@@ -123,13 +156,16 @@ absl::StatusOr<v1::LeaksResponse> LeaksReport(const HeapState& state, const v1::
     }
   });
   if (!st.ok()) return NamedAsAsked(st, req.process_id());
-  for (auto& [stack_id, g] : growing) AddLeak(state, "growth", stack_id, g, req.all(), &resp);
-  for (auto& [stack_id, g] : groups) AddLeak(state, "exit", stack_id, g, req.all(), &resp);
+  for (auto& [stack_id, g] : growing) AddLeak(state, "growth", stack_id, g, req, &resp);
+  for (auto& [stack_id, g] : groups) AddLeak(state, "exit", stack_id, g, req, &resp);
   // Growth leaks (still running, still growing) first, then exit leaks;
-  // largest first within each.
+  // largest first within each, by what was lost (not still pointed to).
   std::sort(resp.mutable_leaks()->begin(), resp.mutable_leaks()->end(),
             [](const v1::Leak& a, const v1::Leak& b) {
               if (a.kind() != b.kind()) return a.kind() == "growth";
+              const uint64_t lost_a = a.bytes() - a.reachable_bytes();
+              const uint64_t lost_b = b.bytes() - b.reachable_bytes();
+              if (lost_a != lost_b) return lost_a > lost_b;
               if (a.bytes() != b.bytes()) return a.bytes() > b.bytes();
               if (a.blocks() != b.blocks()) return a.blocks() > b.blocks();
               return a.stack().id() < b.stack().id();

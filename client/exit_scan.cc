@@ -1,0 +1,355 @@
+#include "client/exit_scan.h"
+
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <optional>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace cgoheap::client {
+namespace {
+
+// Static TLS reaches at most this far below the thread pointer (a bound on
+// what a DTV entry may claim).
+constexpr uint64_t kMaxStaticTls = uint64_t{64} << 20;
+constexpr size_t kChunk = 1 << 20;  // bytes read at a time
+
+// Reads [addr, addr+len) of pid into buf; returns the bytes read from the
+// start (a page that cannot be read ends the read early).
+size_t ReadRemote(pid_t pid, uint64_t addr, char* buf, size_t len) {
+  iovec local{buf, len};
+  iovec remote{reinterpret_cast<void*>(addr), len};
+  ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+  return n < 0 ? 0 : static_cast<size_t>(n);
+}
+
+class Marker {
+ public:
+  Marker(pid_t pid, const std::vector<LiveBlock>& blocks, const ExitScanOptions& options)
+      : pid_(pid), blocks_(blocks), options_(options), buf_(kChunk / 8) {
+    order_.resize(blocks.size());
+    std::iota(order_.begin(), order_.end(), size_t{0});
+    std::sort(order_.begin(), order_.end(),
+              [&](size_t a, size_t b) { return blocks[a].address < blocks[b].address; });
+    starts_.reserve(order_.size());
+    for (size_t i : order_) starts_.push_back(blocks[i].address);
+    marked_.assign(blocks.size(), false);
+    for (const LiveBlock& b : blocks) {
+      lo_ = std::min(lo_, b.address);
+      hi_ = std::max(hi_, b.address + std::max<uint64_t>(b.size, 1));
+    }
+    deadline_ = std::chrono::steady_clock::now() +
+                std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                    std::chrono::duration<double>(options.max_seconds));
+  }
+
+  // The block (index into blocks) that holds address, or -1.
+  ptrdiff_t Holder(uint64_t address) const {
+    if (address < lo_ || address >= hi_) return -1;
+    auto it = std::upper_bound(starts_.begin(), starts_.end(), address);
+    if (it == starts_.begin()) return -1;
+    size_t i = order_[static_cast<size_t>(it - starts_.begin()) - 1];
+    const LiveBlock& b = blocks_[i];
+    return address - b.address < std::max<uint64_t>(b.size, 1) ? static_cast<ptrdiff_t>(i) : -1;
+  }
+
+  // Scans [start, end) of the process: marks what it points to. False once
+  // a limit is reached.
+  bool ScanRange(uint64_t start, uint64_t end, uint64_t* counted) {
+    start = (start + 7) & ~uint64_t{7};
+    for (uint64_t at = start; at + 8 <= end;) {
+      if (read_ >= options_.max_bytes) {
+        stop_ = absl::StrCat("it would read more than ", options_.max_bytes >> 20, " MiB");
+        return false;
+      }
+      if (std::chrono::steady_clock::now() > deadline_) {
+        stop_ = absl::StrCat("it took longer than ", options_.max_seconds, " s");
+        return false;
+      }
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(end - at, kChunk)) & ~size_t{7};
+      size_t got = ReadRemote(pid_, at, reinterpret_cast<char*>(buf_.data()), want);
+      if (got < want) {
+        // A page that cannot be read (a hole, a guard page): go on from the
+        // next page.
+        got &= ~size_t{7};
+          Words(got / 8);
+        read_ += got;
+        *counted += got;
+        at = ((at + got) | 4095) + 1;
+        continue;
+      }
+      Words(want / 8);
+      read_ += want;
+      *counted += want;
+      at += want;
+    }
+    return true;
+  }
+
+  // Scans every reachable block, transitively.
+  bool Drain(uint64_t* counted) {
+    while (!work_.empty()) {
+      size_t i = work_.back();
+      work_.pop_back();
+      if (!ScanRange(blocks_[i].address, blocks_[i].address + blocks_[i].size, counted)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  const std::string& stop() const { return stop_; }
+  std::vector<bool> TakeMarks() { return std::move(marked_); }
+
+ private:
+  void Words(size_t n) {
+    for (size_t k = 0; k < n; ++k) {
+      const uint64_t w = buf_[k];
+      if (w < lo_ || w >= hi_) continue;
+      ptrdiff_t i = Holder(w);
+      if (i < 0 || marked_[static_cast<size_t>(i)]) continue;
+      marked_[static_cast<size_t>(i)] = true;
+      work_.push_back(static_cast<size_t>(i));
+    }
+  }
+
+  pid_t pid_;
+  const std::vector<LiveBlock>& blocks_;
+  const ExitScanOptions& options_;
+  std::vector<uint64_t> buf_;
+  std::vector<size_t> order_;      // block indexes by address
+  std::vector<uint64_t> starts_;   // their addresses, ascending
+  std::vector<bool> marked_;
+  std::vector<size_t> work_;       // marked, not yet scanned
+  uint64_t lo_ = UINT64_MAX, hi_ = 0;
+  uint64_t read_ = 0;
+  std::chrono::steady_clock::time_point deadline_;
+  std::string stop_;
+};
+
+// glibc's thread descriptor (struct pthread, at the thread pointer) starts
+// with tcbhead_t: tcb (itself), dtv, self (itself).
+bool IsThreadDescriptor(const uint64_t* words, uint64_t at) {
+  return words[0] == at && words[2] == at && words[1] != 0 && words[1] % 8 == 0;
+}
+
+// How far below the thread pointer tp the static thread-local storage
+// reaches: the lowest block among the DTV's modules (glibc's TLS variant
+// II: each module's static block lies at tp minus its offset, the same in
+// every thread). 0 when the DTV cannot be read.
+uint64_t StaticTlsBelow(pid_t pid, uint64_t tp) {
+  uint64_t head[3] = {};
+  if (ReadRemote(pid, tp, reinterpret_cast<char*>(head), sizeof head) != sizeof head ||
+      !IsThreadDescriptor(head, tp)) {
+    return 0;
+  }
+  // tcb->dtv points at dtv[0] (the generation); dtv[-1] is the length;
+  // dtv[i], i >= 1: {val, to_free}, val the module's block.
+  const uint64_t dtv = head[1];
+  uint64_t length = 0;
+  if (ReadRemote(pid, dtv - 16, reinterpret_cast<char*>(&length), 8) != 8) return 0;
+  length = std::min<uint64_t>(length, 4096);
+  std::vector<uint64_t> entries(2 * length);
+  const size_t want = entries.size() * 8;
+  const size_t got = ReadRemote(pid, dtv + 16, reinterpret_cast<char*>(entries.data()), want);
+  uint64_t below = 0;
+  for (size_t i = 0; i < got / 16; ++i) {
+    const uint64_t val = entries[2 * i];
+    if (val < tp && tp - val <= kMaxStaticTls) below = std::max(below, tp - val);
+  }
+  return below;
+}
+
+// Where a thread's descriptor lies in the top of its stack mapping (glibc
+// puts it and the static TLS there), or 0.
+uint64_t FindThreadDescriptor(pid_t pid, const Mapping& m) {
+  const uint64_t len = std::min<uint64_t>(m.end - m.start, 64 << 10);
+  std::vector<uint64_t> top(len / 8);
+  const uint64_t base = m.end - len;
+  if (ReadRemote(pid, base, reinterpret_cast<char*>(top.data()), len) != len) return 0;
+  for (size_t i = top.size() >= 3 ? top.size() - 3 : 0; i-- > 0;) {
+    const uint64_t at = base + 8 * i;
+    if (at % 64 == 0 && IsThreadDescriptor(&top[i], at)) return at;
+  }
+  return 0;
+}
+
+// glibc's main arena ([heap]) also holds blocks the agent never saw: those
+// allocated before it started (the loader's, and library constructors'
+// that ran before the agent's: GLib's type and quark tables, C++ static
+// initializers) or through __libc_malloc. They may hold the only pointer
+// to a block it did see, so they are roots too. They are found by walking
+// the arena's chunks (size word at +8, low bits flags; a chunk is in use
+// when the next one's PREV_INUSE bit is set); the user's memory starts 16
+// bytes into a chunk. A chunk freed into a thread cache still looks in use;
+// but its second word holds the caches' key (glibc 2.29 and later: random
+// since 2.34), which the main thread's cache (the arena's first chunk:
+// uint16_t counts[64], then the 64 bins' first entries) shows: chunks
+// holding it are left out. A chunk in a fast bin still looks in use and
+// has no key: its stale contents are scanned (conservative).
+// Returns the ranges of the in-use chunks that are not live blocks.
+std::vector<std::pair<uint64_t, uint64_t>> UnseenChunks(pid_t pid, const Mapping& heap,
+                                                        const std::vector<uint64_t>& starts) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  const uint64_t len = heap.end - heap.start;
+  if (len > (uint64_t{1} << 30)) return out;  // too big to read at once: its chunks are left out
+  std::vector<uint64_t> w(len / 8);
+  if (ReadRemote(pid, heap.start, reinterpret_cast<char*>(w.data()), len) != len) return out;
+  auto size_at = [&](uint64_t chunk) { return w[(chunk - heap.start) / 8 + 1]; };
+  auto word_at = [&](uint64_t at) { return w[(at - heap.start) / 8]; };
+  constexpr uint64_t kTcacheBins = 64, kTcacheChunk = 0x290;
+  std::optional<uint64_t> key;
+  if (len >= kTcacheChunk && (size_at(heap.start) & ~uint64_t{7}) == kTcacheChunk) {
+    const uint64_t user = heap.start + 16;
+    for (uint64_t i = 0; i < kTcacheBins && !key; ++i) {
+      const uint64_t count = word_at(user + i / 4 * 8) >> (i % 4 * 16) & 0xffff;
+      const uint64_t entry = word_at(user + 2 * kTcacheBins + 8 * i);
+      if (count != 0 && entry % 16 == 0 && entry > user && entry + 16 <= heap.end) {
+        key = word_at(entry + 8);
+      }
+    }
+  }
+  for (uint64_t chunk = heap.start; chunk + 32 <= heap.end;) {
+    const uint64_t size = size_at(chunk) & ~uint64_t{7};
+    if (size < 32 || size % 16 != 0 || size > heap.end - chunk) break;  // not a chunk: stop
+    const uint64_t next = chunk + size;
+    if (next + 16 > heap.end) break;  // the top chunk: free space
+    const bool in_use = size_at(next) & 1;
+    const bool cached = key && size >= 32 && word_at(chunk + 24) == *key;  // freed, in a cache
+    if (in_use && !cached && !std::binary_search(starts.begin(), starts.end(), chunk + 16)) {
+      out.emplace_back(chunk + 16, next + 8);  // with the next chunk's first word, which is ours
+    }
+    chunk = next;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Mapping> ParseMaps(const std::string& text) {
+  std::vector<Mapping> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    Mapping m;
+    char perms[8] = {};
+    unsigned long long start = 0, end = 0, offset = 0, inode = 0;
+    unsigned dev_major = 0, dev_minor = 0;
+    int path_at = 0;
+    if (sscanf(line.c_str(), "%llx-%llx %7s %llx %x:%x %llu %n", &start, &end, perms, &offset,
+               &dev_major, &dev_minor, &inode, &path_at) < 7) {
+      continue;
+    }
+    m.start = start;
+    m.end = end;
+    m.read = perms[0] == 'r';
+    m.write = perms[1] == 'w';
+    m.inode = inode;
+    if (path_at > 0 && static_cast<size_t>(path_at) <= line.size()) m.path = line.substr(path_at);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+ExitScanResult ScanReachable(pid_t pid, const std::vector<LiveBlock>& blocks,
+                             const ExitScanOptions& options) {
+  ExitScanResult r;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/maps");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::vector<Mapping> maps = ParseMaps(text.str());
+  if (maps.empty()) {
+    r.skipped = "its memory map could not be read";
+    return r;
+  }
+  Marker marker(pid, blocks, options);
+  std::vector<uint64_t> starts;
+  starts.reserve(blocks.size());
+  for (const LiveBlock& b : blocks) starts.push_back(b.address);
+  std::sort(starts.begin(), starts.end());
+  auto skipped_file = [&](const std::string& path) {
+    for (const std::string& f : options.skip_files) {
+      if (!f.empty() && (path == f || path.starts_with(f + "/") ||
+                         path.starts_with(f + " (deleted)"))) {
+        return true;
+      }
+    }
+    return false;
+  };
+  // The roots, as [from, to) ranges.
+  std::vector<std::pair<uint64_t, uint64_t>> roots;
+  const uint64_t tls_below = options.main_tp != 0 ? StaticTlsBelow(pid, options.main_tp) : 0;
+  for (size_t k = 0; k < maps.size(); ++k) {
+    const Mapping& m = maps[k];
+    if (!m.read || !m.write) continue;  // code, read-only data, reserved space
+    const Mapping* before = k > 0 && maps[k - 1].end == m.start ? &maps[k - 1] : nullptr;
+    if (m.path == "[heap]") {
+      ++r.heap_mappings;
+      for (const auto& range : UnseenChunks(pid, m, starts)) {
+        ++r.unseen_chunks;
+        roots.push_back(range);
+      }
+    } else if (m.path == "[stack]") {
+      // The main thread's: from where it called exit, up.
+      if (options.main_sp >= m.start && options.main_sp < m.end) {
+        roots.emplace_back(options.main_sp, m.end);
+      }
+    } else if (m.path.starts_with("/") && !m.path.starts_with("/dev/") && !skipped_file(m.path)) {
+      roots.emplace_back(m.start, m.end);  // an object's data
+    } else if (!m.path.empty()) {
+      // [vvar], [vdso], a device, cgoheap's own files
+    } else if (before != nullptr && before->write && before->path.starts_with("/") &&
+               !before->path.starts_with("/dev/") && !skipped_file(before->path)) {
+      roots.emplace_back(m.start, m.end);  // the bss after an object's data
+    } else if (options.main_tp >= m.start && options.main_tp < m.end) {
+      roots.emplace_back(m.start, m.end);  // the main thread's TLS, with the loader's data
+    } else if (before != nullptr && !before->read && !before->write &&
+               before->end - before->start <= (1 << 20)) {
+      // A thread's stack above its guard page, its descriptor at the top:
+      // only the static TLS and the descriptor count.
+      if (uint64_t tp = FindThreadDescriptor(pid, m); tp != 0) {
+        ++r.thread_stacks;
+        roots.emplace_back(std::max(m.start, tp - std::min(tls_below, tp)), m.end);
+      }
+    }
+    // Other anonymous memory is no root: glibc's thread arenas and large
+    // blocks (only live blocks count there), Go's heap and goroutine
+    // stacks (a Go object that held a C pointer may be garbage not yet
+    // collected: a leak through a Go variable would look reachable).
+  }
+  for (const auto& [from, to] : roots) {
+    // Around the live blocks inside (a large block's mapping may have merged
+    // with an object's bss): a block counts only once it is reached.
+    uint64_t at = from;
+    if (ptrdiff_t i = marker.Holder(from); i >= 0) {
+      at = blocks[static_cast<size_t>(i)].address + std::max<uint64_t>(blocks[static_cast<size_t>(i)].size, 1);
+    }
+    for (auto it = std::lower_bound(starts.begin(), starts.end(), at); at < to; ++it) {
+      const uint64_t next = it != starts.end() && *it < to ? *it : to;
+      if (next > at && !marker.ScanRange(at, next, &r.root_bytes)) break;
+      if (next == to) break;
+      const LiveBlock& b = blocks[static_cast<size_t>(marker.Holder(*it))];
+      at = std::max(at, b.address + std::max<uint64_t>(b.size, 1));
+    }
+    if (!marker.stop().empty() || !marker.Drain(&r.block_bytes)) {
+      r.skipped = absl::StrCat("the scan stopped: ", marker.stop());
+      return r;
+    }
+  }
+  if (r.root_bytes == 0) {
+    r.skipped = "none of its memory could be read";
+    return r;
+  }
+  r.done = true;
+  r.reachable = marker.TakeMarks();
+  return r;
+}
+
+}  // namespace cgoheap::client
