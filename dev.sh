@@ -213,7 +213,7 @@ case "$cmd" in
     # which uses std atomics alone; Debian's abseil and gRPC are not built
     # with TSan, so their mutexes are invisible to it and every access they
     # guard would be reported.
-    default="^(Fuzz|FaultGuardTest|AuthTest|PprofTest|RetentionTest|LivenessTest|GrowthTest|EstimateTest|FlagsTest|GoPclntabTest|SymbolIndexTest|Sha256Test|SymbolizerTest|RingTest|ForwarderTest|AddressIndexTest|ClassifyTest|HeapStateTest|MetricsTest|ReportTest|CfiUnwinderTest|GoCrossingTest|Go/GoBinaryTest|SamplerTest|SampledSetTest|AllocGuard.*|IngestProtocolTest|ServerTest|ServerFlagsTest|DeployTest)\\."
+    default="^(Fuzz|FaultGuardTest|AuthTest|PprofTest|RetentionTest|LivenessTest|GrowthTest|EstimateTest|FlagsTest|GoPclntabTest|SymbolIndexTest|Sha256Test|ExitScanTest|SymbolizerTest|RingTest|ForwarderTest|AddressIndexTest|ClassifyTest|HeapStateTest|MetricsTest|ReportTest|CfiUnwinderTest|GoCrossingTest|Go/GoBinaryTest|SamplerTest|SampledSetTest|AllocGuard.*|IngestProtocolTest|ServerTest|ServerFlagsTest|DeployTest)\\."
     [ "$kind" = thread ] && default="^(RingTest|CfiUnwinderTest|SamplerTest|SampledSetTest|AddressIndexTest)\\."
     ctest -j"$JOBS" --output-on-failure -R "${1:-$default}"
     ;;

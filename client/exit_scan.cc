@@ -3,9 +3,7 @@
 #include <sys/uio.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
-#include <cinttypes>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
@@ -80,7 +78,7 @@ class Marker {
         // A page that cannot be read (a hole, a guard page): go on from the
         // next page.
         got &= ~size_t{7};
-          Words(got / 8);
+        Words(got / 8);
         read_ += got;
         *counted += got;
         at = ((at + got) | 4095) + 1;
@@ -107,6 +105,8 @@ class Marker {
   }
 
   const std::string& stop() const { return stop_; }
+  // The blocks' addresses, ascending.
+  const std::vector<uint64_t>& starts() const { return starts_; }
   std::vector<bool> TakeMarks() { return std::move(marked_); }
 
  private:
@@ -269,11 +269,12 @@ ExitScanResult ScanReachable(pid_t pid, const std::vector<LiveBlock>& blocks,
     r.skipped = "its memory map could not be read";
     return r;
   }
+  if (blocks.empty()) {  // nothing to tell apart
+    r.done = true;
+    return r;
+  }
   Marker marker(pid, blocks, options);
-  std::vector<uint64_t> starts;
-  starts.reserve(blocks.size());
-  for (const LiveBlock& b : blocks) starts.push_back(b.address);
-  std::sort(starts.begin(), starts.end());
+  const std::vector<uint64_t>& starts = marker.starts();
   auto skipped_file = [&](const std::string& path) {
     for (const std::string& f : options.skip_files) {
       if (!f.empty() && (path == f || path.starts_with(f + "/") ||
@@ -327,16 +328,17 @@ ExitScanResult ScanReachable(pid_t pid, const std::vector<LiveBlock>& blocks,
   for (const auto& [from, to] : roots) {
     // Around the live blocks inside (a large block's mapping may have merged
     // with an object's bss): a block counts only once it is reached.
+    auto end_of = [&](ptrdiff_t i) {
+      const LiveBlock& b = blocks[static_cast<size_t>(i)];
+      return b.address + std::max<uint64_t>(b.size, 1);
+    };
     uint64_t at = from;
-    if (ptrdiff_t i = marker.Holder(from); i >= 0) {
-      at = blocks[static_cast<size_t>(i)].address + std::max<uint64_t>(blocks[static_cast<size_t>(i)].size, 1);
-    }
+    if (ptrdiff_t i = marker.Holder(from); i >= 0) at = end_of(i);
     for (auto it = std::lower_bound(starts.begin(), starts.end(), at); at < to; ++it) {
       const uint64_t next = it != starts.end() && *it < to ? *it : to;
       if (next > at && !marker.ScanRange(at, next, &r.root_bytes)) break;
       if (next == to) break;
-      const LiveBlock& b = blocks[static_cast<size_t>(marker.Holder(*it))];
-      at = std::max(at, b.address + std::max<uint64_t>(b.size, 1));
+      at = std::max(at, end_of(marker.Holder(*it)));
     }
     if (!marker.stop().empty() || !marker.Drain(&r.block_bytes)) {
       r.skipped = absl::StrCat("the scan stopped: ", marker.stop());

@@ -109,6 +109,10 @@ void CapStack(v1::Stack* stack) {
   for (int i = frames->size() - 1; i > inner; --i) frames->SwapElements(i, i - 1);
 }
 
+// The exit scan keeps a process's live blocks (about 40 bytes each) up to
+// this many.
+constexpr size_t kMaxScanBlocks = 20'000'000;
+
 struct Forwarder::Tracked {
   explicit Tracked(ObjectCache* objects) : sym(objects) {}
 
@@ -558,6 +562,13 @@ void Forwarder::Flush(Tracked& t, bool force, std::span<const RingRecord> unread
     b.set_sizes(kept, b.sizes(i));
     b.set_stack_ids(kept, b.stack_ids(i));
     ++kept;
+  }
+  if (t.keep_live && t.live.size() + kept > kMaxScanBlocks) {
+    // Its live set would take gigabytes here, beside the server's.
+    t.keep_live = false;
+    t.live = {};
+    t.end.mutable_exit_scan()->set_skipped(absl::StrCat(
+        "it had more than ", kMaxScanBlocks, " blocks live, more than the scan keeps track of"));
   }
   if (t.keep_live) {
     for (int i = 0; i < kept; ++i) {

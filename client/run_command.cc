@@ -177,7 +177,10 @@ Child Launch(const std::vector<std::string>& argv, const std::string& agent,
   } while (n < 0 && errno == EINTR);
   close(pipefd[0]);
   if (n == sizeof err) {
-    waitpid(pid, nullptr, 0);
+    // (Traced, it stops at its exit first: let it go on.)
+    for (int st; waitpid(pid, &st, 0) == pid && WIFSTOPPED(st);) {
+      ptrace(PTRACE_CONT, pid, nullptr, nullptr);
+    }
     c.error = absl::StrCat("cannot run '", argv[0], "': ", strerror(err),
                            err == ENOENT ? " (check the path, or that it is on $PATH)" : "");
     return c;
@@ -322,12 +325,20 @@ int RunCommand(const std::vector<std::string>& args) {
       if (thread.joinable()) thread.join();
     }
   } prepare;  // after fwd, which it uses: joined before fwd goes
-  // The exit scan needs every block (exact mode) and ptrace.
-  const bool trace_exit = exit_scan && sample_bytes == 0;
+  // The exit scan needs every block (exact mode) and ptrace; a traced
+  // set-user-ID or set-group-ID program would run without its privileges.
   std::string trace_error;
+  bool trace_exit = exit_scan && sample_bytes == 0;
+  if (struct stat st; trace_exit && stat(FindExecutable((*rest)[0]).c_str(), &st) == 0 &&
+                      (st.st_mode & (S_ISUID | S_ISGID)) != 0) {
+    trace_exit = false;
+    trace_error = "it is a set-user-ID or set-group-ID program, which would lose its privileges "
+                  "if traced";
+  }
   Child child = Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service,
                        debuginfod_urls, trace_exit, &trace_error);
   const bool traced = trace_exit && child.pid >= 0 && trace_error.empty();
+  const bool scan_wanted = exit_scan && sample_bytes == 0;
   if (traced) fwd.WatchExit(child.pid);
   // The executable's debug information is read on a thread of its own while
   // the program starts, not before (tens of milliseconds for a large Go
@@ -366,8 +377,10 @@ int RunCommand(const std::vector<std::string>& args) {
   bool exit_seen = false;
   int exit_code = 1;
   PollPacer pacer;
-  for (bool root_done = false; !root_done;) {
-    int idle_ms = pacer.Next(fwd.Poll());
+  bool root_done = false;
+  // Lets a stopped program go on (at once: a stop holds one of its threads),
+  // and collects the ends of the program and its descendants.
+  auto reap = [&] {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -401,6 +414,12 @@ int RunCommand(const std::vector<std::string>& args) {
         root_done = true;
       }
     }
+  };
+  while (!root_done) {
+    reap();  // before reading the rings, which can take a while
+    if (root_done) break;
+    int idle_ms = pacer.Next(fwd.Poll());
+    reap();
     if (root_done) break;
     pollfd pfd[2] = {{root_pidfd, POLLIN, 0}, {wake[0], POLLIN, 0}};
     if (root_pidfd >= 0 || wake[0] >= 0) {
@@ -418,7 +437,7 @@ int RunCommand(const std::vector<std::string>& args) {
     close(wake[0]);
     close(wake[1]);
   }
-  if (trace_exit && !exit_seen) {
+  if (scan_wanted && !exit_seen) {
     fwd.ExitNotScanned(child.pid, !trace_error.empty()
                                       ? trace_error
                                       : "it was not stopped at its exit (it ended another way)");
