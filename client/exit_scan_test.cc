@@ -110,10 +110,16 @@ TEST(ExitScanTest, RootsAreGlobalsThreadLocalStorageAndBlocksTheAgentNeverSaw) {
   // each thread; I: from a block the scan was not told of; J: a global,
   // its own mapping; K: from inside J. C: its pointer hidden; D: only C
   // points to it; H: only the other thread's stack frame.
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's allocator has no glibc arena: I's holder is found nowhere.
+  EXPECT_EQ(reachable, "ABEFGJK");
+  EXPECT_EQ(lost, "CDHI");
+#else
   EXPECT_EQ(reachable, "ABEFGIJK");
   EXPECT_EQ(lost, "CDH");
-  EXPECT_GE(scan.thread_stacks, 1u);
   EXPECT_GE(scan.unseen_chunks, 1u);
+#endif
+  EXPECT_GE(scan.thread_stacks, 1u);
   EXPECT_GT(scan.root_bytes, 0u);
 }
 

@@ -196,23 +196,23 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
     absl::StrAppend(&out, p, " (~: estimated from allocations sampled once per ",
                     Thousands(rate), " bytes on average; unbiased, not exact)\n");
   }
-  if (r.scanned() > 0 && n > 0 && total_reachable_blocks == 0) {
-    absl::StrAppend(&out, p, " (scanned at exit: nothing pointed to any of them, all definitely lost",
-                    total_unscanned_bytes > 0
-                        ? absl::StrCat("; not scanned ", Plural(total_unscanned_bytes, "byte", "bytes"))
-                        : "",
-                    ")\n");
-  } else if (r.scanned() > 0 && n > 0) {
-    absl::StrAppend(&out, p, " (scanned at exit: definitely lost ",
-                    Plural(total_lost_bytes, "byte", "bytes"), " in ",
-                    Plural(total_lost_blocks, "block", "blocks"), ", nothing pointed to them; still reachable ",
-                    Plural(total_reachable_bytes, "byte", "bytes"), " in ",
-                    Plural(total_reachable_blocks, "block", "blocks"),
-                    ", pointed to by globals, thread-local storage or other reachable blocks",
-                    total_unscanned_bytes > 0
-                        ? absl::StrCat("; not scanned ", Plural(total_unscanned_bytes, "byte", "bytes"))
-                        : "",
-                    total_reachable_blocks > 0 ? "; --lost shows only what was lost" : "", ")\n");
+  if (r.scanned() > 0 && n > 0) {
+    const std::string unscanned =
+        total_unscanned_bytes > 0
+            ? absl::StrCat("; not scanned ", Plural(total_unscanned_bytes, "byte", "bytes"))
+            : "";
+    if (total_reachable_blocks == 0) {
+      absl::StrAppend(&out, p, " (scanned at exit: nothing pointed to any of them, all definitely lost",
+                      unscanned, ")\n");
+    } else {
+      absl::StrAppend(
+          &out, p, " (scanned at exit: definitely lost ", Plural(total_lost_bytes, "byte", "bytes"),
+          " in ", Plural(total_lost_blocks, "block", "blocks"),
+          ", nothing pointed to them; still reachable ", Plural(total_reachable_bytes, "byte", "bytes"),
+          " in ", Plural(total_reachable_blocks, "block", "blocks"),
+          ", pointed to by globals, thread-local storage or other reachable blocks", unscanned,
+          "; --lost shows only what was lost)\n");
+    }
   }
   if (r.reachable_hidden() > 0) {
     absl::StrAppend(&out, p, " (", Plural(r.reachable_hidden_bytes(), "byte", "bytes"), " in ",
