@@ -104,20 +104,56 @@ class Marker {
     return true;
   }
 
+  // After the roots: tells the lost blocks that only other lost blocks point
+  // to ("indirectly lost") from those nothing points to, as valgrind does.
+  // Each lost block not yet reached leads a group: what it reaches, and any
+  // leader reached before, join it (a lost cycle keeps one leader). False
+  // once a limit is reached.
+  bool SplitLost(uint64_t* counted) {
+    indirect_.assign(blocks_.size(), false);
+    std::vector<bool> led(blocks_.size(), false);
+    for (size_t i : order_) {
+      if (marked_[i] || led[i] || indirect_[i]) continue;
+      led[i] = true;
+      leader_ = i;
+      flooding_ = true;
+      flood_.push_back(i);
+      while (!flood_.empty()) {
+        size_t j = flood_.back();
+        flood_.pop_back();
+        if (!ScanRange(blocks_[j].address, blocks_[j].address + blocks_[j].size, counted)) {
+          flooding_ = false;
+          return false;
+        }
+      }
+      flooding_ = false;
+    }
+    return true;
+  }
+
   const std::string& stop() const { return stop_; }
   // The blocks' addresses, ascending.
   const std::vector<uint64_t>& starts() const { return starts_; }
   std::vector<bool> TakeMarks() { return std::move(marked_); }
+  std::vector<bool> TakeIndirect() { return std::move(indirect_); }
 
  private:
   void Words(size_t n) {
     for (size_t k = 0; k < n; ++k) {
       const uint64_t w = buf_[k];
       if (w < lo_ || w >= hi_) continue;
-      ptrdiff_t i = Holder(w);
-      if (i < 0 || marked_[static_cast<size_t>(i)]) continue;
-      marked_[static_cast<size_t>(i)] = true;
-      work_.push_back(static_cast<size_t>(i));
+      ptrdiff_t at = Holder(w);
+      if (at < 0) continue;
+      const size_t i = static_cast<size_t>(at);
+      if (flooding_) {  // SplitLost: from a lost block
+        if (marked_[i] || indirect_[i] || i == leader_) continue;
+        indirect_[i] = true;  // (a leader before this one joins this group)
+        flood_.push_back(i);
+        continue;
+      }
+      if (marked_[i]) continue;
+      marked_[i] = true;
+      work_.push_back(i);
     }
   }
 
@@ -129,6 +165,12 @@ class Marker {
   std::vector<uint64_t> starts_;   // their addresses, ascending
   std::vector<bool> marked_;
   std::vector<size_t> work_;       // marked, not yet scanned
+  // SplitLost's state: lost blocks reached from another lost block, the
+  // current group's leader, and what of the group is still to scan.
+  std::vector<bool> indirect_;
+  bool flooding_ = false;
+  size_t leader_ = 0;
+  std::vector<size_t> flood_;
   uint64_t lo_ = UINT64_MAX, hi_ = 0;
   uint64_t read_ = 0;
   std::chrono::steady_clock::time_point deadline_;
@@ -182,6 +224,8 @@ uint64_t FindThreadDescriptor(pid_t pid, const Mapping& m) {
   return 0;
 }
 
+}  // namespace
+
 // glibc's main arena ([heap]) also holds blocks the agent never saw: those
 // allocated before it started (the loader's, and library constructors'
 // that ran before the agent's: GLib's type and quark tables, C++ static
@@ -193,8 +237,8 @@ uint64_t FindThreadDescriptor(pid_t pid, const Mapping& m) {
 // but its second word holds the caches' key (glibc 2.29 and later: random
 // since 2.34), which the main thread's cache (the arena's first chunk:
 // uint16_t counts[64], then the 64 bins' first entries) shows: chunks
-// holding it are left out. A chunk in a fast bin still looks in use and
-// has no key: its stale contents are scanned (conservative).
+// holding it are left out, and so are chunks that link to another chunk
+// of their size as a fast bin's do.
 // Returns the ranges of the in-use chunks that are not live blocks.
 std::vector<std::pair<uint64_t, uint64_t>> UnseenChunks(pid_t pid, const Mapping& heap,
                                                         const std::vector<uint64_t>& starts) {
@@ -217,22 +261,36 @@ std::vector<std::pair<uint64_t, uint64_t>> UnseenChunks(pid_t pid, const Mapping
       }
     }
   }
+  // A chunk freed into a fast bin looks in use too; its first word links
+  // it to the next chunk of its bin (same size; 0 at the end), mangled
+  // since glibc 2.32 as (the word's own address >> 12) ^ the link. A
+  // mangled link stays within 64 KiB of a heap address, so it would make
+  // whatever large block lies there look reachable.
+  auto in_fast_bin = [&](uint64_t chunk, uint64_t size) {
+    const uint64_t raw = word_at(chunk + 16);
+    const uint64_t unmangled = raw ^ ((chunk + 16) >> 12);
+    if (unmangled == 0) return true;  // the bin's last chunk (its word is nonzero)
+    auto links_to_its_size = [&](uint64_t link) {
+      return link % 16 == 0 && link >= heap.start && link + 16 <= heap.end &&
+             (size_at(link) & ~uint64_t{7}) == size;
+    };
+    return links_to_its_size(unmangled) || links_to_its_size(raw);  // before 2.32: raw
+  };
   for (uint64_t chunk = heap.start; chunk + 32 <= heap.end;) {
     const uint64_t size = size_at(chunk) & ~uint64_t{7};
     if (size < 32 || size % 16 != 0 || size > heap.end - chunk) break;  // not a chunk: stop
     const uint64_t next = chunk + size;
     if (next + 16 > heap.end) break;  // the top chunk: free space
     const bool in_use = size_at(next) & 1;
-    const bool cached = key && size >= 32 && word_at(chunk + 24) == *key;  // freed, in a cache
-    if (in_use && !cached && !std::binary_search(starts.begin(), starts.end(), chunk + 16)) {
+    const bool cached = key && word_at(chunk + 24) == *key;  // freed, in a thread cache
+    if (in_use && !cached && !in_fast_bin(chunk, size) &&
+        !std::binary_search(starts.begin(), starts.end(), chunk + 16)) {
       out.emplace_back(chunk + 16, next + 8);  // with the next chunk's first word, which is ours
     }
     chunk = next;
   }
   return out;
 }
-
-}  // namespace
 
 std::vector<Mapping> ParseMaps(const std::string& text) {
   std::vector<Mapping> out;
@@ -349,8 +407,13 @@ ExitScanResult ScanReachable(pid_t pid, const std::vector<LiveBlock>& blocks,
     r.skipped = "none of its memory could be read";
     return r;
   }
+  if (!marker.SplitLost(&r.block_bytes)) {
+    r.skipped = absl::StrCat("the scan stopped: ", marker.stop());
+    return r;
+  }
   r.done = true;
   r.reachable = marker.TakeMarks();
+  r.indirect = marker.TakeIndirect();
   return r;
 }
 

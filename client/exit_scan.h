@@ -27,6 +27,9 @@
 //   blocks: a block is reachable when a root, or a reachable block, holds an
 //           aligned 8-byte word that points into it (its start or inside:
 //           C code keeps pointers to members, as LeakSanitizer assumes).
+//           A lost block that another lost block points to is "indirectly
+//           lost" (valgrind's word): freeing what points to it would have
+//           freed it, so the leak to fix is elsewhere.
 // The scan decides how a leak is shown, never whether: every block never
 // freed is reported; those still reachable are marked so and sorted after
 // the lost ones. Its errors lean to "lost": a C pointer kept only in a live
@@ -41,6 +44,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cgoheap::client {
@@ -69,6 +73,9 @@ struct ExitScanResult {
   bool done = false;
   std::string skipped;           // why not done
   std::vector<bool> reachable;   // parallel to the blocks given (when done)
+  // Of the others (lost), those only other lost blocks pointed to
+  // ("indirectly lost": a lost list's nodes after its head).
+  std::vector<bool> indirect;
   uint64_t root_bytes = 0;       // memory read as roots
   uint64_t block_bytes = 0;      // memory of reachable blocks read
   uint64_t heap_mappings = 0;    // mappings taken for the C heap's
@@ -87,5 +94,12 @@ struct Mapping {
   std::string path;  // "" for anonymous memory
 };
 std::vector<Mapping> ParseMaps(const std::string& text);
+
+// The blocks in use in glibc's main arena (heap: the [heap] mapping) that
+// are not live blocks (live_starts, ascending): each as the range of its
+// user memory. Chunks freed into a thread cache or a fast bin are not in
+// use. (Exposed for tests.)
+std::vector<std::pair<uint64_t, uint64_t>> UnseenChunks(pid_t pid, const Mapping& heap,
+                                                        const std::vector<uint64_t>& live_starts);
 
 }  // namespace cgoheap::client

@@ -104,8 +104,12 @@ TEST(ExitScanTest, RootsAreGlobalsThreadLocalStorageAndBlocksTheAgentNeverSaw) {
   ASSERT_TRUE(scan.done) << scan.skipped;
   ASSERT_EQ(scan.reachable.size(), blocks.size());
   const char* names = "ABCDEFGHIJK";
-  std::string reachable, lost;
-  for (int i = 0; i < kBlocks; ++i) (scan.reachable[i] ? reachable : lost) += names[i];
+  std::string reachable, lost, indirect;
+  for (int i = 0; i < kBlocks; ++i) {
+    (scan.reachable[i] ? reachable : lost) += names[i];
+    if (scan.indirect[i]) indirect += names[i];
+  }
+  EXPECT_EQ(indirect, "D");  // lost, and only C (lost) points to it
   // A: a global; B: from A; E: by its middle; F, G: thread-local storage of
   // each thread; I: from a block the scan was not told of; J: a global,
   // its own mapping; K: from inside J. C: its pointer hidden; D: only C
@@ -121,6 +125,44 @@ TEST(ExitScanTest, RootsAreGlobalsThreadLocalStorageAndBlocksTheAgentNeverSaw) {
 #endif
   EXPECT_GE(scan.thread_stacks, 1u);
   EXPECT_GT(scan.root_bytes, 0u);
+}
+
+// glibc's arena as the walk reads it, built by hand in this process: the
+// main thread's cache first, then a chunk in that cache (its key), two in a
+// fast bin (safe-linked: the first to the second, the second the bin's
+// last), a live block, and two blocks in use that the agent never saw.
+TEST(ExitScanTest, ChunksFreedIntoCachesAndFastBinsAreNotRoots) {
+  alignas(4096) static uint64_t arena[4096 / 8];
+  memset(arena, 0, sizeof arena);
+  const uint64_t base = reinterpret_cast<uint64_t>(arena);
+  uint64_t at = base;
+  auto chunk = [&](uint64_t size) {  // PREV_INUSE set: each looks in use
+    uint64_t c = at;
+    arena[(c - base) / 8 + 1] = size | 1;
+    at += size;
+    return c;
+  };
+  auto word = [&](uint64_t address) -> uint64_t& { return arena[(address - base) / 8]; };
+  const uint64_t tcache = chunk(0x290);
+  const uint64_t cached = chunk(0x20), fast1 = chunk(0x30), unseen1 = chunk(0x30),
+                 fast2 = chunk(0x30), live = chunk(0x20), unseen2 = chunk(0x20);
+  chunk(base + sizeof arena - at);  // the top chunk
+  const uint64_t key = 0x5eed5eed5eed5eedu;
+  word(tcache + 16) = 1;                    // counts[0]
+  word(tcache + 16 + 128) = cached + 16;    // entries[0]
+  word(cached + 16) = ((cached + 16) >> 12) ^ 0x1234560;  // its next, mangled
+  word(cached + 24) = key;
+  word(fast1 + 16) = ((fast1 + 16) >> 12) ^ fast2;  // a fast bin's link: a chunk
+  word(fast2 + 16) = (fast2 + 16) >> 12;            // the bin's last
+  word(unseen1 + 16) = base + 0x10;
+  word(unseen2 + 16) = 0;
+  Mapping heap{.start = base, .end = base + sizeof arena, .read = true, .write = true, .inode = 0, .path = "[heap]"};
+  auto ranges = UnseenChunks(getpid(), heap, {live + 16});
+  std::vector<uint64_t> found;
+  for (const auto& [from, to] : ranges) found.push_back(from);
+  EXPECT_EQ(found, (std::vector<uint64_t>{tcache + 16, unseen1 + 16, unseen2 + 16}));
+  ASSERT_EQ(ranges.size(), 3u);
+  EXPECT_EQ(ranges[1].second, fast2 + 8);  // to the next chunk's first word, ours when in use
 }
 
 TEST(ExitScanTest, AProcessThatIsGoneIsNotScanned) {

@@ -663,15 +663,16 @@ void Forwarder::ScanAtExit(pid_t pid, ExitScanOptions opts) {
   scan->set_root_bytes(r.root_bytes);
   scan->set_seconds(absl::ToDoubleSeconds(absl::Now() - start));
   if (!r.done) return;
-  absl::flat_hash_map<uint64_t, v1::StackTotal> by_stack;
+  absl::flat_hash_map<uint64_t, v1::StackTotal> reachable, indirect;
   for (size_t i = 0; i < blocks.size(); ++i) {
-    if (!r.reachable[i]) continue;
-    v1::StackTotal& s = by_stack[stacks[i]];
+    if (!r.reachable[i] && !r.indirect[i]) continue;
+    v1::StackTotal& s = (r.reachable[i] ? reachable : indirect)[stacks[i]];
     s.set_stack_id(stacks[i]);
     s.set_bytes(s.bytes() + blocks[i].size);
     s.set_blocks(s.blocks() + 1);
   }
-  for (auto& [id, s] : by_stack) *scan->add_reachable() = std::move(s);
+  for (auto& [id, s] : reachable) *scan->add_reachable() = std::move(s);
+  for (auto& [id, s] : indirect) *scan->add_indirect() = std::move(s);
   t->live.clear();
 }
 

@@ -109,6 +109,7 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
   uint64_t total_bytes = 0, total_blocks = 0, rate = 0;
   uint64_t total_reachable_bytes = 0, total_reachable_blocks = 0;
   uint64_t total_lost_bytes = 0, total_lost_blocks = 0, total_unscanned_bytes = 0;
+  uint64_t total_indirect_bytes = 0, total_indirect_blocks = 0;
   int n = r.leaks_size();
   for (int i = 0; i < n; ++i) {
     const v1::Leak& leak = r.leaks(i);
@@ -139,6 +140,8 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
     } else if (leak.kind() == "exit") {
       total_lost_bytes += leak.bytes() - leak.reachable_bytes();
       total_lost_blocks += leak.blocks() - leak.reachable_blocks();
+      total_indirect_bytes += leak.indirect_bytes();
+      total_indirect_blocks += leak.indirect_blocks();
     }
     if (leak.reachable_blocks() > 0) {
       total_reachable_bytes += leak.reachable_bytes();
@@ -149,6 +152,14 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
         absl::StrAppend(&out, " [still reachable at exit: ",
                         Plural(leak.reachable_bytes(), "byte", "bytes"), " in ",
                         Plural(leak.reachable_blocks(), "block", "blocks"), "]");
+      }
+    }
+    if (leak.indirect_blocks() > 0) {
+      if (leak.indirect_blocks() >= leak.blocks() - leak.reachable_blocks()) {
+        absl::StrAppend(&out, " [indirectly lost]");
+      } else {
+        absl::StrAppend(&out, " [indirectly lost: ", Plural(leak.indirect_bytes(), "byte", "bytes"),
+                        " in ", Plural(leak.indirect_blocks(), "block", "blocks"), "]");
       }
     }
     out += "\n";
@@ -197,22 +208,27 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
                     Thousands(rate), " bytes on average; unbiased, not exact)\n");
   }
   if (r.scanned() > 0 && n > 0) {
-    const std::string unscanned =
-        total_unscanned_bytes > 0
-            ? absl::StrCat("; not scanned ", Plural(total_unscanned_bytes, "byte", "bytes"))
-            : "";
-    if (total_reachable_blocks == 0) {
-      absl::StrAppend(&out, p, " (scanned at exit: nothing pointed to any of them, all definitely lost",
-                      unscanned, ")\n");
-    } else {
-      absl::StrAppend(
-          &out, p, " (scanned at exit: definitely lost ", Plural(total_lost_bytes, "byte", "bytes"),
-          " in ", Plural(total_lost_blocks, "block", "blocks"),
-          ", nothing pointed to them; still reachable ", Plural(total_reachable_bytes, "byte", "bytes"),
-          " in ", Plural(total_reachable_blocks, "block", "blocks"),
-          ", pointed to by globals, thread-local storage or other reachable blocks", unscanned,
-          "; --lost shows only what was lost)\n");
+    // valgrind's categories: definitely lost, indirectly lost, still reachable.
+    std::vector<std::string> parts;
+    auto part = [&](const char* what, uint64_t bytes, uint64_t blocks, const char* why) {
+      parts.push_back(absl::StrCat(what, " ", Plural(bytes, "byte", "bytes"), " in ",
+                                   Plural(blocks, "block", "blocks"), ", ", why));
+    };
+    part("definitely lost", total_lost_bytes - total_indirect_bytes,
+         total_lost_blocks - total_indirect_blocks, "nothing pointed to them");
+    if (total_indirect_blocks > 0) {
+      part("indirectly lost", total_indirect_bytes, total_indirect_blocks,
+           "only lost blocks pointed to them");
     }
+    if (total_reachable_blocks > 0) {
+      part("still reachable", total_reachable_bytes, total_reachable_blocks,
+           "pointed to by globals, thread-local storage or other reachable blocks");
+    }
+    if (total_unscanned_bytes > 0) {
+      parts.push_back(absl::StrCat("not scanned ", Plural(total_unscanned_bytes, "byte", "bytes")));
+    }
+    if (total_reachable_blocks > 0) parts.push_back("--lost shows only what was lost");
+    absl::StrAppend(&out, p, " (scanned at exit: ", absl::StrJoin(parts, "; "), ")\n");
   }
   if (r.reachable_hidden() > 0) {
     absl::StrAppend(&out, p, " (", Plural(r.reachable_hidden_bytes(), "byte", "bytes"), " in ",
@@ -304,6 +320,8 @@ std::string LeakJson(const v1::Leak& leak) {
       ",\"scanned_processes\":", leak.scanned_processes(),
       ",\"reachable_bytes\":", leak.reachable_bytes(),
       ",\"reachable_blocks\":", leak.reachable_blocks(),
+      ",\"indirect_bytes\":", leak.indirect_bytes(),
+      ",\"indirect_blocks\":", leak.indirect_blocks(),
       ",\"stack_id\":", JsonString(absl::StrFormat("%016x", leak.stack().id())),
       ",\"process_ids\":[", absl::StrJoin(pids, ","), "]",
       ",\"frames\":[", absl::StrJoin(frames, ","), "]}");

@@ -194,6 +194,8 @@ TEST(ReportTest, WhatTheExitScanFoundIsSaid) {
   some->set_blocks(4);
   some->set_reachable_bytes(10);
   some->set_reachable_blocks(1);
+  some->set_indirect_bytes(20);
+  some->set_indirect_blocks(2);
   const std::string text = LeaksText(r, {"==7==", false});
   EXPECT_NE(text.find("==7== 17 bytes in 1 block never freed (1 of 3 leaks)\n"), std::string::npos)
       << text;
@@ -201,10 +203,11 @@ TEST(ReportTest, WhatTheExitScanFoundIsSaid) {
             std::string::npos)
       << text;
   EXPECT_NE(text.find("==7== 40 bytes in 4 blocks never freed (3 of 3 leaks) [still reachable at "
-                      "exit: 10 bytes in 1 block]\n"),
+                      "exit: 10 bytes in 1 block] [indirectly lost: 20 bytes in 2 blocks]\n"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("==7== (scanned at exit: definitely lost 47 bytes in 4 blocks, nothing "
+  EXPECT_NE(text.find("==7== (scanned at exit: definitely lost 27 bytes in 2 blocks, nothing "
+                      "pointed to them; indirectly lost 20 bytes in 2 blocks, only lost blocks "
                       "pointed to them; still reachable 58 bytes in 4 blocks, pointed to by "
                       "globals, thread-local storage or other reachable blocks; --lost shows only "
                       "what was lost)\n"),
@@ -220,7 +223,7 @@ TEST(ReportTest, WhatTheExitScanFoundIsSaid) {
   lost.set_reachable_hidden_blocks(7);
   EXPECT_EQ(LeaksText(lost, {"==", false}).substr(LeaksText(lost, {"==", false}).find("== LEAK")),
             "== LEAK SUMMARY: 17 bytes in 1 block never freed, from 1 stack\n"
-            "== (scanned at exit: nothing pointed to any of them, all definitely lost)\n"
+            "== (scanned at exit: definitely lost 17 bytes in 1 block, nothing pointed to them)\n"
             "== (88 bytes in 7 blocks from 2 stacks never freed but still pointed to at exit are "
             "not shown (--lost): valgrind's \"still reachable\")\n");
 
@@ -240,6 +243,8 @@ TEST(ReportTest, WhatTheExitScanFoundIsSaid) {
   EXPECT_EQ(third.at("reachable_bytes").number_value(), 10);
   EXPECT_EQ(third.at("reachable_blocks").number_value(), 1);
   EXPECT_EQ(third.at("scanned_processes").number_value(), 1);
+  EXPECT_EQ(third.at("indirect_bytes").number_value(), 20);
+  EXPECT_EQ(third.at("indirect_blocks").number_value(), 2);
   const google::protobuf::Value lost_doc = testing::ParseJson(LeaksJson(lost));
   const auto& l = lost_doc.struct_value().fields();
   EXPECT_EQ(l.at("reachable_hidden").number_value(), 2);

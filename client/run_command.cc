@@ -94,7 +94,7 @@ void OnSigchld(int) {
 // Whether every thread of pid but the main one is dying: gone, a zombie, or
 // with SIGKILL pending (a whole-process exit kills the other threads so).
 // Then the memory no longer changes and can be scanned.
-bool OthersDying(pid_t pid) {
+bool OthersDyingNow(pid_t pid) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec)) {
     if (e.path().filename() == std::to_string(pid)) continue;
@@ -111,6 +111,18 @@ bool OthersDying(pid_t pid) {
     if (seen && !dying) return false;  // (not seen: gone while we looked)
   }
   return true;
+}
+
+// The same, given the thread that called exit_group a moment to finish
+// (when it is not the main thread, it has no SIGKILL pending: it is on its
+// way out already). Threads still running after that are not exiting: the
+// main thread ended alone.
+bool OthersDying(pid_t pid) {
+  for (int i = 0; i < 200; ++i) {
+    if (OthersDyingNow(pid)) return true;
+    usleep(1000);
+  }
+  return false;
 }
 
 Child Launch(const std::vector<std::string>& argv, const std::string& agent,

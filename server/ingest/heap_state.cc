@@ -506,15 +506,21 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
   // What the forwarder's exit scan found still pointed to, by stack: taken
   // only for stacks live here, and never more than is live (a client's
   // claim, not to be trusted beyond that).
-  absl::flat_hash_map<uint64_t, std::pair<uint64_t, uint64_t>> reachable;
-  if (rec.end().exit_scan().done()) {
-    for (const v1::StackTotal& r : rec.end().exit_scan().reachable()) {
-      auto& [bytes, blocks] = reachable[r.stack_id()];
+  using Claims = absl::flat_hash_map<uint64_t, std::pair<uint64_t, uint64_t>>;
+  auto sum = [&](const google::protobuf::RepeatedPtrField<v1::StackTotal>& totals) {
+    Claims by_stack;
+    if (!rec.end().exit_scan().done()) return by_stack;
+    for (const v1::StackTotal& r : totals) {
+      auto& [bytes, blocks] = by_stack[r.stack_id()];
       bytes = bytes + r.bytes() < bytes ? UINT64_MAX : bytes + r.bytes();
       blocks = blocks + r.blocks() < blocks ? UINT64_MAX : blocks + r.blocks();
     }
-  }
+    return by_stack;
+  };
+  const Claims reachable = sum(rec.end().exit_scan().reachable());
+  const Claims indirect = sum(rec.end().exit_scan().indirect());
   rec.mutable_end()->mutable_exit_scan()->clear_reachable();
+  rec.mutable_end()->mutable_exit_scan()->clear_indirect();
   if (std::string* why = rec.mutable_end()->mutable_exit_scan()->mutable_skipped();
       why->size() > 512) {
     size_t cut = 512;
@@ -533,6 +539,10 @@ absl::StatusOr<uint64_t> HeapState::Apply(uint64_t stream_process_id, v1::AgentM
     if (auto r = reachable.find(stack_id); r != reachable.end()) {
       e->set_reachable_bytes(std::min(r->second.first, t.bytes));
       e->set_reachable_blocks(std::min(r->second.second, t.blocks));
+    }
+    if (auto r = indirect.find(stack_id); r != indirect.end()) {  // within what was lost
+      e->set_indirect_bytes(std::min(r->second.first, t.bytes - e->reachable_bytes()));
+      e->set_indirect_blocks(std::min(r->second.second, t.blocks - e->reachable_blocks()));
     }
   }
   absl::Status st = store_->EndProcess(stream_process_id, rec);

@@ -185,6 +185,10 @@ TEST_F(HeapStateTest, ExitScanIsFoldedIntoTheExitLeaksWithinWhatIsLive) {
   add(RealIds()[0x3333], 1000, 7);        // more than is live: capped
   add(RealIds()[kUserStack], UINT64_MAX, 0);  // an overflow: capped, not wrapped
   add(0xdead, 10, 1);                     // no such stack here: ignored
+  v1::StackTotal* indirect = scan->add_indirect();  // more than was lost: capped
+  indirect->set_stack_id(RealIds()[kUserStack]);
+  indirect->set_bytes(500);
+  indirect->set_blocks(5);
   Apply(1, end);
   for (int restart = 0; restart < 2; ++restart) {
     if (restart) Open();
@@ -195,6 +199,8 @@ TEST_F(HeapStateTest, ExitScanIsFoldedIntoTheExitLeaksWithinWhatIsLive) {
     EXPECT_EQ(r.leaks(0).reachable_bytes(), 150u);
     EXPECT_EQ(r.leaks(0).reachable_blocks(), 1u);
     EXPECT_EQ(r.leaks(0).scanned_processes(), 1u);
+    EXPECT_EQ(r.leaks(0).indirect_bytes(), 0u);  // 150 of 150 bytes reachable: none lost
+    EXPECT_EQ(r.leaks(0).indirect_blocks(), 1u);  // 1 of 2 blocks
     EXPECT_EQ(r.leaks(1).bytes(), 8u);
     EXPECT_EQ(r.leaks(1).reachable_bytes(), 8u);
     EXPECT_EQ(r.leaks(1).reachable_blocks(), 1u);
@@ -210,6 +216,7 @@ TEST_F(HeapStateTest, ExitScanIsFoldedIntoTheExitLeaksWithinWhatIsLive) {
   // Nothing of the claim is stored raw; the reason is cut at a character.
   v1::ListProcessesResponse ps = state_->ListProcesses({});
   EXPECT_EQ(ps.processes(0).end().exit_scan().reachable_size(), 0);
+  EXPECT_EQ(ps.processes(0).end().exit_scan().indirect_size(), 0);
   EXPECT_EQ(ps.processes(0).end().exit_scan().skipped(), std::string(511, 'x'));
 
   // A process not scanned (skipped, with why) counts no block reachable.

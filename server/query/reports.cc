@@ -26,6 +26,7 @@ struct LeakGroup {
   // pointed to in them
   uint32_t scanned = 0;
   uint64_t reachable_bytes = 0, reachable_blocks = 0;
+  uint64_t indirect_bytes = 0, indirect_blocks = 0;
 };
 
 void AddLeak(const HeapState& state, const char* kind, uint64_t stack_id, LeakGroup& g,
@@ -61,6 +62,8 @@ void AddLeak(const HeapState& state, const char* kind, uint64_t stack_id, LeakGr
   leak->set_scanned_processes(g.scanned);
   leak->set_reachable_bytes(std::min(g.reachable_bytes, bytes));
   leak->set_reachable_blocks(std::min(g.reachable_blocks, blocks));
+  leak->set_indirect_bytes(std::min(g.indirect_bytes, bytes - leak->reachable_bytes()));
+  leak->set_indirect_blocks(std::min(g.indirect_blocks, blocks - leak->reachable_blocks()));
   std::sort(g.processes.begin(), g.processes.end());
   for (size_t i = 0; i < g.processes.size() && i < kMaxListedProcessIds; ++i) {
     leak->add_process_ids(HeapState::FormatProcessId(g.processes[i]));
@@ -139,6 +142,8 @@ absl::StatusOr<v1::LeaksResponse> LeaksReport(const HeapState& state, const v1::
         ++g.scanned;
         g.reachable_bytes += e.reachable_bytes();
         g.reachable_blocks += e.reachable_blocks();
+        g.indirect_bytes += e.indirect_bytes();
+        g.indirect_blocks += e.indirect_blocks();
       }
     }
     // A lost process's growth is not current: it is not reported.
@@ -159,13 +164,17 @@ absl::StatusOr<v1::LeaksResponse> LeaksReport(const HeapState& state, const v1::
   for (auto& [stack_id, g] : growing) AddLeak(state, "growth", stack_id, g, req, &resp);
   for (auto& [stack_id, g] : groups) AddLeak(state, "exit", stack_id, g, req, &resp);
   // Growth leaks (still running, still growing) first, then exit leaks;
-  // largest first within each, by what was lost (not still pointed to).
+  // largest first within each: by what was lost (not still pointed to at
+  // exit), then by what of it nothing pointed to, then by bytes.
   std::sort(resp.mutable_leaks()->begin(), resp.mutable_leaks()->end(),
             [](const v1::Leak& a, const v1::Leak& b) {
               if (a.kind() != b.kind()) return a.kind() == "growth";
               const uint64_t lost_a = a.bytes() - a.reachable_bytes();
               const uint64_t lost_b = b.bytes() - b.reachable_bytes();
+              const uint64_t direct_a = lost_a - a.indirect_bytes();
+              const uint64_t direct_b = lost_b - b.indirect_bytes();
               if (lost_a != lost_b) return lost_a > lost_b;
+              if (direct_a != direct_b) return direct_a > direct_b;
               if (a.bytes() != b.bytes()) return a.bytes() > b.bytes();
               if (a.blocks() != b.blocks()) return a.blocks() > b.blocks();
               return a.stack().id() < b.stack().id();

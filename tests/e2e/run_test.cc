@@ -191,12 +191,13 @@ TEST_P(CgoProgramTest, LostAndReachableAreToldApart) {
   EXPECT_EQ(Num(r.doc, "not_scanned"), 0) << r.json;
   struct Expected {
     const char* marker;
-    double bytes, blocks, reachable_bytes;
+    double bytes, blocks, reachable_bytes, indirect_blocks;
   };
+  // The list's head is lost; its other nodes, only the head pointed to.
   const Expected expected[] = {
-      {"// LOST-LIST: 4 x 16 bytes", 64, 4, 0},  {"// LOST-GO: 5 x 5 bytes", 25, 5, 0},
-      {"// INTERIOR: 64 bytes", 64, 1, 64},      {"// REACHABLE: 3 x 16 bytes", 48, 3, 48},
-      {"// GO-GLOBAL: 11 bytes", 11, 1, 11},
+      {"// LOST-LIST: 4 x 16 bytes", 64, 4, 0, 3}, {"// LOST-GO: 5 x 5 bytes", 25, 5, 0, 0},
+      {"// INTERIOR: 64 bytes", 64, 1, 64, 0},     {"// REACHABLE: 3 x 16 bytes", 48, 3, 48, 0},
+      {"// GO-GLOBAL: 11 bytes", 11, 1, 11, 0},
   };
   ASSERT_EQ(r.num_leaks(), static_cast<int>(std::size(expected))) << r.json;
   for (int i = 0; i < r.num_leaks(); ++i) {
@@ -211,6 +212,8 @@ TEST_P(CgoProgramTest, LostAndReachableAreToldApart) {
     EXPECT_EQ(Num(leak, "blocks"), e.blocks) << e.marker;
     EXPECT_EQ(Num(leak, "reachable_bytes"), e.reachable_bytes) << e.marker;
     EXPECT_EQ(Num(leak, "reachable_blocks"), e.reachable_bytes == 0 ? 0 : e.blocks) << e.marker;
+    EXPECT_EQ(Num(leak, "indirect_blocks"), e.indirect_blocks) << e.marker;
+    EXPECT_EQ(Num(leak, "indirect_bytes"), e.indirect_blocks * 16) << e.marker;
     EXPECT_EQ(Num(leak, "scanned_processes"), 1) << e.marker;
   }
 
@@ -226,7 +229,12 @@ TEST_P(CgoProgramTest, LostAndReachableAreToldApart) {
   EXPECT_NE(text.err.find("64 bytes in 1 block never freed (3 of 5 leaks) [still reachable at exit]"),
             std::string::npos)
       << text.err;
-  EXPECT_NE(text.err.find("(scanned at exit: definitely lost 89 bytes in 9 blocks, nothing pointed "
+  EXPECT_NE(text.err.find("64 bytes in 4 blocks never freed (1 of 5 leaks) [indirectly lost: 48 "
+                          "bytes in 3 blocks]"),
+            std::string::npos)
+      << text.err;
+  EXPECT_NE(text.err.find("(scanned at exit: definitely lost 41 bytes in 6 blocks, nothing pointed "
+                          "to them; indirectly lost 48 bytes in 3 blocks, only lost blocks pointed "
                           "to them; still reachable 123 bytes in 5 blocks"),
             std::string::npos)
       << text.err;
