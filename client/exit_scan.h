@@ -78,7 +78,7 @@ struct ExitScanResult {
   std::vector<bool> indirect;
   uint64_t root_bytes = 0;       // memory read as roots
   uint64_t block_bytes = 0;      // memory of reachable blocks read
-  uint64_t heap_mappings = 0;    // mappings taken for the C heap's
+  uint64_t heap_mappings = 0;    // glibc main arenas ([heap]) walked
   uint64_t thread_stacks = 0;    // threads' stacks found (their TLS scanned)
   uint64_t unseen_chunks = 0;    // blocks of the main arena the agent never saw
 };
