@@ -74,6 +74,8 @@ one_run() {
     exact) run exact "$CGOHEAP" run -- "$CHURN" 4 "$ITER" ;;
     exact_tsc) run exact_tsc env CGOHEAP_CLOCK=tsc "$CGOHEAP" run -- "$CHURN" 4 "$ITER" ;;
     exact_counter) run exact_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run -- "$CHURN" 4 "$ITER" ;;
+    # The program untraced: what the exit scan's ptrace costs, beside exact.
+    exact_noscan) run exact_noscan "$CGOHEAP" run --exit-scan=false -- "$CHURN" 4 "$ITER" ;;
     sampled) run sampled "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER" ;;
     sampled_counter) run sampled_counter env CGOHEAP_CLOCK=counter "$CGOHEAP" run --sample-bytes=524288 -- "$CHURN" 4 "$ITER" ;;
     # Where sampled mode's cost goes: the interposition alone (the agent
@@ -91,7 +93,7 @@ one_run() {
 # fall changes the plain loop's speed by up to 4-7%, as much as an
 # LD_PRELOAD library that allocates a few bytes at start-up moves it, so a
 # fixed layout would credit or charge any run with that luck.
-RUNS=(plain exact exact_tsc exact_counter sampled sampled_counter preload_off launcher_only)
+RUNS=(plain exact exact_noscan exact_tsc exact_counter sampled sampled_counter preload_off launcher_only)
 for ((r = 0; r < ROUNDS; r++)); do
   ROUND=$r
   export CHURN_HEAP_SHIFT=$(((RANDOM % 256) * 16))
@@ -166,16 +168,17 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
   END {
     printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | wall, 95%% interval | program CPU vs plain | all processes vs plain |\n"
     printf "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
-    split("plain exact exact_tsc exact_counter sampled sampled_counter preload_off launcher_only", names, " ")
+    split("plain exact exact_noscan exact_tsc exact_counter sampled sampled_counter preload_off launcher_only", names, " ")
     label["plain"] = "plain"
     label["exact"] = "cgoheap exact, " dpath " path (default)"
+    label["exact_noscan"] = "cgoheap exact, " dpath " path, program untraced (--exit-scan=false)"
     label["exact_tsc"] = "cgoheap exact, " tpath " path (CGOHEAP_CLOCK=tsc)"
     label["exact_counter"] = "cgoheap exact, " cpath " path (CGOHEAP_CLOCK=counter)"
     label["sampled"] = "cgoheap sampled 524288, " dpath " path (default)"
     label["sampled_counter"] = "cgoheap sampled 524288, " cpath " path (CGOHEAP_CLOCK=counter)"
     label["preload_off"] = "(sampled, in parts) the agent preloaded, tracking off"
     label["launcher_only"] = "(sampled, in parts) cgoheap run, the program without the agent"
-    for (k = 1; k <= 8; k++) {
+    for (k = 1; k <= 9; k++) {
       e = median(names[k], 2); c = median(names[k], 3); t = median(names[k], 4)
       w = ratio(names[k], 2); wlo = lo; whi = hi
       printf "| %s | %.0f | %.0f | %.2f | %.3fx | %.3f-%.3f | %.3fx | %.3fx |\n", label[names[k]], e, c, t, w, wlo, whi, ratio(names[k], 3), ratio(names[k], 4)
