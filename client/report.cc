@@ -214,8 +214,12 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
       parts.push_back(absl::StrCat(what, " ", Plural(bytes, "byte", "bytes"), " in ",
                                    Plural(blocks, "block", "blocks"), ", ", why));
     };
-    part("definitely lost", total_lost_bytes - total_indirect_bytes,
-         total_lost_blocks - total_indirect_blocks, "nothing pointed to them");
+    if (total_lost_blocks == 0) {
+      parts.push_back("nothing lost");
+    } else {
+      part("definitely lost", total_lost_bytes - total_indirect_bytes,
+           total_lost_blocks - total_indirect_blocks, "nothing pointed to them");
+    }
     if (total_indirect_blocks > 0) {
       part("indirectly lost", total_indirect_bytes, total_indirect_blocks,
            "only lost blocks pointed to them");

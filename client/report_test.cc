@@ -227,6 +227,19 @@ TEST(ReportTest, WhatTheExitScanFoundIsSaid) {
             "== (88 bytes in 7 blocks from 2 stacks never freed but still pointed to at exit are "
             "not shown (--lost): valgrind's \"still reachable\")\n");
 
+  v1::LeaksResponse kept = Sample();
+  kept.set_hidden(0);
+  kept.set_scanned(1);
+  kept.mutable_leaks(0)->set_scanned_processes(1);
+  kept.mutable_leaks(0)->set_reachable_bytes(17);
+  kept.mutable_leaks(0)->set_reachable_blocks(1);
+  EXPECT_NE(LeaksText(kept, {"==", false})
+                .find("== (scanned at exit: nothing lost; still reachable 17 bytes in 1 block, "
+                      "pointed to by globals, thread-local storage or other reachable blocks; "
+                      "--lost shows only what was lost)\n"),
+            std::string::npos)
+      << LeaksText(kept, {"==", false});
+
   v1::LeaksResponse unscanned = Sample();
   unscanned.set_hidden(0);
   unscanned.set_not_scanned(1);
