@@ -40,6 +40,8 @@ std::string Unreachable(const std::string& server,
 bool Reachable(const std::shared_ptr<grpc::Channel>& channel);
 // --debuginfod: whether libdw may fetch missing debug info over the network.
 void DebuginfodFlag(FlagSet& flags, bool* allowed);
+// --lost: only leaks something was lost of at exit (LeaksRequest.lost_only).
+void LostFlag(FlagSet& flags, bool* lost_only);
 // Unless allowed, removes DEBUGINFOD_URLS from this process's environment
 // (libdw reads it at each lookup), so symbolizing never contacts a
 // debuginfod server; returns the value removed ("" if none), for a child

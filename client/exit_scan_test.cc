@@ -98,6 +98,11 @@ TEST(ExitScanTest, RootsAreGlobalsThreadLocalStorageAndBlocksTheAgentNeverSaw) {
   ExitScanOptions opts;
   opts.main_tp = r.tp;  // no main_sp: the main thread's stack is no root
   ExitScanResult scan = ScanReachable(pid, blocks, opts);
+  // A scan is bounded: past its budget it stops and says so (J alone is
+  // 1 MiB).
+  ExitScanOptions small = opts;
+  small.max_bytes = 1 << 20;
+  ExitScanResult stopped = ScanReachable(pid, blocks, small);
   close(g_release[1]);  // the child ends
   int status;
   waitpid(pid, &status, 0);
@@ -125,6 +130,9 @@ TEST(ExitScanTest, RootsAreGlobalsThreadLocalStorageAndBlocksTheAgentNeverSaw) {
 #endif
   EXPECT_GE(scan.thread_stacks, 1u);
   EXPECT_GT(scan.root_bytes, 0u);
+  EXPECT_FALSE(stopped.done);
+  EXPECT_EQ(stopped.skipped, "the scan stopped: it would read more than 1 MiB");
+  EXPECT_TRUE(stopped.reachable.empty());
 }
 
 // glibc's arena as the walk reads it, built by hand in this process: the

@@ -33,6 +33,12 @@ void DebuginfodFlag(FlagSet& flags, bool* allowed) {
              "no network lookups)");
 }
 
+void LostFlag(FlagSet& flags, bool* lost_only) {
+  flags.Bool("lost", lost_only,
+             "only leaks that nothing pointed to at exit (valgrind's \"definitely lost\"); still "
+             "reachable ones are counted, not shown");
+}
+
 std::string KeepDebuginfodOff(bool allowed) {
   const char* urls = getenv("DEBUGINFOD_URLS");
   if (allowed || urls == nullptr) return "";
@@ -126,8 +132,7 @@ int LeaksCommand(const std::vector<std::string>& args) {
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.String("process", &process, "ID", "only this process (an id from cgoheap ps)");
   flags.Bool("all", &all, "include allocations of the Go runtime and the C library");
-  flags.Bool("lost", &lost_only,
-             "only leaks that nothing pointed to at exit (valgrind's \"definitely lost\"); still reachable ones are counted, not shown");
+  LostFlag(flags, &lost_only);
   flags.Bool("json", &json, "print one JSON document");
   auto rest = flags.Parse(args);
   if (!rest.ok()) return FlagError(rest.status(), "cgoheap leaks");

@@ -234,8 +234,7 @@ int RunCommand(const std::vector<std::string>& args) {
   flags.Uint("sample-bytes", &sample_bytes, "N", "sample one allocation per N bytes on average (default 0: every allocation)",
              0, uint64_t{1} << 30);
   flags.Bool("all", &all, "also report allocations of the Go runtime and the C library");
-  flags.Bool("lost", &lost_only,
-             "only leaks that nothing pointed to at exit (valgrind's \"definitely lost\"); still reachable ones are counted, not shown");
+  LostFlag(flags, &lost_only);
   flags.Bool("exit-scan", &exit_scan,
              "stop the program at its exit (ptrace) and scan its memory to tell lost blocks from "
              "still reachable ones; exact mode only (default true; --exit-scan=false to leave "
@@ -339,8 +338,9 @@ int RunCommand(const std::vector<std::string>& args) {
   } prepare;  // after fwd, which it uses: joined before fwd goes
   // The exit scan needs every block (exact mode) and ptrace; a traced
   // set-user-ID or set-group-ID program would run without its privileges.
+  const bool scan_wanted = exit_scan && sample_bytes == 0;
   std::string trace_error;
-  bool trace_exit = exit_scan && sample_bytes == 0;
+  bool trace_exit = scan_wanted;
   if (struct stat st; trace_exit && stat(FindExecutable((*rest)[0]).c_str(), &st) == 0 &&
                       (st.st_mode & (S_ISUID | S_ISGID)) != 0) {
     trace_exit = false;
@@ -350,7 +350,6 @@ int RunCommand(const std::vector<std::string>& args) {
   Child child = Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service,
                        debuginfod_urls, trace_exit, &trace_error);
   const bool traced = trace_exit && child.pid >= 0 && trace_error.empty();
-  const bool scan_wanted = exit_scan && sample_bytes == 0;
   if (traced) fwd.WatchExit(child.pid);
   // The executable's debug information is read on a thread of its own while
   // the program starts, not before (tens of milliseconds for a large Go
