@@ -80,7 +80,10 @@ inline void CheckNotInHook() {
 }
 
 // What the hooks do, decided at start-up (and again in a fork child).
-enum class Mode : uint32_t { kOff = 0, kExact = 1, kSampled = 2 };
+// kStarting: the preload shim has not yet resolved the real allocator (its
+// entry points take their slow paths); every other mode has it, so their
+// fast paths call it without a test.
+enum class Mode : uint32_t { kOff = 0, kExact = 1, kSampled = 2, kStarting = 3 };
 extern Mode g_mode;
 extern uint64_t g_sample_bytes;
 class SampledSet;

@@ -105,27 +105,21 @@ __attribute__((always_inline)) inline bool WillRecord(size_t size) {
   return mode == Mode::kExact;
 }
 
-// malloc's and calloc's common case, with no call of ours in it: true when
-// the allocation is certainly not recorded (mode off, or a sampled
-// countdown still above zero). Then the entry point ends in a tail call to
-// the real allocator, without a frame of its own around it; a malloc-bound
-// loop spends ~10 ns of its own per call, so a frame and a return are a few
-// per cent. False leaves the rest to the entry point's slow path: with
-// counted set, a sampled countdown was decremented and crossed zero.
-__attribute__((always_inline)) inline bool SurelyNotRecorded(size_t size, bool* counted) {
-  using cgoheap::agent::Mode;
-  Mode mode = cgoheap::agent::g_mode;
-  if (__builtin_expect(mode == Mode::kSampled, 1)) {
-    cgoheap::agent::ThreadSampler& s = cgoheap::agent::t_sampler;
-    s.countdown -= static_cast<int64_t>(size);
-    *counted = true;
-    return __builtin_expect(s.countdown > 0, 1);
-  }
-  *counted = false;
-  return mode == Mode::kOff;
+// Sampled mode's common case for malloc and calloc: the thread's countdown
+// still above zero once size is taken off, so the allocation is not
+// sampled and the entry point ends in a tail call to the real allocator,
+// without a frame of its own (a malloc-bound loop spends ~10 ns of its own
+// per call: a frame, a return or a few needless tests are a few per cent).
+// False: it crossed zero; MallocSlow/CallocSlow decide (SampleSlow).
+__attribute__((always_inline)) inline bool CountDown(size_t size) {
+  cgoheap::agent::ThreadSampler& s = cgoheap::agent::t_sampler;
+  const int64_t left = s.countdown - static_cast<int64_t>(size);
+  s.countdown = left;
+  return left > 0;
 }
 
-// The slow path's decision, after SurelyNotRecorded said no.
+// The slow path's decision once the entry point has looked: counted, a
+// sampled countdown crossed zero (CountDown).
 inline bool WillRecordAfter(size_t size, bool counted) {
   if (!counted) return WillRecord(size);
   return cgoheap::agent::SampleSlow(cgoheap::agent::t_sampler, size, cgoheap::agent::g_sample_bytes);
@@ -172,8 +166,9 @@ __attribute__((noinline)) void FreeSlow(void* p, bool filtered) {
 // malloc's and calloc's slow paths, reached by a tail call from the entry
 // point (so the frame the unwind starts from has the program's return
 // address): the real allocator not yet known (dlsym's own allocations come
-// from the bootstrap arena), or an allocation that is recorded. decided:
-// SurelyNotRecorded ran (and counted says whether it counted down).
+// from the bootstrap arena), or an allocation that may be recorded. decided:
+// the entry point found the real allocator known; counted: a sampled
+// countdown crossed zero (CountDown).
 __attribute__((noinline)) void* MallocSlow(size_t size, bool decided, bool counted) {
   if (!decided) {
     EnsureReal();
@@ -210,6 +205,17 @@ __attribute__((constructor(101))) void AgentStart() {
   cgoheap::agent::g_sampled.Pin(reinterpret_cast<uint64_t>(g_bootstrap),
                                 reinterpret_cast<uint64_t>(g_bootstrap) +
                                     g_bootstrap_used.load(std::memory_order_relaxed));
+  // The entry points' fast paths call the real allocator without testing
+  // for it: the mode stays kStarting (every call on its slow path) unless
+  // every function resolved (glibc has them all).
+  const RealAllocator& r = g_real;
+  if (r.malloc == nullptr || r.calloc == nullptr || r.realloc == nullptr || r.reallocarray == nullptr ||
+      r.free == nullptr || r.posix_memalign == nullptr || r.aligned_alloc == nullptr ||
+      r.memalign == nullptr || r.valloc == nullptr || r.pvalloc == nullptr ||
+      r.malloc_usable_size == nullptr) {
+    return;
+  }
+  cgoheap::agent::g_mode = cgoheap::agent::Mode::kOff;
   cgoheap::agent::Initialize();
   if constexpr (cgoheap::agent::kAllocGuard) {
     if (g_test_bootstrap_block != nullptr) free(g_test_bootstrap_block);
@@ -220,39 +226,47 @@ __attribute__((constructor(101))) void AgentStart() {
 
 extern "C" {
 
-// The entry points test sampled mode first, so that its fast path is
-// straight-line code ending in the tail call (exact mode takes the slow path
-// anyway; off is the agent loaded with nothing to do).
+// The entry points test sampled mode first, then off (the agent loaded with
+// nothing to do), so that both fast paths are straight-line code ending in
+// the tail call; exact mode and kStarting take the slow paths anyway.
 __attribute__((visibility("default"))) void* malloc(size_t size) {
   cgoheap::agent::CheckNotInHook();
-  void* (*real)(size_t) = g_real.malloc;
-  bool counted = false;
-  if (__builtin_expect(SurelyNotRecorded(size, &counted) && real != nullptr, 1)) return real(size);
-  return MallocSlow(size, real != nullptr, counted);
+  using cgoheap::agent::Mode;
+  const Mode mode = cgoheap::agent::g_mode;
+  if (__builtin_expect(mode == Mode::kSampled, 1)) {
+    if (__builtin_expect(CountDown(size), 1)) return g_real.malloc(size);
+    return MallocSlow(size, true, true);
+  }
+  if (__builtin_expect(mode == Mode::kOff, 1)) return g_real.malloc(size);
+  return MallocSlow(size, mode != Mode::kStarting, false);
 }
 
 __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
   cgoheap::agent::CheckNotInHook();
-  void* (*real)(size_t, size_t) = g_real.calloc;
-  bool counted = false;
-  if (__builtin_expect(SurelyNotRecorded(n * size, &counted) && real != nullptr, 1)) {
-    return real(n, size);
-  }
-  return CallocSlow(n, size, real != nullptr, counted);
-}
-
-__attribute__((visibility("default"))) void free(void* p) {
   using cgoheap::agent::Mode;
-  void (*real)(void*) = g_real.free;
   const Mode mode = cgoheap::agent::g_mode;
   if (__builtin_expect(mode == Mode::kSampled, 1)) {
-    const bool maybe = cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p));
-    if (__builtin_expect(!maybe && p != nullptr && real != nullptr, 1)) return real(p);
-    if (p == nullptr) return;  // free(NULL), common in C code: no call for it
-    return FreeSlow(p, maybe);
+    if (__builtin_expect(CountDown(n * size), 1)) return g_real.calloc(n, size);
+    return CallocSlow(n, size, true, true);
   }
-  if (__builtin_expect(mode == Mode::kOff && p != nullptr && !FromBootstrap(p) && real != nullptr, 1)) {
-    return real(p);
+  if (__builtin_expect(mode == Mode::kOff, 1)) return g_real.calloc(n, size);
+  return CallocSlow(n, size, mode != Mode::kStarting, false);
+}
+
+// Sampled and off modes share the filter: a block it does not hold is
+// neither sampled nor from the bootstrap arena (pinned there before the mode
+// leaves kStarting), and goes straight to the real free (NULL too, unless
+// its byte is taken: glibc's free returns at once for it, FreeSlow as well).
+// Off mode holds only the pins (and, in a fork child of a sampled process,
+// the parent's samples, which FreeSlow just frees).
+__attribute__((visibility("default"))) void free(void* p) {
+  using cgoheap::agent::Mode;
+  const Mode mode = cgoheap::agent::g_mode;
+  if (__builtin_expect(mode == Mode::kSampled || mode == Mode::kOff, 1)) {
+    if (__builtin_expect(!cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p)), 1)) {
+      return g_real.free(p);
+    }
+    return FreeSlow(p, mode == Mode::kSampled);
   }
   FreeSlow(p, false);
 }
