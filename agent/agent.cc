@@ -359,7 +359,7 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
 }
 
 void ReleaseRing() {
-  g_mode = Mode::kOff;
+  SetMode(Mode::kOff);
   ring::RingHeader* h = g_ring.exchange(nullptr, std::memory_order_acq_rel);
   g_writer.Reset(nullptr, 0, nullptr, nullptr);  // every thread's lane is void now
   if (h != nullptr) munmap(h, ring::RingFileBytes(h->lane_count, h->lane_words));
@@ -419,7 +419,7 @@ void StartTracking() {
   g_writer.Reset(h, EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000, ReserveLane,
                  OnLaneClaimed);
   g_ring.store(h, std::memory_order_release);
-  g_mode = rate != 0 ? Mode::kSampled : Mode::kExact;
+  SetMode(rate != 0 ? Mode::kSampled : Mode::kExact);
 }
 
 // The child of a fork shares the parent's ring mapping: detach from it at
@@ -434,7 +434,7 @@ void AtForkChild() {
 
 // Read by every allocator call: a cache line of its own, which nothing
 // written often shares.
-alignas(64) constinit Mode g_mode = Mode::kStarting;
+alignas(64) constinit std::atomic<Mode> g_mode{Mode::kStarting};
 constinit uint64_t g_sample_bytes = 0;
 constinit SampledSet g_sampled;
 
@@ -583,7 +583,6 @@ __attribute__((cold, noinline)) void Initialize() {
 
 using cgoheap::agent::g_ring;
 using cgoheap::agent::g_sample_bytes;
-using cgoheap::agent::g_mode;
 using cgoheap::agent::g_sampled;
 using cgoheap::agent::g_writer;
 

@@ -15,6 +15,8 @@
 //                           to drain before dropping (default 2000)
 #pragma once
 
+#include <atomic>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -83,8 +85,12 @@ inline void CheckNotInHook() {
 // kStarting: the preload shim has not yet resolved the real allocator (its
 // entry points take their slow paths); every other mode has it, so their
 // fast paths call it without a test.
+// Set with release order after what the mode relies on (the real
+// allocator, the ring); read with acquire order (a plain load on x86-64).
 enum class Mode : uint32_t { kOff = 0, kExact = 1, kSampled = 2, kStarting = 3 };
-extern Mode g_mode;
+extern std::atomic<Mode> g_mode;
+inline Mode CurrentMode() { return g_mode.load(std::memory_order_acquire); }
+inline void SetMode(Mode m) { g_mode.store(m, std::memory_order_release); }
 extern uint64_t g_sample_bytes;
 class SampledSet;
 extern SampledSet g_sampled;  // agent/sampled_set.h

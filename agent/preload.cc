@@ -98,7 +98,7 @@ inline void EnsureReal() {
 // mode, and in sampled mode a thread-local countdown.
 __attribute__((always_inline)) inline bool WillRecord(size_t size) {
   using cgoheap::agent::Mode;
-  Mode mode = cgoheap::agent::g_mode;
+  Mode mode = cgoheap::agent::CurrentMode();
   if (mode == Mode::kSampled) {
     return __builtin_expect(cgoheap::agent::SampleAllocation(size, cgoheap::agent::g_sample_bytes), 0);
   }
@@ -140,7 +140,7 @@ __attribute__((always_inline)) inline void Allocated(Api api, void* p, size_t si
 // Before the real free: in sampled mode a one-byte filter load decides.
 __attribute__((always_inline)) inline bool WillRecordFree(void* p) {
   using cgoheap::agent::Mode;
-  Mode mode = cgoheap::agent::g_mode;
+  Mode mode = cgoheap::agent::CurrentMode();
   if (mode == Mode::kSampled) {
     return __builtin_expect(cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p)), 0);
   }
@@ -215,7 +215,7 @@ __attribute__((constructor(101))) void AgentStart() {
       r.malloc_usable_size == nullptr) {
     return;
   }
-  cgoheap::agent::g_mode = cgoheap::agent::Mode::kOff;
+  cgoheap::agent::SetMode(cgoheap::agent::Mode::kOff);
   cgoheap::agent::Initialize();
   if constexpr (cgoheap::agent::kAllocGuard) {
     if (g_test_bootstrap_block != nullptr) free(g_test_bootstrap_block);
@@ -232,7 +232,7 @@ extern "C" {
 __attribute__((visibility("default"))) void* malloc(size_t size) {
   cgoheap::agent::CheckNotInHook();
   using cgoheap::agent::Mode;
-  const Mode mode = cgoheap::agent::g_mode;
+  const Mode mode = cgoheap::agent::CurrentMode();
   if (__builtin_expect(mode == Mode::kSampled, 1)) {
     if (__builtin_expect(CountDown(size), 1)) return g_real.malloc(size);
     return MallocSlow(size, true, true);
@@ -244,7 +244,7 @@ __attribute__((visibility("default"))) void* malloc(size_t size) {
 __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
   cgoheap::agent::CheckNotInHook();
   using cgoheap::agent::Mode;
-  const Mode mode = cgoheap::agent::g_mode;
+  const Mode mode = cgoheap::agent::CurrentMode();
   if (__builtin_expect(mode == Mode::kSampled, 1)) {
     if (__builtin_expect(CountDown(n * size), 1)) return g_real.calloc(n, size);
     return CallocSlow(n, size, true, true);
@@ -261,7 +261,7 @@ __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
 // the parent's samples, which FreeSlow just frees).
 __attribute__((visibility("default"))) void free(void* p) {
   using cgoheap::agent::Mode;
-  const Mode mode = cgoheap::agent::g_mode;
+  const Mode mode = cgoheap::agent::CurrentMode();
   if (__builtin_expect(mode == Mode::kSampled || mode == Mode::kOff, 1)) {
     if (__builtin_expect(!cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p)), 1)) {
       return g_real.free(p);
