@@ -10,7 +10,7 @@
 #                              fuzz each target (default all) for SECONDS (default
 #                              300) with libFuzzer; prints executions and findings
 #   ./dev.sh build             configure and build into build/
-#   ./dev.sh bench [--quick]   side-by-side benchmark table (bench/run.sh)
+#   ./dev.sh bench [--quick|--sampled]  side-by-side benchmark table (bench/run.sh)
 #   ./dev.sh sanitize KIND     build into build-KIND with -fsanitize=KIND
 #                              (address, thread, undefined) and run the unit tests
 #   ./dev.sh deps              only install the packages

@@ -12,11 +12,23 @@
 # Prints a table of ratios. The machine is shared and noisy: compare figures
 # of one run, never across runs.
 #
-#   bench/run.sh [--quick]
+#   bench/run.sh [--quick | --sampled]
 #
 # CGOHEAP_BENCH_ROUNDS sets the churn loop's rounds (default 31: the median
-# of 15 moved by some 2% from one run to the next here).
+# of 15 moved by some 2% from one run to the next here). --sampled runs only
+# plain, sampled and the agent preloaded with tracking off, for 121 rounds by
+# default (about 7 minutes): the medians of 31 rounds of the same two runs
+# differed by up to 3% from one run of the bench to the next here, more than
+# sampled mode's whole cost, and 121 rounds bring the interval to about
+# +-2%. It prints the churn table alone.
 set -euo pipefail
+MODE=full
+case "${1:-}" in
+  "") ;;
+  --quick) MODE=quick ;;
+  --sampled) MODE=sampled ;;
+  *) echo "bench/run.sh: unknown argument '$1' (bench/run.sh [--quick | --sampled])" >&2; exit 2 ;;
+esac
 if ! [[ ${CGOHEAP_BENCH_ROUNDS:-31} =~ ^[1-9][0-9]*$ ]]; then
   echo "bench/run.sh: CGOHEAP_BENCH_ROUNDS must be a whole number of rounds, 1 or more, not '$CGOHEAP_BENCH_ROUNDS'" >&2
   exit 2
@@ -27,7 +39,8 @@ B=${CGOHEAP_BUILD_DIR:-build}
 CHURN=$B/tests/programs/churn
 CGOHEAP=$B/bin/cgoheap
 ROUNDS=${CGOHEAP_BENCH_ROUNDS:-31} ITER=2000000 SMALL=100000 INGEST_S=10 SERVICE_ROUNDS=9 SERVICE_S=5
-if [ "${1:-}" = --quick ]; then ROUNDS=1 ITER=100000 SMALL=2000 INGEST_S=2 SERVICE_ROUNDS=1 SERVICE_S=1; fi
+if [ $MODE = quick ]; then ROUNDS=1 ITER=100000 SMALL=2000 INGEST_S=2 SERVICE_ROUNDS=1 SERVICE_S=1; fi
+if [ $MODE = sampled ]; then ROUNDS=${CGOHEAP_BENCH_ROUNDS:-121}; fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"; [ -n "${DPID:-}" ] && kill $DPID 2>/dev/null || true' EXIT
 
@@ -94,18 +107,20 @@ one_run() {
 # LD_PRELOAD library that allocates a few bytes at start-up moves it, so a
 # fixed layout would credit or charge any run with that luck.
 RUNS=(plain exact exact_noscan exact_tsc exact_counter sampled sampled_counter preload_off launcher_only)
+[ $MODE = sampled ] && RUNS=(plain sampled preload_off)
 for ((r = 0; r < ROUNDS; r++)); do
   ROUND=$r
   export CHURN_HEAP_SHIFT=$(((RANDOM % 256) * 16))
   for ((i = 0; i < ${#RUNS[@]}; i++)); do one_run "${RUNS[(i + r) % ${#RUNS[@]}]}"; done
 done
 unset CHURN_HEAP_SHIFT
+HEAPTRACK_CALLS=""
+if [ $MODE != sampled ]; then
 echo "valgrind and heaptrack: 4 x $SMALL iterations" >&2
 for ((r = 0; r < 3; r++)); do run plain_small "$CHURN" 4 "$SMALL"; done
 if command -v valgrind >/dev/null; then
   run valgrind valgrind --leak-check=full "$CHURN" 4 "$SMALL"
 fi
-HEAPTRACK_CALLS=""
 if command -v heaptrack >/dev/null; then
   run heaptrack heaptrack -o "$WORK/ht" "$CHURN" 4 "$SMALL"
   HEAPTRACK_CALLS=$(heaptrack_print "$WORK"/ht*.zst 2>/dev/null | grep -o 'calls to allocation functions: [0-9]*' | awk '{print $5}')
@@ -115,7 +130,7 @@ fi
 # plain and under cgoheap run, alternating, median wall milliseconds.
 STARTUP_N=15
 TRUE_BIN=$(type -P true)  # the program, not the shell builtin
-[ "${1:-}" = --quick ] && STARTUP_N=3
+[ $MODE = quick ] && STARTUP_N=3
 wall_us() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1 || true; e=$(date +%s%N); echo $(((e - s) / 1000)); }
 TRUE_US=() RUN_US=()
 for ((r = 0; r < STARTUP_N; r++)); do
@@ -139,6 +154,7 @@ kill $DPID; wait $DPID 2>/dev/null || true; DPID=
 PPROF=$("$CGOHEAP" bench pprof --output="$WORK/big.pb.gz" | tail -1)
 /usr/bin/time -f '%e' -o "$WORK/top_s" "$B/go-tools/pprof" -top "$WORK/big.pb.gz" >/dev/null 2>&1
 TOP_S=$(cat "$WORK/top_s")
+fi
 
 awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tpath="$TSC_PATH" -v cpath="$COUNTER_PATH" '
   function median(name, col,   n, i, j, t, a) {
@@ -180,10 +196,12 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
     label["launcher_only"] = "(sampled, in parts) cgoheap run, the program without the agent"
     for (k = 1; k <= 9; k++) {
       e = median(names[k], 2); c = median(names[k], 3); t = median(names[k], 4)
+      if (e == 0) continue  # not run (--sampled)
       w = ratio(names[k], 2); wlo = lo; whi = hi
       printf "| %s | %.0f | %.0f | %.2f | %.3fx | %.3f-%.3f | %.3fx | %.3fx |\n", label[names[k]], e, c, t, w, wlo, whi, ratio(names[k], 3), ratio(names[k], 4)
     }
     se = median("plain_small", 2); sc = median("plain_small", 3)
+    if (se == 0) exit  # --sampled: the churn table alone
     st = median("plain_small", 4)
     printf "| plain (small run) | %.0f | %.0f | %.2f | 1.00x | - | 1.00x | 1.00x |\n", se, sc, st
     for (k = 1; k <= 2; k++) {
@@ -194,6 +212,7 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
     }
     if (calls != "") printf "\nheaptrack recorded %s allocation calls of the %d the loop makes (4 x %d x 4).\n", calls, 4 * small * 4, small
   }' "$WORK/results"
+[ $MODE = sampled ] && exit 0
 echo
 echo "cgoheapd under load (4 simulated processes, RSS at the end ${DRSS} MiB):"
 echo "$INGEST"
