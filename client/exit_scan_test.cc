@@ -135,6 +135,45 @@ TEST(ExitScanTest, RootsAreGlobalsThreadLocalStorageAndBlocksTheAgentNeverSaw) {
   EXPECT_TRUE(stopped.reachable.empty());
 }
 
+// A block of n bytes, n mod 16 from 1 to 8, ends 8 bytes or less past the
+// start of the chunk after it; glibc's arena (in libc's data, a root) holds
+// that start when the next chunk is the arena's top. Such a block, pointed
+// to by nothing of the program's, is lost (it looked still reachable: a
+// C string allocated last on the main thread did).
+TEST(ExitScanTest, GlibcsPointerToTheNextChunkDoesNotHoldABlock) {
+  int report[2], release[2];
+  ASSERT_EQ(pipe(report), 0);
+  ASSERT_EQ(pipe(release), 0);
+  // Too large for any bin of this process's arena, under the mmap
+  // threshold: cut from the top, which then begins 8 bytes before its end.
+  constexpr size_t kSize = 120008;
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(report[0]);
+    close(release[1]);
+    uint64_t r[2] = {reinterpret_cast<uint64_t>(malloc(kSize)), 0};
+    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &r[1]) != 0) _exit(5);
+    (void)!write(report[1], r, sizeof r);
+    char c;
+    (void)!read(release[0], &c, 1);
+    _exit(0);
+  }
+  close(report[1]);
+  close(release[0]);
+  uint64_t r[2] = {};
+  ASSERT_EQ(read(report[0], r, sizeof r), static_cast<ssize_t>(sizeof r));
+  ExitScanOptions opts;
+  opts.main_tp = r[1];
+  ExitScanResult scan = ScanReachable(pid, {{r[0], kSize}}, opts);
+  close(release[1]);
+  int status;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(scan.done) << scan.skipped;
+  ASSERT_EQ(scan.reachable.size(), 1u);
+  EXPECT_FALSE(scan.reachable[0]);
+}
+
 // glibc's arena as the walk reads it, built by hand in this process: the
 // main thread's cache first, then a chunk in that cache (its key), two in a
 // fast bin (safe-linked: the first to the second, the second the bin's
