@@ -359,7 +359,7 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
 }
 
 void ReleaseRing() {
-  SetMode(Mode::kOff);
+  EnterMode(Mode::kOff);
   ring::RingHeader* h = g_ring.exchange(nullptr, std::memory_order_acq_rel);
   g_writer.Reset(nullptr, 0, nullptr, nullptr);  // every thread's lane is void now
   if (h != nullptr) munmap(h, ring::RingFileBytes(h->lane_count, h->lane_words));
@@ -419,7 +419,7 @@ void StartTracking() {
   g_writer.Reset(h, EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000, ReserveLane,
                  OnLaneClaimed);
   g_ring.store(h, std::memory_order_release);
-  SetMode(rate != 0 ? Mode::kSampled : Mode::kExact);
+  EnterMode(rate != 0 ? Mode::kSampled : Mode::kExact);
 }
 
 // The child of a fork shares the parent's ring mapping: detach from it at
@@ -436,7 +436,19 @@ void AtForkChild() {
 // written often shares.
 alignas(64) constinit std::atomic<Mode> g_mode{Mode::kStarting};
 constinit uint64_t g_sample_bytes = 0;
-constinit SampledSet g_sampled;
+constinit SampledSet g_sampled{SampledSet::FloodedTag{}};  // kStarting: every free slow
+
+void EnterMode(Mode m) {
+  if (m == Mode::kExact || m == Mode::kStarting) {
+    g_sampled.Flood();
+  } else {
+    g_sampled.Unflood();
+  }
+  // This thread's next malloc takes the slow path, which sets its countdown
+  // for the new mode (a sampled one starts afresh, as a new thread's).
+  t_sampler = ThreadSampler{0, 0};
+  g_mode.store(m, std::memory_order_release);
+}
 
 HookGuard::HookGuard() : entered_(t_hook_depth++ == 0) {}
 HookGuard::~HookGuard() { --t_hook_depth; }

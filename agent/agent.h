@@ -87,10 +87,23 @@ inline void CheckNotInHook() {
 // fast paths call it without a test.
 // Set with release order after what the mode relies on (the real
 // allocator, the ring); read with acquire order (a plain load on x86-64).
+//
+// The fast paths of malloc, calloc and free read no mode (preload.cc): the
+// mode is also written into what they read. malloc and calloc take the
+// slow path when the thread's sampling countdown (sampler.h) crosses zero:
+// in off mode the slow path sets it to kNeverSample, in exact mode and
+// kStarting it stays at or below zero (every call slow). free takes the
+// slow path when the sampled set's filter says "maybe": flooded in exact
+// mode and kStarting (every free slow), the counts of the sampled blocks
+// and the bootstrap pins in sampled and off modes. EnterMode keeps both in
+// step with the mode.
 enum class Mode : uint32_t { kOff = 0, kExact = 1, kSampled = 2, kStarting = 3 };
 extern std::atomic<Mode> g_mode;
 inline Mode CurrentMode() { return g_mode.load(std::memory_order_acquire); }
-inline void SetMode(Mode m) { g_mode.store(m, std::memory_order_release); }
+// From kStarting (other threads' countdowns are then at or below zero:
+// their every call took the slow path), or where no other thread can be in
+// the allocator (a fork child): other threads' countdowns are not reset.
+void EnterMode(Mode m);
 extern uint64_t g_sample_bytes;
 class SampledSet;
 extern SampledSet g_sampled;  // agent/sampled_set.h

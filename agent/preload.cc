@@ -105,24 +105,40 @@ __attribute__((always_inline)) inline bool WillRecord(size_t size) {
   return mode == Mode::kExact;
 }
 
-// Sampled mode's common case for malloc and calloc: the thread's countdown
-// still above zero once size is taken off, so the allocation is not
-// sampled and the entry point ends in a tail call to the real allocator,
-// without a frame of its own (a malloc-bound loop spends ~10 ns of its own
-// per call: a frame, a return or a few needless tests are a few per cent).
-// False: it crossed zero; MallocSlow/CallocSlow decide (SampleSlow).
+// malloc's and calloc's common case in sampled and off modes: the thread's
+// countdown still above zero once size is taken off, so the allocation is
+// not sampled and the entry point ends in a tail call to the real
+// allocator, without a frame of its own (a malloc-bound loop spends ~10 ns
+// of its own per call: a frame, a return or a test are a few per cent). No
+// mode is read: off mode's countdown never reaches zero, exact mode's and
+// kStarting's never leave it (agent.h, Mode). False: MallocSlow/CallocSlow
+// decide.
 __attribute__((always_inline)) inline bool CountDown(size_t size) {
   cgoheap::agent::ThreadSampler& s = cgoheap::agent::t_sampler;
-  const int64_t left = s.countdown - static_cast<int64_t>(size);
+  const auto left = static_cast<int64_t>(static_cast<uint64_t>(s.countdown) - size);  // wraps, no UB
   s.countdown = left;
   return left > 0;
 }
 
-// The slow path's decision once the entry point has looked: counted, a
-// sampled countdown crossed zero (CountDown).
-inline bool WillRecordAfter(size_t size, bool counted) {
-  if (!counted) return WillRecord(size);
-  return cgoheap::agent::SampleSlow(cgoheap::agent::t_sampler, size, cgoheap::agent::g_sample_bytes);
+// The slow path's decision, the countdown having crossed zero: the mode's,
+// and the countdown set for it. kStarting: false (nothing to record to).
+inline bool DecideSlow(size_t size) {
+  using cgoheap::agent::Mode;
+  cgoheap::agent::ThreadSampler& s = cgoheap::agent::t_sampler;
+  switch (cgoheap::agent::CurrentMode()) {
+    case Mode::kSampled:
+      return cgoheap::agent::SampleSlow(s, size, cgoheap::agent::g_sample_bytes);
+    case Mode::kOff:
+      s.countdown = cgoheap::agent::kNeverSample;
+      return false;
+    case Mode::kExact:
+      s.countdown = 0;
+      return true;
+    case Mode::kStarting:
+      s.countdown = 0;
+      return false;
+  }
+  return false;
 }
 
 // The record of an allocation WillRecord chose. Always inlined, so that
@@ -137,7 +153,8 @@ __attribute__((always_inline)) inline void Allocated(Api api, void* p, size_t si
   if (WillRecord(size)) Recorded(api, p, size);
 }
 
-// Before the real free: in sampled mode a one-byte filter load decides.
+// Before the real free (realloc's): in sampled mode a one-byte filter load
+// decides.
 __attribute__((always_inline)) inline bool WillRecordFree(void* p) {
   using cgoheap::agent::Mode;
   Mode mode = cgoheap::agent::CurrentMode();
@@ -151,37 +168,37 @@ inline void Freeing(void* p) {
   if (WillRecordFree(p)) cgoheap_on_free(p);
 }
 
-// free's slow path, out of line so that its common case needs no frame: a
-// free the sampled filter said may be of a sampled block (filtered), an
-// exact-mode free, or one before the real free is known. In sampled mode the
-// fast path leaves the bootstrap test to this one: the bootstrap blocks are
-// pinned in the filter (AgentStart).
-__attribute__((noinline)) void FreeSlow(void* p, bool filtered) {
+// free's slow path, out of line so that its common case needs no frame: the
+// filter said "maybe" (a sampled block, a bootstrap block, or any block in
+// exact mode and kStarting, whose filter is flooded). The fast path leaves
+// NULL and the bootstrap test to this one: the bootstrap blocks are pinned
+// in the filter (AgentStart).
+__attribute__((noinline)) void FreeSlow(void* p) {
   if (p == nullptr || FromBootstrap(p)) return;
   EnsureReal();
-  if (filtered || WillRecordFree(p)) cgoheap_on_free(p);
+  using cgoheap::agent::Mode;
+  Mode mode = cgoheap::agent::CurrentMode();
+  if (mode == Mode::kExact || mode == Mode::kSampled) cgoheap_on_free(p);  // sampled: if it is one
   g_real.free(p);
 }
 
 // malloc's and calloc's slow paths, reached by a tail call from the entry
 // point (so the frame the unwind starts from has the program's return
-// address): the real allocator not yet known (dlsym's own allocations come
-// from the bootstrap arena), or an allocation that may be recorded. decided:
-// the entry point found the real allocator known; counted: a sampled
-// countdown crossed zero (CountDown).
-__attribute__((noinline)) void* MallocSlow(size_t size, bool decided, bool counted) {
-  if (!decided) {
+// address): the countdown crossed zero (CountDown). Before the real
+// allocator is known, dlsym's own allocations come from the bootstrap arena.
+__attribute__((noinline)) void* MallocSlow(size_t size) {
+  if (__builtin_expect(cgoheap::agent::CurrentMode() == cgoheap::agent::Mode::kStarting, 0)) {
     EnsureReal();
     if (g_real.malloc == nullptr) return BootstrapAlloc(size);
   }
-  bool record = decided ? WillRecordAfter(size, counted) : WillRecord(size);
+  bool record = DecideSlow(size);
   void* p = g_real.malloc(size);
   if (record) Recorded(Api::kMalloc, p, size);
   return p;
 }
 
-__attribute__((noinline)) void* CallocSlow(size_t n, size_t size, bool decided, bool counted) {
-  if (!decided) {
+__attribute__((noinline)) void* CallocSlow(size_t n, size_t size) {
+  if (__builtin_expect(cgoheap::agent::CurrentMode() == cgoheap::agent::Mode::kStarting, 0)) {
     if (g_resolving) {
       size_t total;
       if (__builtin_mul_overflow(n, size, &total)) return nullptr;
@@ -189,7 +206,7 @@ __attribute__((noinline)) void* CallocSlow(size_t n, size_t size, bool decided, 
     }
     EnsureReal();
   }
-  bool record = decided ? WillRecordAfter(n * size, counted) : WillRecord(n * size);
+  bool record = DecideSlow(n * size);
   void* p = g_real.calloc(n, size);
   if (record) Recorded(Api::kCalloc, p, n * size);
   return p;
@@ -215,8 +232,12 @@ __attribute__((constructor(101))) void AgentStart() {
       r.malloc_usable_size == nullptr) {
     return;
   }
-  cgoheap::agent::SetMode(cgoheap::agent::Mode::kOff);
+  // Tracking starts in sampled or exact mode; anything else (not asked
+  // for, no ring) is off. Until then every call takes its slow path.
   cgoheap::agent::Initialize();
+  if (cgoheap::agent::CurrentMode() == cgoheap::agent::Mode::kStarting) {
+    cgoheap::agent::EnterMode(cgoheap::agent::Mode::kOff);
+  }
   if constexpr (cgoheap::agent::kAllocGuard) {
     if (g_test_bootstrap_block != nullptr) free(g_test_bootstrap_block);
   }
@@ -226,49 +247,32 @@ __attribute__((constructor(101))) void AgentStart() {
 
 extern "C" {
 
-// The entry points test sampled mode first, then off (the agent loaded with
-// nothing to do), so that both fast paths are straight-line code ending in
-// the tail call; exact mode and kStarting take the slow paths anyway.
+// The fast paths read no mode (agent.h, Mode): malloc and calloc the
+// thread's countdown, free the filter; both send every call of exact mode
+// and kStarting to the slow paths, which read it.
 __attribute__((visibility("default"))) void* malloc(size_t size) {
   cgoheap::agent::CheckNotInHook();
-  using cgoheap::agent::Mode;
-  const Mode mode = cgoheap::agent::CurrentMode();
-  if (__builtin_expect(mode == Mode::kSampled, 1)) {
-    if (__builtin_expect(CountDown(size), 1)) return g_real.malloc(size);
-    return MallocSlow(size, true, true);
-  }
-  if (__builtin_expect(mode == Mode::kOff, 1)) return g_real.malloc(size);
-  return MallocSlow(size, mode != Mode::kStarting, false);
+  if (__builtin_expect(CountDown(size), 1)) return g_real.malloc(size);
+  return MallocSlow(size);
 }
 
 __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
   cgoheap::agent::CheckNotInHook();
-  using cgoheap::agent::Mode;
-  const Mode mode = cgoheap::agent::CurrentMode();
-  if (__builtin_expect(mode == Mode::kSampled, 1)) {
-    if (__builtin_expect(CountDown(n * size), 1)) return g_real.calloc(n, size);
-    return CallocSlow(n, size, true, true);
-  }
-  if (__builtin_expect(mode == Mode::kOff, 1)) return g_real.calloc(n, size);
-  return CallocSlow(n, size, mode != Mode::kStarting, false);
+  if (__builtin_expect(CountDown(n * size), 1)) return g_real.calloc(n, size);
+  return CallocSlow(n, size);
 }
 
-// Sampled and off modes share the filter: a block it does not hold is
-// neither sampled nor from the bootstrap arena (pinned there before the mode
-// leaves kStarting), and goes straight to the real free (NULL too, unless
-// its byte is taken: glibc's free returns at once for it, FreeSlow as well).
-// Off mode holds only the pins (and, in a fork child of a sampled process,
-// the parent's samples, which FreeSlow just frees).
+// A block the filter does not hold is neither sampled nor from the
+// bootstrap arena (pinned there before the mode leaves kStarting), and goes
+// straight to the real free (NULL too, unless its byte is taken: glibc's
+// free returns at once for it, FreeSlow as well). Off mode's filter holds
+// only the pins (and, in a fork child of a sampled process, the parent's
+// samples, which FreeSlow just frees).
 __attribute__((visibility("default"))) void free(void* p) {
-  using cgoheap::agent::Mode;
-  const Mode mode = cgoheap::agent::CurrentMode();
-  if (__builtin_expect(mode == Mode::kSampled || mode == Mode::kOff, 1)) {
-    if (__builtin_expect(!cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p)), 1)) {
-      return g_real.free(p);
-    }
-    return FreeSlow(p, mode == Mode::kSampled);
+  if (__builtin_expect(!cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p)), 1)) {
+    return g_real.free(p);
   }
-  FreeSlow(p, false);
+  FreeSlow(p);
 }
 
 }  // extern "C"

@@ -15,7 +15,7 @@ bool SampledSet::Init(size_t slots) {
 }
 
 void SampledSet::FilterAdd(uint64_t addr, int delta) {
-  std::atomic<uint8_t>& c = filter_[FilterIndex(addr)];
+  std::atomic_ref<uint8_t> c = Byte(FilterIndex(addr));
   uint8_t cur = c.load(std::memory_order_relaxed);
   while (cur != 255 && !c.compare_exchange_weak(cur, static_cast<uint8_t>(cur + delta),
                                                 std::memory_order_relaxed)) {
@@ -24,8 +24,24 @@ void SampledSet::FilterAdd(uint64_t addr, int delta) {
 
 void SampledSet::Pin(uint64_t lo, uint64_t hi) {
   for (uint64_t a = lo & ~uint64_t{15}; a < hi; a += 16) {
-    filter_[FilterIndex(a)].store(255, std::memory_order_relaxed);
+    size_t i = FilterIndex(a);
+    pinned_[i / 64] |= uint64_t{1} << (i % 64);
+    Byte(i).store(255, std::memory_order_relaxed);
   }
+}
+
+void SampledSet::Flood() {
+  if (flooded_) return;
+  for (size_t i = 0; i < kFilterSize; ++i) Byte(i).store(255, std::memory_order_relaxed);
+  flooded_ = true;
+}
+
+void SampledSet::Unflood() {
+  if (!flooded_) return;
+  for (size_t i = 0; i < kFilterSize; ++i) {
+    if ((pinned_[i / 64] >> (i % 64) & 1) == 0) Byte(i).store(0, std::memory_order_release);
+  }
+  flooded_ = false;
 }
 
 bool SampledSet::Insert(uint64_t addr) {

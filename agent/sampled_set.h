@@ -18,10 +18,17 @@
 
 namespace cgoheap::agent {
 
-// Thread-safe.
+// Thread-safe, but for Flood and Unflood (see there).
 class SampledSet {
  public:
   constexpr SampledSet() = default;
+  // A set whose filter starts flooded (every address "maybe"): the agent's
+  // own, so that free's fast path, which reads only the filter, sends every
+  // free to the slow path until the mode is known (see Flood).
+  struct FloodedTag {};
+  constexpr explicit SampledSet(FloodedTag) : flooded_(true) {
+    for (uint8_t& b : filter_) b = 255;
+  }
   bool Init(size_t slots);  // power of two; start-up only
   bool Insert(uint64_t addr);
   bool Erase(uint64_t addr);
@@ -31,13 +38,27 @@ class SampledSet {
   // allocator shim's bootstrap blocks, which free must never pass on.
   void Pin(uint64_t lo, uint64_t hi);
 
+  // Flood: every byte of the filter "maybe" (the allocator shim's exact mode
+  // and start-up, whose frees must all reach the slow path). Unflood: back
+  // to the counts of an empty set, the pinned granules kept "maybe" (sampled
+  // and off modes). A no-op when already so. Flood only where no other
+  // thread can be freeing (a fork child); Unflood also while other threads
+  // free (the mode then is one whose slow path takes any free): each byte
+  // goes from 255 to 0 in one store, and the pinned ones are never touched.
+  void Flood();
+  void Unflood();
+  bool flooded() const { return flooded_; }
+
   // A counting filter in front of the table (32 KiB): false means addr is
   // certainly not in the set, so the free of an unsampled block costs one
   // byte load, not a probe of the table. Its index keeps neighbours
   // together (see FilterIndex), so the bytes a program's frees read sit on
   // few cache lines.
+  // Acquire: a 0 read here was stored after the real allocator was known
+  // (Unflood, after the shim resolved it; the filter starts flooded), so a
+  // free that reads 0 may call it (a plain load on x86-64).
   bool MaybeContains(uint64_t addr) const {
-    return filter_[FilterIndex(addr)].load(std::memory_order_relaxed) != 0;
+    return Byte(FilterIndex(addr)).load(std::memory_order_acquire) != 0;
   }
 
   // One byte per 16-byte granule of a 512 KiB window, the window's number
@@ -57,6 +78,9 @@ class SampledSet {
  private:
   static constexpr size_t kFilterSize = size_t{1} << 15;
   void FilterAdd(uint64_t addr, int delta);
+  std::atomic_ref<uint8_t> Byte(size_t i) const {
+    return std::atomic_ref<uint8_t>(const_cast<uint8_t&>(filter_[i]));
+  }
 
   static constexpr uint64_t kEmpty = 0, kDeleted = 1;
   static constexpr int kMaxProbe = 64;
@@ -67,7 +91,12 @@ class SampledSet {
   std::atomic<uint64_t>* slots_ = nullptr;
   size_t mask_ = 0;
   int bits_ = 0;
-  std::atomic<uint8_t> filter_[kFilterSize]{};  // saturates at 255 and then stays
+  // Saturates at 255 and then stays. Plain bytes reached through
+  // atomic_ref, so that the agent's set can start flooded (a constant
+  // initializer: no constructor runs before the allocator's first call).
+  uint8_t filter_[kFilterSize]{};
+  uint64_t pinned_[kFilterSize / 64]{};  // a bit per filter byte that Pin set
+  bool flooded_ = false;
 };
 
 }  // namespace cgoheap::agent

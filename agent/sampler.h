@@ -14,6 +14,9 @@
 
 namespace cgoheap::agent {
 
+// Off mode's countdown (agent.h, Mode): no thread allocates 2^62 bytes.
+inline constexpr int64_t kNeverSample = int64_t{1} << 62;
+
 struct ThreadSampler {
   int64_t countdown;  // bytes until the next sample
   uint64_t rng;       // xorshift64* state; 0 until first use
@@ -26,7 +29,7 @@ bool SampleSlow(ThreadSampler& s, size_t size, uint64_t rate);
 
 inline bool SampleAllocation(size_t size, uint64_t rate) {
   ThreadSampler& s = t_sampler;
-  s.countdown -= static_cast<int64_t>(size);
+  s.countdown = static_cast<int64_t>(static_cast<uint64_t>(s.countdown) - size);  // wraps, no UB
   if (__builtin_expect(s.countdown > 0, 1)) return false;
   return SampleSlow(s, size, rate);
 }

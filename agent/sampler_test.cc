@@ -111,6 +111,38 @@ TEST(SampledSetTest, PinnedGranulesStayMaybe) {
   EXPECT_FALSE(set.MaybeContains(hi + 12));
 }
 
+// The agent's own set starts flooded (the allocator shim's kStarting and
+// exact mode: free's fast path reads only the filter, and must send every
+// free to the slow path); Unflood leaves the pins and nothing else, Flood
+// brings the flood back (a fork child going exact).
+TEST(SampledSetTest, FloodedUntilUnfloodedAndPinsSurvive) {
+  static SampledSet set{SampledSet::FloodedTag{}};  // as the agent's: 32 KiB, constant-initialized
+  ASSERT_TRUE(set.flooded());
+  const uint64_t lo = 0x600000001000, hi = lo + 64;
+  set.Pin(lo, hi);
+  std::vector<uint64_t> probes;
+  for (uint64_t i = 0; i < 70000; ++i) probes.push_back(0x555500000000 + i * 0x1230 + (i % 7) * 16);
+  for (uint64_t a : probes) ASSERT_TRUE(set.MaybeContains(a)) << "flooded: " << std::hex << a;
+  set.Unflood();
+  EXPECT_FALSE(set.flooded());
+  size_t maybe = 0;
+  for (uint64_t a : probes) maybe += set.MaybeContains(a) ? 1 : 0;
+  EXPECT_LE(maybe, probes.size() / 1000) << "only the pins' bytes stay";
+  for (uint64_t a = lo; a < hi; a += 16) EXPECT_TRUE(set.MaybeContains(a)) << "pinned: " << a - lo;
+  ASSERT_TRUE(set.Init(1 << 12));
+  ASSERT_TRUE(set.Insert(probes[5]));
+  EXPECT_TRUE(set.MaybeContains(probes[5]));
+  ASSERT_TRUE(set.Erase(probes[5]));
+  EXPECT_FALSE(set.MaybeContains(probes[5]));
+  set.Unflood();  // already: no-op
+  EXPECT_FALSE(set.MaybeContains(probes[5]));
+  set.Flood();
+  for (uint64_t a : probes) ASSERT_TRUE(set.MaybeContains(a)) << "flooded again: " << std::hex << a;
+  set.Unflood();
+  for (uint64_t a = lo; a < hi; a += 16) EXPECT_TRUE(set.MaybeContains(a)) << "still pinned: " << a - lo;
+  EXPECT_FALSE(set.MaybeContains(probes[5]));
+}
+
 TEST(SampledSetTest, ConcurrentInsertAndErase) {
   SampledSet set;
   ASSERT_TRUE(set.Init(1 << 16));
