@@ -874,6 +874,35 @@ TEST(RunTest, BootstrapBlocksNeverReachTheRealFree) {
   EXPECT_EQ(off.exit_code, 0) << off.err;
 }
 
+// A fork without exec: the child starts over as a process of its own
+// (AtForkChild: the parent's ring let go, the mode entered again). Untraced
+// (the default) it must run on, its frees sent to the real free and nothing
+// of it reported; traced, exactly its own leak, not one of the thousand
+// blocks it allocated and freed (in exact mode every one of their frees
+// must reach the slow path again after the fork), nor the parent's block it
+// freed. In exact and sampled mode (every block sampled).
+TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
+  for (const std::string rate : {"0", "1"}) {
+    for (bool children : {false, true}) {
+      SCOPED_TRACE("--sample-bytes=" + rate + (children ? " --trace-children" : ""));
+      std::vector<std::string> flags = {"--sample-bytes=" + rate};
+      if (children) flags.push_back("--trace-children");
+      Report r = RunUnder(Program("forks"), {}, flags);
+      EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+      ASSERT_EQ(r.num_leaks(), children ? 2 : 1) << r.json;
+      EXPECT_EQ(Num(r.doc, "processes"), children ? 2 : 1) << r.json;
+      for (int i = 0; i < r.num_leaks(); ++i) {
+        const bool child = children && i == 0;  // 222 bytes first
+        SCOPED_TRACE(child ? "the child's leak" : "the parent's leak");
+        EXPECT_NEAR(Num(r.leak(i), "bytes"), child ? 222 : 111, 0.001) << r.json;
+        EXPECT_NEAR(Num(r.leak(i), "blocks"), 1, 0.001) << r.json;
+        std::vector<FrameRef> frames = Frames(r.leak(i));
+        EXPECT_GE(FindFrame(frames, child ? "child_leak" : "parent_leak"), 0) << r.json;
+      }
+    }
+  }
+}
+
 // glib's slice allocator (before glib 2.76) hands objects out of pooled
 // blocks: `cgoheap run` and the agent make it malloc each one (G_SLICE,
 // agent/pool_env.h), so the leak is the ten objects and their own stack,
