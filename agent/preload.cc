@@ -122,10 +122,10 @@ __attribute__((always_inline)) inline bool CountDown(size_t size) {
 
 // The slow path's decision, the countdown having crossed zero: the mode's,
 // and the countdown set for it. kStarting: false (nothing to record to).
-inline bool DecideSlow(size_t size) {
+inline bool DecideSlow(cgoheap::agent::Mode mode, size_t size) {
   using cgoheap::agent::Mode;
   cgoheap::agent::ThreadSampler& s = cgoheap::agent::t_sampler;
-  switch (cgoheap::agent::CurrentMode()) {
+  switch (mode) {
     case Mode::kSampled:
       return cgoheap::agent::SampleSlow(s, size, cgoheap::agent::g_sample_bytes);
     case Mode::kOff:
@@ -187,18 +187,20 @@ __attribute__((noinline)) void FreeSlow(void* p) {
 // address): the countdown crossed zero (CountDown). Before the real
 // allocator is known, dlsym's own allocations come from the bootstrap arena.
 __attribute__((noinline)) void* MallocSlow(size_t size) {
-  if (__builtin_expect(cgoheap::agent::CurrentMode() == cgoheap::agent::Mode::kStarting, 0)) {
+  const cgoheap::agent::Mode mode = cgoheap::agent::CurrentMode();
+  if (__builtin_expect(mode == cgoheap::agent::Mode::kStarting, 0)) {
     EnsureReal();
     if (g_real.malloc == nullptr) return BootstrapAlloc(size);
   }
-  bool record = DecideSlow(size);
+  bool record = DecideSlow(mode, size);
   void* p = g_real.malloc(size);
   if (record) Recorded(Api::kMalloc, p, size);
   return p;
 }
 
 __attribute__((noinline)) void* CallocSlow(size_t n, size_t size) {
-  if (__builtin_expect(cgoheap::agent::CurrentMode() == cgoheap::agent::Mode::kStarting, 0)) {
+  const cgoheap::agent::Mode mode = cgoheap::agent::CurrentMode();
+  if (__builtin_expect(mode == cgoheap::agent::Mode::kStarting, 0)) {
     if (g_resolving) {
       size_t total;
       if (__builtin_mul_overflow(n, size, &total)) return nullptr;
@@ -206,7 +208,7 @@ __attribute__((noinline)) void* CallocSlow(size_t n, size_t size) {
     }
     EnsureReal();
   }
-  bool record = DecideSlow(n * size);
+  bool record = DecideSlow(mode, n * size);
   void* p = g_real.calloc(n, size);
   if (record) Recorded(Api::kCalloc, p, n * size);
   return p;

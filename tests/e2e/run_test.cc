@@ -882,6 +882,7 @@ TEST(RunTest, BootstrapBlocksNeverReachTheRealFree) {
 // must reach the slow path again after the fork), nor the parent's block it
 // freed. In exact and sampled mode (every block sampled).
 TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
+  const std::string src = ProgramsSrc() + "/forks/forks.c";
   for (const std::string rate : {"0", "1"}) {
     for (bool children : {false, true}) {
       SCOPED_TRACE("--sample-bytes=" + rate + (children ? " --trace-children" : ""));
@@ -896,8 +897,10 @@ TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
         SCOPED_TRACE(child ? "the child's leak" : "the parent's leak");
         EXPECT_NEAR(Num(r.leak(i), "bytes"), child ? 222 : 111, 0.001) << r.json;
         EXPECT_NEAR(Num(r.leak(i), "blocks"), 1, 0.001) << r.json;
+        const std::string who = child ? "the child's" : "the parent's";
         std::vector<FrameRef> frames = Frames(r.leak(i));
-        EXPECT_GE(FindFrame(frames, child ? "child_leak" : "parent_leak"), 0) << r.json;
+        ExpectFrameAt(frames, child ? "child_leak" : "parent_leak", src, LineOf(src, "// LEAK: " + who));
+        ExpectFrameAt(frames, "main", src, LineOf(src, "// CALLS: " + who));
       }
     }
   }

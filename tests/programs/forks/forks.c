@@ -11,13 +11,13 @@
 char* volatile keep[2];
 
 __attribute__((noinline)) char* parent_leak(void) {
-  char* p = malloc(111);
+  char* p = malloc(111);  // LEAK: the parent's
   memset(p, 1, 111);
   return p;
 }
 
 __attribute__((noinline)) char* child_leak(void) {
-  char* p = malloc(222);
+  char* p = malloc(222);  // LEAK: the child's
   memset(p, 2, 222);
   return p;
 }
@@ -36,10 +36,10 @@ int main(void) {
       free(b);
       free(a);
     }
-    keep[1] = child_leak();
+    keep[1] = child_leak();  // CALLS: the child's
     _exit(0);
   }
-  keep[0] = parent_leak();
+  keep[0] = parent_leak();  // CALLS: the parent's
   int status;
   if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return 2;
   free(before);
