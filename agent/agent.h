@@ -92,7 +92,7 @@ inline void CheckNotInHook() {
 // mode is also written into what they read. malloc and calloc take the
 // slow path when the thread's sampling countdown (sampler.h) crosses zero:
 // in off mode the slow path sets it to kNeverSample, in exact mode and
-// kStarting it stays at or below zero (every call slow). free takes the
+// kStarting it stays at zero (every call slow). free takes the
 // slow path when the sampled set's filter says "maybe": flooded in exact
 // mode and kStarting (every free slow), the counts of the sampled blocks
 // and the bootstrap pins in sampled and off modes. EnterMode keeps both in
@@ -100,8 +100,8 @@ inline void CheckNotInHook() {
 enum class Mode : uint32_t { kOff = 0, kExact = 1, kSampled = 2, kStarting = 3 };
 extern std::atomic<Mode> g_mode;
 inline Mode CurrentMode() { return g_mode.load(std::memory_order_acquire); }
-// From kStarting (other threads' countdowns are then at or below zero:
-// their every call took the slow path), or where no other thread can be in
+// From kStarting (other threads' countdowns are then zero: their every
+// call took the slow path), or where no other thread can be in
 // the allocator (a fork child): other threads' countdowns are not reset.
 void EnterMode(Mode m);
 extern uint64_t g_sample_bytes;

@@ -114,10 +114,7 @@ __attribute__((always_inline)) inline bool WillRecord(size_t size) {
 // kStarting's never leave it (agent.h, Mode). False: MallocSlow/CallocSlow
 // decide.
 __attribute__((always_inline)) inline bool CountDown(size_t size) {
-  cgoheap::agent::ThreadSampler& s = cgoheap::agent::t_sampler;
-  const auto left = static_cast<int64_t>(static_cast<uint64_t>(s.countdown) - size);  // wraps, no UB
-  s.countdown = left;
-  return left > 0;
+  return cgoheap::agent::CountDown(cgoheap::agent::t_sampler, size);
 }
 
 // The slow path's decision, the countdown having crossed zero: the mode's,
@@ -132,11 +129,9 @@ inline bool DecideSlow(cgoheap::agent::Mode mode, size_t size) {
       s.countdown = cgoheap::agent::kNeverSample;
       return false;
     case Mode::kExact:
-      s.countdown = 0;
-      return true;
     case Mode::kStarting:
-      s.countdown = 0;
-      return false;
+      s.countdown = 0;  // every call slow
+      return mode == Mode::kExact;
   }
   return false;
 }

@@ -17,11 +17,11 @@ uint64_t Next(uint64_t& x) {
   return x * 0x2545f4914f6cdd1dULL;
 }
 
-int64_t Exponential(uint64_t& rng, uint64_t mean) {
+uint64_t Exponential(uint64_t& rng, uint64_t mean) {
   // 53 random bits -> uniform in (0, 1].
   double u = (static_cast<double>(Next(rng) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
   double v = -std::log(u) * static_cast<double>(mean);
-  return v < 1 ? 1 : static_cast<int64_t>(v);
+  return v < 1 ? 1 : static_cast<uint64_t>(v);
 }
 
 }  // namespace
@@ -34,8 +34,11 @@ bool SampleSlow(ThreadSampler& s, size_t size, uint64_t rate) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     s.rng = (reinterpret_cast<uint64_t>(&s) * 0x9e3779b97f4a7c15ULL) ^
             (uint64_t(ts.tv_nsec) << 20) ^ uint64_t(ts.tv_sec) ^ 1;
-    s.countdown = Exponential(s.rng, rate) - static_cast<int64_t>(size);
-    if (s.countdown > 0) return false;
+    const uint64_t first = Exponential(s.rng, rate);
+    if (first > size) {
+      s.countdown = first - size;
+      return false;
+    }
   }
   s.countdown = Exponential(s.rng, rate);
   return true;

@@ -15,11 +15,11 @@
 namespace cgoheap::agent {
 
 // Off mode's countdown (agent.h, Mode): no thread allocates 2^62 bytes.
-inline constexpr int64_t kNeverSample = int64_t{1} << 62;
+inline constexpr uint64_t kNeverSample = uint64_t{1} << 62;
 
 struct ThreadSampler {
-  int64_t countdown;  // bytes until the next sample
-  uint64_t rng;       // xorshift64* state; 0 until first use
+  uint64_t countdown;  // bytes until the next sample; 0: the next call decides
+  uint64_t rng;        // xorshift64* state; 0 until first use
 };
 
 extern constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadSampler t_sampler;
@@ -27,10 +27,20 @@ extern constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadS
 // Slow path: the countdown crossed zero (or was never started).
 bool SampleSlow(ThreadSampler& s, size_t size, uint64_t rate);
 
+// The fast path: size taken off the countdown when it stays above zero.
+// A compare, not a subtraction tested for its sign: a size of 2^63 or more
+// (malloc of a negative length, an overflowed calloc product) must not wrap
+// the countdown round to a huge one, which would leave the thread's next
+// allocations unrecorded (in exact mode, whose countdown is 0, all of them).
+__attribute__((always_inline)) inline bool CountDown(ThreadSampler& s, size_t size) {
+  if (__builtin_expect(size >= s.countdown, 0)) return false;
+  s.countdown -= size;
+  return true;
+}
+
 inline bool SampleAllocation(size_t size, uint64_t rate) {
   ThreadSampler& s = t_sampler;
-  s.countdown = static_cast<int64_t>(static_cast<uint64_t>(s.countdown) - size);  // wraps, no UB
-  if (__builtin_expect(s.countdown > 0, 1)) return false;
+  if (__builtin_expect(CountDown(s, size), 1)) return false;
   return SampleSlow(s, size, rate);
 }
 

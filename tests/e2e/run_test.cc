@@ -906,6 +906,38 @@ TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
   }
 }
 
+// Sizes of 2^63 and more (a negative length, an overflowed calloc product)
+// fail in the real allocator; they must not stop the thread's later
+// allocations from being recorded (the countdown the fast paths compare
+// against once wrapped round on them: "no leaks").
+TEST(RunTest, AllocationsThatCannotSucceedLeaveTheNextOnesRecorded) {
+  const std::string src = ProgramsSrc() + "/hugesize/hugesize.c";
+  for (const std::string rate : {"0", "1"}) {
+    SCOPED_TRACE("--sample-bytes=" + rate);
+    Report r = RunUnder(Program("hugesize"), {}, {"--sample-bytes=" + rate});
+    EXPECT_EQ(r.run.exit_code, 0) << "the huge allocations did not all fail\n" << r.run.err;
+    ASSERT_EQ(r.num_leaks(), 3) << r.json;
+    const struct {
+      const char* function;
+      double bytes;
+      const char* marker;
+    } want[] = {{"NegativeMalloc", 100, "// LEAK: after malloc(-4096)"},
+                {"OverflowedCalloc", 200, "// LEAK: after the overflowed calloc"},
+                {"NegativeRealloc", 300, "// LEAK: after realloc(-4096)"}};
+    for (const auto& w : want) {
+      SCOPED_TRACE(w.function);
+      const Value* leak = nullptr;
+      for (int i = 0; i < r.num_leaks(); ++i) {
+        if (FindFrame(Frames(r.leak(i)), w.function) >= 0) leak = &r.leak(i);
+      }
+      ASSERT_NE(leak, nullptr) << "not reported: " << r.json;
+      EXPECT_NEAR(Num(*leak, "bytes"), w.bytes, 0.001) << r.json;
+      EXPECT_NEAR(Num(*leak, "blocks"), 1, 0.001) << r.json;
+      ExpectFrameAt(Frames(*leak), w.function, src, LineOf(src, w.marker));
+    }
+  }
+}
+
 // glib's slice allocator (before glib 2.76) hands objects out of pooled
 // blocks: `cgoheap run` and the agent make it malloc each one (G_SLICE,
 // agent/pool_env.h), so the leak is the ten objects and their own stack,
