@@ -11,8 +11,12 @@
 //           - thread-local storage: the main thread's, with the loader's
 //             data beside it, and each other thread's static TLS and
 //             descriptor (pthread keys' values) at the top of its stack;
-//           - the main thread's stack from its stack pointer up (a C
-//             program's main() called exit with its locals there);
+//           - the main thread's stack from its stack pointer up, when it
+//             ended the process itself or was running (a C program's
+//             main() called exit with its locals there); not when another
+//             thread ended it while the main thread waited in a system
+//             call (a Go program's main thread parked in the scheduler:
+//             its frames hold stale words of earlier cgo calls);
 //           - blocks of glibc's main arena that the agent never saw
 //             (allocated before it started: the loader's, and library
 //             constructors' that ran before the agent's, as GLib's type
@@ -62,8 +66,8 @@ struct ExitScanOptions {
   // result then says so): a run must end.
   uint64_t max_bytes = uint64_t{16} << 30;
   double max_seconds = 30;
-  // The main thread's registers at its exit (0: unknown): its stack pointer,
-  // and its thread pointer (FS base: glibc's thread descriptor), whose DTV
+  // The main thread's registers at its exit (0: unknown): its stack pointer
+  // (0 too when its frames are no root), and its thread pointer (FS base: glibc's thread descriptor), whose DTV
   // says how far below it the static thread-local storage reaches.
   uint64_t main_sp = 0;
   uint64_t main_tp = 0;

@@ -125,6 +125,20 @@ bool OthersDying(pid_t pid) {
   return false;
 }
 
+// Whether the main thread, stopped at its exit with these registers, ended
+// the process itself (exit or exit_group: orig_rax is the system call it
+// was in) or was running its own code when the process was killed (-1):
+// then its frames, from its stack pointer up, are live. When another thread
+// ended the process while the main thread waited in a system call, they
+// are a waiting thread's, as dead as the other threads': a Go program's
+// main thread parked in the scheduler holds, in frames it never wrote,
+// what its cgo calls left on the stack (a lost C string looked reachable
+// in one run of 150).
+bool MainFramesLive(const user_regs_struct& regs) {
+  const auto call = static_cast<int64_t>(regs.orig_rax);
+  return call == SYS_exit_group || call == SYS_exit || call == -1;
+}
+
 Child Launch(const std::vector<std::string>& argv, const std::string& agent,
              const std::string& ring_dir, uint64_t sample_bytes, bool trace_children,
              const std::string& service, const std::string& debuginfod_urls, bool trace_exit,
@@ -403,7 +417,7 @@ int RunCommand(const std::vector<std::string>& args) {
             ExitScanOptions scan;
             scan.skip_files = {agent_file};
             if (user_regs_struct regs; ptrace(PTRACE_GETREGS, pid, nullptr, &regs) == 0) {
-              scan.main_sp = regs.rsp;
+              scan.main_sp = MainFramesLive(regs) ? regs.rsp : 0;
               scan.main_tp = regs.fs_base;
             }
             fwd.ScanAtExit(pid, std::move(scan));

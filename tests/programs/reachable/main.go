@@ -1,9 +1,16 @@
 // Blocks never freed, told apart by whether the program still pointed to
 // them at exit (tests/e2e/run_test.cc, RunTest.LostAndReachableAreToldApart).
+//
+// With the argument "parked", the main goroutine is locked to the main
+// thread, whose stack its cgo calls then run on, and the process is ended by
+// another thread while the main thread waits in a C call: its frames then
+// hold stale copies of what the C calls before left there (as a Go
+// program's main thread waiting in the scheduler does, now and then).
 package main
 
 /*
 #include <stdlib.h>
+#include <unistd.h>
 
 struct node {
 	struct node* next;
@@ -30,6 +37,9 @@ static void drop_list(int n) {
 		head = e;
 	}
 	__asm__ volatile("" : : "r"(head) : "memory");  // built, then forgotten
+	// Copies of the head, left on the stack when this returns.
+	void* volatile copies[512];
+	for (int i = 0; i < 512; i++) copies[i] = head;
 }
 
 // A pointer into a block's middle, in a C global: still reachable.
@@ -38,10 +48,32 @@ static void keep_middle(void) {
 	char* p = malloc(64); // INTERIOR: 64 bytes
 	middle = p + 40;
 }
+
+// Waits on a frame whose buffer is never written (it holds what the calls
+// before left on the stack), once it has said so on ready.
+static void wait_in_c(int ready) {
+	volatile char unwritten[8192];
+	__asm__ volatile("" : : "r"(unwritten) : "memory");
+	if (write(ready, "", 1) == 1) {
+		pause();
+	}
+}
 */
 import "C"
 
-import "unsafe"
+import (
+	"os"
+	"runtime"
+	"unsafe"
+)
+
+var parked = len(os.Args) > 1 && os.Args[1] == "parked"
+
+func init() {
+	if parked {
+		runtime.LockOSThread() // main runs on the main thread
+	}
+}
 
 // A C pointer kept in a Go global: still reachable.
 var kept unsafe.Pointer
@@ -54,5 +86,16 @@ func main() {
 	for i := 0; i < 5; i++ {
 		s := C.CString("lost") // LOST-GO: 5 x 5 bytes
 		_ = s
+	}
+	if parked {
+		r, w, err := os.Pipe()
+		if err != nil {
+			panic(err)
+		}
+		go func() {
+			r.Read(make([]byte, 1))
+			os.Exit(0)
+		}()
+		C.wait_in_c(C.int(w.Fd()))
 	}
 }
