@@ -32,6 +32,7 @@
 #include "client/report.h"
 #include "client/ring_dir.h"
 #include "server/server.h"
+#include "symbolize/elf_image.h"
 
 namespace cgoheap::client {
 namespace {
@@ -137,6 +138,17 @@ bool OthersDying(pid_t pid) {
 bool MainFramesLive(const user_regs_struct& regs) {
   const auto call = static_cast<int64_t>(regs.orig_rax);
   return call == SYS_exit_group || call == SYS_exit || call == -1;
+}
+
+// The AddressSanitizer runtime a program loads (gcc or clang
+// -fsanitize=address, go build -asan): it must be the first library loaded,
+// and stops the program at once when the agent is preloaded before it ("ASan
+// runtime does not come first"); preloaded after it, its malloc would be the
+// one found first, and the agent would see nothing. Empty: none.
+std::string AddressSanitizerOf(const std::string& executable) {
+  ElfImage elf;
+  if (executable.empty() || !elf.Open(executable.c_str())) return "";
+  return std::string(elf.NeededStartingWith("libasan.so"));
 }
 
 Child Launch(const std::vector<std::string>& argv, const std::string& agent,
@@ -276,6 +288,16 @@ int RunCommand(const std::vector<std::string>& args) {
   if (access(agent.c_str(), R_OK) != 0) {
     std::cerr << "cgoheap run: agent library not found at " << agent
               << ": reinstall cgoheap, or pass --agent=PATH (or set CGOHEAP_AGENT)\n";
+    return 2;
+  }
+
+  if (std::string asan = AddressSanitizerOf(FindExecutable((*rest)[0])); !asan.empty()) {
+    std::cerr << "cgoheap run: " << (*rest)[0] << " is built with AddressSanitizer (it loads "
+              << asan << ": -fsanitize=address, or go build -asan), whose runtime replaces malloc "
+              << "and must be the first library loaded, so cgoheap's agent cannot stand between "
+                 "the program and its allocator. Build it without AddressSanitizer to run it "
+                 "under cgoheap (ASan's own leak check reports its leaks: "
+                 "ASAN_OPTIONS=detect_leaks=1).\n";
     return 2;
   }
 

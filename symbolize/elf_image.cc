@@ -82,6 +82,27 @@ bool ElfImage::IsSharedObject() const {
   return ReadAt(data_, size_, 0, &eh) && eh.e_type == ET_DYN;
 }
 
+std::string_view ElfImage::NeededStartingWith(std::string_view prefix) const {
+  ElfSection dyn, strs;
+  if (!FindSection(".dynamic", &dyn) || !FindSection(".dynstr", &strs) || dyn.data == nullptr ||
+      strs.data == nullptr) {
+    return {};
+  }
+  for (uint64_t off = 0; off + sizeof(Elf64_Dyn) <= dyn.size; off += sizeof(Elf64_Dyn)) {
+    Elf64_Dyn d;
+    std::memcpy(&d, dyn.data + off, sizeof d);
+    if (d.d_tag == DT_NULL) break;
+    if (d.d_tag != DT_NEEDED) continue;
+    // memcmp, not starts_with: the agent shares this file, and
+    // string_view's may throw (it would pull libstdc++'s exceptions in).
+    std::string_view name = CStrAt(strs.data, strs.size, d.d_un.d_val);
+    if (name.size() >= prefix.size() && std::memcmp(name.data(), prefix.data(), prefix.size()) == 0) {
+      return name;
+    }
+  }
+  return {};
+}
+
 bool ElfImage::FindSection(std::string_view name, ElfSection* out) const {
   Elf64_Shdr strsh;
   if (shnum_ == 0 || shstrndx_ >= shnum_ ||

@@ -60,6 +60,9 @@ class ElfImage {
   // from (runtime pc - mapping start + mapping offset) gives the link address.
   bool ExecSegment(uint64_t* vaddr, uint64_t* offset, uint64_t* filesz) const;
   bool IsSharedObject() const;  // ET_DYN (PIE or shared library)
+  // The first library the dynamic section needs (DT_NEEDED) whose name
+  // starts with prefix; empty when none does, or there is no such section.
+  std::string_view NeededStartingWith(std::string_view prefix) const;
 
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }

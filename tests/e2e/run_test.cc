@@ -260,6 +260,22 @@ TEST_P(CgoProgramTest, LostAndReachableAreToldApart) {
   }
 }
 
+// AddressSanitizer's runtime must be the first library a program loads, and
+// its malloc is the one found first: the agent can stand neither before nor
+// after it. cgoheap run says so before it runs the program (which would
+// only print ASan's own complaint), and exits 2.
+TEST(RunTest, AnAddressSanitizerProgramIsRefusedWithTheReason) {
+  RunResult r = RunProcess({BinDir() + "/cgoheap", "run", "--", Program("asan")});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.out, "") << "the program ran";
+  EXPECT_NE(r.err.find(Program("asan") + " is built with AddressSanitizer (it loads libasan.so"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("Build it without AddressSanitizer"), std::string::npos) << r.err;
+  // Plain, it runs.
+  EXPECT_EQ(RunProcess({Program("asan")}).out, "ran\n");
+}
+
 TEST_P(CgoProgramTest, SeedPprofServerStoppedWithInterruptReportsItsLeaks) {
   std::string src = ProgramSource("seed_pprof");
   TempDir dir;
