@@ -402,8 +402,27 @@ void OnThreadExit(void* value) {
   }
 }
 
+// A process the launcher does not follow (a child of the program, without
+// --trace-children) says it was there when asked (CGOHEAP_NOTE_UNTRACED=1):
+// an empty DIR/PID.untraced, which `cgoheap run` counts, so that a report of a shell or a make says that the
+// programs they started are not in it.
+void NoteUntraced() {
+  const char* dir = getenv("CGOHEAP_RING_DIR");
+  if (dir == nullptr || *dir == 0 || EnvU64("CGOHEAP_NOTE_UNTRACED", 0) != 1) return;
+  char path[512];
+  size_t n = AppendStr(path, 0, sizeof path, dir);
+  n = AppendStr(path, n, sizeof path, "/");
+  n = AppendU64(path, n, sizeof path, getpid(), 10);
+  if (AppendStr(path, n, sizeof path, ".untraced") != n + 9) return;  // too long a path
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) close(fd);
+}
+
 void StartTracking() {
-  if (!ShouldTrack()) return;
+  if (!ShouldTrack()) {
+    NoteUntraced();
+    return;
+  }
   uint64_t rate = EnvU64("CGOHEAP_SAMPLE_BYTES", 0);
   // Room for the samples of 8 GiB of live heap at this rate, at most half
   // full; small enough at production rates (128 KiB at 512 KiB) to stay in

@@ -6,6 +6,8 @@
 //                           unset: the agent stays dormant (pure pass-through)
 //   CGOHEAP_ROOT_PID        only this pid is tracked, unless
 //   CGOHEAP_TRACE_CHILDREN  is 1: children (fork, exec) get rings of their own
+//   CGOHEAP_NOTE_UNTRACED   1: a process not tracked (by CGOHEAP_ROOT_PID) leaves an
+//                           empty DIR/PID.untraced, counted by `cgoheap run`
 //   CGOHEAP_SAMPLE_BYTES    0 (default): every allocation; N: Poisson sampling
 //   CGOHEAP_RING_MB         size of each thread's lane of the ring in MiB (default 2;
 //                           the file is sparse: a lane takes memory once used)

@@ -151,6 +151,17 @@ std::string AddressSanitizerOf(const std::string& executable) {
   return std::string(elf.NeededStartingWith("libasan.so"));
 }
 
+// How many processes under the agent were not followed (a child of the
+// program, without --trace-children): each left DIR/PID.untraced.
+int CountUntraced(const std::string& ring_dir) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(ring_dir, ec)) {
+    n += e.path().extension() == ".untraced";
+  }
+  return n;
+}
+
 Child Launch(const std::vector<std::string>& argv, const std::string& agent,
              const std::string& ring_dir, uint64_t sample_bytes, bool trace_children,
              const std::string& service, const std::string& debuginfod_urls, bool trace_exit,
@@ -186,6 +197,7 @@ Child Launch(const std::vector<std::string>& argv, const std::string& agent,
     setenv("CGOHEAP_ROOT_PID", std::to_string(getpid()).c_str(), 1);
     setenv("CGOHEAP_SAMPLE_BYTES", std::to_string(sample_bytes).c_str(), 1);
     setenv("CGOHEAP_TRACE_CHILDREN", trace_children ? "1" : "0", 1);
+    setenv("CGOHEAP_NOTE_UNTRACED", "1", 1);
     if (!service.empty()) setenv("CGOHEAP_SERVICE", service.c_str(), 1);
     for (const EnvSetting& e : kPoolsUseMalloc) setenv(e.name, e.value, 0);  // unless set
     // Taken from cgoheap's own environment only (KeepDebuginfodOff).
@@ -547,6 +559,14 @@ int RunCommand(const std::vector<std::string>& args) {
     }
     report = json ? LeaksJson(resp)
                   : LeaksText(resp, TextOptions{absl::StrCat("==", child.pid, "=="), all});
+  }
+  if (int untraced = CountUntraced(ring_dir); untraced > 0 && !json) {
+    absl::StrAppend(&report, "==", child.pid, "== (", untraced,
+                    untraced == 1 ? " process the program started ran without being followed: "
+                                    "what it allocated is"
+                                  : " processes the program started ran without being followed: "
+                                    "what they allocated is",
+                    " not in this report; --trace-children follows them)\n");
   }
   if (report_path.empty()) {
     std::cerr << report;

@@ -929,6 +929,15 @@ TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
       }
     }
   }
+  // The text report says when a child was not followed, and only then.
+  const std::string note =
+      "(1 process the program started ran without being followed: what it allocated is not in "
+      "this report; --trace-children follows them)";
+  RunResult alone = RunProcess({BinDir() + "/cgoheap", "run", "--", Program("forks")});
+  EXPECT_NE(alone.err.find(note), std::string::npos) << alone.err;
+  RunResult both =
+      RunProcess({BinDir() + "/cgoheap", "run", "--trace-children", "--", Program("forks")});
+  EXPECT_EQ(both.err.find("without being followed"), std::string::npos) << both.err;
 }
 
 // Sizes of 2^63 and more (a negative length, an overflowed calloc product)
