@@ -404,8 +404,8 @@ void OnThreadExit(void* value) {
 
 // A process the launcher does not follow (a child of the program, without
 // --trace-children) says it was there when asked (CGOHEAP_NOTE_UNTRACED=1):
-// an empty DIR/PID.untraced, which `cgoheap run` counts, so that a report of a shell or a make says that the
-// programs they started are not in it.
+// an empty DIR/PID.untraced, which `cgoheap run` counts, so that the report
+// of a shell or a make says that the programs they started are not in it.
 void NoteUntraced() {
   const char* dir = getenv("CGOHEAP_RING_DIR");
   if (dir == nullptr || *dir == 0 || EnvU64("CGOHEAP_NOTE_UNTRACED", 0) != 1) return;

@@ -67,8 +67,9 @@ struct ExitScanOptions {
   uint64_t max_bytes = uint64_t{16} << 30;
   double max_seconds = 30;
   // The main thread's registers at its exit (0: unknown): its stack pointer
-  // (0 too when its frames are no root), and its thread pointer (FS base: glibc's thread descriptor), whose DTV
-  // says how far below it the static thread-local storage reaches.
+  // (0 too when its frames are no root), and its thread pointer (FS base:
+  // glibc's thread descriptor), whose DTV says how far below it the static
+  // thread-local storage reaches.
   uint64_t main_sp = 0;
   uint64_t main_tp = 0;
 };

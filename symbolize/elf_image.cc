@@ -96,7 +96,8 @@ std::string_view ElfImage::NeededStartingWith(std::string_view prefix) const {
     // memcmp, not starts_with: the agent shares this file, and
     // string_view's may throw (it would pull libstdc++'s exceptions in).
     std::string_view name = CStrAt(strs.data, strs.size, d.d_un.d_val);
-    if (name.size() >= prefix.size() && std::memcmp(name.data(), prefix.data(), prefix.size()) == 0) {
+    if (name.size() >= prefix.size() &&
+        std::memcmp(name.data(), prefix.data(), prefix.size()) == 0) {
       return name;
     }
   }
