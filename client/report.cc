@@ -272,8 +272,9 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
     absl::StrAppend(&out, p, " WARNING: ", Plural(r.foreign_allocator(), "process", "processes"),
                     r.foreign_allocator() == 1 ? " allocates" : " allocate",
                     " through functions cgoheap's agent does not see (", absl::StrJoin(fns, ", "),
-                    ": defined by the program itself, as a statically linked jemalloc, tcmalloc "
-                    "or mimalloc is, or by a library preloaded before the agent): what is "
+                    ": defined by the program itself, as a statically linked jemalloc, tcmalloc, "
+                    "mimalloc or sanitizer runtime is, or by a library preloaded before the "
+                    "agent): what is "
                     "allocated through them never reaches cgoheap, and its leaks cannot be "
                     "shown\n");
   }

@@ -138,7 +138,8 @@ TEST(ReportTest, AForeignAllocatorIsSaidInLeaksAndPs) {
             "== LEAK SUMMARY: no leaks\n"
             "== WARNING: 1 process allocates through functions cgoheap's agent does not see "
             "(malloc, free: defined by the program itself, as a statically linked jemalloc, "
-            "tcmalloc or mimalloc is, or by a library preloaded before the agent): what is "
+            "tcmalloc, mimalloc or sanitizer runtime is, or by a library preloaded before the "
+            "agent): what is "
             "allocated through them never reaches cgoheap, and its leaks cannot be shown\n");
   google::protobuf::Value v = testing::ParseJson(LeaksJson(r));
   EXPECT_EQ(v.struct_value().fields().at("foreign_allocator").number_value(), 1);
