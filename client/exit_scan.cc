@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <numeric>
 #include <optional>
 #include <sstream>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "symbolize/elf_image.h"
 
 namespace cgoheap::client {
 namespace {
@@ -244,6 +247,107 @@ uint64_t FindThreadDescriptor(pid_t pid, const Mapping& m) {
   return 0;
 }
 
+// Where, in glibc's thread descriptor (struct pthread), the argument that
+// pthread_create passed to the thread's function lies, or 0 when unknown.
+// That word is no root: the function owns its argument and often frees it
+// at once (cgo's runtime frees the thread-start record its new threads get,
+// as thread pools free their tasks), and glibc's allocator soon hands the
+// chunk out again: with it a root, a lost 5-byte C string the next cgo call
+// allocated in that chunk looked still reachable (1 run in about 300 of a
+// small Go program). A block the function still uses lives in its frames,
+// which are no root either (threads other than the main one are dying).
+// The offset comes from libthread_db's description of the descriptor that
+// glibc exports for debuggers (_thread_db_pthread_start_routine in libc.so,
+// libpthread.so before 2.34: {bits, count, offset}); the argument is the
+// word after the start routine, in every glibc since NPTL.
+std::string_view BaseName(std::string_view path) { return path.substr(path.rfind('/') + 1); }
+bool IsLibc(std::string_view path) {
+  return path.starts_with("/") &&
+         (BaseName(path).starts_with("libc.so") || BaseName(path).starts_with("libc-"));
+}
+
+uint64_t ThreadArgOffset(const std::vector<Mapping>& maps) {
+  std::string tried;
+  for (const Mapping& m : maps) {
+    if (m.path == tried ||
+        !(IsLibc(m.path) || (m.path.starts_with("/") && BaseName(m.path).starts_with("libpthread")))) {
+      continue;
+    }
+    tried = m.path;
+    ElfImage elf;
+    uint64_t value = 0, size = 0;
+    ElfSection section;
+    uint32_t desc[3] = {};
+    if (!elf.Open(m.path.c_str()) ||
+        !elf.FindSymbol("_thread_db_pthread_start_routine", &value, &size) ||
+        size != sizeof desc || !elf.SectionAt(value, &section) || section.data == nullptr ||
+        section.size < sizeof desc || value - section.addr > section.size - sizeof desc) {
+      continue;
+    }
+    memcpy(desc, section.data + (value - section.addr), sizeof desc);
+    if (desc[0] == 64 && desc[1] == 1 && desc[2] % 8 == 0 && desc[2] < 4096) return desc[2] + 8;
+  }
+  return 0;
+}
+
+// glibc's main arena (struct malloc_state, in libc's data) keeps, after
+// its fast bins, top, last_remainder and the bins' 254 links: top and the
+// bins point to free chunks, last_remainder to the chunk the latest split
+// left over, long after that chunk was handed out again. That stale word
+// lies anywhere in the heap: with it a root, a 120,008-byte block made
+// from an old remainder looked still reachable (last_remainder pointed 48
+// bytes into it). The arena is found, in the data (ranges) of the objects,
+// as the word that holds its top chunk (top, known from the walk of
+// [heap]) followed by last_remainder and 127 bin pairs, each a bin's first
+// and last chunks in [heap] or, empty, both pointing 16 bytes before the
+// pair itself (the list's head). Returns where its top word lies, or 0.
+constexpr uint64_t kArenaWords = 2 + 254;  // top, last_remainder, bins
+uint64_t FindMainArena(pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                       const Mapping& heap, uint64_t top) {
+  auto in_heap = [&](uint64_t w) { return w >= heap.start && w < heap.end; };
+  std::vector<uint64_t> w;
+  for (const auto& [from, to] : ranges) {
+    if (to - from > (uint64_t{64} << 20) || to - from < 8 * kArenaWords) continue;
+    w.resize((to - from) / 8);
+    const size_t got = ReadRemote(pid, from, reinterpret_cast<char*>(w.data()), w.size() * 8) / 8;
+    for (size_t i = 0; i + kArenaWords <= got; ++i) {
+      if (w[i] != top) continue;
+      bool arena = true;
+      size_t empty = 0;
+      for (size_t b = i + 2; arena && b < i + kArenaWords; b += 2) {
+        const uint64_t self = from + 8 * b - 16;
+        if (w[b] == self && w[b + 1] == self) {
+          ++empty;
+        } else {
+          arena = in_heap(w[b]) && in_heap(w[b + 1]);
+        }
+      }
+      if (arena && empty > 0) return from + 8 * i;
+    }
+  }
+  return 0;
+}
+
+// ranges less holes (holes apart from each other; the result in ranges'
+// order).
+std::vector<std::pair<uint64_t, uint64_t>> Without(
+    const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+    std::vector<std::pair<uint64_t, uint64_t>> holes) {
+  std::sort(holes.begin(), holes.end());
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  out.reserve(ranges.size() + holes.size());
+  for (auto [from, to] : ranges) {
+    auto it = std::partition_point(holes.begin(), holes.end(),
+                                   [&](const auto& h) { return h.second <= from; });
+    for (; it != holes.end() && it->first < to; ++it) {
+      if (from < it->first) out.emplace_back(from, it->first);
+      from = std::max(from, it->second);
+    }
+    if (from < to) out.emplace_back(from, to);
+  }
+  return out;
+}
+
 }  // namespace
 
 // glibc's main arena ([heap]) also holds blocks the agent never saw: those
@@ -261,8 +365,10 @@ uint64_t FindThreadDescriptor(pid_t pid, const Mapping& m) {
 // of their size as a fast bin's do.
 // Returns the ranges of the in-use chunks that are not live blocks.
 std::vector<std::pair<uint64_t, uint64_t>> UnseenChunks(pid_t pid, const Mapping& heap,
-                                                        const std::vector<uint64_t>& starts) {
+                                                        const std::vector<uint64_t>& starts,
+                                                        uint64_t* top) {
   std::vector<std::pair<uint64_t, uint64_t>> out;
+  if (top != nullptr) *top = 0;
   const uint64_t len = heap.end - heap.start;
   if (len > (uint64_t{1} << 30)) return out;  // too big to read at once: its chunks are left out
   std::vector<uint64_t> w(len / 8);
@@ -300,7 +406,10 @@ std::vector<std::pair<uint64_t, uint64_t>> UnseenChunks(pid_t pid, const Mapping
     const uint64_t size = size_at(chunk) & ~uint64_t{7};
     if (size < 32 || size % 16 != 0 || size > heap.end - chunk) break;  // not a chunk: stop
     const uint64_t next = chunk + size;
-    if (next + 16 > heap.end) break;  // the top chunk: free space
+    if (next + 16 > heap.end) {  // the top chunk: free space
+      if (top != nullptr && next == heap.end) *top = chunk;
+      break;
+    }
     const bool in_use = size_at(next) & 1;
     const bool cached = key && word_at(chunk + 24) == *key;  // freed, in a thread cache
     if (in_use && !cached && !in_fast_bin(chunk, size) &&
@@ -364,14 +473,22 @@ ExitScanResult ScanReachable(pid_t pid, const std::vector<LiveBlock>& blocks,
   };
   // The roots, as [from, to) ranges.
   std::vector<std::pair<uint64_t, uint64_t>> roots;
+  // Words in them that are not the program's pointers: glibc's own.
+  std::vector<std::pair<uint64_t, uint64_t>> holes;
+  // Where glibc's main arena may lie: libc's data first.
+  std::vector<std::pair<uint64_t, uint64_t>> object_data, libc_data;
+  const Mapping* main_heap = nullptr;
+  uint64_t top = 0;
   const uint64_t tls_below = options.main_tp != 0 ? StaticTlsBelow(pid, options.main_tp) : 0;
+  const uint64_t arg_offset = ThreadArgOffset(maps);
   for (size_t k = 0; k < maps.size(); ++k) {
     const Mapping& m = maps[k];
     if (!m.read || !m.write) continue;  // code, read-only data, reserved space
     const Mapping* before = k > 0 && maps[k - 1].end == m.start ? &maps[k - 1] : nullptr;
     if (m.path == "[heap]") {
       ++r.heap_mappings;
-      for (const auto& range : UnseenChunks(pid, m, starts)) {
+      main_heap = &m;
+      for (const auto& range : UnseenChunks(pid, m, starts, &top)) {
         ++r.unseen_chunks;
         roots.push_back(range);
       }
@@ -382,20 +499,24 @@ ExitScanResult ScanReachable(pid_t pid, const std::vector<LiveBlock>& blocks,
       }
     } else if (m.path.starts_with("/") && !m.path.starts_with("/dev/") && !skipped_file(m.path)) {
       roots.emplace_back(m.start, m.end);  // an object's data
+      (IsLibc(m.path) ? libc_data : object_data).push_back(roots.back());
     } else if (!m.path.empty()) {
       // [vvar], [vdso], a device, cgoheap's own files
     } else if (before != nullptr && before->write && before->path.starts_with("/") &&
                !before->path.starts_with("/dev/") && !skipped_file(before->path)) {
       roots.emplace_back(m.start, m.end);  // the bss after an object's data
+      (IsLibc(before->path) ? libc_data : object_data).push_back(roots.back());
     } else if (options.main_tp >= m.start && options.main_tp < m.end) {
       roots.emplace_back(m.start, m.end);  // the main thread's TLS, with the loader's data
     } else if (before != nullptr && !before->read && !before->write &&
                before->end - before->start <= (1 << 20)) {
       // A thread's stack above its guard page, its descriptor at the top:
-      // only the static TLS and the descriptor count.
+      // only the static TLS and the descriptor count (but for the argument
+      // its function was started with).
       if (uint64_t tp = FindThreadDescriptor(pid, m); tp != 0) {
         ++r.thread_stacks;
         roots.emplace_back(std::max(m.start, tp - std::min(tls_below, tp)), m.end);
+        if (arg_offset != 0) holes.emplace_back(tp + arg_offset, tp + arg_offset + 8);
       }
     }
     // Other anonymous memory is no root: glibc's thread arenas and large
@@ -403,6 +524,14 @@ ExitScanResult ScanReachable(pid_t pid, const std::vector<LiveBlock>& blocks,
     // stacks (a Go object that held a C pointer may be garbage not yet
     // collected: a leak through a Go variable would look reachable).
   }
+  if (top != 0 && r.heap_mappings == 1) {
+    libc_data.insert(libc_data.end(), object_data.begin(), object_data.end());
+    if (uint64_t arena = FindMainArena(pid, libc_data, *main_heap, top); arena != 0) {
+      holes.emplace_back(arena, arena + 8 * kArenaWords);
+      r.main_arena = arena;
+    }
+  }
+  roots = Without(roots, std::move(holes));
   for (const auto& [from, to] : roots) {
     // Around the live blocks inside (a large block's mapping may have merged
     // with an object's bss): a block counts only once it is reached.

@@ -10,7 +10,9 @@
 //             are left out);
 //           - thread-local storage: the main thread's, with the loader's
 //             data beside it, and each other thread's static TLS and
-//             descriptor (pthread keys' values) at the top of its stack;
+//             descriptor (pthread keys' values) at the top of its stack,
+//             but for the argument its function was started with (often
+//             freed at once, its chunk soon another block);
 //           - the main thread's stack from its stack pointer up, when it
 //             ended the process itself or was running (a C program's
 //             main() called exit with its locals there); not when another
@@ -26,8 +28,10 @@
 //             function returned, which would make the newest leaks look
 //             reachable); Go's heap and goroutine stacks (a Go variable that
 //             held a C pointer may be garbage not yet collected: a leak
-//             through Go code would look reachable); glibc's free chunks;
-//             other anonymous memory.
+//             through Go code would look reachable); glibc's free chunks,
+//             and its main arena's pointers to chunks (top, bins, and
+//             last_remainder, which may point into any block); other
+//             anonymous memory.
 //   blocks: a block is reachable when a root, or a reachable block, holds an
 //           aligned 8-byte word that points into it (its start or inside:
 //           C code keeps pointers to members, as LeakSanitizer assumes).
@@ -86,6 +90,7 @@ struct ExitScanResult {
   uint64_t heap_mappings = 0;    // glibc main arenas ([heap]) walked
   uint64_t thread_stacks = 0;    // threads' stacks found (their TLS scanned)
   uint64_t unseen_chunks = 0;    // blocks of the main arena the agent never saw
+  uint64_t main_arena = 0;       // where glibc's main arena's chunk pointers lie (0: not found)
 };
 
 ExitScanResult ScanReachable(pid_t pid, const std::vector<LiveBlock>& blocks,
@@ -103,8 +108,10 @@ std::vector<Mapping> ParseMaps(const std::string& text);
 // The blocks in use in glibc's main arena (heap: the [heap] mapping) that
 // are not live blocks (live_starts, ascending): each as the range of its
 // user memory. Chunks freed into a thread cache or a fast bin are not in
-// use. (Exposed for tests.)
+// use. *top, when given, gets the address of the arena's top chunk (the
+// free space its walk ends at), or 0. (Exposed for tests.)
 std::vector<std::pair<uint64_t, uint64_t>> UnseenChunks(pid_t pid, const Mapping& heap,
-                                                        const std::vector<uint64_t>& live_starts);
+                                                        const std::vector<uint64_t>& live_starts,
+                                                        uint64_t* top = nullptr);
 
 }  // namespace cgoheap::client

@@ -3,6 +3,7 @@
 #include <asm/prctl.h>
 #include <pthread.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cstring>
 
 #include "gtest/gtest.h"
+#include "tests/testing/test_util.h"
 
 namespace cgoheap::client {
 namespace {
@@ -127,6 +129,7 @@ TEST(ExitScanTest, RootsAreGlobalsThreadLocalStorageAndBlocksTheAgentNeverSaw) {
   EXPECT_EQ(reachable, "ABEFGIJK");
   EXPECT_EQ(lost, "CDH");
   EXPECT_GE(scan.unseen_chunks, 1u);
+  EXPECT_NE(scan.main_arena, 0u);
 #endif
   EXPECT_GE(scan.thread_stacks, 1u);
   EXPECT_GT(scan.root_bytes, 0u);
@@ -172,6 +175,117 @@ TEST(ExitScanTest, GlibcsPointerToTheNextChunkDoesNotHoldABlock) {
   ASSERT_TRUE(scan.done) << scan.skipped;
   ASSERT_EQ(scan.reachable.size(), 1u);
   EXPECT_FALSE(scan.reachable[0]);
+}
+
+// The argument a thread was started with lies in its descriptor
+// (struct pthread), beside the root its pthread keys' values are. A thread
+// that frees it and allocates again gets the same chunk back (cgo's new
+// threads do: the runtime frees their start record, and the thread's next
+// C call allocates): what it then drops is lost all the same.
+int g_arg_release[2];
+void* ThreadFreeingItsArgument(void* arg) {
+  const int report_fd = *static_cast<int*>(arg);
+  const volatile uint64_t freed = reinterpret_cast<uint64_t>(arg);
+  free(arg);
+  uint64_t r[4] = {reinterpret_cast<uint64_t>(malloc(sizeof(int))),  // lost
+                   reinterpret_cast<uint64_t>(malloc(40)), 0, 0};     // a key's value
+  pthread_key_t key;
+  if (pthread_key_create(&key, nullptr) != 0 ||
+      pthread_setspecific(key, reinterpret_cast<void*>(r[1])) != 0 ||
+      syscall(SYS_arch_prctl, ARCH_GET_FS, &r[2]) != 0) {
+    _exit(6);
+  }
+  r[3] = freed;
+  (void)!write(report_fd, r, sizeof r);
+  char c;
+  (void)!read(g_arg_release[0], &c, 1);
+  _exit(0);
+}
+
+TEST(ExitScanTest, TheArgumentAThreadWasStartedWithIsNoRoot) {
+  int report[2];
+  ASSERT_EQ(pipe(report), 0);
+  ASSERT_EQ(pipe(g_arg_release), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(report[0]);
+    close(g_arg_release[1]);
+    int* arg = static_cast<int*>(malloc(sizeof(int)));
+    *arg = report[1];
+    pthread_t t;
+    if (pthread_create(&t, nullptr, ThreadFreeingItsArgument, arg) != 0) _exit(3);
+    char c;
+    (void)!read(g_arg_release[0], &c, 1);
+    _exit(0);
+  }
+  close(report[1]);
+  close(g_arg_release[0]);
+  uint64_t r[4] = {};
+  ASSERT_EQ(read(report[0], r, sizeof r), static_cast<ssize_t>(sizeof r));
+  ExitScanResult scan = ScanReachable(pid, {{r[0], sizeof(int)}, {r[1], 40}}, {});
+  close(g_arg_release[1]);
+  int status;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(scan.done) << scan.skipped;
+  ASSERT_EQ(scan.reachable.size(), 2u);
+  EXPECT_FALSE(scan.reachable[0]) << "the lost block is held by the thread's argument";
+  EXPECT_TRUE(scan.reachable[1]) << "the thread's descriptor is no root any more";
+  EXPECT_EQ(scan.thread_stacks, 1u);
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's allocator does not hand a chunk back at once
+  EXPECT_EQ(r[0], r[3]) << "the test's premise: the thread's new block is its argument's chunk";
+#endif
+}
+
+// glibc's main arena remembers the chunk its latest split left over
+// (last_remainder) after that chunk is merged and handed out again: in a
+// block's middle then, as in tests/programs/remainder, where a 1,000-byte
+// block was split from a freed 4,000-byte one and freed into it again (its
+// thread cache full), and the whole chunk went to a block then dropped.
+TEST(ExitScanTest, GlibcsLastRemainderDoesNotHoldABlock) {
+  int out[2], in[2];
+  ASSERT_EQ(pipe(out), 0);
+  ASSERT_EQ(pipe(in), 0);
+  const std::string program = testing::Program("remainder");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    close(in[1]);
+    close(out[0]);
+    execl(program.c_str(), program.c_str(), nullptr);
+    _exit(127);
+  }
+  close(out[1]);
+  close(in[0]);
+  char line[64] = {};
+  const ssize_t n = read(out[0], line, sizeof line - 1);
+  unsigned long block = 0, tp = 0;
+  const bool started = n > 0 && sscanf(line, "%lx %lx", &block, &tp) == 2;
+  ExitScanResult scan;
+  uint64_t last_remainder = 0;
+  constexpr uint64_t kLarge = 4000;
+  if (started) {
+    ExitScanOptions opts;
+    opts.main_tp = tp;
+    scan = ScanReachable(pid, {{block, kLarge}}, opts);
+    iovec local{&last_remainder, 8}, remote{reinterpret_cast<void*>(scan.main_arena + 8), 8};
+    if (scan.main_arena == 0 || process_vm_readv(pid, &local, 1, &remote, 1, 0) != 8) {
+      last_remainder = 0;
+    }
+  }
+  close(in[1]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(started) << program << " exited " << WEXITSTATUS(status) << " (3: its premise failed)";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_TRUE(scan.done) << scan.skipped;
+  ASSERT_EQ(scan.reachable.size(), 1u);
+  EXPECT_FALSE(scan.reachable[0]);
+  ASSERT_NE(scan.main_arena, 0u) << "glibc's main arena was not found in libc's data";
+  EXPECT_GT(last_remainder, block) << "the premise: last_remainder points into the block";
+  EXPECT_LT(last_remainder, block + kLarge) << "the premise";
 }
 
 // glibc's arena as the walk reads it, built by hand in this process: the

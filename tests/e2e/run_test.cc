@@ -221,29 +221,12 @@ void ExpectLostAndReachable(const std::string& src, const Report& r) {
 // ("parked": the main thread's frames are then no root).
 TEST_P(CgoProgramTest, LostAndReachableAreToldApart) {
   const std::string src = ProgramSource("reachable");
-  // A stale word somewhere in the roots still makes a lost block look
-  // reachable now and then (docs/ARCHITECTURE.md, fact 15 (i): about one
-  // run in 300 under load, not yet found): a run whose split is off is run
-  // once more. An error that is not by chance fails both.
-  auto split_right = [](const Report& r) {
-    const double reachable[] = {0, 0, 64, 48, 11};
-    if (r.num_leaks() != 5) return false;
-    for (int i = 0; i < 5; ++i) {
-      if (Num(r.leak(i), "reachable_bytes") != reachable[i]) return false;
-    }
-    return true;
-  };
-  auto run = [&](const std::vector<std::string>& args) {
-    Report r = RunUnder(P("reachable"), args);
-    return split_right(r) ? r : RunUnder(P("reachable"), args);
-  };
   for (const std::vector<std::string>& args : {std::vector<std::string>{}, {"parked"}}) {
     SCOPED_TRACE(args.empty() ? "" : args[0]);
-    ExpectLostAndReachable(src, run(args));
+    ExpectLostAndReachable(src, RunUnder(P("reachable"), args));
   }
 
   Report lost = RunUnder(P("reachable"), {}, {"--lost"});
-  if (lost.num_leaks() != 2) lost = RunUnder(P("reachable"), {}, {"--lost"});
   ASSERT_EQ(lost.num_leaks(), 2) << lost.json;
   EXPECT_EQ(Num(lost.leak(0), "bytes"), 64);
   EXPECT_EQ(Num(lost.leak(1), "bytes"), 25);
@@ -256,9 +239,6 @@ TEST_P(CgoProgramTest, LostAndReachableAreToldApart) {
       "lost 48 bytes in 3 blocks, only lost blocks pointed to them; still reachable 123 bytes in 5 "
       "blocks";
   RunResult text = RunProcess({BinDir() + "/cgoheap", "run", "--", P("reachable")});
-  if (text.err.find(summary) == std::string::npos) {
-    text = RunProcess({BinDir() + "/cgoheap", "run", "--", P("reachable")});
-  }
   EXPECT_NE(text.err.find("64 bytes in 1 block never freed (3 of 5 leaks) [still reachable at exit]"),
             std::string::npos)
       << text.err;
@@ -1190,17 +1170,14 @@ TEST_P(CgoProgramTest, StrippedAndPositionIndependentBuildsGetTheSameFunctionsAn
     }
     return out;
   };
-  // Not scanned at exit: the leaks then come in the order of their bytes,
-  // whatever a stale word does to lost and reachable (fact 15 (i)).
-  const std::vector<std::string> unscanned = {"--exit-scan=false"};
-  Report full = RunUnder(P("seed_cmalloc"), {}, unscanned);
+  Report full = RunUnder(P("seed_cmalloc"));
   ASSERT_EQ(full.num_leaks(), 2);
   // -s -w; -buildmode=pie (before Go 1.26 its table is not a section of its
   // own, and moduledata's pointers are relocations); and both.
   for (const char* variant :
        {"seed_cmalloc_stripped", "seed_cmalloc_pie", "seed_cmalloc_pie_stripped"}) {
     SCOPED_TRACE(variant);
-    Report other = RunUnder(P(variant), {}, unscanned);
+    Report other = RunUnder(P(variant));
     ASSERT_EQ(other.num_leaks(), 2) << other.json;
     EXPECT_EQ(Num(other.doc, "unwind_failures"), 0);
     for (int i = 0; i < 2; ++i) {
