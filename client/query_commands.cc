@@ -131,7 +131,9 @@ int LeaksCommand(const std::vector<std::string>& args) {
              100000);
   flags.String("service", &service, "NAME", "only processes of this service");
   flags.String("process", &process, "ID", "only this process (an id from cgoheap ps)");
-  flags.Bool("all", &all, "include allocations of the Go runtime and the C library");
+  flags.Bool("all", &all,
+             "include allocations of the Go runtime and the C library, and what program images "
+             "held when replaced by exec");
   LostFlag(flags, &lost_only);
   flags.Bool("json", &json, "print one JSON document");
   auto rest = flags.Parse(args);
@@ -198,7 +200,9 @@ int PprofCommand(const std::vector<std::string>& args) {
   flags.String("process", &process, "ID", "only this process (an id from cgoheap ps)");
   flags.Bool("leaks", &leaks,
              "the leaks (growth and exit) instead of running processes' live C heap");
-  flags.Bool("all", &all, "include allocations of the Go runtime and the C library");
+  flags.Bool("all", &all,
+             "include allocations of the Go runtime and the C library, and what program images "
+             "held when replaced by exec");
   flags.Duration("ago", &ago,
                  "the live heap as it was this long ago (within cgoheapd's --leak-window), for "
                  "go tool pprof -diff_base",

@@ -260,6 +260,13 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
                     " allocated for the Go runtime and the C library itself are hidden; --all shows "
                     "them)\n");
   }
+  if (r.exec_hidden() > 0) {
+    absl::StrAppend(&out, p, " (", Plural(r.exec_hidden_bytes(), "byte", "bytes"), " in ",
+                    Plural(r.exec_hidden_blocks(), "block", "blocks"), " that ",
+                    Plural(r.exec_hidden(), "program", "programs"),
+                    " held when replaced by exec are hidden: the exec freed them, as an exit "
+                    "does; --all shows them)\n");
+  }
   if (r.dropped_events() > 0) {
     absl::StrAppend(&out, p, " WARNING: ", Thousands(r.dropped_events()),
                     " events were dropped because the forwarder fell behind: this report is "
@@ -352,7 +359,10 @@ std::string LeaksJson(const v1::LeaksResponse& r) {
                       ",\"not_scanned_reasons\":[", absl::StrJoin(why, ","), "]",
                       ",\"reachable_hidden\":", r.reachable_hidden(),
                       ",\"reachable_hidden_bytes\":", r.reachable_hidden_bytes(),
-                      ",\"reachable_hidden_blocks\":", r.reachable_hidden_blocks(), "}\n");
+                      ",\"reachable_hidden_blocks\":", r.reachable_hidden_blocks(),
+                      ",\"exec_hidden\":", r.exec_hidden(),
+                      ",\"exec_hidden_bytes\":", r.exec_hidden_bytes(),
+                      ",\"exec_hidden_blocks\":", r.exec_hidden_blocks(), "}\n");
 }
 
 // "handle (/src/main.go:16)": the user's frame of a stack, else the allocator's caller.

@@ -271,7 +271,9 @@ int RunCommand(const std::vector<std::string>& args) {
   flags.String("service", &service, "NAME", "service name (default $CGOHEAP_SERVICE or the program's name)");
   flags.Uint("sample-bytes", &sample_bytes, "N", "sample one allocation per N bytes on average (default 0: every allocation)",
              0, uint64_t{1} << 30);
-  flags.Bool("all", &all, "also report allocations of the Go runtime and the C library");
+  flags.Bool("all", &all,
+             "also report allocations of the Go runtime and the C library, and what program "
+             "images held when replaced by exec");
   LostFlag(flags, &lost_only);
   flags.Bool("exit-scan", &exit_scan,
              "stop the program at its exit (ptrace) and scan its memory to tell lost blocks from "

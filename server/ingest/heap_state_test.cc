@@ -159,6 +159,41 @@ TEST_F(HeapStateTest, ExitLeaksAreWhatIsLiveAtTheEnd) {
   EXPECT_EQ(state_->ListProcesses({}).processes(0).state(), "exited");
 }
 
+// A program image replaced by exec (a wrapper script's `exec "$@"`) held
+// its blocks until the exec freed them: they are no leak of the program run
+// after it, and are counted, not listed, unless all is asked for.
+TEST_F(HeapStateTest, WhatAnImageHeldWhenReplacedByExecIsCountedNotListed) {
+  Apply(0, Hello(1, "svc"));
+  Apply(1, Batch(1, {{true, 0x10, 100, kUserStack}, {true, 0x20, 50, kUserStack},
+                     {true, 0x30, 24, kRuntimeStack}},
+                  {UserStack(), RuntimeStack()}));
+  v1::AgentMessage exec;
+  exec.set_seq(2);
+  exec.mutable_end()->set_exec(true);
+  Apply(1, exec);
+  Apply(0, Hello(2, "svc"));  // the image after the exec
+  Apply(2, Batch(1, {{true, 0x40, 7, kUserStack}}));
+  Apply(2, End(2, 0));
+  v1::LeaksResponse r = Leaks();
+  ASSERT_EQ(r.leaks_size(), 1);
+  EXPECT_EQ(r.leaks(0).bytes(), 7u);
+  EXPECT_EQ(r.leaks(0).processes(), 1u);
+  EXPECT_EQ(r.processes(), 1u);
+  EXPECT_EQ(r.exec_hidden(), 1u);
+  EXPECT_EQ(r.exec_hidden_bytes(), 174u);
+  EXPECT_EQ(r.exec_hidden_blocks(), 3u);
+  EXPECT_EQ(r.hidden(), 0u) << "the runtime's block of the image exec replaced is not counted twice";
+  v1::LeaksResponse all = Leaks(true);
+  EXPECT_EQ(all.processes(), 2u);
+  EXPECT_EQ(all.exec_hidden(), 0u);
+  ASSERT_EQ(all.leaks_size(), 2);
+  EXPECT_EQ(all.leaks(0).bytes(), 157u);  // 150 + 7, one stack in both
+  EXPECT_EQ(all.leaks(0).processes(), 2u);
+  auto procs = state_->ListProcesses({});
+  ASSERT_EQ(procs.processes_size(), 2);
+  EXPECT_EQ(procs.processes(0).state(), "exec");
+}
+
 // What a forwarder's exit scan says is still pointed to is a client's claim:
 // taken for stacks live at the end, never beyond what is live there, and
 // kept across a restart. A stack reachable in every process is a leak

@@ -356,6 +356,12 @@ absl::StatusOr<Profile> LeaksProfile(const HeapState& state, const v1::ProfileRe
                          "the whole leak window in a running process"));
   SampledComment(w, max_rate, mixed);
   HiddenComment(w, leaks->hidden(), leaks->hidden_bytes());
+  if (leaks->exec_hidden() > 0) {
+    w.Comment(absl::StrCat("left out: what ", leaks->exec_hidden(), " program image",
+                           leaks->exec_hidden() == 1 ? "" : "s",
+                           " held when replaced by exec (", leaks->exec_hidden_bytes(),
+                           " bytes; the exec freed them); cgoheap pprof --all includes them"));
+  }
   if (leaks->omitted() > 0) {
     w.Comment(absl::StrCat("left out: the ", leaks->omitted(), " smallest leaks (",
                            leaks->omitted_bytes(), " bytes), past 100000"));

@@ -105,6 +105,17 @@ absl::StatusOr<v1::LeaksResponse> LeaksReport(const HeapState& state, const v1::
   v1::LeaksResponse resp;
   absl::Status st = state.ForEachProcess(*filter, [&](const HeapState::ProcessView& p) {
     const uint64_t rate = p.rec.hello().sample_bytes();
+    if (p.rec.ended() && p.rec.end().exec() && !req.all()) {
+      Estimate bytes, blocks;
+      for (const v1::StackTotal& e : p.rec.exit_leaks()) {
+        bytes += Estimate::Of(e.est_bytes());
+        blocks += Estimate::Of(e.est_blocks());
+      }
+      resp.set_exec_hidden(resp.exec_hidden() + 1);
+      resp.set_exec_hidden_bytes(resp.exec_hidden_bytes() + bytes.Rounded());
+      resp.set_exec_hidden_blocks(resp.exec_hidden_blocks() + blocks.Rounded());
+      return;
+    }
     resp.set_processes(resp.processes() + 1);
     resp.set_dropped_events(resp.dropped_events() + p.rec.dropped_events());
     resp.set_unwind_failures(resp.unwind_failures() + p.rec.unwind_failures());

@@ -221,6 +221,33 @@ TEST(PprofTest, TopShowsEachLeakAndNothingElse) {
       << "--all must add the runtime's allocations\n" << all_top.out;
 }
 
+// What a wrapper held when it exec'd the program is no leak of the
+// program's: left out of the profile, and the comments say so.
+TEST(PprofTest, WhatAnImageHeldWhenReplacedByExecIsLeftOutAndSaid) {
+  TempDir data, tmp;
+  Cgoheapd d(data.path());
+  RunResult run = Cli({"run", "--server=" + d.address(), "--service=wrapped", "--", "/bin/sh",
+                       "-c", "exec \"$0\"", Program("forks")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  for (bool all : {false, true}) {
+    SCOPED_TRACE(all ? "--all" : "");
+    const std::string file = tmp.path() + (all ? "/all.pb.gz" : "/leaks.pb.gz");
+    std::vector<std::string> argv = {"pprof", "--server=" + d.address(), "--leaks",
+                                     "--output=" + file};
+    if (all) argv.push_back("--all");
+    ASSERT_EQ(Cli(argv).exit_code, 0);
+    RunResult top = GoPprof({"-top", "-unit=B", "-nodefraction=0", file}, tmp.path());
+    ASSERT_EQ(top.exit_code, 0) << top.err;
+    const bool said = top.out.find("program image held when replaced by exec") != std::string::npos;
+    EXPECT_EQ(said, !all) << top.out;
+    // The program's one leak of 111 bytes, alone without --all.
+    EXPECT_EQ(top.out.find("Showing nodes accounting for 111B, 100% of 111B total") !=
+                  std::string::npos,
+              !all)
+        << top.out;
+  }
+}
+
 TEST(PprofTest, WebUiDrawsTheFlameGraph) {
   TempDir data, tmp;
   Cgoheapd d(data.path());

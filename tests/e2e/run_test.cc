@@ -940,6 +940,33 @@ TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
   EXPECT_EQ(both.err.find("without being followed"), std::string::npos) << both.err;
 }
 
+// A wrapper that execs the program (`exec "$@"`): what the wrapper held
+// then, the exec freed; the report is the program's, and says how much of
+// the wrapper's it leaves out (--all shows it, as a process of its own).
+TEST(RunTest, WhatAWrapperHeldWhenItExecdTheProgramIsNotItsLeak) {
+  const std::vector<std::string> wrapper = {"-c", "exec \"$0\"", Program("forks")};
+  Report r = RunUnder("/bin/sh", wrapper);
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  ASSERT_EQ(r.num_leaks(), 1) << r.json;
+  EXPECT_EQ(Num(r.leak(0), "bytes"), 111) << r.json;
+  EXPECT_EQ(Num(r.doc, "processes"), 1) << r.json;
+  EXPECT_EQ(Num(r.doc, "exec_hidden"), 1) << r.json;
+  EXPECT_GT(Num(r.doc, "exec_hidden_blocks"), 0) << r.json;
+  EXPECT_GT(Num(r.doc, "exec_hidden_bytes"), Num(r.doc, "exec_hidden_blocks")) << r.json;
+  Report all = RunUnder("/bin/sh", wrapper, {"--all"});
+  EXPECT_EQ(Num(all.doc, "processes"), 2) << all.json;
+  EXPECT_EQ(Num(all.doc, "exec_hidden"), 0) << all.json;
+  EXPECT_GT(all.num_leaks(), 1) << all.json;
+  std::vector<std::string> argv = {BinDir() + "/cgoheap", "run", "--", "/bin/sh"};
+  argv.insert(argv.end(), wrapper.begin(), wrapper.end());
+  RunResult text = RunProcess(argv);
+  EXPECT_NE(text.err.find("that 1 program held when replaced by exec are hidden: the exec freed "
+                          "them, as an exit does; --all shows them)"),
+            std::string::npos)
+      << text.err;
+  EXPECT_EQ(text.err.find("across"), std::string::npos) << text.err;
+}
+
 // Sizes of 2^63 and more (a negative length, an overflowed calloc product)
 // fail in the real allocator; they must not stop the thread's later
 // allocations from being recorded (the countdown the fast paths compare
