@@ -336,9 +336,11 @@ std::vector<std::pair<uint64_t, uint64_t>> Without(
   std::sort(holes.begin(), holes.end());
   std::vector<std::pair<uint64_t, uint64_t>> out;
   out.reserve(ranges.size() + holes.size());
-  for (auto [from, to] : ranges) {
+  for (const auto& range : ranges) {
+    uint64_t from = range.first;
+    const uint64_t to = range.second;
     auto it = std::partition_point(holes.begin(), holes.end(),
-                                   [&](const auto& h) { return h.second <= from; });
+                                   [from](const auto& h) { return h.second <= from; });
     for (; it != holes.end() && it->first < to; ++it) {
       if (from < it->first) out.emplace_back(from, it->first);
       from = std::max(from, it->second);
