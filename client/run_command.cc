@@ -547,8 +547,9 @@ int RunCommand(const std::vector<std::string>& args) {
     req.set_limit(100000);  // one run's report: every leak
     if (data_dir.empty() || ids.empty()) {
       // a fresh store holds this run only
-    } else if (ids.size() == 1) {
-      req.set_process_id(ids[0]);
+    } else {
+      // the store keeps earlier runs: this run's processes only
+      for (const std::string& id : ids) req.add_process_ids(id);
     }
     v1::LeaksResponse resp;
     grpc::ClientContext ctx;

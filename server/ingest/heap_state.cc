@@ -681,13 +681,19 @@ absl::Status HeapState::ForEachProcess(const ProcessFilter& filter,
   std::vector<std::pair<uint64_t, std::shared_ptr<Process>>> chosen;
   {
     absl::MutexLock lock(&mu_);
-    if (filter.process_id != 0) {
-      auto it = procs_.find(filter.process_id);
-      if (it == procs_.end()) {
-        return absl::NotFoundError(absl::StrCat("no process ", FormatProcessId(filter.process_id),
-                                                " on this server: `cgoheap ps` lists them"));
+    if (filter.process_id != 0 || !filter.process_ids.empty()) {
+      std::vector<uint64_t> ids = filter.process_ids;
+      if (filter.process_id != 0) ids.push_back(filter.process_id);
+      std::sort(ids.begin(), ids.end());
+      ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+      for (uint64_t id : ids) {
+        auto it = procs_.find(id);
+        if (it == procs_.end()) {
+          return absl::NotFoundError(absl::StrCat("no process ", FormatProcessId(id),
+                                                  " on this server: `cgoheap ps` lists them"));
+        }
+        chosen.emplace_back(*it);
       }
-      chosen.emplace_back(*it);
     } else {
       chosen.assign(procs_.begin(), procs_.end());
     }

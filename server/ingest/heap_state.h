@@ -94,6 +94,7 @@ class HeapState {
   struct ProcessFilter {
     std::string service;      // "": every service
     uint64_t process_id = 0;  // 0: every process
+    std::vector<uint64_t> process_ids = {};  // and these too (with process_id 0: only these)
   };
 
   struct Options {

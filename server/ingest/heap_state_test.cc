@@ -192,6 +192,24 @@ TEST_F(HeapStateTest, WhatAnImageHeldWhenReplacedByExecIsCountedNotListed) {
   auto procs = state_->ListProcesses({});
   ASSERT_EQ(procs.processes_size(), 2);
   EXPECT_EQ(procs.processes(0).state(), "exec");
+
+  // A run's own processes, in a store that keeps others (cgoheap run --data).
+  Apply(0, Hello(3, "svc"));
+  Apply(3, Batch(1, {{true, 0x50, 9, kUserStack}}));
+  Apply(3, End(2, 0));
+  v1::LeaksRequest run;
+  run.add_process_ids(HeapState::FormatProcessId(1));
+  run.add_process_ids(HeapState::FormatProcessId(2));
+  absl::StatusOr<v1::LeaksResponse> own = LeaksReport(*state_, run);
+  ASSERT_TRUE(own.ok()) << own.status();
+  ASSERT_EQ(own->leaks_size(), 1);
+  EXPECT_EQ(own->leaks(0).bytes(), 7u) << "process 3's 9 bytes are another run's";
+  EXPECT_EQ(own->exec_hidden(), 1u);
+  EXPECT_EQ(LeaksReport(*state_, {})->leaks(0).bytes(), 16u) << "without ids: every process";
+  run.add_process_ids(HeapState::FormatProcessId(4));
+  EXPECT_TRUE(absl::IsNotFound(LeaksReport(*state_, run).status()));
+  run.add_process_ids("not hex");
+  EXPECT_TRUE(absl::IsInvalidArgument(LeaksReport(*state_, run).status()));
 }
 
 // What a forwarder's exit scan says is still pointed to is a client's claim:

@@ -100,6 +100,12 @@ absl::StatusOr<HeapState::ProcessFilter> FilterOf(const std::string& service,
 absl::StatusOr<v1::LeaksResponse> LeaksReport(const HeapState& state, const v1::LeaksRequest& req) {
   absl::StatusOr<HeapState::ProcessFilter> filter = FilterOf(req.service(), req.process_id());
   if (!filter.ok()) return filter.status();
+  for (const std::string& id : req.process_ids()) {
+    absl::StatusOr<HeapState::ProcessFilter> one = FilterOf("", id);
+    if (!one.ok()) return one.status();
+    if (one->process_id == 0) continue;  // ""
+    filter->process_ids.push_back(one->process_id);
+  }
   absl::flat_hash_map<uint64_t, LeakGroup> groups;   // exit leaks, by stack
   absl::flat_hash_map<uint64_t, LeakGroup> growing;  // growth leaks, by stack
   v1::LeaksResponse resp;

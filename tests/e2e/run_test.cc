@@ -965,6 +965,18 @@ TEST(RunTest, WhatAWrapperHeldWhenItExecdTheProgramIsNotItsLeak) {
             std::string::npos)
       << text.err;
   EXPECT_EQ(text.err.find("across"), std::string::npos) << text.err;
+
+  // A store kept across runs (--data): each run's report is of its own
+  // processes only, however many it had (here two: the shell, the program).
+  TempDir data;
+  for (int run = 0; run < 2; ++run) {
+    SCOPED_TRACE("run " + std::to_string(run + 1) + " into one --data store");
+    Report kept = RunUnder("/bin/sh", wrapper, {"--data=" + data.path()});
+    ASSERT_EQ(kept.num_leaks(), 1) << kept.json;
+    EXPECT_EQ(Num(kept.leak(0), "processes"), 1) << kept.json;
+    EXPECT_EQ(Num(kept.doc, "processes"), 1) << kept.json;
+    EXPECT_EQ(Num(kept.doc, "exec_hidden"), 1) << kept.json;
+  }
 }
 
 // Sizes of 2^63 and more (a negative length, an overflowed calloc product)
