@@ -89,7 +89,8 @@ TEST(ServerTest, RunWithServerPointsToTheQueryThatSeesEverything) {
             "\"unwind_failures\":0,\"go_crossing_unknown\":0,\"damaged_rings\":0,"
             "\"foreign_allocator\":0,\"foreign_allocator_functions\":[],\"scanned\":0,"
             "\"not_scanned\":0,\"not_scanned_reasons\":[],\"reachable_hidden\":0,"
-            "\"reachable_hidden_bytes\":0,\"reachable_hidden_blocks\":0}\n");
+            "\"reachable_hidden_bytes\":0,\"reachable_hidden_blocks\":0,\"exec_hidden\":0,"
+            "\"exec_hidden_bytes\":0,\"exec_hidden_blocks\":0}\n");
 }
 
 TEST(ServerTest, FleetGroupsTheSameStackAcrossProcesses) {
