@@ -247,6 +247,13 @@ uint64_t FindThreadDescriptor(pid_t pid, const Mapping& m) {
   return 0;
 }
 
+// glibc's C library (libc.so.6; libc-2.N.so before 2.34), by its path.
+std::string_view BaseName(std::string_view path) { return path.substr(path.rfind('/') + 1); }
+bool IsLibc(std::string_view path) {
+  return path.starts_with("/") &&
+         (BaseName(path).starts_with("libc.so") || BaseName(path).starts_with("libc-"));
+}
+
 // Where, in glibc's thread descriptor (struct pthread), the argument that
 // pthread_create passed to the thread's function lies, or 0 when unknown.
 // That word is no root: the function owns its argument and often frees it
@@ -260,19 +267,11 @@ uint64_t FindThreadDescriptor(pid_t pid, const Mapping& m) {
 // glibc exports for debuggers (_thread_db_pthread_start_routine in libc.so,
 // libpthread.so before 2.34: {bits, count, offset}); the argument is the
 // word after the start routine, in every glibc since NPTL.
-std::string_view BaseName(std::string_view path) { return path.substr(path.rfind('/') + 1); }
-bool IsLibc(std::string_view path) {
-  return path.starts_with("/") &&
-         (BaseName(path).starts_with("libc.so") || BaseName(path).starts_with("libc-"));
-}
-
 uint64_t ThreadArgOffset(const std::vector<Mapping>& maps) {
   std::string tried;
   for (const Mapping& m : maps) {
-    if (m.path == tried ||
-        !(IsLibc(m.path) || (m.path.starts_with("/") && BaseName(m.path).starts_with("libpthread")))) {
-      continue;
-    }
+    const bool libpthread = m.path.starts_with("/") && BaseName(m.path).starts_with("libpthread");
+    if (m.path == tried || !(IsLibc(m.path) || libpthread)) continue;
     tried = m.path;
     ElfImage elf;
     uint64_t value = 0, size = 0;
@@ -442,6 +441,15 @@ std::vector<Mapping> ParseMaps(const std::string& text) {
     m.write = perms[1] == 'w';
     m.inode = inode;
     if (path_at > 0 && static_cast<size_t>(path_at) <= line.size()) m.path = line.substr(path_at);
+    // The kernel may split [heap] in two mappings alike (seen in a test's
+    // child forked from a process that had run many threads): the walk of
+    // its chunks needs it whole.
+    if (Mapping* prev = out.empty() ? nullptr : &out.back();
+        prev != nullptr && m.path == "[heap]" && prev->path == "[heap]" && prev->end == m.start &&
+        prev->read == m.read && prev->write == m.write) {
+      prev->end = m.end;
+      continue;
+    }
     out.push_back(std::move(m));
   }
   return out;

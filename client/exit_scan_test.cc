@@ -231,7 +231,9 @@ TEST(ExitScanTest, TheArgumentAThreadWasStartedWithIsNoRoot) {
   ASSERT_EQ(scan.reachable.size(), 2u);
   EXPECT_FALSE(scan.reachable[0]) << "the lost block is held by the thread's argument";
   EXPECT_TRUE(scan.reachable[1]) << "the thread's descriptor is no root any more";
-  EXPECT_EQ(scan.thread_stacks, 1u);
+  // (The stacks of the threads this test process had before the fork, each
+  // with its descriptor, are in the child's memory too.)
+  EXPECT_GE(scan.thread_stacks, 1u);
 #if !defined(__SANITIZE_ADDRESS__)  // ASan's allocator does not hand a chunk back at once
   EXPECT_EQ(r[0], r[3]) << "the test's premise: the thread's new block is its argument's chunk";
 #endif
@@ -278,7 +280,8 @@ TEST(ExitScanTest, GlibcsLastRemainderDoesNotHoldABlock) {
   close(in[1]);
   int status = 0;
   waitpid(pid, &status, 0);
-  ASSERT_TRUE(started) << program << " exited " << WEXITSTATUS(status) << " (3: its premise failed)";
+  ASSERT_TRUE(started) << program << " exited " << WEXITSTATUS(status)
+                       << " (3: its premise failed)";
   EXPECT_EQ(WEXITSTATUS(status), 0);
   ASSERT_TRUE(scan.done) << scan.skipped;
   ASSERT_EQ(scan.reachable.size(), 1u);
@@ -341,8 +344,17 @@ TEST(ExitScanTest, MapsLinesAreRead) {
       "00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/my prog\n"
       "7f0000000000-7f0000021000 rw-p 00000000 00:00 0 \n"
       "7ffd6e2a2000-7ffd6e2c3000 rw-p 00000000 00:00 0                          [stack]\n"
-      "garbage\n");
-  ASSERT_EQ(m.size(), 3u);
+      "garbage\n"
+      // [heap] in two mappings alike is one; not when they differ.
+      "55f000000000-55f000240000 rw-p 00000000 00:00 0                          [heap]\n"
+      "55f000240000-55f0002bf000 rw-p 00000000 00:00 0                          [heap]\n"
+      "55f0002bf000-55f0002c0000 r--p 00000000 00:00 0                          [heap]\n");
+  ASSERT_EQ(m.size(), 5u);
+  EXPECT_EQ(m[3].path, "[heap]");
+  EXPECT_EQ(m[3].start, 0x55f000000000u);
+  EXPECT_EQ(m[3].end, 0x55f0002bf000u);
+  EXPECT_EQ(m[4].start, 0x55f0002bf000u);
+  EXPECT_FALSE(m[4].write);
   EXPECT_EQ(m[0].start, 0x400000u);
   EXPECT_EQ(m[0].end, 0x452000u);
   EXPECT_TRUE(m[0].read);

@@ -182,7 +182,7 @@ TEST_F(HeapStateTest, WhatAnImageHeldWhenReplacedByExecIsCountedNotListed) {
   EXPECT_EQ(r.exec_hidden(), 1u);
   EXPECT_EQ(r.exec_hidden_bytes(), 174u);
   EXPECT_EQ(r.exec_hidden_blocks(), 3u);
-  EXPECT_EQ(r.hidden(), 0u) << "the runtime's block of the image exec replaced is not counted twice";
+  EXPECT_EQ(r.hidden(), 0u) << "the runtime's block of the replaced image is not counted twice";
   v1::LeaksResponse all = Leaks(true);
   EXPECT_EQ(all.processes(), 2u);
   EXPECT_EQ(all.exec_hidden(), 0u);
