@@ -254,39 +254,95 @@ bool IsLibc(std::string_view path) {
          (BaseName(path).starts_with("libc.so") || BaseName(path).starts_with("libc-"));
 }
 
-// Where, in glibc's thread descriptor (struct pthread), the argument that
-// pthread_create passed to the thread's function lies, or 0 when unknown.
-// That word is no root: the function owns its argument and often frees it
-// at once (cgo's runtime frees the thread-start record its new threads get,
-// as thread pools free their tasks), and glibc's allocator soon hands the
-// chunk out again: with it a root, a lost 5-byte C string the next cgo call
-// allocated in that chunk looked still reachable (1 run in about 300 of a
-// small Go program). A block the function still uses lives in its frames,
-// which are no root either (threads other than the main one are dying).
-// The offset comes from libthread_db's description of the descriptor that
-// glibc exports for debuggers (_thread_db_pthread_start_routine in libc.so,
-// libpthread.so before 2.34: {bits, count, offset}); the argument is the
-// word after the start routine, in every glibc since NPTL.
-uint64_t ThreadArgOffset(const std::vector<Mapping>& maps) {
+// A field's place as glibc describes it for libthread_db (nptl_db's
+// db_desc_t, exported by libc.so, by libpthread.so before 2.34:
+// {size in bits, count, offset}), read from the library's file; nullopt
+// when it has no such description, or one of another size.
+std::optional<uint32_t> DbFieldOffset(const ElfImage& elf, const char* name, uint32_t bits) {
+  uint64_t value = 0, size = 0;
+  ElfSection section;
+  uint32_t desc[3] = {};
+  if (!elf.FindSymbol(name, &value, &size) || size != sizeof desc ||
+      !elf.SectionAt(value, &section) || section.data == nullptr ||
+      section.size < sizeof desc || value - section.addr > section.size - sizeof desc) {
+    return std::nullopt;
+  }
+  memcpy(desc, section.data + (value - section.addr), sizeof desc);
+  if (desc[0] != bits || desc[1] != 1 || desc[2] % 8 != 0 || desc[2] >= (1u << 20)) {
+    return std::nullopt;
+  }
+  return desc[2];
+}
+
+// Appends the nodes of the circular list (list_t: next, prev) at head, less
+// link (where the list runs through each node). False when it cannot be
+// read whole.
+bool WalkList(pid_t pid, uint64_t head, uint64_t link, std::vector<uint64_t>* out) {
+  uint64_t node = 0;
+  if (ReadRemote(pid, head, reinterpret_cast<char*>(&node), 8) != 8) return false;
+  for (int steps = 0; node != head; ++steps) {
+    if (steps > (1 << 16) || node % 8 != 0 || node < link) return false;
+    out->push_back(node - link);
+    if (ReadRemote(pid, node, reinterpret_cast<char*>(&node), 8) != 8) return false;
+  }
+  return true;
+}
+
+// What the scan needs to know of glibc's threads, from the descriptions
+// glibc exports for debuggers (libthread_db's):
+// - arg_offset: where, in a thread's descriptor (struct pthread), the
+//   argument pthread_create passed to its function lies (0: unknown). That
+//   word is no root: the function owns its argument and often frees it at
+//   once (cgo's runtime frees the thread-start record its new threads get,
+//   as thread pools free their tasks), and glibc's allocator soon hands the
+//   chunk out again: with it a root, a lost 5-byte C string the next cgo
+//   call allocated in that chunk looked still reachable (1 run in about
+//   300 of a small Go program). A block the function still uses lives in
+//   its frames, which are no root either. The argument is the word after
+//   the start routine (_thread_db_pthread_start_routine) in every glibc.
+// - live: the descriptors of the threads not yet gone (sorted; known says
+//   whether it could be read). A thread that ended leaves its stack in
+//   glibc's cache, its descriptor and static TLS at the top holding what
+//   they held: no root. glibc 2.34 and later keep the stacks in use on two
+//   lists in the loader's _rtld_global (_dl_stack_used, _dl_stack_user, the
+//   main thread's there), which libc's __nptl_rtld_global points to; a
+//   process's other threads are still on them while it exits (they are
+//   killed, not ended). Before 2.34 the lists are libpthread's own: unknown.
+struct GlibcThreads {
+  uint64_t arg_offset = 0;
+  bool known = false;
+  std::vector<uint64_t> live;
+};
+GlibcThreads ReadGlibcThreads(pid_t pid, const std::vector<Mapping>& maps) {
+  GlibcThreads out;
   std::string tried;
   for (const Mapping& m : maps) {
     const bool libpthread = m.path.starts_with("/") && BaseName(m.path).starts_with("libpthread");
     if (m.path == tried || !(IsLibc(m.path) || libpthread)) continue;
     tried = m.path;
     ElfImage elf;
-    uint64_t value = 0, size = 0;
-    ElfSection section;
-    uint32_t desc[3] = {};
-    if (!elf.Open(m.path.c_str()) ||
-        !elf.FindSymbol("_thread_db_pthread_start_routine", &value, &size) ||
-        size != sizeof desc || !elf.SectionAt(value, &section) || section.data == nullptr ||
-        section.size < sizeof desc || value - section.addr > section.size - sizeof desc) {
-      continue;
+    if (!elf.Open(m.path.c_str())) continue;
+    if (auto start = DbFieldOffset(elf, "_thread_db_pthread_start_routine", 64);
+        start && *start < 4096 && out.arg_offset == 0) {
+      out.arg_offset = *start + 8;
     }
-    memcpy(desc, section.data + (value - section.addr), sizeof desc);
-    if (desc[0] == 64 && desc[1] == 1 && desc[2] % 8 == 0 && desc[2] < 4096) return desc[2] + 8;
+    auto used = DbFieldOffset(elf, "_thread_db_rtld_global__dl_stack_used", 128);
+    auto user = DbFieldOffset(elf, "_thread_db_rtld_global__dl_stack_user", 128);
+    auto link = DbFieldOffset(elf, "_thread_db_pthread_list", 128);
+    uint64_t var = 0, var_size = 0, rtld = 0;
+    // The library's first mapping (offset 0) is where its addresses start.
+    if (!out.known && used && user && link && m.offset == 0 && elf.IsSharedObject() &&
+        elf.FindSymbol("__nptl_rtld_global", &var, &var_size) && var_size == 8 &&
+        ReadRemote(pid, m.start + var, reinterpret_cast<char*>(&rtld), 8) == 8 && rtld != 0) {
+      std::vector<uint64_t> live;
+      if (WalkList(pid, rtld + *used, *link, &live) && WalkList(pid, rtld + *user, *link, &live)) {
+        std::sort(live.begin(), live.end());
+        out.live = std::move(live);
+        out.known = true;
+      }
+    }
   }
-  return 0;
+  return out;
 }
 
 // glibc's main arena (struct malloc_state, in libc's data) keeps, after
@@ -440,6 +496,7 @@ std::vector<Mapping> ParseMaps(const std::string& text) {
     m.read = perms[0] == 'r';
     m.write = perms[1] == 'w';
     m.inode = inode;
+    m.offset = offset;
     if (path_at > 0 && static_cast<size_t>(path_at) <= line.size()) m.path = line.substr(path_at);
     // The kernel may split [heap] in two mappings alike (seen in a test's
     // child forked from a process that had run many threads): the walk of
@@ -490,7 +547,7 @@ ExitScanResult ScanReachable(pid_t pid, const std::vector<LiveBlock>& blocks,
   const Mapping* main_heap = nullptr;
   uint64_t top = 0;
   const uint64_t tls_below = options.main_tp != 0 ? StaticTlsBelow(pid, options.main_tp) : 0;
-  const uint64_t arg_offset = ThreadArgOffset(maps);
+  const GlibcThreads threads = ReadGlibcThreads(pid, maps);
   for (size_t k = 0; k < maps.size(); ++k) {
     const Mapping& m = maps[k];
     if (!m.read || !m.write) continue;  // code, read-only data, reserved space
@@ -523,10 +580,16 @@ ExitScanResult ScanReachable(pid_t pid, const std::vector<LiveBlock>& blocks,
       // A thread's stack above its guard page, its descriptor at the top:
       // only the static TLS and the descriptor count (but for the argument
       // its function was started with).
-      if (uint64_t tp = FindThreadDescriptor(pid, m); tp != 0) {
+      if (uint64_t tp = FindThreadDescriptor(pid, m); tp == 0) {
+        // not a thread's stack
+      } else if (threads.known && !std::binary_search(threads.live.begin(), threads.live.end(), tp)) {
+        ++r.ended_threads;  // in glibc's cache of stacks
+      } else {
         ++r.thread_stacks;
         roots.emplace_back(std::max(m.start, tp - std::min(tls_below, tp)), m.end);
-        if (arg_offset != 0) holes.emplace_back(tp + arg_offset, tp + arg_offset + 8);
+        if (threads.arg_offset != 0) {
+          holes.emplace_back(tp + threads.arg_offset, tp + threads.arg_offset + 8);
+        }
       }
     }
     // Other anonymous memory is no root: glibc's thread arenas and large

@@ -12,7 +12,9 @@
 //             data beside it, and each other thread's static TLS and
 //             descriptor (pthread keys' values) at the top of its stack,
 //             but for the argument its function was started with (often
-//             freed at once, its chunk soon another block);
+//             freed at once, its chunk soon another block); only threads
+//             not yet gone (glibc's lists of stacks in use), not those
+//             whose stacks glibc keeps cached after they ended;
 //           - the main thread's stack from its stack pointer up, when it
 //             ended the process itself or was running (a C program's
 //             main() called exit with its locals there); not when another
@@ -89,6 +91,7 @@ struct ExitScanResult {
   uint64_t block_bytes = 0;      // memory of reachable blocks read
   uint64_t heap_mappings = 0;    // glibc main arenas ([heap]) walked
   uint64_t thread_stacks = 0;    // threads' stacks found (their TLS scanned)
+  uint64_t ended_threads = 0;    // stacks of threads that had ended (glibc's cache): no root
   uint64_t unseen_chunks = 0;    // blocks of the main arena the agent never saw
   uint64_t main_arena = 0;       // where glibc's main arena's chunk pointers lie (0: not found)
 };
@@ -101,6 +104,7 @@ struct Mapping {
   uint64_t start = 0, end = 0;
   bool read = false, write = false;
   uint64_t inode = 0;
+  uint64_t offset = 0;  // in the file
   std::string path;  // "" for anonymous memory
 };
 std::vector<Mapping> ParseMaps(const std::string& text);
