@@ -138,25 +138,23 @@ TEST(ExitScanTest, RootsAreGlobalsThreadLocalStorageAndBlocksTheAgentNeverSaw) {
   EXPECT_TRUE(stopped.reachable.empty());
 }
 
-// A block of n bytes, n mod 16 from 1 to 8, ends 8 bytes or less past the
-// start of the chunk after it; glibc's arena (in libc's data, a root) holds
-// that start when the next chunk is the arena's top. Such a block, pointed
-// to by nothing of the program's, is lost (it looked still reachable: a
-// C string allocated last on the main thread did).
-TEST(ExitScanTest, GlibcsPointerToTheNextChunkDoesNotHoldABlock) {
+// Forks a child that makes one block of size bytes (make_block), then
+// waits at its "exit"; scans it with its thread pointer as the main one's.
+struct OneBlockScan {
+  uint64_t address = 0;
+  ExitScanResult scan;
+};
+OneBlockScan ScanAChildsBlock(size_t size, void* (*make_block)(size_t)) {
+  OneBlockScan out;
   int report[2], release[2];
-  ASSERT_EQ(pipe(report), 0);
-  ASSERT_EQ(pipe(release), 0);
-  // Too large for any bin of this process's arena, under the mmap
-  // threshold: cut from the top, which then begins 8 bytes before its end.
-  constexpr size_t kSize = 120008;
+  if (pipe(report) != 0 || pipe(release) != 0) return out;
   pid_t pid = fork();
-  ASSERT_GE(pid, 0);
+  if (pid < 0) return out;
   if (pid == 0) {
     close(report[0]);
     close(release[1]);
-    uint64_t r[2] = {reinterpret_cast<uint64_t>(malloc(kSize)), 0};
-    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &r[1]) != 0) _exit(5);
+    uint64_t r[2] = {reinterpret_cast<uint64_t>(make_block(size)), 0};
+    if (r[0] == 0 || syscall(SYS_arch_prctl, ARCH_GET_FS, &r[1]) != 0) _exit(5);
     (void)!write(report[1], r, sizeof r);
     char c;
     (void)!read(release[0], &c, 1);
@@ -165,16 +163,31 @@ TEST(ExitScanTest, GlibcsPointerToTheNextChunkDoesNotHoldABlock) {
   close(report[1]);
   close(release[0]);
   uint64_t r[2] = {};
-  ASSERT_EQ(read(report[0], r, sizeof r), static_cast<ssize_t>(sizeof r));
-  ExitScanOptions opts;
-  opts.main_tp = r[1];
-  ExitScanResult scan = ScanReachable(pid, {{r[0], kSize}}, opts);
+  if (read(report[0], r, sizeof r) == static_cast<ssize_t>(sizeof r)) {
+    ExitScanOptions opts;
+    opts.main_tp = r[1];
+    out.address = r[0];
+    out.scan = ScanReachable(pid, {{r[0], size}}, opts);
+  }
+  close(report[0]);
   close(release[1]);
   int status;
   waitpid(pid, &status, 0);
-  ASSERT_TRUE(scan.done) << scan.skipped;
-  ASSERT_EQ(scan.reachable.size(), 1u);
-  EXPECT_FALSE(scan.reachable[0]);
+  return out;
+}
+
+// A block of n bytes, n mod 16 from 1 to 8, ends 8 bytes or less past the
+// start of the chunk after it; glibc's arena (in libc's data, a root) holds
+// that start when the next chunk is the arena's top. Such a block, pointed
+// to by nothing of the program's, is lost (it looked still reachable: a
+// C string allocated last on the main thread did).
+TEST(ExitScanTest, GlibcsPointerToTheNextChunkDoesNotHoldABlock) {
+  // Too large for any bin of this process's arena, under the mmap
+  // threshold: cut from the top, which then begins 8 bytes before its end.
+  OneBlockScan r = ScanAChildsBlock(120008, [](size_t size) { return malloc(size); });
+  ASSERT_TRUE(r.scan.done) << r.scan.skipped;
+  ASSERT_EQ(r.scan.reachable.size(), 1u);
+  EXPECT_FALSE(r.scan.reachable[0]);
 }
 
 // The argument a thread was started with lies in its descriptor
@@ -248,42 +261,18 @@ void* ThreadThatEnds(void* block) {
 }
 
 TEST(ExitScanTest, TheStacksOfThreadsThatEndedAreNoRoots) {
-  int report[2], release[2];
-  ASSERT_EQ(pipe(report), 0);
-  ASSERT_EQ(pipe(release), 0);
-  constexpr size_t kSize = 56;
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    close(report[0]);
-    close(release[1]);
-    void* block = malloc(kSize);
+  OneBlockScan r = ScanAChildsBlock(56, [](size_t size) {
+    void* block = malloc(size);
     pthread_t t;
     if (pthread_create(&t, nullptr, ThreadThatEnds, block) != 0 || pthread_join(t, nullptr) != 0) {
       _exit(3);
     }
-    uint64_t r[2] = {reinterpret_cast<uint64_t>(block), 0};
-    block = nullptr;
-    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &r[1]) != 0) _exit(5);
-    (void)!write(report[1], r, sizeof r);
-    char c;
-    (void)!read(release[0], &c, 1);
-    _exit(0);
-  }
-  close(report[1]);
-  close(release[0]);
-  uint64_t r[2] = {};
-  ASSERT_EQ(read(report[0], r, sizeof r), static_cast<ssize_t>(sizeof r));
-  ExitScanOptions opts;
-  opts.main_tp = r[1];
-  ExitScanResult scan = ScanReachable(pid, {{r[0], kSize}}, opts);
-  close(release[1]);
-  int status;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(scan.done) << scan.skipped;
-  ASSERT_EQ(scan.reachable.size(), 1u);
-  EXPECT_FALSE(scan.reachable[0]) << "held only by the TLS of a thread that ended";
-  EXPECT_GE(scan.ended_threads, 1u);
+    return block;
+  });
+  ASSERT_TRUE(r.scan.done) << r.scan.skipped;
+  ASSERT_EQ(r.scan.reachable.size(), 1u);
+  EXPECT_FALSE(r.scan.reachable[0]) << "held only by the TLS of a thread that ended";
+  EXPECT_GE(r.scan.ended_threads, 1u);
 }
 
 // glibc's main arena remembers the chunk its latest split left over
