@@ -145,10 +145,12 @@ class Marker {
   // A chunk is its block plus 8 bytes rounded up to 16 (at least 32), and a
   // block may use the first 8 bytes of the next chunk's header: so a block
   // of n bytes whose n mod 16 is 1 to 8 ends just past the next chunk's
-  // address. glibc's own pointers to that chunk (the arena's top and its
-  // bins, in libc's data, a root) are not the program's: with them, a
-  // 17-byte block allocated last on the main thread looked still
-  // reachable. Taken for one only when the block's own size word (the 8
+  // address. glibc's own pointers to that chunk (the main arena's top,
+  // bins and fast bins, in libc's data) are not the program's: with them,
+  // a 17-byte block allocated last on the main thread looked still
+  // reachable. Once the arena is found its top and bins are no root
+  // (FindMainArena); this covers its fast bins, and an arena not found.
+  // Taken for one only when the block's own size word (the 8
   // bytes before it) says its chunk ends exactly there; a program's own
   // pointer to that very byte of such a block is not counted (valgrind
   // and LeakSanitizer, with allocators of their own, do not need this).
