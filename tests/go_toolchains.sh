@@ -11,7 +11,8 @@
 # are. Each other RELEASE named (default: 1.24 1.25 1.26 1.27) that none of
 # those provides ("none": fetch nothing) is fetched as the go command fetches toolchains for
 # GOTOOLCHAIN=go1.N.M: from the Go module proxy, as module
-# golang.org/toolchain, into CACHE_DIR. A release the proxy does not serve
+# golang.org/toolchain, into CACHE_DIR; with no answer from the proxy, the
+# newest one fetched into CACHE_DIR before is used. A release neither gives
 # is said on stderr and skipped: that is not a failure.
 set -uo pipefail
 cache=${1:?usage: go_toolchains.sh CACHE_DIR [RELEASE...]}
@@ -19,7 +20,7 @@ shift
 wanted=("$@")
 ((${#wanted[@]})) || wanted=(1.24 1.25 1.26 1.27)
 [ "${wanted[*]}" = none ] && wanted=()
-mkdir -p "$cache"
+mkdir -p "$cache" && cache=$(cd "$cache" && pwd)  # the go command wants absolute paths
 
 declare -A have
 bootstrap=
@@ -58,7 +59,14 @@ for minor in "${wanted[@]}"; do
   patch=$(grep -E "^v0\.0\.1-go${minor//./\\.}(\.[0-9]+)?\.linux-amd64$" <<<"$versions" |
           sed -E "s/^v0\.0\.1-go${minor//./\\.}\.?([0-9]*)\.linux-amd64$/\1/" | sort -n | tail -1)
   if [ -z "$patch" ]; then
-    echo "go toolchains: the Go module proxy serves no go$minor for linux/amd64; go$minor skipped" >&2
+    # The proxy not answering: the newest of go$minor fetched before, if any.
+    patch=$(ls -d "$GOMODCACHE"/golang.org/toolchain@v0.0.1-go"$minor"*.linux-amd64 2>/dev/null |
+            sed -nE "s/.*-go${minor//./\\.}\.?([0-9]*)\.linux-amd64$/\1/p" | sort -n | tail -1)
+    [ -n "$patch" ] && [ -x "$GOMODCACHE/golang.org/toolchain@v0.0.1-go$minor.$patch.linux-amd64/bin/go" ] ||
+      patch=
+  fi
+  if [ -z "$patch" ]; then
+    echo "go toolchains: the Go module proxy serves no go$minor for linux/amd64 (or did not answer), and none was fetched before; go$minor skipped" >&2
     continue
   fi
   full=go$minor.${patch:-0}
