@@ -482,6 +482,7 @@ void AllocatedInsideHook() {
 }
 
 constinit GoBoundary g_boundary{};
+constinit std::atomic<uint32_t> g_boundary_epoch{0};
 
 void AgentRange(uint64_t* lo, uint64_t* hi) {
   *lo = g_self_lo;
@@ -562,6 +563,66 @@ bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out) {
   return true;
 }
 
+namespace {
+
+// The objects loaded at start-up: their paths (the loader's own strings,
+// kept while the object is loaded) and biases.
+struct LoadedObjects {
+  struct Object {
+    const char* path;
+    uint64_t bias;
+  };
+  Object objects[256];
+  int n = 0;
+};
+
+// The bases of the libraries FindGoLibraryBoundary has looked at (a library
+// unloaded and another loaded at its base is not looked at: rare, and only a
+// Go library loaded that way goes unseen).
+constinit uint64_t g_checked_bases[512];
+constinit size_t g_nchecked = 0;
+
+bool Checked(uint64_t base) {
+  for (size_t i = 0; i < g_nchecked; ++i) {
+    if (g_checked_bases[i] == base) return true;
+  }
+  return false;
+}
+
+int ListObjects(dl_phdr_info* info, size_t, void* out) {
+  auto* list = static_cast<LoadedObjects*>(out);
+  // The executable ("") and the vDSO have no path of their own.
+  if (info->dlpi_name == nullptr || info->dlpi_name[0] != '/') return 0;
+  if (Checked(info->dlpi_addr)) return 0;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {  // the agent itself
+    const auto& ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_LOAD && g_self_lo - info->dlpi_addr - ph.p_vaddr < ph.p_memsz) return 0;
+  }
+  if (list->n < static_cast<int>(std::size(list->objects))) {
+    list->objects[list->n++] = {info->dlpi_name, info->dlpi_addr};
+  }
+  return 0;
+}
+
+}  // namespace
+
+bool FindGoLibraryBoundary(GoBoundary* out) {
+  LoadedObjects list;
+  dl_iterate_phdr(ListObjects, &list);
+  for (int i = 0; i < list.n; ++i) {
+    if (g_nchecked < std::size(g_checked_bases)) g_checked_bases[g_nchecked++] = list.objects[i].bias;
+    // Only a Go binary has these: the other libraries' symbols are not read.
+    ElfImage elf;
+    ElfSection section;
+    if (!elf.Open(list.objects[i].path) || (!elf.FindSection(".gopclntab", &section) &&
+                                            !elf.FindSection(".go.buildinfo", &section))) {
+      continue;
+    }
+    if (FindGoBoundary(list.objects[i].path, list.objects[i].bias, out)) return true;
+  }
+  return false;
+}
+
 // agent/pool_env.h says why. Here only: the constructor runs before any
 // thread. Go never sees the change (it keeps the environment it started
 // with), so neither do the processes it starts.
@@ -594,7 +655,9 @@ __attribute__((cold, noinline)) void Initialize() {
   HookGuard guard;
   uint64_t bias = 0;
   dl_iterate_phdr(MainBias, &bias);
-  FindGoBoundary("/proc/self/exe", bias, &g_boundary);
+  // The Go runtime is the executable's, or, in a C program that links a Go
+  // library (-buildmode=c-shared), that library's.
+  if (!FindGoBoundary("/proc/self/exe", bias, &g_boundary)) FindGoLibraryBoundary(&g_boundary);
   if constexpr (kAllocGuard) {
     // Test builds only: behave as with a Go release whose asmcgocall is not
     // understood, to prove that it is said and that nothing is hidden.
@@ -627,9 +690,31 @@ namespace {
 // Code of an object mapped after the last snapshot was just unwound (the CFI
 // unwinder saw dlopen's counter move): snapshot the mappings again, so that
 // the forwarder can symbolize it even after the process is gone.
+// A Go library loaded after start-up (dlopen: Python's ctypes, a plugin),
+// in a program that had no Go runtime before: its boundary, published for
+// the captures of every thread. The layouts first, then the ranges the
+// capture tests before it reads them (stack_capture.cc, InAsmcgocall), each
+// range's low end last (0 until then: no pc is inside).
+void PublishBoundary(const GoBoundary& b, ring::RingHeader* h) {
+  g_boundary.crossing = b.crossing;
+  g_boundary.callback = b.callback;
+  g_boundary.cgocallback_lo = b.cgocallback_lo;
+  g_boundary.cgocallback_hi = b.cgocallback_hi;
+  __atomic_store_n(&g_boundary.asmcgocall_hi, b.asmcgocall_hi, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_boundary.asmcgocall_lo, b.asmcgocall_lo, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_boundary.text_hi, b.text_hi, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_boundary.text_lo, b.text_lo, __ATOMIC_RELEASE);
+  g_boundary_epoch.fetch_add(1, std::memory_order_release);
+  if (!b.crossing.known()) __atomic_fetch_or(&h->flags, ring::kFlagGoCrossingUnknown, __ATOMIC_RELAXED);
+}
+
 __attribute__((noinline)) void RefreshMaps(ring::RingHeader* h, uint64_t generation) {
   if (g_snapshotting.exchange(true, std::memory_order_acquire)) return;  // another thread is at it
   if (g_maps_generation.load(std::memory_order_relaxed) != generation) {
+    if (__atomic_load_n(&g_boundary.asmcgocall_lo, __ATOMIC_RELAXED) == 0) {
+      GoBoundary found;
+      if (FindGoLibraryBoundary(&found)) PublishBoundary(found, h);
+    }
     SnapshotMaps(h);
     g_maps_generation.store(generation, std::memory_order_relaxed);
   }

@@ -110,7 +110,8 @@ extern uint64_t g_sample_bytes;
 class SampledSet;
 extern SampledSet g_sampled;  // agent/sampled_set.h
 
-// Boundaries learnt once from the main executable.
+// Boundaries learnt once from the binary that holds the Go runtime: the
+// executable, or a Go library it links (FindGoLibraryBoundary).
 struct GoBoundary {
   uint64_t asmcgocall_lo = 0, asmcgocall_hi = 0;
   uint64_t text_lo = 0, text_hi = 0;  // Go text (runtime bias applied)
@@ -118,8 +119,13 @@ struct GoBoundary {
   uint64_t cgocallback_lo = 0, cgocallback_hi = 0;
   CallbackCrossing callback;          // crosscall2's frame (runtime addresses)
 };
-// Set once at start-up (and in a fork child), read on every capture: inline.
+// Set at start-up (and in a fork child), or once later when a Go library
+// is loaded with dlopen (PublishBoundary, agent.cc: the ranges last; the
+// capture reads them with acquire), read on every capture: inline.
 extern GoBoundary g_boundary;
+// Raised when a Go runtime is published after start-up: stacks cached as
+// cut short before it are walked again.
+extern std::atomic<uint32_t> g_boundary_epoch;
 inline const GoBoundary& Boundary() { return g_boundary; }
 inline const GoCrossing& Crossing() { return g_boundary.crossing; }
 // The calling thread's latest capture was cut short (see
@@ -132,6 +138,11 @@ void Initialize();
 // asmcgocall's frame layout. False when exe has no asmcgocall (no Go, or no
 // cgo); out->crossing.known() is false when its layout is not understood.
 bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out);
+// The same for the first loaded shared library that holds a Go runtime (a Go
+// library built with -buildmode=c-shared, in a program that is not Go).
+// Each library is looked at once: a later call looks only at those loaded
+// since. Not thread-safe: at start-up, or under RefreshMaps's flag.
+bool FindGoLibraryBoundary(GoBoundary* out);
 void AgentRange(uint64_t* lo, uint64_t* hi);
 
 }  // namespace cgoheap::agent

@@ -125,6 +125,8 @@ struct Chain {
   bool go;            // the C part ends in asmcgocall: Go frames follow
   bool go_known;      // ... and they are cached too: pcs[c_frames..n), checks[c_checks..nchecks)
   bool cut_short;     // the unwind stopped at code without CFI
+  uint32_t epoch;     // g_boundary_epoch as the walk began (cut_short: a Go runtime found
+                      // since may let the walk go on)
   uint32_t c_frames;  // pcs[0..c_frames): the C frames
   uint32_t n;         // all frames (go_known)
   uint32_t c_checks;  // checks[0..c_checks): the C part's
@@ -298,6 +300,8 @@ class ChainRecorder {
     slot_ = t_chain_next++ % kChains;
     t_chain_keys[slot_].pc0 = 0;
     c_ = &t_chains[slot_];
+    // Before the walk: a Go runtime published during it makes the chain old.
+    c_->epoch = g_boundary_epoch.load(std::memory_order_relaxed);
     rbp_checked_ = false;
   }
   // The frame-pointer walk starts from the RBP the C code preserved, unless
@@ -447,14 +451,19 @@ bool CrossBackIntoC(uint64_t record, uint64_t inner_sp, UnwindRegs* regs, uint64
 namespace cgoheap::agent {
 namespace {
 
+// The ranges are read as PublishBoundary (agent.cc) writes them: a Go
+// library loaded after start-up is published while other threads capture.
+// Acquire: the crossing's layout, written before, is then seen.
 bool InAsmcgocall(uint64_t pc) {
-  const GoBoundary& b = Boundary();
-  return pc >= b.asmcgocall_lo && pc < b.asmcgocall_hi;
+  GoBoundary& b = g_boundary;
+  return pc >= __atomic_load_n(&b.asmcgocall_lo, __ATOMIC_ACQUIRE) &&
+         pc < __atomic_load_n(&b.asmcgocall_hi, __ATOMIC_RELAXED);
 }
 
 bool InGoText(uint64_t pc) {
-  const GoBoundary& b = Boundary();
-  return pc >= b.text_lo && pc < b.text_hi;
+  GoBoundary& b = g_boundary;
+  return pc >= __atomic_load_n(&b.text_lo, __ATOMIC_ACQUIRE) &&
+         pc < __atomic_load_n(&b.text_hi, __ATOMIC_RELAXED);
 }
 
 bool InAgent(uint64_t pc) {
@@ -579,7 +588,11 @@ inline int WholeStackFromCache(uint64_t pc, uint64_t sp, uint64_t bp, int max,
       continue;
     }
     if (!Unchanged(c, c.nchecks)) continue;
-    if (c.cut_short) t_capture_cut_short = true;
+    if (c.cut_short) {
+      // Cut short before a Go runtime loaded since was known: walked afresh.
+      if (c.epoch != g_boundary_epoch.load(std::memory_order_relaxed)) continue;
+      t_capture_cut_short = true;
+    }
     ++t_chain_hits;
     *frames = c.pcs;
     return static_cast<int>(c.go ? c.n : c.c_frames);

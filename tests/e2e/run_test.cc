@@ -427,7 +427,9 @@ struct Expected {
   std::string function, file, marker;
 };
 
-void ExpectCrossings(const Report& r, int bytes, int blocks, const std::vector<Expected>& path) {
+void ExpectCrossings(const Report& r, int bytes, int blocks, const std::vector<Expected>& path,
+                     const std::string& user_code =
+                         "main module example.com/callback (the executable's build info)") {
   const Value* leak = nullptr;
   for (int i = 0; i < r.num_leaks(); ++i) {
     if (Num(r.leak(i), "bytes") == bytes * blocks) leak = &r.leak(i);
@@ -455,7 +457,54 @@ void ExpectCrossings(const Report& r, int bytes, int blocks, const std::vector<E
     from = i + 1;
   }
   EXPECT_EQ(Num(*leak, "user_frame"), own.empty() ? -1 : own[0]);
-  EXPECT_EQ(Str(*leak, "user_code"), "main module example.com/callback (the executable's build info)");
+  EXPECT_EQ(Str(*leak, "user_code"), user_code);
+}
+
+// A Go library built with -buildmode=c-shared (tests/programs/golib), in a
+// C program that links it and in one that loads it with dlopen, as Python's
+// ctypes does: the Go runtime is the library's, found at start-up or when
+// it is loaded, and each stack goes from C into the library's Go code and
+// back out into the C program that called it.
+TEST_P(CgoProgramTest, GoLibraryInACProgramHasItsGoFrames) {
+  const std::string go = ProgramsSrc() + "/golib/main.go";
+  const std::string lib = P("libgolib.so");
+  // A C executable says nothing of which code is the program's.
+  const std::string user_code =
+      "Go code outside the standard library, and C code outside the system's libraries (the "
+      "forwarder did not say which code is the program's)";
+  {
+    SCOPED_TRACE("linked");
+    const std::string host = ProgramsSrc() + "/golib/golib_host.c";
+    Report r = RunUnder(Program("golib_host"), {}, {},
+                        {"LD_LIBRARY_PATH=" + lib.substr(0, lib.rfind('/'))});
+    EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+    EXPECT_EQ(r.run.out, "host done\n");
+    ASSERT_EQ(r.num_leaks(), 3) << r.json;
+    EXPECT_EQ(Num(r.doc, "unwind_failures"), 0);
+    ExpectCrossings(r, 1000, 1, {{"main", host, "// HOST-LEAK"}}, user_code);
+    ExpectCrossings(r, 48, 3,
+                    {{"main.GoLeak", go, "// LEAK: 48 bytes"}, {"main", host, "// HOST-CALLS-GO"}},
+                    user_code);
+    ExpectCrossings(r, 21, 1,
+                    {{"main.leakString", go, "// LEAK: 21 bytes"},
+                     {"main", host, "// HOST-CALLS-GO"}},
+                    user_code);
+  }
+  {
+    SCOPED_TRACE("dlopen");
+    const std::string host = ProgramsSrc() + "/golib/golib_dlopen.c";
+    Report r = RunUnder(Program("golib_dlopen"), {lib});
+    EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+    EXPECT_EQ(r.run.out, "dlopen host done\n");
+    ASSERT_EQ(r.num_leaks(), 2) << r.json;
+    ExpectCrossings(r, 48, 2,
+                    {{"main.GoLeak", go, "// LEAK: 48 bytes"}, {"main", host, "// DLOPEN-CALLS-GO"}},
+                    user_code);
+    ExpectCrossings(r, 21, 1,
+                    {{"main.leakString", go, "// LEAK: 21 bytes"},
+                     {"main", host, "// DLOPEN-CALLS-GO"}},
+                    user_code);
+  }
 }
 
 TEST_P(CgoProgramTest, CallbackFromACLoopHasEveryCrossing) {
