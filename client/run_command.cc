@@ -262,7 +262,7 @@ absl::StatusOr<std::unique_ptr<server::Server>> StartLocalServer(const std::stri
 int RunCommand(const std::vector<std::string>& args) {
   Connection conn;
   std::string service, report_path, data_dir, agent_flag;
-  uint64_t sample_bytes = 0;
+  uint64_t sample_bytes = 0, error_exitcode = 0;
   bool all = false, json = false, trace_children = false, debuginfod = false, lost_only = false;
   bool exit_scan = true;
   double ack_timeout = 60, heartbeat = 10;
@@ -281,6 +281,10 @@ int RunCommand(const std::vector<std::string>& args) {
              "the program untraced, e.g. to attach a debugger)");
   flags.Bool("json", &json, "print the report as one JSON document");
   flags.String("report", &report_path, "FILE", "write the report to FILE instead of stderr");
+  flags.Uint("error-exitcode", &error_exitcode, "N",
+             "exit with N when the report lists a leak, or when the program could not be "
+             "checked (default 0: the program's own exit code; as valgrind's --error-exitcode)",
+             0, 255);
   flags.String("data", &data_dir, "DIR", "RocksDB directory of the local server, kept (default: in memory, gone at the end)");
   flags.String("agent", &agent_flag, "PATH", "the agent library (default: ../lib/cgoheap/ beside cgoheap)");
   flags.Bool("trace-children", &trace_children, "also track child processes (fork, exec)");
@@ -437,6 +441,8 @@ int RunCommand(const std::vector<std::string>& args) {
   if (std::error_code ec; fs::exists(agent, ec)) agent_file = fs::canonical(agent, ec).string();
   bool exit_seen = false;
   int exit_code = 1;
+  // A run whose leaks could not be learnt: with --error-exitcode, no pass.
+  auto unchecked = [&](int code) { return error_exitcode != 0 ? static_cast<int>(error_exitcode) : code; };
   PollPacer pacer;
   bool root_done = false;
   // Lets a stopped program go on (at once: a stop holds one of its threads),
@@ -509,7 +515,7 @@ int RunCommand(const std::vector<std::string>& args) {
     std::cerr << "cgoheap run: the server did not acknowledge every event: " << st.message()
               << "\n";
     cleanup();
-    return exit_code;
+    return unchecked(exit_code);
   }
 
   std::vector<std::string> ids = fwd.process_ids();
@@ -520,7 +526,7 @@ int RunCommand(const std::vector<std::string>& args) {
               << " was not recorded: the agent started in it, but its ring could not be read "
                  "(see above); use the agent built with this cgoheap (--agent).\n";
     cleanup();
-    return exit_code;
+    return unchecked(exit_code);
   }
   if (ids.empty()) {
     // No ring appeared: the agent never ran in the program, or could not
@@ -531,24 +537,20 @@ int RunCommand(const std::vector<std::string>& args) {
                  "-static) and that keep LD_PRELOAD; the agent also needs room for its ring in "
               << ring_dir << ".\n";
     cleanup();
-    return exit_code;
+    return unchecked(exit_code);
   }
   std::string report;
-  if (!local) {
-    std::string first = ids.empty() ? "" : ids[0];
-    report = absl::StrCat("==", child.pid, "== cgoheap: ", ids.size(),
-                          ids.size() == 1 ? " process" : " processes",
-                          " recorded on ", conn.server, "; see: cgoheap leaks --server=", conn.server,
-                          first.empty() ? "" : " --process=", first, "\n");
-  } else {
+  // The report (local), or, for --error-exitcode, whether this run leaked
+  // (--server: the report stays there, the answer is asked of it).
+  if (local || error_exitcode != 0) {
     v1::LeaksRequest req;
     req.set_all(all);
     req.set_lost_only(lost_only);
     req.set_limit(100000);  // one run's report: every leak
-    if (data_dir.empty() || ids.empty()) {
+    if (local && data_dir.empty()) {
       // a fresh store holds this run only
     } else {
-      // the store keeps earlier runs: this run's processes only
+      // the store keeps other runs: this run's processes only
       for (const std::string& id : ids) req.add_process_ids(id);
     }
     v1::LeaksResponse resp;
@@ -558,10 +560,20 @@ int RunCommand(const std::vector<std::string>& args) {
     if (!qs.ok()) {
       std::cerr << "cgoheap run: " << RpcError(qs, target) << "\n";
       cleanup();
-      return exit_code;
+      return unchecked(exit_code);
     }
-    report = json ? LeaksJson(resp)
-                  : LeaksText(resp, TextOptions{absl::StrCat("==", child.pid, "=="), all});
+    if (local) {
+      report = json ? LeaksJson(resp)
+                    : LeaksText(resp, TextOptions{absl::StrCat("==", child.pid, "=="), all});
+    }
+    if (error_exitcode != 0 && resp.leaks_size() > 0) exit_code = static_cast<int>(error_exitcode);
+  }
+  if (!local) {
+    std::string first = ids.empty() ? "" : ids[0];
+    report = absl::StrCat("==", child.pid, "== cgoheap: ", ids.size(),
+                          ids.size() == 1 ? " process" : " processes",
+                          " recorded on ", conn.server, "; see: cgoheap leaks --server=", conn.server,
+                          first.empty() ? "" : " --process=", first, "\n");
   }
   if (int untraced = CountUntraced(ring_dir); untraced > 0 && !json) {
     absl::StrAppend(&report, "==", child.pid, "== (", untraced,

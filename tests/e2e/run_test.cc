@@ -1500,6 +1500,97 @@ TEST(RunTest, ExitCodeAndSignalArePassedThrough) {
   EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.err;
 }
 
+// --error-exitcode=N, for a check in CI or under `go test -exec`: N when
+// the report lists a leak (as valgrind's), the program's own exit code when
+// it lists none, N when the run could not be checked at all; with --server,
+// where the report stays, the server is asked.
+TEST(RunTest, ErrorExitcodeTellsACheckWhetherTheRunLeaked) {
+  const std::string cgoheap = BinDir() + "/cgoheap";
+  RunResult leaked =
+      RunProcess({cgoheap, "run", "--error-exitcode=23", "--", Program("seed_cstring")});
+  EXPECT_EQ(leaked.exit_code, 23) << leaked.err;
+  EXPECT_NE(leaked.err.find("LEAK SUMMARY: 17 bytes in 1 block"), std::string::npos) << leaked.err;
+  RunResult clean = RunProcess({cgoheap, "run", "--error-exitcode=23", "--", Program("noleak")});
+  EXPECT_EQ(clean.exit_code, 0) << clean.err;
+  EXPECT_NE(clean.err.find("LEAK SUMMARY: no leaks"), std::string::npos) << clean.err;
+  // Without the flag, a leak leaves the exit code alone.
+  EXPECT_EQ(RunProcess({cgoheap, "run", "--", Program("seed_cstring")}).exit_code, 0);
+  RunResult unrecorded = RunProcess({cgoheap, "run", "--error-exitcode=23",
+                                     "--agent=/lib/x86_64-linux-gnu/libm.so.6", "--", "true"});
+  EXPECT_EQ(unrecorded.exit_code, 23) << unrecorded.err;
+  RunResult range = RunProcess({cgoheap, "run", "--error-exitcode=256", "--", "true"});
+  EXPECT_EQ(range.exit_code, 2);
+  EXPECT_NE(range.err.find("--error-exitcode=256 is out of range: use 0 to 255"),
+            std::string::npos)
+      << range.err;
+
+  TempDir data;
+  Cgoheapd d(data.path());
+  const std::string server = "--server=" + d.address();
+  RunResult remote_leaked =
+      RunProcess({cgoheap, "run", server, "--error-exitcode=23", "--", Program("seed_cstring")});
+  EXPECT_EQ(remote_leaked.exit_code, 23) << remote_leaked.err;
+  EXPECT_NE(remote_leaked.err.find("recorded on " + d.address()), std::string::npos)
+      << remote_leaked.err;
+  // The store holds the leaky run too: only this run's processes count.
+  RunResult remote_clean =
+      RunProcess({cgoheap, "run", server, "--error-exitcode=23", "--", Program("noleak")});
+  EXPECT_EQ(remote_clean.exit_code, 0) << remote_clean.err;
+}
+
+// Go tests under cgoheap through the go command's -exec
+// (tests/programs/gotest): each test binary runs under `cgoheap run`, its
+// report goes into the test's output, and --error-exitcode fails a package
+// that leaks. The go command links the binaries it runs with -s -w: the Go
+// frames are named from .gopclntab all the same, and with
+// -ldflags='-s=false -w=false' the C function is too.
+TEST(RunTest, GoTestExecRunsEachTestBinaryUnderCgoheap) {
+  const std::string dir = ProgramsSrc() + "/gotest";
+  const std::vector<std::string> env = {"GOCACHE=" CGOHEAP_GOCACHE, "GOPATH=" CGOHEAP_GOPATH,
+                                        "GOTOOLCHAIN=local", "GOENV=off",
+                                        "GOFLAGS=-buildvcs=false", "GOROOT="};
+  auto go_test = [&](const std::vector<std::string>& flags) {
+    std::vector<std::string> argv = {CGOHEAP_GO_BIN, "test", "-C", dir, "-count=1", "-v",
+                                     "-exec", BinDir() + "/cgoheap run --error-exitcode=23 --"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    argv.push_back(".");
+    RunResult r = RunProcess(argv, env, std::chrono::seconds(300));
+    r.out += r.err;
+    return r;
+  };
+  const std::string c_line =
+      "(" + dir + "/leak.go:" + std::to_string(LineOf(dir + "/leak.go", "// C-KEEP")) + ")";
+  const std::string go_line =
+      "(" + dir + "/leak.go:" + std::to_string(LineOf(dir + "/leak.go", "// GO-CALLS-KEEP")) + ")";
+  const std::string test_line = "(" + dir + "/leak_test.go:" +
+                                std::to_string(LineOf(dir + "/leak_test.go", "// TEST-LEAKS")) + ")";
+
+  RunResult leaky = go_test({"-run=TestLeaks", "-ldflags=-s=false -w=false"});
+  EXPECT_EQ(leaky.exit_code, 1) << leaky.out;
+  EXPECT_NE(leaky.out.find("FAIL\texample.com/gotest"), std::string::npos) << leaky.out;
+  EXPECT_NE(leaky.out.find("77 bytes in 1 block never freed"), std::string::npos) << leaky.out;
+  EXPECT_NE(leaky.out.find("by keep "), std::string::npos) << leaky.out;
+  EXPECT_NE(leaky.out.find(c_line), std::string::npos) << leaky.out;
+  EXPECT_NE(leaky.out.find("by example.com/gotest.Leak "), std::string::npos) << leaky.out;
+  EXPECT_NE(leaky.out.find(go_line), std::string::npos) << leaky.out;
+  EXPECT_NE(leaky.out.find("by example.com/gotest.TestLeaks "), std::string::npos) << leaky.out;
+  EXPECT_NE(leaky.out.find(test_line), std::string::npos) << leaky.out;
+
+  // As the go command builds it: the C frame unnamed, the Go frames exact.
+  RunResult stripped = go_test({"-run=TestLeaks"});
+  EXPECT_EQ(stripped.exit_code, 1) << stripped.out;
+  EXPECT_NE(stripped.out.find("77 bytes in 1 block never freed"), std::string::npos)
+      << stripped.out;
+  EXPECT_EQ(stripped.out.find(c_line), std::string::npos) << stripped.out;
+  EXPECT_NE(stripped.out.find(go_line), std::string::npos) << stripped.out;
+  EXPECT_NE(stripped.out.find(test_line), std::string::npos) << stripped.out;
+
+  RunResult balanced = go_test({"-run=TestBalanced"});
+  EXPECT_EQ(balanced.exit_code, 0) << balanced.out;
+  EXPECT_NE(balanced.out.find("LEAK SUMMARY: no leaks"), std::string::npos) << balanced.out;
+  EXPECT_NE(balanced.out.find("ok  \texample.com/gotest"), std::string::npos) << balanced.out;
+}
+
 TEST(RunTest, BadInputGetsAClearError) {
   std::string cgoheap = BinDir() + "/cgoheap";
   RunResult unknown = RunProcess({cgoheap, "run", "--bogus", "--", "true"});
