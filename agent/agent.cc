@@ -610,7 +610,9 @@ bool FindGoLibraryBoundary(GoBoundary* out) {
   LoadedObjects list;
   dl_iterate_phdr(ListObjects, &list);
   for (int i = 0; i < list.n; ++i) {
-    if (g_nchecked < std::size(g_checked_bases)) g_checked_bases[g_nchecked++] = list.objects[i].bias;
+    if (g_nchecked < std::size(g_checked_bases)) {
+      g_checked_bases[g_nchecked++] = list.objects[i].bias;
+    }
     // Only a Go binary has these: the other libraries' symbols are not read.
     ElfImage elf;
     ElfSection section;
@@ -687,9 +689,6 @@ extern "C" bool cgoheap_active() {
 namespace cgoheap::agent {
 namespace {
 
-// Code of an object mapped after the last snapshot was just unwound (the CFI
-// unwinder saw dlopen's counter move): snapshot the mappings again, so that
-// the forwarder can symbolize it even after the process is gone.
 // A Go library loaded after start-up (dlopen: Python's ctypes, a plugin),
 // in a program that had no Go runtime before: its boundary, published for
 // the captures of every thread. The layouts first, then the ranges the
@@ -705,9 +704,16 @@ void PublishBoundary(const GoBoundary& b, ring::RingHeader* h) {
   __atomic_store_n(&g_boundary.text_hi, b.text_hi, __ATOMIC_RELEASE);
   __atomic_store_n(&g_boundary.text_lo, b.text_lo, __ATOMIC_RELEASE);
   g_boundary_epoch.fetch_add(1, std::memory_order_release);
-  if (!b.crossing.known()) __atomic_fetch_or(&h->flags, ring::kFlagGoCrossingUnknown, __ATOMIC_RELAXED);
+  if (!b.crossing.known()) {
+    __atomic_fetch_or(&h->flags, ring::kFlagGoCrossingUnknown, __ATOMIC_RELAXED);
+  }
 }
 
+// Code of an object mapped after the last snapshot was just unwound (the CFI
+// unwinder saw dlopen's counter move): snapshot the mappings again, so that
+// the forwarder can symbolize it even after the process is gone.
+// A Go library among the objects loaded since, in a program without a Go
+// runtime until then, is published.
 __attribute__((noinline)) void RefreshMaps(ring::RingHeader* h, uint64_t generation) {
   if (g_snapshotting.exchange(true, std::memory_order_acquire)) return;  // another thread is at it
   if (g_maps_generation.load(std::memory_order_relaxed) != generation) {
