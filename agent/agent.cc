@@ -743,18 +743,22 @@ extern "C" void cgoheap_on_alloc(int api, void* ptr, size_t size, const void* fr
     return;
   }
   uint64_t words[ring::kRecordFixedWords];
-  uint64_t buffer[ring::kMaxFrames];
+  // One frame more than a record holds: whether the stack goes on.
+  uint64_t buffer[ring::kMaxFrames + 1];
   const uint64_t* frames;
-  int nframes = agent::CaptureStack(buffer, ring::kMaxFrames, frame, &frames);
+  int nframes = agent::CaptureStack(buffer, ring::kMaxFrames + 1, frame, &frames);
   if (nframes == 0 || agent::t_capture_cut_short) {
     h->unwind_failures.fetch_add(1, std::memory_order_relaxed);
   }
+  const bool frames_cut = nframes > ring::kMaxFrames;
+  if (frames_cut) nframes = ring::kMaxFrames;
   uint64_t generation = agent::CfiObjectsGeneration();
   if (generation != 0 && generation != agent::g_maps_generation.load(std::memory_order_relaxed)) {
     agent::RefreshMaps(h, generation);
   }
   unsigned nwords = ring::kRecordFixedWords + nframes;
-  words[0] = ring::EncodeHeader(ring::Kind::kAlloc, static_cast<ring::Api>(api), nframes, nwords);
+  words[0] = ring::EncodeHeader(ring::Kind::kAlloc, static_cast<ring::Api>(api), nframes, nwords) |
+             (frames_cut ? ring::kHeaderFramesCut : 0);
   words[2] = reinterpret_cast<uint64_t>(ptr);
   words[3] = size;
   if (!g_writer.PublishAlloc(&agent::t_lane, words, frames, static_cast<unsigned>(nframes), size) &&

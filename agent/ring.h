@@ -111,7 +111,10 @@ inline constexpr uint64_t kMagic = 0x474e495248474f43ULL;  // "COGHRING"
 inline constexpr uint32_t kVersion = 5;
 inline constexpr size_t kHeaderBytes = 64 * 1024;
 inline constexpr size_t kMapsBytes = 48 * 1024;
-inline constexpr int kMaxFrames = 64;
+// The frames a record holds: the innermost ones of a deeper stack, whose
+// header then carries kHeaderFramesCut (as Go's heap profile keeps 128 since
+// Go 1.23; before, 32).
+inline constexpr int kMaxFrames = 128;
 inline constexpr int kRecordFixedWords = 4;
 inline constexpr uint32_t kMaxLanes = 4096;
 
@@ -151,6 +154,9 @@ inline constexpr uint64_t EncodeHeader(Kind kind, Api api, unsigned nframes,
          (uint64_t{nframes & 0xffff} << 32) | (uint64_t{nwords & 0xffff} << 16) |
          1;  // never zero
 }
+// Header bit 2: the stack went on past the kMaxFrames frames recorded.
+inline constexpr uint64_t kHeaderFramesCut = 4;
+inline constexpr bool HeaderFramesCut(uint64_t h) { return (h & kHeaderFramesCut) != 0; }
 // Lap parity of logical position pos in a ring of capacity words.
 inline constexpr uint64_t LapBit(uint64_t pos, uint64_t capacity) {
   return (pos & capacity) ? 2 : 0;

@@ -148,9 +148,11 @@ struct Forwarder::Tracked {
   struct RawStack {
     uint64_t stack_id;
     ring::Api api;
+    bool frames_cut;
     std::vector<uint64_t> frames;
     bool Is(const RingRecord& rec) const {
-      return api == rec.api && frames.size() == static_cast<size_t>(rec.nframes) &&
+      return api == rec.api && frames_cut == rec.frames_cut &&
+             frames.size() == static_cast<size_t>(rec.nframes) &&
              std::equal(rec.frames, rec.frames + rec.nframes, frames.begin());
     }
   };
@@ -379,7 +381,7 @@ void Forwarder::Discover() {
 // frames' position is mixed in), so the loop is not one long chain of
 // multiplications; a final avalanche spreads every bit.
 uint64_t RawStackHash(const RingRecord& rec) {
-  uint64_t h = 0x9e3779b97f4a7c15ULL * (static_cast<uint64_t>(rec.api) + 1);
+  uint64_t h = 0x9e3779b97f4a7c15ULL * (static_cast<uint64_t>(rec.api) + 1 + 256 * rec.frames_cut);
   for (int i = 0; i < rec.nframes; ++i) {
     h += (rec.frames[i] ^ (0xc2b2ae3d27d4eb4fULL * static_cast<uint64_t>(i + 1))) *
          0x9fb21c651e98df25ULL;
@@ -395,7 +397,7 @@ uint64_t RawStackHash(const RingRecord& rec) {
 uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
   uint64_t quick = (rec.nframes > 0 ? rec.frames[0] : 0) ^
                    (rec.nframes > 1 ? rec.frames[1] * 0x9e3779b97f4a7c15ULL : 0) ^
-                   static_cast<uint64_t>(rec.api);
+                   static_cast<uint64_t>(rec.api) ^ (uint64_t{rec.frames_cut} << 8);
   const Tracked::RawStack*& recent = t.recent[(quick ^ (quick >> 17) ^ (quick >> 31)) & 255];
   if (recent != nullptr && recent->Is(rec)) return recent->stack_id;
   uint64_t raw = RawStackHash(rec);
@@ -436,6 +438,12 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
       out->set_own(f.own);
     }
   }
+  if (rec.frames_cut) {
+    // The agent records a stack's innermost kMaxFrames frames: said where
+    // the outer ones would be.
+    stack.add_frames()->set_function(absl::StrCat(
+        "[the stack goes on: cgoheap records its innermost ", ring::kMaxFrames, " frames]"));
+  }
   stack.set_own_basis(t.own_basis);
   CapStack(&stack);
   uint64_t id = StackIdOf(stack);
@@ -444,7 +452,7 @@ uint64_t Forwarder::Intern(Tracked& t, const RingRecord& rec) {
   // one; this stack is then symbolized each time it comes.
   if (cached == t.raw_to_stack.end()) {
     auto entry = std::make_unique<Tracked::RawStack>(
-        Tracked::RawStack{id, rec.api, {rec.frames, rec.frames + rec.nframes}});
+        Tracked::RawStack{id, rec.api, rec.frames_cut, {rec.frames, rec.frames + rec.nframes}});
     recent = entry.get();
     t.raw_to_stack.emplace(raw, std::move(entry));
   }

@@ -165,12 +165,15 @@ std::string LeaksText(const v1::LeaksResponse& r, const TextOptions& o) {
     out += "\n";
     // The locations line up in a column after the names; a name longer
     // than kAlignedName (C++ names run to hundreds of characters) is left
-    // out of the column's width rather than push it out for every frame.
+    // out of the column's width rather than push it out for every frame, as
+    // is a line with no location (the forwarder's notes: frames left out).
     std::vector<std::string> names;
     size_t width = 0;
     for (const auto& f : leak.stack().frames()) {
       names.push_back(Printable(f.function()));
-      if (names.back().size() <= kAlignedName) width = std::max(width, names.back().size());
+      if (names.back().size() <= kAlignedName && !Location(f).empty()) {
+        width = std::max(width, names.back().size());
+      }
     }
     for (int j = 0; j < leak.stack().frames_size(); ++j) {
       const v1::Frame& f = leak.stack().frames(j);

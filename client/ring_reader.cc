@@ -382,6 +382,7 @@ bool RingReader::NextRecord(RingRecord* rec, bool* may_look) {
   rec->address = words[(c.pos + 2) & mask];
   rec->size = words[(c.pos + 3) & mask];
   rec->nframes = static_cast<int>(ring::HeaderFrames(h));
+  rec->frames_cut = ring::HeaderFramesCut(h);
   for (int i = 0; i < rec->nframes; ++i) rec->frames[i] = words[(c.pos + 4 + i) & mask];
   c.pos += ring::HeaderWords(h);
   words_read_ += ring::HeaderWords(h);

@@ -49,6 +49,7 @@ struct RingRecord {
   uint64_t address;
   uint64_t size;
   int nframes;
+  bool frames_cut;  // the stack went on past these frames (ring.h, kHeaderFramesCut)
   uint64_t frames[ring::kMaxFrames];
 };
 

@@ -1032,6 +1032,43 @@ TEST(RunTest, WhatAWrapperHeldWhenItExecdTheProgramIsNotItsLeak) {
 // fail in the real allocator; they must not stop the thread's later
 // allocations from being recorded (the countdown the fast paths compare
 // against once wrapped round on them: "no leaks").
+// A stack deeper than a record holds (ring.h, kMaxFrames: 128) keeps its
+// innermost frames, where the allocation and the code that made it are, and
+// ends with a frame that says it goes on; a shallow one is whole.
+TEST(RunTest, AStackDeeperThanARecordHoldsSaysItGoesOn) {
+  const std::string src = ProgramSource("deepstack");
+  Report r = RunUnder(Program("deepstack"));
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(r.run.out, "deepstack done\n");
+  ASSERT_EQ(r.num_leaks(), 2) << r.json;
+  const std::string note = "[the stack goes on: cgoheap records its innermost 128 frames]";
+  for (int i = 0; i < r.num_leaks(); ++i) {
+    const Value& leak = r.leak(i);
+    EXPECT_EQ(Num(leak, "blocks"), 1);
+    std::vector<FrameRef> frames = Frames(leak);
+    ASSERT_FALSE(frames.empty());
+    ExpectFrameAt(frames, "main.descend", src, LineOf(src, "// LEAK"));
+    int recursions = 0;
+    for (const FrameRef& f : frames) {
+      recursions += f.function == "main.descend" && f.line == LineOf(src, "// RECURSES");
+    }
+    if (Num(leak, "bytes") == 301) {
+      EXPECT_EQ(frames.back().function, note) << r.json;
+      EXPECT_EQ(FindFrame(frames, "main.main"), -1);
+      // Every pc recorded is a frame of its own here (nothing inlined):
+      // the entry point, 128 pcs, the note.
+      EXPECT_EQ(frames.size(), 1u + 128 + 1 + (FindFrame(frames, "main._Cfunc__CMalloc") >= 0))
+          << r.json;
+      EXPECT_GT(recursions, 100);
+    } else {
+      EXPECT_EQ(Num(leak, "bytes"), 33);
+      EXPECT_EQ(FindFrame(frames, note), -1);
+      ExpectFrameAt(frames, "main.main", src, LineOf(src, "// SHALLOW"));
+      EXPECT_EQ(recursions, 3);
+    }
+  }
+}
+
 TEST(RunTest, AllocationsThatCannotSucceedLeaveTheNextOnesRecorded) {
   const std::string src = ProgramsSrc() + "/hugesize/hugesize.c";
   for (const std::string rate : {"0", "1"}) {
