@@ -69,7 +69,8 @@ StackClass ClassifyStack(const v1::Stack& stack) {
   StackClass c;
   c.user_code = stack.own_basis().empty()
                     ? "Go code outside the standard library, and C code outside the system's "
-                      "libraries (the forwarder did not say which code is the program's)"
+                      "libraries (no Go build information of the executable to go by: a C "
+                      "program, or a forwarder that did not send it)"
                     : stack.own_basis();
   bool saw_go = false, saw_caller = false;
   for (int i = 0; i < stack.frames_size(); ++i) {

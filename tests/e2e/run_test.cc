@@ -470,8 +470,9 @@ TEST_P(CgoProgramTest, GoLibraryInACProgramHasItsGoFrames) {
   const std::string lib = P("libgolib.so");
   // A C executable says nothing of which code is the program's.
   const std::string user_code =
-      "Go code outside the standard library, and C code outside the system's libraries (the "
-      "forwarder did not say which code is the program's)";
+      "Go code outside the standard library, and C code outside the system's libraries (no Go "
+      "build information of the executable to go by: a C program, or a forwarder that did not "
+      "send it)";
   {
     SCOPED_TRACE("linked");
     const std::string host = ProgramsSrc() + "/golib/golib_host.c";
