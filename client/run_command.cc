@@ -442,7 +442,9 @@ int RunCommand(const std::vector<std::string>& args) {
   bool exit_seen = false;
   int exit_code = 1;
   // A run whose leaks could not be learnt: with --error-exitcode, no pass.
-  auto unchecked = [&](int code) { return error_exitcode != 0 ? static_cast<int>(error_exitcode) : code; };
+  auto unchecked = [&](int code) {
+    return error_exitcode != 0 ? static_cast<int>(error_exitcode) : code;
+  };
   PollPacer pacer;
   bool root_done = false;
   // Lets a stopped program go on (at once: a stop holds one of its threads),
