@@ -658,8 +658,11 @@ __attribute__((cold, noinline)) void Initialize() {
   uint64_t bias = 0;
   dl_iterate_phdr(MainBias, &bias);
   // The Go runtime is the executable's, or, in a C program that links a Go
-  // library (-buildmode=c-shared), that library's.
-  if (!FindGoBoundary("/proc/self/exe", bias, &g_boundary)) FindGoLibraryBoundary(&g_boundary);
+  // library (-buildmode=c-shared), that library's: looked for only in a
+  // process that is tracked (the others' libraries are not opened).
+  if (!FindGoBoundary("/proc/self/exe", bias, &g_boundary) && ShouldTrack()) {
+    FindGoLibraryBoundary(&g_boundary);
+  }
   if constexpr (kAllocGuard) {
     // Test builds only: behave as with a Go release whose asmcgocall is not
     // understood, to prove that it is said and that nothing is hidden.

@@ -570,12 +570,11 @@ int RunCommand(const std::vector<std::string>& args) {
     }
     if (error_exitcode != 0 && resp.leaks_size() > 0) exit_code = static_cast<int>(error_exitcode);
   }
-  if (!local) {
-    std::string first = ids.empty() ? "" : ids[0];
+  if (!local) {  // (ids is not empty here)
     report = absl::StrCat("==", child.pid, "== cgoheap: ", ids.size(),
                           ids.size() == 1 ? " process" : " processes",
                           " recorded on ", conn.server, "; see: cgoheap leaks --server=", conn.server,
-                          first.empty() ? "" : " --process=", first, "\n");
+                          " --process=", ids[0], "\n");
   }
   if (int untraced = CountUntraced(ring_dir); untraced > 0 && !json) {
     absl::StrAppend(&report, "==", child.pid, "== (", untraced,

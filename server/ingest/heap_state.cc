@@ -679,13 +679,15 @@ v1::ListProcessesResponse HeapState::ListProcesses(const v1::ListProcessesReques
 absl::Status HeapState::ForEachProcess(const ProcessFilter& filter,
                                       const std::function<void(const ProcessView&)>& fn) const {
   std::vector<std::pair<uint64_t, std::shared_ptr<Process>>> chosen;
+  // The ids a request names, once each (sorted before the lock: a request
+  // may name many).
+  std::vector<uint64_t> ids = filter.process_ids;
+  if (filter.process_id != 0) ids.push_back(filter.process_id);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   {
     absl::MutexLock lock(&mu_);
-    if (filter.process_id != 0 || !filter.process_ids.empty()) {
-      std::vector<uint64_t> ids = filter.process_ids;
-      if (filter.process_id != 0) ids.push_back(filter.process_id);
-      std::sort(ids.begin(), ids.end());
-      ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    if (!ids.empty()) {
       for (uint64_t id : ids) {
         auto it = procs_.find(id);
         if (it == procs_.end()) {
