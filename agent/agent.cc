@@ -57,7 +57,7 @@ constinit bool g_have_lane_key = false;
 // file systems do) or have no room for any lane beyond lane 0 ("full":
 // ENOSPC), so that both paths are tested wherever the tests run.
 enum class FallocateFault { kNone, kUnsupported, kFull };
-constinit FallocateFault g_fallocate_fault = FallocateFault::kNone;
+[[maybe_unused]] constinit FallocateFault g_fallocate_fault = FallocateFault::kNone;
 
 int Reserve(int fd, off_t start, off_t len) {
   if constexpr (kAllocGuard) {

@@ -68,7 +68,7 @@ void Resolve(T* fn, const char* name) {
 // real calloc is not known: from the bootstrap arena), and AgentStart
 // frees that block once tracking has started, as such a program's thread
 // frees dlsym's buffer when it ends. glibc 2.36 allocates nothing there.
-constinit void* g_test_bootstrap_block = nullptr;
+[[maybe_unused]] constinit void* g_test_bootstrap_block = nullptr;
 
 __attribute__((cold, noinline)) void ResolveReal() {
   g_resolving = true;
@@ -112,9 +112,9 @@ __attribute__((always_inline)) inline bool WillRecord(size_t size) {
 // of its own per call: a frame, a return or a test are a few per cent). No
 // mode is read: off mode's countdown never reaches zero, exact mode's and
 // kStarting's never leave it (agent.h, Mode). False: MallocSlow/CallocSlow
-// decide.
+// decide, and set the countdown (CountDownOrCross left it wrong).
 __attribute__((always_inline)) inline bool CountDown(size_t size) {
-  return cgoheap::agent::CountDown(cgoheap::agent::t_sampler, size);
+  return cgoheap::agent::CountDownOrCross(size);
 }
 
 // The slow path's decision, the countdown having crossed zero: the mode's,
@@ -185,7 +185,10 @@ __attribute__((noinline)) void* MallocSlow(size_t size) {
   const cgoheap::agent::Mode mode = cgoheap::agent::CurrentMode();
   if (__builtin_expect(mode == cgoheap::agent::Mode::kStarting, 0)) {
     EnsureReal();
-    if (g_real.malloc == nullptr) return BootstrapAlloc(size);
+    if (g_real.malloc == nullptr) {
+      cgoheap::agent::t_sampler.countdown = 0;  // every call slow (DecideSlow's kStarting)
+      return BootstrapAlloc(size);
+    }
   }
   bool record = DecideSlow(mode, size);
   void* p = g_real.malloc(size);
@@ -197,6 +200,7 @@ __attribute__((noinline)) void* CallocSlow(size_t n, size_t size) {
   const cgoheap::agent::Mode mode = cgoheap::agent::CurrentMode();
   if (__builtin_expect(mode == cgoheap::agent::Mode::kStarting, 0)) {
     if (g_resolving) {
+      cgoheap::agent::t_sampler.countdown = 0;  // every call slow (DecideSlow's kStarting)
       size_t total;
       if (__builtin_mul_overflow(n, size, &total)) return nullptr;
       return BootstrapAlloc(total);
@@ -266,7 +270,7 @@ __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
 // only the pins (and, in a fork child of a sampled process, the parent's
 // samples, which FreeSlow just frees).
 __attribute__((visibility("default"))) void free(void* p) {
-  if (__builtin_expect(!cgoheap::agent::g_sampled.MaybeContains(reinterpret_cast<uint64_t>(p)), 1)) {
+  if (__builtin_expect(!cgoheap::agent::g_sampled.MaybeContainsFast(reinterpret_cast<uint64_t>(p)), 1)) {
     return g_real.free(p);
   }
   FreeSlow(p);

@@ -60,6 +60,25 @@ class SampledSet {
   bool MaybeContains(uint64_t addr) const {
     return Byte(FilterIndex(addr)).load(std::memory_order_acquire) != 0;
   }
+  // The same for free's fast path (preload.cc), on x86-64 with the byte
+  // compared where it lies (the compiler loads an atomic byte into a
+  // register and tests it there: one instruction more per free). A load on
+  // x86-64 is an acquire; "memory" keeps the compiler from hoisting what
+  // follows above it.
+  __attribute__((always_inline)) bool MaybeContainsFast(uint64_t addr) const {
+#if defined(__x86_64__)
+    asm goto("cmpb $0, (%0,%1)\n\tjne %l[maybe]"
+             :
+             : "r"(filter_), "r"(FilterIndex(addr))
+             : "cc", "memory"
+             : maybe);
+    return false;
+  maybe:
+    return true;
+#else
+    return MaybeContains(addr);
+#endif
+  }
 
   // One byte per 16-byte granule of a 512 KiB window, the window's number
   // folded in by XOR. Blocks close together in memory (a thread's hot
@@ -73,7 +92,8 @@ class SampledSet {
   // spread with their window numbers instead of piling onto one byte.
   // (Public for the tests.)
   static size_t FilterIndex(uint64_t addr) {
-    return ((addr >> 4) ^ (addr >> 19)) & (kFilterSize - 1);
+    // (addr >> 4) ^ (addr >> 19), with one shift fewer.
+    return ((addr ^ (addr >> 15)) >> 4) & (kFilterSize - 1);
   }
  private:
   static constexpr size_t kFilterSize = size_t{1} << 15;

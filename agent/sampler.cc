@@ -6,7 +6,7 @@
 
 namespace cgoheap::agent {
 
-__attribute__((tls_model("initial-exec"))) thread_local ThreadSampler t_sampler{0, 0};
+constinit __attribute__((tls_model("initial-exec"))) thread_local ThreadSampler t_sampler{0, 0};
 
 namespace {
 

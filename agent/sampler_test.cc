@@ -35,6 +35,37 @@ TEST(SamplerTest, SamplesWithTheProbabilityOfAPoissonProcessByBytes) {
   }
 }
 
+// The shim's fast path (on x86-64 a subtract-and-branch in assembly): true
+// exactly when CountDown's compare would say so, the size taken off; false
+// at zero and below (exact mode's countdown of 0 sends a malloc(0) to the
+// slow path too), and for sizes that wrap, with countdown - size left for
+// the slow path to overwrite.
+TEST(SamplerTest, TheShimsCountDownCrossesWhereTheCompareDoes) {
+  std::thread([] {
+    struct Case {
+      uint64_t countdown;
+      size_t size;
+      bool stays;
+    };
+    const Case cases[] = {
+        {10, 3, true},         {10, 9, true},          {10, 10, false},
+        {10, 11, false},       {0, 0, false},          {0, 1, false},
+        {1, 0, true},          {kNeverSample, 4096, true},
+        {100, ~size_t{0}, false}, {100, size_t{1} << 63, false},
+        {kNeverSample, size_t{1} << 62, false},
+    };
+    for (const Case& c : cases) {
+      t_sampler.countdown = c.countdown;
+      ThreadSampler compare{c.countdown, 0};
+      EXPECT_EQ(CountDownOrCross(c.size), c.stays) << c.countdown << " - " << c.size;
+      EXPECT_EQ(CountDown(compare, c.size), c.stays) << c.countdown << " - " << c.size;
+      if (c.stays) {
+        EXPECT_EQ(t_sampler.countdown, c.countdown - c.size) << c.countdown << " - " << c.size;
+      }
+    }
+  }).join();
+}
+
 TEST(SamplerTest, WeightsAreOneInExactModeAndGrowForSmallBlocks) {
   EXPECT_EQ(SampleWeight(48, 0), 1.0);
   EXPECT_NEAR(SampleWeight(524288, 524288), 1 / (1 - std::exp(-1.0)), 1e-9);
@@ -128,6 +159,9 @@ TEST(SampledSetTest, FloodedUntilUnfloodedAndPinsSurvive) {
   size_t maybe = 0;
   for (uint64_t a : probes) maybe += set.MaybeContains(a) ? 1 : 0;
   EXPECT_LE(maybe, probes.size() / 1000) << "only the pins' bytes stay";
+  // free's fast path (compared in place on x86-64) reads what MaybeContains does.
+  ASSERT_TRUE(set.MaybeContainsFast(lo));
+  for (uint64_t a : probes) ASSERT_EQ(set.MaybeContainsFast(a), set.MaybeContains(a)) << std::hex << a;
   for (uint64_t a = lo; a < hi; a += 16) EXPECT_TRUE(set.MaybeContains(a)) << "pinned: " << a - lo;
   ASSERT_TRUE(set.Init(1 << 12));
   ASSERT_TRUE(set.Insert(probes[5]));
