@@ -10,7 +10,8 @@
 #                              fuzz each target (default all) for SECONDS (default
 #                              300) with libFuzzer; prints executions and findings
 #   ./dev.sh build             configure and build into build/
-#   ./dev.sh bench [--quick|--sampled]  side-by-side benchmark table (bench/run.sh)
+#   ./dev.sh bench [--quick|--sampled|--instructions]
+#                              side-by-side benchmark table (bench/run.sh)
 #   ./dev.sh sanitize KIND     build into build-KIND with -fsanitize=KIND
 #                              (address, thread, undefined) and run the unit tests
 #   ./dev.sh deps              only install the packages
@@ -28,7 +29,7 @@ PACKAGES=(
   libunwind-dev libdw-dev libelf-dev libc6-dbg
   libgtest-dev libgmock-dev libbenchmark-dev
   golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev libglib2.0-dev
-  prometheus curl openssl zlib1g-dev libssl-dev strace
+  prometheus curl openssl zlib1g-dev libssl-dev strace valgrind
   clang libclang-rt-14-dev
 )
 # The Go releases the test programs are built with, besides golang-go (1.19)

@@ -12,7 +12,7 @@
 # Prints a table of ratios. The machine is shared and noisy: compare figures
 # of one run, never across runs.
 #
-#   bench/run.sh [--quick | --sampled]
+#   bench/run.sh [--quick | --sampled | --instructions]
 #
 # CGOHEAP_BENCH_ROUNDS sets the churn loop's rounds (default 31: the median
 # of 15 moved by some 2% from one run to the next here). --sampled runs only
@@ -20,14 +20,16 @@
 # default (about 7 minutes): the medians of 31 rounds of the same two runs
 # differed by up to 3% from one run of the bench to the next here, more than
 # sampled mode's whole cost, and 121 rounds bring the interval to about
-# +-2%. It prints the churn table alone.
+# +-2%. It prints the churn table alone. --instructions counts the
+# instructions of the same loop under cachegrind instead (bench/instructions.sh).
 set -euo pipefail
 MODE=full
 case "${1:-}" in
   "") ;;
   --quick) MODE=quick ;;
   --sampled) MODE=sampled ;;
-  *) echo "bench/run.sh: unknown argument '$1' (bench/run.sh [--quick | --sampled])" >&2; exit 2 ;;
+  --instructions) exec "$(dirname "$0")/instructions.sh" ;;
+  *) echo "bench/run.sh: unknown argument '$1' (bench/run.sh [--quick | --sampled | --instructions])" >&2; exit 2 ;;
 esac
 if ! [[ ${CGOHEAP_BENCH_ROUNDS:-31} =~ ^[1-9][0-9]*$ ]]; then
   echo "bench/run.sh: CGOHEAP_BENCH_ROUNDS must be a whole number of rounds, 1 or more, not '$CGOHEAP_BENCH_ROUNDS'" >&2
