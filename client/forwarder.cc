@@ -350,6 +350,14 @@ void Forwarder::Discover() {
         t->own_basis = WireString(obj->own_basis());
       }
     }
+    // A C program with a Go library linked at start-up: the library's Go
+    // release (`cgoheap ps`, GO). Which code is the program's stays the
+    // generic rule (own_basis unset): the C program's code is as much its
+    // own as the library's Go. A library dlopened after this hello is not
+    // seen here.
+    if (hello.go_version().empty()) {
+      if (ObjectFile* lib = t->sym.GoObject()) hello.set_go_version(WireString(lib->go_version()));
+    }
     hello.set_go_crossing_unknown((who.flags & ring::kFlagGoCrossingUnknown) != 0);
     for (size_t i = 0; i < std::size(ring::kAllocatorFunctions); ++i) {
       if (who.foreign_allocator >> i & 1) hello.add_foreign_allocator(ring::kAllocatorFunctions[i]);

@@ -514,6 +514,16 @@ void ProcessSymbolizer::OpenAll() {
   for (const auto& [start, m] : mappings_) objects_->Get(m.path);
 }
 
+ObjectFile* ProcessSymbolizer::GoObject() {
+  for (const auto& [start, m] : mappings_) {
+    if (!MayOpen(m.path)) continue;
+    if (ObjectFile* obj = objects_->Get(m.path); obj != nullptr && !obj->go_version().empty()) {
+      return obj;
+    }
+  }
+  return nullptr;
+}
+
 bool ProcessSymbolizer::Symbolize(uint64_t pc, bool return_address,
                                   std::vector<SymbolizedFrame>* out) {
   uint64_t lookup = return_address ? pc - 1 : pc;

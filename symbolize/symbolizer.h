@@ -113,6 +113,10 @@ class ProcessSymbolizer {
   bool Symbolize(uint64_t pc, bool return_address, std::vector<SymbolizedFrame>* out);
   // Opens every mapped object now, while the files certainly still exist.
   void OpenAll();
+  // The mapped object with Go build information at the lowest address that
+  // may be opened, or null: for a C program, the Go library it links
+  // (-buildmode=c-shared), whose Go release is the one its Go code runs.
+  ObjectFile* GoObject();
   // The target's own credentials, when the forwarder runs with others (a
   // sidecar as root, say): files the target could not read itself are never
   // opened for it, whatever its mappings claim, so nothing it could not see

@@ -476,9 +476,22 @@ TEST_P(CgoProgramTest, GoLibraryInACProgramHasItsGoFrames) {
   {
     SCOPED_TRACE("linked");
     const std::string host = ProgramsSrc() + "/golib/golib_host.c";
-    Report r = RunUnder(Program("golib_host"), {}, {},
-                        {"LD_LIBRARY_PATH=" + lib.substr(0, lib.rfind('/'))});
+    const std::string library_path = "LD_LIBRARY_PATH=" + lib.substr(0, lib.rfind('/'));
+    Report r = RunUnder(Program("golib_host"), {}, {}, {library_path});
     EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+    // The Go release is the library's (the executable has none).
+    TempDir data;
+    Cgoheapd d(data.path());
+    RunResult remote = RunProcess(
+        {BinDir() + "/cgoheap", "run", "--server=" + d.address(), "--", Program("golib_host")},
+        {library_path});
+    ASSERT_EQ(remote.exit_code, 0) << remote.err;
+    RunResult ps = RunProcess({BinDir() + "/cgoheap", "ps", "--server=" + d.address(), "--json"});
+    ASSERT_EQ(ps.exit_code, 0) << ps.err;
+    const std::string release = "\"go_version\":\"go" + GetParam();
+    const size_t at = ps.out.find(release);
+    ASSERT_NE(at, std::string::npos) << ps.out;
+    EXPECT_TRUE(ps.out[at + release.size()] == '.' || ps.out[at + release.size()] == '"') << ps.out;
     EXPECT_EQ(r.run.out, "host done\n");
     ASSERT_EQ(r.num_leaks(), 3) << r.json;
     EXPECT_EQ(Num(r.doc, "unwind_failures"), 0);
