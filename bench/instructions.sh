@@ -18,7 +18,7 @@
 # 1% inside glibc's malloc for that alone, which the agent's own count
 # leaves out.
 #
-#   bench/instructions.sh [ITER]      (default 50000; about 2 minutes)
+#   bench/instructions.sh [ITER]      (default 50000; about 20 seconds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ITER=${1:-50000}
