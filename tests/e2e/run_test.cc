@@ -479,6 +479,17 @@ TEST_P(CgoProgramTest, GoLibraryInACProgramHasItsGoFrames) {
     const std::string library_path = "LD_LIBRARY_PATH=" + lib.substr(0, lib.rfind('/'));
     Report r = RunUnder(Program("golib_host"), {}, {}, {library_path});
     EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+    EXPECT_EQ(r.run.out, "host done\n");
+    ASSERT_EQ(r.num_leaks(), 3) << r.json;
+    EXPECT_EQ(Num(r.doc, "unwind_failures"), 0);
+    ExpectCrossings(r, 1000, 1, {{"main", host, "// HOST-LEAK"}}, user_code);
+    ExpectCrossings(r, 48, 3,
+                    {{"main.GoLeak", go, "// LEAK: 48 bytes"}, {"main", host, "// HOST-CALLS-GO"}},
+                    user_code);
+    ExpectCrossings(r, 21, 1,
+                    {{"main.leakString", go, "// LEAK: 21 bytes"},
+                     {"main", host, "// HOST-CALLS-GO"}},
+                    user_code);
     // The Go release is the library's (the executable has none).
     TempDir data;
     Cgoheapd d(data.path());
@@ -492,17 +503,6 @@ TEST_P(CgoProgramTest, GoLibraryInACProgramHasItsGoFrames) {
     const size_t at = ps.out.find(release);
     ASSERT_NE(at, std::string::npos) << ps.out;
     EXPECT_TRUE(ps.out[at + release.size()] == '.' || ps.out[at + release.size()] == '"') << ps.out;
-    EXPECT_EQ(r.run.out, "host done\n");
-    ASSERT_EQ(r.num_leaks(), 3) << r.json;
-    EXPECT_EQ(Num(r.doc, "unwind_failures"), 0);
-    ExpectCrossings(r, 1000, 1, {{"main", host, "// HOST-LEAK"}}, user_code);
-    ExpectCrossings(r, 48, 3,
-                    {{"main.GoLeak", go, "// LEAK: 48 bytes"}, {"main", host, "// HOST-CALLS-GO"}},
-                    user_code);
-    ExpectCrossings(r, 21, 1,
-                    {{"main.leakString", go, "// LEAK: 21 bytes"},
-                     {"main", host, "// HOST-CALLS-GO"}},
-                    user_code);
   }
   {
     SCOPED_TRACE("dlopen");
@@ -1042,10 +1042,6 @@ TEST(RunTest, WhatAWrapperHeldWhenItExecdTheProgramIsNotItsLeak) {
   }
 }
 
-// Sizes of 2^63 and more (a negative length, an overflowed calloc product)
-// fail in the real allocator; they must not stop the thread's later
-// allocations from being recorded (the countdown the fast paths compare
-// against once wrapped round on them: "no leaks").
 // A stack deeper than a record holds (ring.h, kMaxFrames: 128) keeps its
 // innermost frames, where the allocation and the code that made it are, and
 // ends with a frame that says it goes on; a shallow one is whole.
@@ -1083,6 +1079,10 @@ TEST(RunTest, AStackDeeperThanARecordHoldsSaysItGoesOn) {
   }
 }
 
+// Sizes of 2^63 and more (a negative length, an overflowed calloc product)
+// fail in the real allocator; they must not stop the thread's later
+// allocations from being recorded (the countdown the fast paths compare
+// against once wrapped round on them: "no leaks").
 TEST(RunTest, AllocationsThatCannotSucceedLeaveTheNextOnesRecorded) {
   const std::string src = ProgramsSrc() + "/hugesize/hugesize.c";
   for (const std::string rate : {"0", "1"}) {
