@@ -426,7 +426,8 @@ void StartTracking() {
   uint64_t rate = EnvU64("CGOHEAP_SAMPLE_BYTES", 0);
   // Room for the samples of 8 GiB of live heap at this rate, at most half
   // full; small enough at production rates (128 KiB at 512 KiB) to stay in
-  // cache, because every free of an unsampled block probes it.
+  // cache (every free of a sampled block, or one the filter is unsure of,
+  // probes it).
   if (rate != 0 && !g_sampled.ready()) {
     size_t slots = 4096;
     while (slots < (size_t{1} << 22) && slots / 2 < (uint64_t{8} << 30) / rate) slots <<= 1;
@@ -457,7 +458,10 @@ alignas(64) constinit std::atomic<Mode> g_mode{Mode::kStarting};
 constinit uint64_t g_sample_bytes = 0;
 constinit SampledSet g_sampled{SampledSet::FloodedTag{}};  // kStarting: every free slow
 
+constinit ModeListener g_mode_listener = nullptr;
+
 void EnterMode(Mode m) {
+  if (g_mode_listener != nullptr) g_mode_listener(m);
   if (m == Mode::kExact || m == Mode::kStarting) {
     g_sampled.Flood();
   } else {

@@ -94,11 +94,15 @@ inline void CheckNotInHook() {
 // mode is also written into what they read. malloc and calloc take the
 // slow path when the thread's sampling countdown (sampler.h) crosses zero:
 // in off mode the slow path sets it to kNeverSample, in exact mode and
-// kStarting it stays at zero (every call slow). free takes the
-// slow path when the sampled set's filter says "maybe": flooded in exact
-// mode and kStarting (every free slow), the counts of the sampled blocks
-// and the bootstrap pins in sampled and off modes. EnterMode keeps both in
-// step with the mode.
+// kStarting it stays at zero (every call slow). free, where blocks carry
+// the shim's headers (glibc next), takes the slow path for a block with
+// one and otherwise jumps where the mode says (g_mode_listener: the real
+// free in sampled and off modes, the slow path in exact mode and
+// kStarting); elsewhere it takes the slow path when the sampled set's
+// filter says "maybe": flooded in exact mode and kStarting (every free
+// slow), the counts of the sampled blocks and the bootstrap pins in
+// sampled and off modes. EnterMode keeps all of them in step with the
+// mode.
 enum class Mode : uint32_t { kOff = 0, kExact = 1, kSampled = 2, kStarting = 3 };
 extern std::atomic<Mode> g_mode;
 inline Mode CurrentMode() { return g_mode.load(std::memory_order_acquire); }
@@ -106,6 +110,11 @@ inline Mode CurrentMode() { return g_mode.load(std::memory_order_acquire); }
 // call took the slow path), or where no other thread can be in
 // the allocator (a fork child): other threads' countdowns are not reset.
 void EnterMode(Mode m);
+// Told of each mode EnterMode enters, before the mode is stored (the
+// preload shim: free's target follows the mode, preload.cc). Set once,
+// before the first EnterMode; null in the tests' static agent.
+using ModeListener = void (*)(Mode);
+extern ModeListener g_mode_listener;
 extern uint64_t g_sample_bytes;
 class SampledSet;
 extern SampledSet g_sampled;  // agent/sampled_set.h

@@ -9,6 +9,21 @@
 //
 // Bootstrap: dlsym itself calls calloc before the real calloc is known; those
 // few bytes come from a static arena and are never handed to the real free.
+//
+// Headers (sampled mode, where the next allocator is glibc's): a sampled
+// block is allocated 16 bytes larger (or by its alignment, for the memalign
+// family) and handed out past a header whose last word has bit 3 set. glibc
+// keeps its chunk's size word just before every block it hands out, and
+// that size is a multiple of 16 with flags in bits 0-2 only (64-bit glibc:
+// MALLOC_ALIGNMENT is 16; its free aborts with "invalid size" otherwise),
+// so the byte at p - 8 has bit 3 set exactly for the shim's blocks. free
+// tests that bit, on the cache line glibc's free reads next anyway: six
+// instructions in all on x86-64 (the filter's way took nine), and no table
+// of the agent's to touch. Any other next allocator (a shared jemalloc, an
+// allocator with guard pages) may have nothing readable before a block:
+// there free asks the sampled set's filter. Where blocks carry headers,
+// every block the agent samples has one; a block may have one and not be
+// sampled (realloc keeps it), and FreeSlow just strips it.
 #include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
@@ -51,12 +66,42 @@ bool FromBootstrap(const void* p) {
   return p >= g_bootstrap && p < g_bootstrap + sizeof g_bootstrap;
 }
 
+// A block's header (see the top): the offset back to what the real
+// allocator returned, and the mark, whose low byte has bit 3 set.
+constexpr uint64_t kHeaderMark = 0x6367686561700a08;
+constexpr size_t kHeaderBytes = 16;
+
+void* PutHeader(void* base, size_t offset) {
+  char* p = static_cast<char*>(base) + offset;
+  reinterpret_cast<uint64_t*>(p)[-2] = offset;
+  reinterpret_cast<uint64_t*>(p)[-1] = kHeaderMark;
+  return p;
+}
+
+// Each bootstrap block carries a header too, so that free's header test
+// sends it to FreeSlow (which never hands it on) as the filter's pins do.
 void* BootstrapAlloc(size_t size) {
   size = (size + 15) & ~size_t{15};
-  size_t off = g_bootstrap_used.fetch_add(size, std::memory_order_relaxed);
-  if (off + size > sizeof g_bootstrap) return nullptr;
-  return g_bootstrap + off;  // zeroed: static storage
+  if (size > sizeof g_bootstrap) return nullptr;
+  size_t off = g_bootstrap_used.fetch_add(size + kHeaderBytes, std::memory_order_relaxed);
+  if (off + size + kHeaderBytes > sizeof g_bootstrap) return nullptr;
+  return PutHeader(g_bootstrap + off, kHeaderBytes);  // the rest zeroed: static storage
 }
+
+// Whether blocks carry headers: the next allocator is glibc's (set at
+// start-up, before the mode leaves kStarting).
+constinit bool g_headers = false;
+
+// free's fast test (a glibc block's p - 8 is its chunk's size word).
+__attribute__((always_inline)) inline bool MaybeHeadered(const void* p) {
+  return (static_cast<const uint8_t*>(p)[-8] & 8) != 0;
+}
+// The full test, for the slow paths: only where blocks carry headers.
+inline bool Headered(const void* p) {
+  return g_headers && p != nullptr && static_cast<const uint64_t*>(p)[-1] == kHeaderMark;
+}
+inline size_t HeaderOffset(const void* p) { return static_cast<const uint64_t*>(p)[-2]; }
+inline void* HeaderBase(void* p) { return static_cast<char*>(p) - HeaderOffset(p); }
 
 template <typename T>
 void Resolve(T* fn, const char* name) {
@@ -91,6 +136,52 @@ __attribute__((cold, noinline)) void ResolveReal() {
 
 inline void EnsureReal() {
   if (__builtin_expect(g_real.free == nullptr, 0) && !g_resolving) ResolveReal();
+}
+
+// Whether a block the agent will record gets a header: sampled mode's, where
+// blocks carry them (exact mode's frees all take the slow path anyway).
+inline bool WithHeader(cgoheap::agent::Mode mode) {
+  return g_headers && mode == cgoheap::agent::Mode::kSampled;
+}
+
+// The real allocator's block, size + offset bytes, handed out offset bytes
+// in (offset: 16, or the alignment asked, a power of two above 16).
+void* HeaderedMalloc(size_t size) {
+  if (size > static_cast<size_t>(PTRDIFF_MAX) - kHeaderBytes) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  void* base = g_real.malloc(size + kHeaderBytes);
+  return base != nullptr ? PutHeader(base, kHeaderBytes) : nullptr;
+}
+
+void* HeaderedCalloc(size_t total) {
+  if (total > static_cast<size_t>(PTRDIFF_MAX) - kHeaderBytes) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  void* base = g_real.calloc(1, total + kHeaderBytes);
+  return base != nullptr ? PutHeader(base, kHeaderBytes) : nullptr;
+}
+
+bool PowerOfTwo(size_t n) { return n != 0 && (n & (n - 1)) == 0; }
+
+// align: a power of two.
+void* HeaderedAligned(size_t align, size_t size) {
+  size_t offset = align < kHeaderBytes ? kHeaderBytes : align;
+  if (size > static_cast<size_t>(PTRDIFF_MAX) - offset) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  void* base = g_real.memalign(offset, size + offset);
+  return base != nullptr ? PutHeader(base, offset) : nullptr;
+}
+
+// What the program may use of a block: the real allocator's figure, less
+// the header.
+size_t UsableSize(void* p) {
+  if (Headered(p)) return g_real.malloc_usable_size(HeaderBase(p)) - HeaderOffset(p);
+  return g_real.malloc_usable_size(p);
 }
 
 // Whether an allocation of size bytes is recorded, decided before the real
@@ -174,7 +265,7 @@ __attribute__((noinline)) void FreeSlow(void* p) {
   using cgoheap::agent::Mode;
   Mode mode = cgoheap::agent::CurrentMode();
   if (mode == Mode::kExact || mode == Mode::kSampled) cgoheap_on_free(p);  // sampled: if it is one
-  g_real.free(p);
+  g_real.free(Headered(p) ? HeaderBase(p) : p);
 }
 
 // malloc's and calloc's slow paths, reached by a tail call from the entry
@@ -191,7 +282,7 @@ __attribute__((noinline)) void* MallocSlow(size_t size) {
     }
   }
   bool record = DecideSlow(mode, size);
-  void* p = g_real.malloc(size);
+  void* p = record && WithHeader(mode) ? HeaderedMalloc(size) : g_real.malloc(size);
   if (record) Recorded(Api::kMalloc, p, size);
   return p;
 }
@@ -208,9 +299,73 @@ __attribute__((noinline)) void* CallocSlow(size_t n, size_t size) {
     EnsureReal();
   }
   bool record = DecideSlow(mode, n * size);
-  void* p = g_real.calloc(n, size);
+  size_t total;
+  void* p;
+  if (record && WithHeader(mode) && !__builtin_mul_overflow(n, size, &total)) {
+    p = HeaderedCalloc(total);
+  } else {
+    p = g_real.calloc(n, size);  // an overflowing product fails there
+  }
   if (record) Recorded(Api::kCalloc, p, n * size);
   return p;
+}
+
+// free's target for a block without a header (where blocks carry them):
+// the real free in sampled and off modes, the slow path in exact mode and
+// kStarting, whose frees are all recorded. Written by EnterMode (through
+// OnModeEntered), at start-up or in a fork child: one thread.
+using FreeFn = void (*)(void*);
+constinit FreeFn g_free_next = FreeSlow;
+
+void OnModeEntered(cgoheap::agent::Mode m) {
+  using cgoheap::agent::Mode;
+  g_free_next = (m == Mode::kSampled || m == Mode::kOff) && g_real.free != nullptr ? g_real.free : FreeSlow;
+}
+
+// free where blocks carry headers (see the top): a block without one goes
+// on at once (NULL too: glibc's free returns for it, FreeSlow as well).
+void HeaderFree(void* p) {
+  if (__builtin_expect(p != nullptr, 1) && __builtin_expect(MaybeHeadered(p), 0)) return FreeSlow(p);
+  return g_free_next(p);
+}
+
+// free where they do not. A block the filter does not hold is neither
+// sampled nor from the bootstrap arena (pinned there before the mode
+// leaves kStarting), and goes straight to the real free (NULL too, unless
+// its byte is taken). Off mode's filter holds only the pins (and, in a fork
+// child of a sampled process, the parent's samples, which FreeSlow just
+// frees).
+void FilterFree(void* p) {
+  if (__builtin_expect(!cgoheap::agent::g_sampled.MaybeContainsFast(reinterpret_cast<uint64_t>(p)), 1)) {
+    return g_real.free(p);
+  }
+  FreeSlow(p);
+}
+
+// The filter until the next allocator is known, and for good unless it is
+// glibc's: set once, at start-up, before the mode leaves kStarting.
+constinit FreeFn g_free_impl = FilterFree;
+
+// Whether every function the shim passes calls on to is glibc's (the
+// object that defines __libc_malloc): only then may free read before a
+// block. dladdr allocates nothing.
+bool NextIsGlibc() {
+  if constexpr (sizeof(void*) != 8) return false;  // 32-bit glibc aligns to 8: bit 3 is size
+  void* libc_malloc = dlsym(RTLD_NEXT, "__libc_malloc");
+  Dl_info libc;
+  if (libc_malloc == nullptr || dladdr(libc_malloc, &libc) == 0) return false;
+  const RealAllocator& r = g_real;
+  const void* fns[] = {reinterpret_cast<void*>(r.malloc),        reinterpret_cast<void*>(r.calloc),
+                       reinterpret_cast<void*>(r.realloc),       reinterpret_cast<void*>(r.reallocarray),
+                       reinterpret_cast<void*>(r.free),          reinterpret_cast<void*>(r.posix_memalign),
+                       reinterpret_cast<void*>(r.aligned_alloc), reinterpret_cast<void*>(r.memalign),
+                       reinterpret_cast<void*>(r.valloc),        reinterpret_cast<void*>(r.pvalloc),
+                       reinterpret_cast<void*>(r.malloc_usable_size)};
+  for (const void* fn : fns) {
+    Dl_info info;
+    if (dladdr(fn, &info) == 0 || info.dli_fbase != libc.dli_fbase) return false;
+  }
+  return true;
 }
 
 __attribute__((constructor(101))) void AgentStart() {
@@ -233,6 +388,14 @@ __attribute__((constructor(101))) void AgentStart() {
       r.malloc_usable_size == nullptr) {
     return;
   }
+  // CGOHEAP_HEADERS=0: the filter even before glibc (for the tests, and a
+  // way out should a glibc ever break the header test's premise).
+  const char* headers = getenv("CGOHEAP_HEADERS");
+  if ((headers == nullptr || strcmp(headers, "0") != 0) && NextIsGlibc()) {
+    g_headers = true;
+    g_free_impl = HeaderFree;
+  }
+  cgoheap::agent::g_mode_listener = OnModeEntered;
   // Tracking starts in sampled or exact mode; anything else (not asked
   // for, no ring) is off. Until then every call takes its slow path.
   cgoheap::agent::Initialize();
@@ -249,8 +412,9 @@ __attribute__((constructor(101))) void AgentStart() {
 extern "C" {
 
 // The fast paths read no mode (agent.h, Mode): malloc and calloc the
-// thread's countdown, free the filter; both send every call of exact mode
-// and kStarting to the slow paths, which read it.
+// thread's countdown, free the header bit and then the target the mode
+// set (or the filter); each sends every call of exact mode and kStarting
+// to the slow paths, which read it.
 __attribute__((visibility("default"))) void* malloc(size_t size) {
   cgoheap::agent::CheckNotInHook();
   if (__builtin_expect(CountDown(size), 1)) return g_real.malloc(size);
@@ -263,18 +427,8 @@ __attribute__((visibility("default"))) void* calloc(size_t n, size_t size) {
   return CallocSlow(n, size);
 }
 
-// A block the filter does not hold is neither sampled nor from the
-// bootstrap arena (pinned there before the mode leaves kStarting), and goes
-// straight to the real free (NULL too, unless its byte is taken: glibc's
-// free returns at once for it, FreeSlow as well). Off mode's filter holds
-// only the pins (and, in a fork child of a sampled process, the parent's
-// samples, which FreeSlow just frees).
-__attribute__((visibility("default"))) void free(void* p) {
-  if (__builtin_expect(!cgoheap::agent::g_sampled.MaybeContainsFast(reinterpret_cast<uint64_t>(p)), 1)) {
-    return g_real.free(p);
-  }
-  FreeSlow(p);
-}
+// HeaderFree or FilterFree: one indirect jump.
+__attribute__((visibility("default"))) void free(void* p) { g_free_impl(p); }
 
 }  // extern "C"
 
@@ -282,6 +436,8 @@ namespace {
 
 // realloc and reallocarray: api names the entry point the program called.
 // Inlined into each, so that the frame the unwind starts from is theirs.
+// Whether the new block is recorded is decided first: a block with a
+// header needs it from the start.
 __attribute__((always_inline)) inline void* Reallocate(Api api, void* old, size_t size) {
   cgoheap::agent::CheckNotInHook();
   EnsureReal();
@@ -293,22 +449,63 @@ __attribute__((always_inline)) inline void* Reallocate(Api api, void* old, size_
     }
     return p;
   }
+  if (Headered(old)) {
+    // glibc's realloc of the whole block, header and all: it grows or
+    // shrinks in place where it can, and a block it moves takes the header
+    // along (the offset stays; realloc promises no more alignment than
+    // malloc's). The block keeps its header whether recorded or not.
+    const size_t offset = HeaderOffset(old);
+    void* base = HeaderBase(old);
+    if (size == 0) {  // as glibc's realloc: frees, returns NULL
+      Freeing(old);
+      g_real.free(base);
+      return nullptr;
+    }
+    if (size > static_cast<size_t>(PTRDIFF_MAX) - offset) {
+      errno = ENOMEM;
+      return nullptr;  // the block stays as it was recorded
+    }
+    const bool record = WillRecord(size);
+    Freeing(old);
+    void* moved = g_real.realloc(base, size + offset);
+    if (moved == nullptr) {
+      Allocated(api, old, UsableSize(old));  // still live: recorded again (see below)
+      return nullptr;
+    }
+    void* p = static_cast<char*>(moved) + offset;
+    if (record) Recorded(api, p, size);
+    return p;
+  }
+  const bool record = WillRecord(size);
+  const bool header = record && WithHeader(cgoheap::agent::CurrentMode());
   if (old == nullptr) {
-    void* p = g_real.realloc(nullptr, size);
-    Allocated(api, p, size);
+    void* p = header ? HeaderedMalloc(size) : g_real.realloc(nullptr, size);
+    if (record) Recorded(api, p, size);
     return p;
   }
   // A size no allocator can give (glibc refuses anything over PTRDIFF_MAX
   // before touching the block): the block stays as it was recorded.
   if (size > static_cast<size_t>(PTRDIFF_MAX)) return g_real.realloc(old, size);
+  if (header && size != 0) {
+    // A block without a header cannot gain one in place: moved by hand.
+    // If the new block cannot be had, the old one is left as it was.
+    void* p = HeaderedMalloc(size);
+    if (p == nullptr) return nullptr;
+    size_t had = g_real.malloc_usable_size(old);
+    memcpy(p, old, had < size ? had : size);
+    Freeing(old);
+    g_real.free(old);
+    Recorded(api, p, size);
+    return p;
+  }
   Freeing(old);
   void* p = g_real.realloc(old, size);
   if (p != nullptr) {
-    Allocated(api, p, size);
+    if (record) Recorded(api, p, size);
   } else if (size != 0) {
     // Failed: the old block is still live. Its original stack is gone, so it
     // is re-recorded here with the stack of the failed realloc.
-    Allocated(api, old, g_real.malloc_usable_size ? g_real.malloc_usable_size(old) : 0);
+    Allocated(api, old, g_real.malloc_usable_size(old));
   }
   return p;
 }
@@ -333,48 +530,85 @@ __attribute__((visibility("default"))) void* reallocarray(void* old, size_t n, s
 __attribute__((visibility("default"))) int posix_memalign(void** out, size_t align, size_t size) {
   cgoheap::agent::CheckNotInHook();
   EnsureReal();
+  const bool record = WillRecord(size);
+  if (record && WithHeader(cgoheap::agent::CurrentMode())) {
+    if (align % sizeof(void*) != 0 || !PowerOfTwo(align)) return EINVAL;  // as glibc
+    void* p = HeaderedAligned(align, size);
+    if (p == nullptr) return ENOMEM;
+    *out = p;
+    Recorded(Api::kPosixMemalign, p, size);
+    return 0;
+  }
   int rc = g_real.posix_memalign(out, align, size);
-  if (rc == 0) Allocated(Api::kPosixMemalign, *out, size);
+  if (rc == 0 && record) Recorded(Api::kPosixMemalign, *out, size);
   return rc;
 }
 
-__attribute__((visibility("default"))) void* aligned_alloc(size_t align, size_t size) {
+}  // extern "C"
+
+namespace {
+
+// The rest of the memalign family: whether the block is recorded decided
+// first; a recorded block gets a header where blocks carry them, if its
+// alignment is a power of two. A block of any other alignment (glibc
+// rounds it up, or refuses it) is left to the real allocator and not
+// recorded: without a header its free could not be told from the rest.
+// Inlined into each entry point (the frame the unwind starts from).
+// bytes: what a block with a header takes (pvalloc rounds size up).
+template <typename Real>
+__attribute__((always_inline)) inline void* Aligned(Api api, size_t align, size_t size, size_t bytes,
+                                                    Real real) {
   cgoheap::agent::CheckNotInHook();
   EnsureReal();
-  void* p = g_real.aligned_alloc(align, size);
-  Allocated(Api::kAlignedAlloc, p, size);
+  bool record = WillRecord(size);
+  if (record && WithHeader(cgoheap::agent::CurrentMode())) {
+    if (PowerOfTwo(align)) {
+      void* p = HeaderedAligned(align, bytes);
+      Recorded(api, p, size);
+      return p;
+    }
+    record = false;
+  }
+  void* p = real();
+  if (record) Recorded(api, p, size);
   return p;
+}
+
+size_t PageSize() { return static_cast<size_t>(getpagesize()); }
+
+}  // namespace
+
+extern "C" {
+
+__attribute__((visibility("default"))) void* aligned_alloc(size_t align, size_t size) {
+  return Aligned(Api::kAlignedAlloc, align, size, size, [&] { return g_real.aligned_alloc(align, size); });
 }
 
 __attribute__((visibility("default"))) void* memalign(size_t align, size_t size) {
-  cgoheap::agent::CheckNotInHook();
-  EnsureReal();
-  void* p = g_real.memalign(align, size);
-  Allocated(Api::kMemalign, p, size);
-  return p;
+  return Aligned(Api::kMemalign, align, size, size, [&] { return g_real.memalign(align, size); });
 }
 
 __attribute__((visibility("default"))) void* valloc(size_t size) {
-  cgoheap::agent::CheckNotInHook();
-  EnsureReal();
-  void* p = g_real.valloc(size);
-  Allocated(Api::kValloc, p, size);
-  return p;
+  return Aligned(Api::kValloc, PageSize(), size, size, [&] { return g_real.valloc(size); });
 }
 
+// With a header: the size rounded up to whole pages, as glibc's pvalloc
+// does (the record keeps the size asked for).
 __attribute__((visibility("default"))) void* pvalloc(size_t size) {
-  cgoheap::agent::CheckNotInHook();
-  EnsureReal();
-  void* p = g_real.pvalloc(size);
-  Allocated(Api::kPvalloc, p, size);
-  return p;
+  const size_t page = PageSize();
+  if (size > SIZE_MAX - (page - 1)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  const size_t rounded = (size + page - 1) & ~(page - 1);
+  return Aligned(Api::kPvalloc, page, size, rounded, [&] { return g_real.pvalloc(size); });
 }
 
 __attribute__((visibility("default"))) size_t malloc_usable_size(void* p) {
   if (p == nullptr) return 0;
   if (FromBootstrap(p)) return 0;
   EnsureReal();
-  return g_real.malloc_usable_size(p);
+  return UsableSize(p);
 }
 
 }  // extern "C"

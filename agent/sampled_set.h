@@ -23,8 +23,10 @@ class SampledSet {
  public:
   constexpr SampledSet() = default;
   // A set whose filter starts flooded (every address "maybe"): the agent's
-  // own, so that free's fast path, which reads only the filter, sends every
-  // free to the slow path until the mode is known (see Flood).
+  // own, so that free's fast path, which reads only the filter (until the
+  // shim knows the next allocator, and for good unless it is glibc's:
+  // preload.cc), sends every free to the slow path until the mode is known
+  // (see Flood).
   struct FloodedTag {};
   constexpr explicit SampledSet(FloodedTag) : flooded_(true) {
     for (uint8_t& b : filter_) b = 255;

@@ -556,10 +556,26 @@ TEST_P(CgoProgramTest, CallbackFromACLoopHasEveryCrossing) {
 // Every allocator entry point a C library may use, and realloc in each of
 // its cases (tests/programs/allocators): each leak exact, with the entry
 // point as the innermost frame, the C function that called it, and the Go
-// line that called that.
-TEST(RunTest, EveryAllocatorEntryPointIsRecordedExactly) {
+// line that called that. In exact mode, and sampled at 1 byte (every block
+// sampled) with the agent's headers on sampled blocks and without them
+// (CGOHEAP_HEADERS=0: the free filter, as before any allocator but glibc's).
+class EntryPointTest : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+INSTANTIATE_TEST_SUITE_P(Mode, EntryPointTest,
+                         ::testing::Values(std::vector<std::string>{},
+                                           std::vector<std::string>{"--sample-bytes=1"},
+                                           std::vector<std::string>{"--sample-bytes=1", "CGOHEAP_HEADERS=0"}),
+                         [](const ::testing::TestParamInfo<std::vector<std::string>>& info) {
+                           return std::string(info.param.empty()          ? "Exact"
+                                              : info.param.size() == 1 ? "SampledWithHeaders"
+                                                                       : "SampledWithTheFilter");
+                         });
+
+TEST_P(EntryPointTest, EveryAllocatorEntryPointIsRecordedExactly) {
   std::string src = ProgramSource("allocators");
-  Report r = RunUnder(Program("allocators"));
+  std::vector<std::string> flags, env;
+  for (const std::string& a : GetParam()) (a.starts_with("--") ? flags : env).push_back(a);
+  Report r = RunUnder(Program("allocators"), {}, flags, env);
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
   // calloc(SIZE_MAX / 2, 4) overflows: it fails, and records nothing.
   EXPECT_EQ(r.run.out, "moved 1 in place 1 zero freed 1 failed 1 calloc overflow 1\n");
@@ -618,7 +634,7 @@ TEST(RunTest, FreesThroughEveryEntryPointLeaveNothingAndEveryEventIsSeen) {
   TempDir data;
   Report r = RunUnder(Program("allocators"), {"churn", "2000"}, {"--data=" + data.path()});
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
-  ASSERT_EQ(r.run.out, "events 48000\n");
+  ASSERT_EQ(r.run.out, "events 56000 bad 0\n");
   EXPECT_EQ(r.num_leaks(), 0) << r.json;
   EXPECT_EQ(Num(r.doc, "dropped_events"), 0);
   Cgoheapd d(data.path());
@@ -626,24 +642,42 @@ TEST(RunTest, FreesThroughEveryEntryPointLeaveNothingAndEveryEventIsSeen) {
   Value procs = ParseJson(ps.out);
   ASSERT_EQ(Field(procs, "processes").list_value().values_size(), 1) << ps.out;
   double events = Num(Field(procs, "processes").list_value().values(0), "events");
-  EXPECT_GE(events, 48000) << "the agent missed allocator events";
-  EXPECT_LT(events, 48000 + 500) << "more events than the program and the Go runtime made";
+  EXPECT_GE(events, 56000) << "the agent missed allocator events";
+  EXPECT_LT(events, 56000 + 500) << "more events than the program and the Go runtime made";
 
-  // Sampled: every free through its own path (the filter, free(NULL), the
-  // frees inside realloc), at a rate that samples every block and at the
-  // default one. Nothing leaks. (At a rate of 1 byte the ring fills faster
-  // than it is read, and a sampled process drops an allocation's record
-  // rather than wait: its free is then ignored too.)
+  // Sampled: every free through its own path (the header test or the
+  // filter, free(NULL), the frees inside realloc), at a rate that samples
+  // every block (each with a header) and at the default one (where a block
+  // realloc grows gains one by moving), and with the filter instead of
+  // headers. Nothing leaks, and every block is as the C library promises.
+  // (At a rate of 1 byte the ring fills faster than it is read, and a
+  // sampled process drops an allocation's record rather than wait: its
+  // free is then ignored too.)
   for (const std::string rate : {"1", "524288"}) {
-    SCOPED_TRACE("--sample-bytes=" + rate);
-    Report s = RunUnder(Program("allocators"), {"churn", "2000"}, {"--sample-bytes=" + rate});
-    EXPECT_EQ(s.run.exit_code, 0) << s.run.err;
-    EXPECT_EQ(s.run.out, "events 48000\n");
-    EXPECT_EQ(s.num_leaks(), 0) << s.json;
-    if (rate != "1") {
-      EXPECT_EQ(Num(s.doc, "dropped_events"), 0);
+    for (const std::string headers : {"", "CGOHEAP_HEADERS=0"}) {
+      SCOPED_TRACE("--sample-bytes=" + rate + " " + headers);
+      std::vector<std::string> env;
+      if (!headers.empty()) env.push_back(headers);
+      Report s = RunUnder(Program("allocators"), {"churn", "2000"}, {"--sample-bytes=" + rate}, env);
+      EXPECT_EQ(s.run.exit_code, 0) << s.run.err;
+      EXPECT_EQ(s.run.out, "events 56000 bad 0\n");
+      EXPECT_EQ(s.num_leaks(), 0) << s.json;
+      if (rate != "1") {
+        EXPECT_EQ(Num(s.doc, "dropped_events"), 0);
+      }
     }
   }
+}
+
+// Where glibc's allocator is next, a block the agent samples carries its
+// header (bit 3 of the byte before the block: never set by glibc), and free
+// tests that; nowhere else (exact mode, CGOHEAP_HEADERS=0).
+TEST(RunTest, SampledBlocksCarryTheAgentsHeaderWhereGlibcIsNext) {
+  const std::string program = Program("allocators");
+  EXPECT_EQ(RunUnder(program, {"header"}, {"--sample-bytes=1"}).run.out, "header 1\n");
+  EXPECT_EQ(RunUnder(program, {"header"}, {"--sample-bytes=1"}, {"CGOHEAP_HEADERS=0"}).run.out, "header 0\n");
+  EXPECT_EQ(RunUnder(program, {"header"}).run.out, "header 0\n");
+  EXPECT_EQ(RunProcess({program, "header"}).out, "header 0\n");
 }
 
 // Function names as the user's other tools show them (tests/programs/
@@ -1175,6 +1209,40 @@ TEST(RunTest, AProgramThatCannotBeTracedIsNotScannedAndSaysWhy) {
     EXPECT_EQ(Num(l, "reachable_blocks"), 0);
   }
   EXPECT_EQ(bytes, 212);
+}
+
+// A program whose allocator is not glibc's but a shared library found after
+// the agent, with an inaccessible page before every block
+// (tests/programs/nextalloc): the agent's free must never read before a
+// block there (it asks its filter instead of the header glibc's blocks
+// let it test), in exact and sampled mode; each leak exact.
+TEST(RunTest, AnAllocatorAfterTheAgentThatIsNotGlibcsIsNeverReadBeforeItsBlocks) {
+  const std::string src = ProgramsSrc() + "/nextalloc/nextalloc.c";
+  for (const std::string mode : {"", "--sample-bytes=1", "--sample-bytes=524288"}) {
+    SCOPED_TRACE(mode);
+    std::vector<std::string> flags;
+    if (!mode.empty()) flags.push_back(mode);
+    Report r = RunUnder(Program("nextalloc"), {}, flags);
+    EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+    EXPECT_EQ(r.run.out, "leaked 4\n");
+    if (mode == "--sample-bytes=524288") continue;  // blocks of 1 KiB: seldom sampled there
+    ASSERT_EQ(r.num_leaks(), 4) << r.json;
+    const std::vector<std::pair<std::string, int>> cases = {
+        {"malloc", 1001}, {"calloc", 1002}, {"realloc", 1003}, {"memalign", 1004}};
+    for (const auto& [api, bytes] : cases) {
+      SCOPED_TRACE(api);
+      const Value* leak = nullptr;
+      for (int i = 0; i < r.num_leaks(); ++i) {
+        if (Num(r.leak(i), "bytes") == bytes) leak = &r.leak(i);
+      }
+      ASSERT_NE(leak, nullptr) << r.json;
+      EXPECT_EQ(Num(*leak, "blocks"), 1);
+      std::vector<FrameRef> frames = Frames(*leak);
+      ASSERT_GE(frames.size(), 2u);
+      EXPECT_EQ(frames[0].function, api);
+      ExpectFrameAt(frames, "main", src, LineOf(src, "// LEAK: " + api));
+    }
+  }
 }
 
 // A program whose executable defines malloc (a statically linked jemalloc,

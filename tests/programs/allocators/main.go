@@ -2,10 +2,16 @@
 // a size of its own from a C function of its own, called from a Go line of
 // its own; and realloc in each of its cases. Prints what realloc did.
 //
+// With "header" it prints whether a block malloc returns has bit 3 set in
+// the byte 8 before it (never so in glibc's chunk headers: the agent's
+// header on a block it samples).
+//
 // With "churn N" it leaks nothing instead: N rounds of allocating and
 // freeing through every entry point, then it prints how many allocator
 // events (allocations and frees) it made, for comparison with the agent's
-// count.
+// count, and how many blocks were not as the C library promises (too small
+// for malloc_usable_size, misaligned, or with their bytes lost by realloc):
+// the agent hands some blocks out past a header of its own.
 package main
 
 // #cgo CFLAGS: -O2 -g
@@ -61,32 +67,63 @@ package main
 // static void leak_pvalloc(void) { keep(pvalloc(112)); }                               // C: pvalloc
 // static void leak_strdup(void) { text[112] = 0; keep(strdup(text)); text[112] = '0'; } // C: strdup
 // static void leak_strndup(void) { keep(strndup(text, 114)); }                         // C: strndup
+// static int has_header(void) {
+//   unsigned char *p = malloc(100);
+//   int h = (p[-8] & 8) != 0;
+//   free(p);
+//   return h;
+// }
 // static int calloc_overflow(void) { return calloc(SIZE_MAX / 2, 4) == NULL; }  // no block
 //
 // // The compiler removes an allocation that is freed unused: each block
 // // goes through a volatile pointer first.
 // static void *escape(void *p) { sink[31] = p; return sink[31]; }
 //
+// // A block as promised: at least n usable bytes, aligned to align.
+// static long bad;
+// static long bad_blocks(void) { return bad; }
+// static void *check(void *p, size_t n, size_t align) {
+//   if (p == NULL || malloc_usable_size(p) < n || (uintptr_t)p % align != 0) bad++;
+//   return escape(p);
+// }
+// static int zeroed(const unsigned char *p, size_t n) {
+//   for (size_t i = 0; i < n; i++) if (p[i] != 0) return 0;
+//   return 1;
+// }
+//
 // // One round of allocating and freeing through every entry point: the
 // // number of allocator events it makes (an allocation or a free each).
 // static long churn_round(int i) {
 //   size_t n = 24 + (size_t)(i % 200);
 //   void *p;
-//   free(escape(malloc(n)));
-//   free(escape(calloc(2, n)));
-//   p = escape(realloc(none, n));
-//   p = escape(realloc(p, 3 * n));
+//   free(check(malloc(n), n, 16));
+//   p = check(calloc(2, n), 2 * n, 16);
+//   if (!zeroed(p, 2 * n)) bad++;
+//   memset(p, 0xab, 2 * n);  // dirty, for the next calloc that gets it
+//   free(p);
+//   p = check(realloc(none, n), n, 16);
+//   memset(p, 7, n);
+//   p = check(realloc(p, 3 * n), 3 * n, 16);
+//   if (((unsigned char *)p)[n - 1] != 7) bad++;
 //   p = realloc(p, 0);  // frees p
-//   free(escape(reallocarray(NULL, n, 2)));
-//   if (posix_memalign(&p, 32, n) == 0) free(escape(p));
-//   free(escape(aligned_alloc(64, n)));
-//   free(escape(memalign(128, n)));
-//   free(escape(valloc(n)));
-//   free(escape(pvalloc(n)));
-//   free(escape(strdup(text + i % 100)));
-//   free(escape(strndup(text, n / 2)));
+//   free(check(reallocarray(NULL, n, 2), 2 * n, 16));
+//   if (posix_memalign(&p, 32, n) == 0) free(check(p, n, 32));
+//   free(check(aligned_alloc(64, n), n, 64));
+//   free(check(memalign(128, n), n, 128));
+//   free(check(valloc(n), n, 4096));
+//   free(check(pvalloc(n), 4096, 4096));
+//   free(check(strdup(text + i % 100), 1, 1));
+//   free(check(strndup(text, n / 2), 1, 1));
 //   free(none);  // free(NULL): no event
-//   return 24;
+//   // A small block grown past 512 KiB: at one sample per 524288 bytes the
+//   // grown block is sampled more often than not, where the small one
+//   // mostly was not (a block gains the agent's header by moving).
+//   p = malloc(16);
+//   memset(p, 9, 16);
+//   p = check(realloc(p, 600000 + n), 600000 + n, 16);
+//   if (((unsigned char *)p)[15] != 9) bad++;
+//   free(p);
+//   return 28;
 // }
 import "C"
 
@@ -101,10 +138,14 @@ func churn(rounds int) {
 	for i := 0; i < rounds; i++ {
 		events += int64(C.churn_round(C.int(i)))
 	}
-	fmt.Println("events", events)
+	fmt.Println("events", events, "bad", C.bad_blocks())
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "header" {
+		fmt.Println("header", C.has_header())
+		return
+	}
 	if len(os.Args) > 2 && os.Args[1] == "churn" {
 		rounds, _ := strconv.Atoi(os.Args[2])
 		churn(rounds)
