@@ -987,6 +987,45 @@ TEST(RingTest, ForgedHeadOverAForgedRecordSizeEndsTheRound) {
   EXPECT_FALSE(got);
 }
 
+// An owned lane's head and records come from the target too. Cancelled
+// records whose sizes walk the reader through the lane's words at lap 0
+// and through the others at lap 1, so that every header it meets carries
+// the right lap bit and the walk comes back to where it began, under a
+// forged head 2^40 words ahead (found by FuzzSmoke.ring_reader: a timeout):
+// the reader skips no more than a lap of cancelled records, then stops and
+// says the ring is damaged.
+TEST(RingTest, CancelledRecordsThatLoopOverTwoLapsEndTheRound) {
+  SmallRing t(0, 0);
+  uint64_t* w = ring::LaneWords(t.r.h, 1);
+  auto put = [&](uint64_t pos, unsigned words) {
+    w[pos % 64] = ring::WithLap(
+        ring::EncodeHeader(ring::Kind::kCancelled, ring::Api::kMalloc, words - ring::kRecordFixedWords, words),
+        pos, 64);
+  };
+  for (uint64_t pos = 0; pos < 56; pos += 4) put(pos, 4);   // lap 0: 0, 4, ..., 52
+  put(56, 6);                                                // to 62
+  put(62, 4);                                                // to 66: lap 1, word 2
+  for (uint64_t pos = 66; pos < 118; pos += 4) put(pos, 4);  // words 2, 6, ..., 50
+  put(118, 6);                                               // word 54, to 124
+  put(124, 4);                                               // word 60, to 128: word 0 at lap 2
+  ring::Lanes(t.r.h)[1].head.store(uint64_t{1} << 40);
+  t.r.h->lanes_used.store(2);
+  std::atomic<bool> done{false}, got{true};
+  std::thread read([&] {
+    client::RingReader reader;
+    client::RingRecord rec;
+    got = reader.Attach(t.r.h, t.r.bytes) && reader.Next(&rec);
+    EXPECT_NE(reader.damage(), nullptr);
+    done = true;
+  });
+  if (!WaitFor([&] { return done.load(); })) {
+    ADD_FAILURE() << "the reader is still skipping cancelled records after 30 s";
+    _exit(1);  // the reading thread cannot be stopped, nor the ring unmapped under it
+  }
+  read.join();
+  EXPECT_FALSE(got);
+}
+
 // The target can rewrite its ring at any time. A record's header changed
 // after the reader checked it (here: to claim 65,535 frames) is read as it
 // was checked, never as a count of words to copy into a 64-frame record;

@@ -227,6 +227,11 @@ void RingReader::Peek(uint32_t lane) {
   c.unfinished = false;
   const uint64_t cap = lane_words_, mask = cap - 1;
   uint64_t* words = Lane(lane);
+  // Cancelled records skipped in this call: a lane holds at most one lap
+  // unread, so more than that was never written by its thread (a forged
+  // head far ahead over cancelled records whose sizes lead the walk round
+  // to the same words at alternate laps would hold it here for good).
+  uint64_t skipped = 0;
   for (;;) {
     if (corrupt_ || c.pos >= c.limit) return;
     uint64_t h = std::atomic_ref<uint64_t>(words[c.pos & mask]).load(std::memory_order_acquire);
@@ -252,6 +257,11 @@ void RingReader::Peek(uint32_t lane) {
       ++cancelled_;
       c.pos += n;
       words_read_ += n;
+      skipped += n;
+      if (skipped > cap) {
+        corrupt_ = true;
+        return;
+      }
       continue;
     }
     uint64_t key = words[(c.pos + 1) & mask];
