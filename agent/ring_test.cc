@@ -961,6 +961,27 @@ TEST(RingTest, DamagedLaneStopsTheReader) {
   EXPECT_TRUE((reader.damage() != nullptr));
 }
 
+// A reader of t's forged ring, on a thread of its own, takes no record and
+// says the ring is damaged. One still `doing` after 30 s fails the test and
+// ends the process: the reading thread cannot be stopped, nor the ring
+// unmapped under it.
+void ExpectTheReaderStopsDamaged(SmallRing& t, const char* doing) {
+  std::atomic<bool> done{false}, got{true};
+  std::thread read([&] {
+    client::RingReader reader;
+    client::RingRecord rec;
+    got = reader.Attach(t.r.h, t.r.bytes) && reader.Next(&rec);
+    EXPECT_NE(reader.damage(), nullptr);
+    done = true;
+  });
+  if (!WaitFor([&] { return done.load(); })) {
+    ADD_FAILURE() << "the reader is still " << doing << " after 30 s";
+    _exit(1);
+  }
+  read.join();
+  EXPECT_FALSE(got);
+}
+
 // Lane 0's head and records come from the target. A forged head near 2^63
 // over a header that claims two laps of words (the lap is one bit, so that
 // header matches its own word again every other lap) must not keep the
@@ -971,20 +992,7 @@ TEST(RingTest, ForgedHeadOverAForgedRecordSizeEndsTheRound) {
   w[0] = ring::WithLap(ring::EncodeHeader(ring::Kind::kFree, ring::Api::kFree, 0, 2 * 64), 0, 64);
   ring::Lanes(t.r.h)[0].head.store(uint64_t{1} << 62);
   t.r.h->lanes_used.store(1);
-  std::atomic<bool> done{false}, got{true};
-  std::thread read([&] {
-    client::RingReader reader;
-    client::RingRecord rec;
-    got = reader.Attach(t.r.h, t.r.bytes) && reader.Next(&rec);
-    EXPECT_NE(reader.damage(), nullptr);
-    done = true;
-  });
-  if (!WaitFor([&] { return done.load(); })) {
-    ADD_FAILURE() << "the reader is still walking lane 0 after 30 s";
-    _exit(1);  // the reading thread cannot be stopped, nor the ring unmapped under it
-  }
-  read.join();
-  EXPECT_FALSE(got);
+  ExpectTheReaderStopsDamaged(t, "walking lane 0");
 }
 
 // An owned lane's head and records come from the target too. Cancelled
@@ -1010,20 +1018,7 @@ TEST(RingTest, CancelledRecordsThatLoopOverTwoLapsEndTheRound) {
   put(124, 4);                                               // word 60, to 128: word 0 at lap 2
   ring::Lanes(t.r.h)[1].head.store(uint64_t{1} << 40);
   t.r.h->lanes_used.store(2);
-  std::atomic<bool> done{false}, got{true};
-  std::thread read([&] {
-    client::RingReader reader;
-    client::RingRecord rec;
-    got = reader.Attach(t.r.h, t.r.bytes) && reader.Next(&rec);
-    EXPECT_NE(reader.damage(), nullptr);
-    done = true;
-  });
-  if (!WaitFor([&] { return done.load(); })) {
-    ADD_FAILURE() << "the reader is still skipping cancelled records after 30 s";
-    _exit(1);  // the reading thread cannot be stopped, nor the ring unmapped under it
-  }
-  read.join();
-  EXPECT_FALSE(got);
+  ExpectTheReaderStopsDamaged(t, "skipping cancelled records");
 }
 
 // The target can rewrite its ring at any time. A record's header changed
