@@ -144,37 +144,33 @@ inline bool WithHeader(cgoheap::agent::Mode mode) {
   return g_headers && mode == cgoheap::agent::Mode::kSampled;
 }
 
-// The real allocator's block, size + offset bytes, handed out offset bytes
-// in (offset: 16, or the alignment asked, a power of two above 16).
-void* HeaderedMalloc(size_t size) {
-  if (size > static_cast<size_t>(PTRDIFF_MAX) - kHeaderBytes) {
+// The real allocator's block of size + offset bytes (alloc(bytes) makes
+// it), handed out offset bytes in: 16, or the alignment asked, a power of
+// two above 16. Sizes past PTRDIFF_MAX fail as glibc fails them.
+template <typename Alloc>
+void* WithHeaderRoom(size_t offset, size_t size, Alloc alloc) {
+  if (size > static_cast<size_t>(PTRDIFF_MAX) - offset) {
     errno = ENOMEM;
     return nullptr;
   }
-  void* base = g_real.malloc(size + kHeaderBytes);
-  return base != nullptr ? PutHeader(base, kHeaderBytes) : nullptr;
+  void* base = alloc(size + offset);
+  return base != nullptr ? PutHeader(base, offset) : nullptr;
+}
+
+void* HeaderedMalloc(size_t size) {
+  return WithHeaderRoom(kHeaderBytes, size, [](size_t n) { return g_real.malloc(n); });
 }
 
 void* HeaderedCalloc(size_t total) {
-  if (total > static_cast<size_t>(PTRDIFF_MAX) - kHeaderBytes) {
-    errno = ENOMEM;
-    return nullptr;
-  }
-  void* base = g_real.calloc(1, total + kHeaderBytes);
-  return base != nullptr ? PutHeader(base, kHeaderBytes) : nullptr;
+  return WithHeaderRoom(kHeaderBytes, total, [](size_t n) { return g_real.calloc(1, n); });
 }
 
 bool PowerOfTwo(size_t n) { return n != 0 && (n & (n - 1)) == 0; }
 
 // align: a power of two.
 void* HeaderedAligned(size_t align, size_t size) {
-  size_t offset = align < kHeaderBytes ? kHeaderBytes : align;
-  if (size > static_cast<size_t>(PTRDIFF_MAX) - offset) {
-    errno = ENOMEM;
-    return nullptr;
-  }
-  void* base = g_real.memalign(offset, size + offset);
-  return base != nullptr ? PutHeader(base, offset) : nullptr;
+  const size_t offset = align < kHeaderBytes ? kHeaderBytes : align;
+  return WithHeaderRoom(offset, size, [offset](size_t n) { return g_real.memalign(offset, n); });
 }
 
 // What the program may use of a block: the real allocator's figure, less
