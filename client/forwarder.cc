@@ -247,6 +247,7 @@ void Forwarder::Retire() {
 }
 
 void Forwarder::Discover() {
+  if (!ring_dir_changes_.Changed()) return;  // no ring came or went
   DIR* dir = opendir(options_.ring_dir.c_str());
   if (dir == nullptr) return;
   std::vector<std::string> fresh;

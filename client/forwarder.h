@@ -26,6 +26,7 @@
 #include "cgoheap.pb.h"
 #include "client/exit_scan.h"
 #include "client/ingest_stream.h"
+#include "client/ring_dir.h"
 #include "client/ring_reader.h"
 #include "common/limits.h"
 #include "symbolize/symbolizer.h"
@@ -153,6 +154,7 @@ class Forwarder {
   bool Ready(Tracked& t);
 
   ForwarderOptions options_;
+  DirChanges ring_dir_changes_{options_.ring_dir};  // Discover reads the directory only when told
   ObjectCache objects_;
   std::string host_;
   std::map<std::string, std::unique_ptr<Tracked>> tracked_;  // by ring path

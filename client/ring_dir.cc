@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -85,6 +86,43 @@ int RingDir::SweepAbandoned(const std::string& parent) {
   }
   closedir(d);
   return removed;
+}
+
+DirChanges::DirChanges(std::string dir, absl::Duration rescan)
+    : dir_(std::move(dir)), rescan_(rescan), fd_(inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) {}
+
+DirChanges::~DirChanges() {
+  if (fd_ >= 0) close(fd_);
+}
+
+bool DirChanges::Changed(absl::Time now) {
+  bool changed = now - last_yes_ >= rescan_;
+  if (fd_ >= 0 && wd_ < 0) {
+    wd_ = inotify_add_watch(fd_, dir_.c_str(),
+                            IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF |
+                                IN_MOVE_SELF | IN_ONLYDIR);
+    changed = true;  // what was made before the watch: read the directory once
+  } else if (wd_ >= 0) {
+    alignas(inotify_event) char buf[4096];
+    for (ssize_t n; (n = read(fd_, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR);) {
+      if (n < 0) continue;
+      changed = true;
+      for (ssize_t at = 0; at + static_cast<ssize_t>(sizeof(inotify_event)) <= n;) {
+        const auto* e = reinterpret_cast<const inotify_event*>(buf + at);
+        // The directory went (or moved: its path is no longer it): its watch
+        // is gone too, or means nothing; a new one is tried at the next ask.
+        if ((e->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) != 0 && wd_ >= 0) {
+          inotify_rm_watch(fd_, wd_);  // (EINVAL once IN_IGNORED came: harmless)
+          wd_ = -1;
+        }
+        at += static_cast<ssize_t>(sizeof(inotify_event)) + e->len;
+      }
+    }
+  } else {
+    changed = true;  // no inotify: read the directory each time, as without this class
+  }
+  if (changed) last_yes_ = now;
+  return changed;
 }
 
 }  // namespace cgoheap::client

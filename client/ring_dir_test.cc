@@ -126,5 +126,69 @@ TEST(RingDirTest, AParentThatCannotHoldItSaysWhy) {
   EXPECT_EQ(RingDir::SweepAbandoned(parent.path() + "/missing"), 0);
 }
 
+// Every way a ring comes or goes is seen, and a quiet directory is not
+// read again until the rescan is due.
+TEST(DirChangesTest, SaysYesForEveryEntryMadeRenamedOrRemovedAndNoOtherwise) {
+  TempDir dir;
+  const absl::Time t0 = absl::Now();
+  const absl::Duration rescan = absl::Hours(1);  // out of the way here
+  DirChanges changes(dir.path(), rescan);
+  EXPECT_TRUE(changes.Changed(t0));  // the first ask
+  ASSERT_TRUE(changes.watching()) << "inotify is needed by this test";
+  EXPECT_FALSE(changes.Changed(t0));
+  EXPECT_FALSE(changes.Changed(t0));
+
+  const std::string tmp = dir.path() + "/1-2.tmp", ring = dir.path() + "/1-2.ring";
+  std::ofstream(tmp) << "header";  // as the agent makes its ring: a file...
+  EXPECT_TRUE(changes.Changed(t0));
+  EXPECT_FALSE(changes.Changed(t0));
+  ASSERT_EQ(rename(tmp.c_str(), ring.c_str()), 0);  // ...published by a rename
+  EXPECT_TRUE(changes.Changed(t0));
+  EXPECT_FALSE(changes.Changed(t0));
+  std::ofstream(ring, std::ios::app) << "records";  // what a ring's writes do: nothing
+  EXPECT_FALSE(changes.Changed(t0));
+  ASSERT_EQ(unlink(ring.c_str()), 0);  // the forwarder retires a ring
+  EXPECT_TRUE(changes.Changed(t0));
+  EXPECT_FALSE(changes.Changed(t0));
+  // A rename into the directory from elsewhere is an entry made.
+  std::ofstream(dir.path() + "/../outside-" + std::to_string(getpid())) << "x";
+  ASSERT_EQ(rename((dir.path() + "/../outside-" + std::to_string(getpid())).c_str(),
+                   (dir.path() + "/3-4.ring").c_str()),
+            0);
+  EXPECT_TRUE(changes.Changed(t0));
+  EXPECT_FALSE(changes.Changed(t0));
+  // The rescan comes whatever inotify says.
+  EXPECT_TRUE(changes.Changed(t0 + rescan));
+  EXPECT_FALSE(changes.Changed(t0 + rescan));
+}
+
+// A directory that is not there yet (cgoheap forward may start before any
+// agent makes it), or that goes and comes back: asked each time until a
+// watch holds, and the ask that places it says yes.
+TEST(DirChangesTest, ADirectoryThatComesLaterOrIsMadeAgainIsWatchedWhenItIsThere) {
+  TempDir parent;
+  const std::string dir = parent.path() + "/rings";
+  const absl::Time t0 = absl::Now();
+  DirChanges changes(dir, absl::Hours(1));
+  EXPECT_TRUE(changes.Changed(t0));
+  EXPECT_FALSE(changes.watching());
+  EXPECT_TRUE(changes.Changed(t0));  // no watch: every ask is a yes
+  ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+  std::ofstream(dir + "/early.ring") << "x";  // made before the watch is placed
+  EXPECT_TRUE(changes.Changed(t0));           // the ask that places it
+  EXPECT_TRUE(changes.watching());
+  EXPECT_FALSE(changes.Changed(t0));
+
+  fs::remove_all(dir);
+  EXPECT_TRUE(changes.Changed(t0));  // the entry and the directory went
+  EXPECT_FALSE(changes.watching());
+  ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+  EXPECT_TRUE(changes.Changed(t0));
+  EXPECT_TRUE(changes.watching());
+  EXPECT_FALSE(changes.Changed(t0));
+  std::ofstream(dir + "/late.ring") << "x";
+  EXPECT_TRUE(changes.Changed(t0));  // the new directory's entries are seen
+}
+
 }  // namespace
 }  // namespace cgoheap::client
