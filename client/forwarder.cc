@@ -173,6 +173,9 @@ struct Forwarder::Tracked {
   // Watched for its exit scan (Forwarder::WatchExit, exact mode): its live
   // blocks as sent, address -> size and stack.
   bool keep_live = false;
+  // Not watched, and why (ForwarderOptions::watch_exit_of's answer): its end
+  // says so, unless it was replaced by exec (which has no exit to scan).
+  std::string unscanned_why;
   struct LiveEntry {
     uint64_t size, stack;
   };
@@ -337,7 +340,6 @@ void Forwarder::Discover() {
     hello.set_pid(t->pid);
     hello.set_start_unix_nanos(who.start_unix_nanos);
     hello.set_sample_bytes(who.sample_bytes);
-    t->keep_live = who.sample_bytes == 0 && watch_exit_.contains(t->pid);
     // Who it is, as the agent wrote it at start-up: short-lived processes
     // are often gone, /proc entries with them, before this first look.
     std::string_view exe = who.exe;
@@ -359,6 +361,12 @@ void Forwarder::Discover() {
     if (hello.go_version().empty()) {
       if (ObjectFile* lib = t->sym.GoObject()) hello.set_go_version(WireString(lib->go_version()));
     }
+    // Before its first event is read: a scan needs every block.
+    if (who.sample_bytes == 0 && !watch_exit_.contains(t->pid) && options_.watch_exit_of) {
+      t->unscanned_why = options_.watch_exit_of(t->pid, hello);
+      if (t->unscanned_why.empty()) watch_exit_.insert(t->pid);
+    }
+    t->keep_live = who.sample_bytes == 0 && watch_exit_.contains(t->pid);
     hello.set_go_crossing_unknown((who.flags & ring::kFlagGoCrossingUnknown) != 0);
     for (size_t i = 0; i < std::size(ring::kAllocatorFunctions); ++i) {
       if (who.foreign_allocator >> i & 1) hello.add_foreign_allocator(ring::kAllocatorFunctions[i]);
@@ -631,6 +639,9 @@ void Forwarder::End(Tracked& t) {
   t.ring.WritersGone();
   Drain(t);
   Flush(t, true);
+  if (!t.unscanned_why.empty() && !t.end.exec() && !t.end.has_exit_scan()) {
+    t.end.mutable_exit_scan()->set_skipped(WireString(t.unscanned_why));
+  }
   v1::AgentMessage msg;
   *msg.mutable_end() = t.end;
   if (msg.end().unix_nanos() == 0) msg.mutable_end()->set_unix_nanos(UnixNanos());

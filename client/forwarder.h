@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -57,6 +58,12 @@ struct ForwarderOptions {
   // that cgoheapd can tell a quiet process from one whose forwarder is gone
   // (cgoheapd --lost-after).
   absl::Duration heartbeat = absl::Seconds(10);
+  // Asked once for each process found in exact mode that WatchExit did not
+  // name, before any of its events is read, with its hello: "" to watch it
+  // for a scan at its exit as WatchExit does (cgoheap run --trace-children
+  // has just traced it), else why it is not (said at its end, where the
+  // report counts what was not scanned). Unset: only WatchExit's.
+  std::function<std::string(pid_t pid, const v1::ProcessHello& hello)> watch_exit_of;
 };
 
 

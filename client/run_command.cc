@@ -23,6 +23,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "agent/pool_env.h"
 #include "cgoheap.grpc.pb.h"
@@ -90,6 +91,28 @@ void OnSigchld(int) {
   char c = 0;
   (void)!write(g_sigchld_pipe, &c, 1);
   errno = saved;
+}
+
+// Lets a traced process that is still running go on untraced: PTRACE_DETACH
+// needs it stopped, so it is stopped first (PTRACE_INTERRUPT), and a signal
+// it then stops for is passed on. Returns false if it was no longer traced
+// (it ended). One that does not stop within a second (in the kernel, say,
+// behind a vfork child) is left traced: our exit detaches it.
+bool DetachRunning(pid_t pid) {
+  if (ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr) != 0) return false;
+  for (int waited_ms = 0; waited_ms < 1000; ++waited_ms) {
+    int st;
+    pid_t got = waitpid(pid, &st, __WALL | WNOHANG);
+    if (got == 0 || (got < 0 && errno == EINTR)) {
+      usleep(1000);
+      continue;
+    }
+    if (got != pid || !WIFSTOPPED(st)) return false;
+    const int sig = (st >> 16) == 0 ? WSTOPSIG(st) : 0;  // a signal-delivery-stop: its signal
+    ptrace(PTRACE_DETACH, pid, nullptr, reinterpret_cast<void*>(intptr_t{sig}));
+    return true;
+  }
+  return true;
 }
 
 // Whether every thread of pid but the main one is dying: gone, a zombie, or
@@ -383,6 +406,43 @@ int RunCommand(const std::vector<std::string>& args) {
   // The local server is open; a given one was dialed above, so this is known
   // (a token file read).
   fwd_opts.authorization = use_local ? "" : to.authorization();
+  // The exit scan needs every block (exact mode) and ptrace; a traced
+  // set-user-ID or set-group-ID program would run without its privileges.
+  const bool scan_wanted = exit_scan && sample_bytes == 0;
+  std::string trace_error;
+  // With --trace-children, the program's children that are Go programs are
+  // traced too, for a scan at their exit as the program's (the forwarder
+  // asks as it finds each, before reading any of its events; the loop below
+  // lets their stops go on as the program's). Other children are not: a
+  // shell, make or env runs other programs in its own place with exec, and
+  // a traced process that execs a set-user-ID program (sudo) loses its
+  // privileges.
+  pid_t root_pid = -1;
+  bool trace_more = false;  // the program is traced and has not ended
+  absl::flat_hash_set<pid_t> traced_children, exit_stopped;
+  if (scan_wanted && trace_children) {
+    fwd_opts.watch_exit_of = [&](pid_t pid, const v1::ProcessHello& hello) -> std::string {
+      if (!trace_more) {
+        return !trace_error.empty() ? trace_error : "it started as the program ended";
+      }
+      if (pid == root_pid) return "";  // (watched already: never asked)
+      if (hello.go_version().empty()) {
+        return "only the children that are Go programs are traced (a shell, make or env runs "
+               "other programs in its place with exec, and a traced process that execs a "
+               "set-user-ID program such as sudo loses its privileges)";
+      }
+      if (ptrace(PTRACE_SEIZE, pid, nullptr, PTRACE_O_TRACEEXIT) != 0) {
+        if (errno == ESRCH) return "it ended before cgoheap could trace it";
+        if (errno == EPERM) {
+          return "ptrace refused (a set-user-ID or set-group-ID program, or one a debugger "
+                 "traces already)";
+        }
+        return PtraceRefused(errno);
+      }
+      traced_children.insert(pid);
+      return "";
+    };
+  }
   Forwarder fwd(fwd_opts);
   struct Joined {
     std::thread thread;
@@ -390,10 +450,6 @@ int RunCommand(const std::vector<std::string>& args) {
       if (thread.joinable()) thread.join();
     }
   } prepare;  // after fwd, which it uses: joined before fwd goes
-  // The exit scan needs every block (exact mode) and ptrace; a traced
-  // set-user-ID or set-group-ID program would run without its privileges.
-  const bool scan_wanted = exit_scan && sample_bytes == 0;
-  std::string trace_error;
   bool trace_exit = scan_wanted;
   if (struct stat st; trace_exit && stat(FindExecutable((*rest)[0]).c_str(), &st) == 0 &&
                       (st.st_mode & (S_ISUID | S_ISGID)) != 0) {
@@ -405,6 +461,8 @@ int RunCommand(const std::vector<std::string>& args) {
                        debuginfod_urls, trace_exit, &trace_error);
   const bool traced = trace_exit && child.pid >= 0 && trace_error.empty();
   if (traced) fwd.WatchExit(child.pid);
+  root_pid = child.pid;
+  trace_more = traced;
   // The executable's debug information is read on a thread of its own while
   // the program starts, not before (tens of milliseconds for a large Go
   // binary); a stack that needs it first waits for it.
@@ -456,7 +514,11 @@ int RunCommand(const std::vector<std::string>& args) {
       if (WIFSTOPPED(status)) {  // only a traced child reports stops: the program
         const int event = status >> 16;
         if (event == PTRACE_EVENT_EXIT) {
-          exit_seen = true;
+          if (pid == child.pid) {
+            exit_seen = true;
+          } else {
+            exit_stopped.insert(pid);
+          }
           if (OthersDying(pid)) {
             ExitScanOptions scan;
             scan.skip_files = {agent_file};
@@ -505,6 +567,16 @@ int RunCommand(const std::vector<std::string>& args) {
     signal(SIGCHLD, SIG_DFL);
     close(wake[0]);
     close(wake[1]);
+  }
+  // Children traced that did not stop at their exit: still running (they
+  // go on untraced: nothing would let their stops go once we are gone), or
+  // ended another way.
+  trace_more = false;
+  for (pid_t pid : traced_children) {
+    if (exit_stopped.contains(pid)) continue;
+    fwd.ExitNotScanned(pid, DetachRunning(pid)
+                                ? "it outlived the program, whose end ended the run"
+                                : "it was not stopped at its exit (it ended another way)");
   }
   if (scan_wanted && !exit_seen) {
     fwd.ExitNotScanned(child.pid, !trace_error.empty()

@@ -1037,6 +1037,40 @@ TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
   EXPECT_EQ(both.err.find("without being followed"), std::string::npos) << both.err;
 }
 
+// --trace-children in exact mode: a child that is a Go program is traced
+// and scanned at its exit as the program itself is (the seed's two leaks,
+// under a shell that runs it and goes on: one lost, one still reachable);
+// a child that is not one (forks, a C program, and its forked child) is not
+// traced, and the report says why.
+TEST(RunTest, GoChildrenAreScannedAtTheirExitAndOtherChildrenSayWhyNot) {
+  const std::vector<std::string> flags = {"--trace-children"};
+  Report go = RunUnder("/bin/sh", {"-c", "\"$0\"; true", Program("seed_cmalloc")}, flags);
+  EXPECT_EQ(go.run.exit_code, 0) << go.run.err;
+  EXPECT_EQ(Num(go.doc, "not_scanned"), 0) << go.json;
+  int seen = 0;
+  for (const Value& l : go.leaks().list_value().values()) {
+    if (FindFrame(Frames(l), "main.main") < 0) continue;  // the shell's
+    if (Num(l, "bytes") == 17) {  // the C.CString: lost
+      ++seen;
+      EXPECT_EQ(Num(l, "reachable_blocks"), 0) << go.json;
+      EXPECT_EQ(Num(l, "scanned_processes"), 1) << go.json;
+    } else if (Num(l, "bytes") == 134217728) {  // held by a C global
+      ++seen;
+      EXPECT_EQ(Num(l, "reachable_bytes"), 134217728) << go.json;
+      EXPECT_EQ(Num(l, "scanned_processes"), 1) << go.json;
+    }
+  }
+  EXPECT_EQ(seen, 2) << go.json;
+
+  Report c = RunUnder("/bin/sh", {"-c", "\"$0\"; true", Program("forks")}, flags);
+  EXPECT_EQ(c.run.exit_code, 0) << c.run.err;
+  EXPECT_EQ(Num(c.doc, "not_scanned"), 2) << c.json;  // forks and its child
+  const auto& why = Field(c.doc, "not_scanned_reasons").list_value();
+  ASSERT_EQ(why.values_size(), 1) << c.json;  // the same reason, once
+  EXPECT_EQ(why.values(0).string_value().rfind("only the children that are Go programs", 0), 0u)
+      << c.json;
+}
+
 // A wrapper that execs the program (`exec "$@"`): what the wrapper held
 // then, the exec freed; the report is the program's, and says how much of
 // the wrapper's it leaves out (--all shows it, as a process of its own).
