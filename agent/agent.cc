@@ -418,6 +418,31 @@ void NoteUntraced() {
   if (fd >= 0) close(fd);
 }
 
+// A child of `cgoheap run --trace-children` in exact mode
+// (CGOHEAP_AWAIT_TRACER=1, the program itself excepted: it was traced
+// before exec) waits until the forwarder has found its ring and decided
+// whether to trace it for its exit scan, so that a short child cannot end
+// before it is traced. At most 1 s: a forwarder that is gone or busy costs
+// one start-up that long.
+void AwaitTracer(ring::RingHeader* h) {
+  if (EnvU64("CGOHEAP_AWAIT_TRACER", 0) != 1 ||
+      EnvU64("CGOHEAP_ROOT_PID", 0) == static_cast<uint64_t>(getpid())) {
+    return;
+  }
+  timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    if (h->tracer_verdict.load(std::memory_order_acquire) != 0) return;
+    timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t left_ns = 1'000'000'000 - ((now.tv_sec - start.tv_sec) * 1'000'000'000 +
+                                       (now.tv_nsec - start.tv_nsec));
+    if (left_ns <= 0) return;
+    timespec wait = {0, left_ns >= 1'000'000'000 ? 999'999'999 : left_ns};
+    syscall(SYS_futex, &h->tracer_verdict, FUTEX_WAIT, 0, &wait, nullptr, 0);
+  }
+}
+
 void StartTracking() {
   if (!ShouldTrack()) {
     NoteUntraced();
@@ -440,6 +465,7 @@ void StartTracking() {
                  OnLaneClaimed);
   g_ring.store(h, std::memory_order_release);
   EnterMode(rate != 0 ? Mode::kSampled : Mode::kExact);
+  if (rate == 0) AwaitTracer(h);
 }
 
 // The child of a fork shares the parent's ring mapping: detach from it at

@@ -215,6 +215,13 @@ struct alignas(64) RingHeader {
 
   alignas(64) std::atomic<uint64_t> counter;     // Clock::kCounter: the next key
   alignas(64) std::atomic<uint32_t> lanes_used;  // lanes ever claimed + 1: the reader looks at [0, lanes_used)
+  // Set to 1 (and woken: a shared futex) by the forwarder once it has found
+  // the ring and decided whether to trace the process for its exit scan; a
+  // child of `cgoheap run --trace-children` in exact mode waits for it at
+  // start-up (CGOHEAP_AWAIT_TRACER), so that it cannot end before. In the
+  // padding of lanes_used's line: the layout is unchanged, 0 in rings of
+  // agents before it, which never wait.
+  std::atomic<uint32_t> tracer_verdict;
   alignas(64) std::atomic<uint64_t> dropped_events;  // lane full, gave up
   std::atomic<uint64_t> dropped_bytes;
   // The process id the forwarder gave this process (0 until one did): a

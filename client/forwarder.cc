@@ -367,6 +367,7 @@ void Forwarder::Discover() {
       if (t->unscanned_why.empty()) watch_exit_.insert(t->pid);
     }
     t->keep_live = who.sample_bytes == 0 && watch_exit_.contains(t->pid);
+    t->ring.TellLookedAt();  // a child that waits for this goes on (traced or not)
     hello.set_go_crossing_unknown((who.flags & ring::kFlagGoCrossingUnknown) != 0);
     for (size_t i = 0; i < std::size(ring::kAllocatorFunctions); ++i) {
       if (who.foreign_allocator >> i & 1) hello.add_foreign_allocator(ring::kAllocatorFunctions[i]);

@@ -135,6 +135,9 @@ class Forwarder {
   // stream and threads, its symbols) once the server has acknowledged all
   // of it.
   size_t tracked() const { return tracked_.size(); }
+  // Readable when a ring may have come or gone (a process started): poll(2)
+  // on it beside the pacer's sleep to find it at once. -1 if none.
+  int discovery_fd() const { return ring_dir_changes_.fd(); }
   // Rings found and not read (another version's, another user's...), each
   // said on stderr when found.
   size_t rings_ignored() const { return rings_ignored_; }

@@ -72,6 +72,9 @@ class DirChanges {
   bool Changed(absl::Time now);  // for tests
   // Whether inotify watches the directory now (for tests).
   bool watching() const { return wd_ >= 0; }
+  // Readable when an entry came or went since the last ask (poll(2) on it
+  // to wake then); -1 without inotify.
+  int fd() const { return fd_; }
 
  private:
   std::string dir_;

@@ -481,6 +481,16 @@ uint64_t RingReader::ClaimStreamKey(uint64_t fresh) {
   return Claim(ring::StreamKey(header_), fresh);
 }
 
+void RingReader::TellLookedAt() {
+  Guarded(0, [&] {
+    header_->tracer_verdict.store(1, std::memory_order_release);
+    return 0;
+  });
+  // (A shared futex: the waiter is another process. The address is the
+  // mapping's, whatever the file holds: no fault.)
+  syscall(SYS_futex, &header_->tracer_verdict, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
 void RingReader::ReleaseLanes(const std::vector<uint64_t>& positions) {
   ring::LaneDesc* descs = ring::Lanes(header_);
   for (uint32_t i = 0; i < lanes_.size() && i < positions.size(); ++i) {

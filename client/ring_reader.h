@@ -104,6 +104,9 @@ class RingReader {
   uint64_t ClaimProcessId(uint64_t fresh);
   // The same for the stream key (ring::StreamKey).
   uint64_t ClaimStreamKey(uint64_t fresh);
+  // Lets a process waiting for the forwarder's look go on
+  // (ring::RingHeader::tracer_verdict).
+  void TellLookedAt();
   // Words reserved in the shared lane but never committed: only meaningful
   // once the process is gone (a writer died mid-record).
   uint64_t Uncommitted();

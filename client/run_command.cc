@@ -188,7 +188,7 @@ int CountUntraced(const std::string& ring_dir) {
 Child Launch(const std::vector<std::string>& argv, const std::string& agent,
              const std::string& ring_dir, uint64_t sample_bytes, bool trace_children,
              const std::string& service, const std::string& debuginfod_urls, bool trace_exit,
-             std::string* trace_error) {
+             bool await_tracer, std::string* trace_error) {
   Child c;
   int pipefd[2], gofd[2] = {-1, -1};
   if (pipe2(pipefd, O_CLOEXEC) != 0 || (trace_exit && pipe2(gofd, O_CLOEXEC) != 0)) {
@@ -221,6 +221,9 @@ Child Launch(const std::vector<std::string>& argv, const std::string& agent,
     setenv("CGOHEAP_SAMPLE_BYTES", std::to_string(sample_bytes).c_str(), 1);
     setenv("CGOHEAP_TRACE_CHILDREN", trace_children ? "1" : "0", 1);
     setenv("CGOHEAP_NOTE_UNTRACED", "1", 1);
+    // Children wait at start-up until the forwarder has looked at their ring
+    // (and traced them, if it does: --trace-children in exact mode).
+    setenv("CGOHEAP_AWAIT_TRACER", await_tracer ? "1" : "0", 1);
     if (!service.empty()) setenv("CGOHEAP_SERVICE", service.c_str(), 1);
     for (const EnvSetting& e : kPoolsUseMalloc) setenv(e.name, e.value, 0);  // unless set
     // Taken from cgoheap's own environment only (KeepDebuginfodOff).
@@ -457,8 +460,9 @@ int RunCommand(const std::vector<std::string>& args) {
     trace_error = "it is a set-user-ID or set-group-ID program, which would lose its privileges "
                   "if traced";
   }
+  const bool await_tracer = trace_exit && trace_children;
   Child child = Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service,
-                       debuginfod_urls, trace_exit, &trace_error);
+                       debuginfod_urls, trace_exit, await_tracer, &trace_error);
   const bool traced = trace_exit && child.pid >= 0 && trace_error.empty();
   if (traced) fwd.WatchExit(child.pid);
   root_pid = child.pid;
@@ -552,9 +556,11 @@ int RunCommand(const std::vector<std::string>& args) {
     int idle_ms = pacer.Next(fwd.Poll());
     reap();
     if (root_done) break;
-    pollfd pfd[2] = {{root_pidfd, POLLIN, 0}, {wake[0], POLLIN, 0}};
+    // (A new ring wakes us too: a child that waits for its look goes on.)
+    pollfd pfd[3] = {{root_pidfd, POLLIN, 0}, {wake[0], POLLIN, 0},
+                     {await_tracer ? fwd.discovery_fd() : -1, POLLIN, 0}};
     if (root_pidfd >= 0 || wake[0] >= 0) {
-      if (poll(pfd, 2, idle_ms) > 0 && (pfd[1].revents & POLLIN)) {
+      if (poll(pfd, 3, idle_ms) > 0 && (pfd[1].revents & POLLIN)) {
         char drain[64];
         while (read(wake[0], drain, sizeof drain) > 0) {
         }
