@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -429,16 +430,11 @@ void AwaitTracer(ring::RingHeader* h) {
       EnvU64("CGOHEAP_ROOT_PID", 0) == static_cast<uint64_t>(getpid())) {
     return;
   }
-  timespec start;
-  clock_gettime(CLOCK_MONOTONIC, &start);
-  for (;;) {
-    if (h->tracer_verdict.load(std::memory_order_acquire) != 0) return;
-    timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t left_ns = 1'000'000'000 - ((now.tv_sec - start.tv_sec) * 1'000'000'000 +
-                                       (now.tv_nsec - start.tv_nsec));
-    if (left_ns <= 0) return;
-    timespec wait = {0, left_ns >= 1'000'000'000 ? 999'999'999 : left_ns};
+  const uint64_t deadline = NowNanos(CLOCK_MONOTONIC) + 1'000'000'000;
+  while (h->tracer_verdict.load(std::memory_order_acquire) == 0) {
+    const uint64_t now = NowNanos(CLOCK_MONOTONIC);
+    if (now >= deadline) return;
+    timespec wait = {0, static_cast<long>(std::min<uint64_t>(deadline - now, 999'999'999))};
     syscall(SYS_futex, &h->tracer_verdict, FUTEX_WAIT, 0, &wait, nullptr, 0);
   }
 }

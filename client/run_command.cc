@@ -420,15 +420,14 @@ int RunCommand(const std::vector<std::string>& args) {
   // shell, make or env runs other programs in its own place with exec, and
   // a traced process that execs a set-user-ID program (sudo) loses its
   // privileges.
-  pid_t root_pid = -1;
   bool trace_more = false;  // the program is traced and has not ended
   absl::flat_hash_set<pid_t> traced_children, exit_stopped;
   if (scan_wanted && trace_children) {
     fwd_opts.watch_exit_of = [&](pid_t pid, const v1::ProcessHello& hello) -> std::string {
       if (!trace_more) {
-        return !trace_error.empty() ? trace_error : "it started as the program ended";
+        return !trace_error.empty() ? "the program itself could not be traced: " + trace_error
+                                    : "it started as the program ended";
       }
-      if (pid == root_pid) return "";  // (watched already: never asked)
       if (hello.go_version().empty()) {
         return "only the children that are Go programs are traced (a shell, make or env runs "
                "other programs in its place with exec, and a traced process that execs a "
@@ -465,7 +464,6 @@ int RunCommand(const std::vector<std::string>& args) {
                        debuginfod_urls, trace_exit, await_tracer, &trace_error);
   const bool traced = trace_exit && child.pid >= 0 && trace_error.empty();
   if (traced) fwd.WatchExit(child.pid);
-  root_pid = child.pid;
   trace_more = traced;
   // The executable's debug information is read on a thread of its own while
   // the program starts, not before (tens of milliseconds for a large Go
