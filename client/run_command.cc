@@ -421,7 +421,7 @@ int RunCommand(const std::vector<std::string>& args) {
   // a traced process that execs a set-user-ID program (sudo) loses its
   // privileges.
   bool trace_more = false;  // the program is traced and has not ended
-  absl::flat_hash_set<pid_t> traced_children, exit_stopped;
+  absl::flat_hash_set<pid_t> traced_children;  // until they stop at their exit
   if (scan_wanted && trace_children) {
     fwd_opts.watch_exit_of = [&](pid_t pid, const v1::ProcessHello& hello) -> std::string {
       if (!trace_more) {
@@ -513,13 +513,13 @@ int RunCommand(const std::vector<std::string>& args) {
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-      if (WIFSTOPPED(status)) {  // only a traced child reports stops: the program
+      if (WIFSTOPPED(status)) {  // only traced processes report stops: the program, Go children
         const int event = status >> 16;
         if (event == PTRACE_EVENT_EXIT) {
           if (pid == child.pid) {
             exit_seen = true;
           } else {
-            exit_stopped.insert(pid);
+            traced_children.erase(pid);
           }
           if (OthersDying(pid)) {
             ExitScanOptions scan;
@@ -577,7 +577,6 @@ int RunCommand(const std::vector<std::string>& args) {
   // ended another way.
   trace_more = false;
   for (pid_t pid : traced_children) {
-    if (exit_stopped.contains(pid)) continue;
     fwd.ExitNotScanned(pid, DetachRunning(pid)
                                 ? "it outlived the program, whose end ended the run"
                                 : "it was not stopped at its exit (it ended another way)");
