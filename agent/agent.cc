@@ -368,12 +368,36 @@ void ReleaseRing() {
   g_ring_fd = -1;
 }
 
-bool ShouldTrack() {
+// Whether this process is tracked, and if not, why (agent.h's environment).
+enum class Followed {
+  kYes,
+  kNotAsked,  // no ring directory, or a child when children are not traced
+  kDriver,    // the root, when it is the go command that runs the program
+  kNotGo,     // a child that is not a Go program, when only those are traced
+};
+
+// A Go runtime in the executable or a library loaded at start-up: looked
+// for by Initialize before anything asks.
+bool HasGoRuntime() { return __atomic_load_n(&g_boundary.asmcgocall_lo, __ATOMIC_RELAXED) != 0; }
+
+// go_known: whether HasGoRuntime has been settled (Initialize asks before
+// it has, to learn whether the libraries are worth looking at).
+Followed Decide(bool go_known = true) {
   const char* dir = getenv("CGOHEAP_RING_DIR");
-  if (dir == nullptr || *dir == 0) return false;
+  if (dir == nullptr || *dir == 0) return Followed::kNotAsked;
   uint64_t root = EnvU64("CGOHEAP_ROOT_PID", 0);
-  return root == 0 || root == static_cast<uint64_t>(getpid()) ||
-         EnvU64("CGOHEAP_TRACE_CHILDREN", 0) == 1;
+  if (root == 0) return Followed::kYes;
+  if (root == static_cast<uint64_t>(getpid())) {
+    return EnvU64("CGOHEAP_ROOT_IS_DRIVER", 0) == 1 ? Followed::kDriver : Followed::kYes;
+  }
+  switch (EnvU64("CGOHEAP_TRACE_CHILDREN", 0)) {
+    case 1:
+      return Followed::kYes;
+    case 2:
+      return !go_known || HasGoRuntime() ? Followed::kYes : Followed::kNotGo;
+    default:
+      return Followed::kNotAsked;
+  }
 }
 
 // Allocates a lane's pages before its thread writes them (see CreateRing);
@@ -407,16 +431,26 @@ void OnThreadExit(void* value) {
 // --trace-children) says it was there when asked (CGOHEAP_NOTE_UNTRACED=1):
 // an empty DIR/PID.untraced, which `cgoheap run` counts, so that the report
 // of a shell or a make says that the programs they started are not in it.
-void NoteUntraced() {
+// A child not followed because it is not a Go program (children traced
+// with CGOHEAP_TRACE_CHILDREN=2) leaves DIR/PID.notgo instead, holding the
+// name it was run by (gcc, cc1, as: what `go run` starts), which the report
+// lists.
+void NoteUntraced(bool not_go) {
   const char* dir = getenv("CGOHEAP_RING_DIR");
   if (dir == nullptr || *dir == 0 || EnvU64("CGOHEAP_NOTE_UNTRACED", 0) != 1) return;
+  const char* suffix = not_go ? ".notgo" : ".untraced";
   char path[512];
   size_t n = AppendStr(path, 0, sizeof path, dir);
   n = AppendStr(path, n, sizeof path, "/");
   n = AppendU64(path, n, sizeof path, getpid(), 10);
-  if (AppendStr(path, n, sizeof path, ".untraced") != n + 9) return;  // too long a path
+  if (AppendStr(path, n, sizeof path, suffix) != n + strlen(suffix)) return;  // too long a path
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd >= 0) close(fd);
+  if (fd < 0) return;
+  if (not_go) {
+    const char* name = program_invocation_short_name;
+    (void)!write(fd, name, strnlen(name, 255));
+  }
+  close(fd);
 }
 
 // A child of `cgoheap run --trace-children` in exact mode
@@ -440,9 +474,17 @@ void AwaitTracer(ring::RingHeader* h) {
 }
 
 void StartTracking() {
-  if (!ShouldTrack()) {
-    NoteUntraced();
-    return;
+  switch (Decide()) {
+    case Followed::kYes:
+      break;
+    case Followed::kNotAsked:
+      NoteUntraced(false);
+      return;
+    case Followed::kNotGo:
+      NoteUntraced(true);
+      return;
+    case Followed::kDriver:
+      return;
   }
   uint64_t rate = EnvU64("CGOHEAP_SAMPLE_BYTES", 0);
   // Room for the samples of 8 GiB of live heap at this rate, at most half
@@ -674,21 +716,25 @@ uint32_t ForeignAllocator() {
 
 __attribute__((cold, noinline)) void Initialize() {
   dl_iterate_phdr(FindSelf, nullptr);
-  // Before the guard: setenv and dlsym may allocate (from the real
+  {
+    HookGuard guard;
+    uint64_t bias = 0;
+    dl_iterate_phdr(MainBias, &bias);
+    // The Go runtime is the executable's, or, in a C program that links a
+    // Go library (-buildmode=c-shared), that library's: looked for only in
+    // a process that may be tracked (the others' libraries are not opened).
+    if (!FindGoBoundary("/proc/self/exe", bias, &g_boundary) &&
+        Decide(/*go_known=*/false) == Followed::kYes) {
+      FindGoLibraryBoundary(&g_boundary);
+    }
+  }
+  // Outside the guard: setenv and dlsym may allocate (from the real
   // allocator: nothing is tracked yet).
-  if (ShouldTrack()) {
+  if (Decide() == Followed::kYes) {
     AskPoolsForMalloc();
     g_foreign_allocator = ForeignAllocator();
   }
   HookGuard guard;
-  uint64_t bias = 0;
-  dl_iterate_phdr(MainBias, &bias);
-  // The Go runtime is the executable's, or, in a C program that links a Go
-  // library (-buildmode=c-shared), that library's: looked for only in a
-  // process that is tracked (the others' libraries are not opened).
-  if (!FindGoBoundary("/proc/self/exe", bias, &g_boundary) && ShouldTrack()) {
-    FindGoLibraryBoundary(&g_boundary);
-  }
   if constexpr (kAllocGuard) {
     // Test builds only: behave as with a Go release whose asmcgocall is not
     // understood, to prove that it is said and that nothing is hidden.

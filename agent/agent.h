@@ -5,9 +5,14 @@
 //   CGOHEAP_RING_DIR        directory where this process creates its ring file;
 //                           unset: the agent stays dormant (pure pass-through)
 //   CGOHEAP_ROOT_PID        only this pid is tracked, unless
-//   CGOHEAP_TRACE_CHILDREN  is 1: children (fork, exec) get rings of their own
+//   CGOHEAP_TRACE_CHILDREN  is 1: children (fork, exec) get rings of their own;
+//                           2: only the children that are Go programs do
+//   CGOHEAP_ROOT_IS_DRIVER  1: the root pid is not tracked (`go run`, `go test`:
+//                           the go command builds the program and runs it)
 //   CGOHEAP_NOTE_UNTRACED   1: a process not tracked (by CGOHEAP_ROOT_PID) leaves an
-//                           empty DIR/PID.untraced, counted by `cgoheap run`
+//                           empty DIR/PID.untraced, and a child not tracked for
+//                           not being a Go program DIR/PID.notgo holding its
+//                           name, both counted by `cgoheap run`
 //   CGOHEAP_SAMPLE_BYTES    0 (default): every allocation; N: Poisson sampling
 //   CGOHEAP_RING_MB         size of each thread's lane of the ring in MiB (default 2;
 //                           the file is sparse: a lane takes memory once used)

@@ -23,6 +23,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "agent/pool_env.h"
@@ -32,6 +33,7 @@
 #include "client/forwarder.h"
 #include "client/report.h"
 #include "client/ring_dir.h"
+#include "common/escape.h"
 #include "server/server.h"
 #include "symbolize/elf_image.h"
 
@@ -174,19 +176,66 @@ std::string AddressSanitizerOf(const std::string& executable) {
   return std::string(elf.NeededStartingWith("libasan.so"));
 }
 
-// How many processes under the agent were not followed (a child of the
-// program, without --trace-children): each left DIR/PID.untraced.
-int CountUntraced(const std::string& ring_dir) {
-  int n = 0;
+// Which children of the program are followed (--trace-children).
+enum class Children { kNone, kGo, kAll };
+
+// `go run` and `go test` build the program and run it as their child: the go
+// command is the driver, not the program, and the Go programs it runs are
+// followed (Children::kGo) unless the user says otherwise.
+bool GoCommandRunsTheProgram(const std::vector<std::string>& argv) {
+  return argv.size() >= 2 && fs::path(argv[0]).filename() == "go" &&
+         (argv[1] == "run" || argv[1] == "test");
+}
+
+// The processes under the agent that were not followed: a child of the
+// program without --trace-children leaves DIR/PID.untraced; one that is not
+// a Go program, with --trace-children=go, DIR/PID.notgo holding its name.
+struct NotFollowed {
+  int untraced = 0;
+  int not_go = 0;
+  absl::btree_map<std::string, int> not_go_names;  // name -> how many
+};
+
+NotFollowed CountNotFollowed(const std::string& ring_dir) {
+  NotFollowed n;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(ring_dir, ec)) {
-    n += e.path().extension() == ".untraced";
+    if (e.path().extension() == ".untraced") {
+      ++n.untraced;
+    } else if (e.path().extension() == ".notgo") {
+      ++n.not_go;
+      char name[256];
+      std::ifstream in(e.path());
+      in.read(name, sizeof name - 1);
+      std::string got = Printable(std::string(name, static_cast<size_t>(in.gcount())));
+      ++n.not_go_names[got.empty() ? "?" : got];
+    }
   }
   return n;
 }
 
+// "(49 processes the program started are not Go programs and were not
+// followed: gcc 12, cc1 10, ...; --trace-children=all follows them)".
+std::string NotGoLine(const NotFollowed& n) {
+  std::vector<std::pair<int, std::string>> by_count;
+  for (const auto& [name, count] : n.not_go_names) by_count.emplace_back(-count, name);
+  std::sort(by_count.begin(), by_count.end());
+  std::string names;
+  constexpr size_t kShown = 6;
+  for (size_t i = 0; i < by_count.size() && i < kShown; ++i) {
+    absl::StrAppend(&names, i ? ", " : "", by_count[i].second,
+                    by_count[i].first < -1 ? absl::StrCat(" ×", -by_count[i].first) : "");
+  }
+  if (by_count.size() > kShown) absl::StrAppend(&names, " and ", by_count.size() - kShown, " more");
+  return absl::StrCat("(", n.not_go,
+                      n.not_go == 1 ? " process the program started is not a Go program and was"
+                                    : " processes the program started are not Go programs and were",
+                      " not followed (", names, "); --trace-children=all follows them)");
+}
+
+// driver: the program is the go command running the real one (not tracked).
 Child Launch(const std::vector<std::string>& argv, const std::string& agent,
-             const std::string& ring_dir, uint64_t sample_bytes, bool trace_children,
+             const std::string& ring_dir, uint64_t sample_bytes, Children children, bool driver,
              const std::string& service, const std::string& debuginfod_urls, bool trace_exit,
              bool await_tracer, std::string* trace_error) {
   Child c;
@@ -219,7 +268,9 @@ Child Launch(const std::vector<std::string>& argv, const std::string& agent,
     setenv("CGOHEAP_RING_DIR", ring_dir.c_str(), 1);
     setenv("CGOHEAP_ROOT_PID", std::to_string(getpid()).c_str(), 1);
     setenv("CGOHEAP_SAMPLE_BYTES", std::to_string(sample_bytes).c_str(), 1);
-    setenv("CGOHEAP_TRACE_CHILDREN", trace_children ? "1" : "0", 1);
+    setenv("CGOHEAP_TRACE_CHILDREN",
+           children == Children::kAll ? "1" : children == Children::kGo ? "2" : "0", 1);
+    setenv("CGOHEAP_ROOT_IS_DRIVER", driver ? "1" : "0", 1);
     setenv("CGOHEAP_NOTE_UNTRACED", "1", 1);
     // Children wait at start-up until the forwarder has looked at their ring
     // (and traced them, if it does: --trace-children in exact mode).
@@ -289,7 +340,8 @@ int RunCommand(const std::vector<std::string>& args) {
   Connection conn;
   std::string service, report_path, data_dir, agent_flag;
   uint64_t sample_bytes = 0, error_exitcode = 0;
-  bool all = false, json = false, trace_children = false, debuginfod = false, lost_only = false;
+  bool all = false, json = false, debuginfod = false, lost_only = false;
+  std::string children_flag;  // "": not given
   bool exit_scan = true;
   double ack_timeout = 60, heartbeat = 10;
   FlagSet flags("cgoheap run");
@@ -313,7 +365,10 @@ int RunCommand(const std::vector<std::string>& args) {
              0, 255);
   flags.String("data", &data_dir, "DIR", "RocksDB directory of the local server, kept (default: in memory, gone at the end)");
   flags.String("agent", &agent_flag, "PATH", "the agent library (default: ../lib/cgoheap/ beside cgoheap)");
-  flags.Bool("trace-children", &trace_children, "also track child processes (fork, exec)");
+  flags.Choice("trace-children", &children_flag, {"go", "all", "none"}, "go",
+               "also track the program's child processes (fork, exec): those that are Go "
+               "programs (go, the default when given bare), every one (all), or none (the "
+               "default, except under `go run` and `go test`, whose Go children are followed)");
   DebuginfodFlag(flags, &debuginfod);
   flags.Duration("heartbeat", &heartbeat,
                  "a process with nothing to send tells the server it is alive this often "
@@ -328,6 +383,13 @@ int RunCommand(const std::vector<std::string>& args) {
     std::cerr << "cgoheap run: nothing to run: cgoheap run [flags] -- PROGRAM [ARGS...]\n";
     return 2;
   }
+  // Under `go run` and `go test` the go command only drives: the program
+  // is the Go child it builds and runs.
+  const bool driver = children_flag != "none" && GoCommandRunsTheProgram(*rest);
+  const Children children = children_flag == "all" ? Children::kAll
+                            : children_flag == "go" || (children_flag.empty() && driver)
+                                ? Children::kGo
+                                : Children::kNone;
   std::string agent = FindAgent(agent_flag);
   if (access(agent.c_str(), R_OK) != 0) {
     std::cerr << "cgoheap run: agent library not found at " << agent
@@ -419,10 +481,11 @@ int RunCommand(const std::vector<std::string>& args) {
   // lets their stops go on as the program's). Other children are not: a
   // shell, make or env runs other programs in its own place with exec, and
   // a traced process that execs a set-user-ID program (sudo) loses its
-  // privileges.
-  bool trace_more = false;  // the program is traced and has not ended
+  // privileges. Under `go run` and `go test` the go command is not traced
+  // (nor tracked), only the Go programs it runs.
+  bool trace_more = false;  // the program is traced (or drives) and has not ended
   absl::flat_hash_set<pid_t> traced_children;  // until they stop at their exit
-  if (scan_wanted && trace_children) {
+  if (scan_wanted && children != Children::kNone) {
     fwd_opts.watch_exit_of = [&](pid_t pid, const v1::ProcessHello& hello) -> std::string {
       if (!trace_more) {
         return !trace_error.empty() ? "the program itself could not be traced: " + trace_error
@@ -452,23 +515,29 @@ int RunCommand(const std::vector<std::string>& args) {
       if (thread.joinable()) thread.join();
     }
   } prepare;  // after fwd, which it uses: joined before fwd goes
-  bool trace_exit = scan_wanted;
+  bool trace_exit = scan_wanted && !driver;
   if (struct stat st; trace_exit && stat(FindExecutable((*rest)[0]).c_str(), &st) == 0 &&
                       (st.st_mode & (S_ISUID | S_ISGID)) != 0) {
     trace_exit = false;
     trace_error = "it is a set-user-ID or set-group-ID program, which would lose its privileges "
                   "if traced";
   }
-  const bool await_tracer = trace_exit && trace_children;
-  Child child = Launch(*rest, agent, ring_dir, sample_bytes, trace_children, service,
+  const bool await_tracer = scan_wanted && children != Children::kNone && (trace_exit || driver);
+  if (driver && children_flag.empty()) {
+    std::cerr << "cgoheap run: `go " << (*rest)[1] << "` builds "
+              << ((*rest)[1] == "test" ? "each package's test binary" : "the program")
+              << " and runs it as its child: following the Go programs it runs, not the go "
+                 "command (--trace-children=go)\n";
+  }
+  Child child = Launch(*rest, agent, ring_dir, sample_bytes, children, driver, service,
                        debuginfod_urls, trace_exit, await_tracer, &trace_error);
   const bool traced = trace_exit && child.pid >= 0 && trace_error.empty();
   if (traced) fwd.WatchExit(child.pid);
-  trace_more = traced;
+  trace_more = traced || (await_tracer && driver && child.pid >= 0);
   // The executable's debug information is read on a thread of its own while
   // the program starts, not before (tens of milliseconds for a large Go
   // binary); a stack that needs it first waits for it.
-  if (std::string exe = FindExecutable((*rest)[0]); !exe.empty() && child.pid >= 0) {
+  if (std::string exe = FindExecutable((*rest)[0]); !exe.empty() && child.pid >= 0 && !driver) {
     prepare.thread = std::thread([&fwd, exe] { fwd.Prepare(exe); });
   }
   auto cleanup = [&] {
@@ -490,7 +559,7 @@ int RunCommand(const std::vector<std::string>& args) {
   // holds one of its threads until we let it go.
   int root_pidfd = static_cast<int>(syscall(SYS_pidfd_open, child.pid, 0));
   int wake[2] = {-1, -1};
-  if (traced && pipe2(wake, O_CLOEXEC | O_NONBLOCK) == 0) {
+  if (trace_more && pipe2(wake, O_CLOEXEC | O_NONBLOCK) == 0) {
     g_sigchld_pipe = wake[1];
     struct sigaction sa = {};
     sa.sa_handler = OnSigchld;
@@ -581,7 +650,7 @@ int RunCommand(const std::vector<std::string>& args) {
                                 ? "it outlived the program, whose end ended the run"
                                 : "it was not stopped at its exit (it ended another way)");
   }
-  if (scan_wanted && !exit_seen) {
+  if (scan_wanted && !exit_seen && !driver) {
     fwd.ExitNotScanned(child.pid, !trace_error.empty()
                                       ? trace_error
                                       : "it was not stopped at its exit (it ended another way)");
@@ -605,14 +674,31 @@ int RunCommand(const std::vector<std::string>& args) {
     cleanup();
     return unchecked(exit_code);
   }
+  const NotFollowed not_followed = CountNotFollowed(ring_dir);
   if (ids.empty()) {
     // No ring appeared: the agent never ran in the program, or could not
     // create its ring. An empty report would read as "no leaks".
-    std::cerr << "cgoheap run: " << (*rest)[0]
-              << " was not recorded: the agent did not start in it. cgoheap sees programs that "
-                 "load shared libraries (a Go program built with cgo, not CGO_ENABLED=0 or "
-                 "-static) and that keep LD_PRELOAD; the agent also needs room for its ring in "
-              << ring_dir << ".\n";
+    constexpr char kWhatIsSeen[] =
+        "cgoheap sees programs that load shared libraries (a Go program built with cgo, not "
+        "CGO_ENABLED=0 or -static) and that keep LD_PRELOAD; the agent also needs room for its "
+        "ring in ";
+    if (driver) {
+      std::cerr << "cgoheap run: `go " << (*rest)[1]
+                << "` ran no Go program that the agent started in"
+                << (exit_code != 0 ? absl::StrCat(" (go exited with status ", exit_code,
+                                                  ": if it could not build the program, its "
+                                                  "errors are above)")
+                                   : "")
+                << ". " << kWhatIsSeen << ring_dir << ".\n";
+    } else {
+      std::cerr << "cgoheap run: " << (*rest)[0] << " was not recorded: the agent did not start in it"
+                << (not_followed.untraced > 0
+                        ? absl::StrCat(", but in ", not_followed.untraced,
+                                       not_followed.untraced == 1 ? " process" : " processes",
+                                       " it started, which --trace-children follows")
+                        : "")
+                << ". " << kWhatIsSeen << ring_dir << ".\n";
+    }
     cleanup();
     return unchecked(exit_code);
   }
@@ -651,13 +737,16 @@ int RunCommand(const std::vector<std::string>& args) {
                           " recorded on ", conn.server, "; see: cgoheap leaks --server=", conn.server,
                           " --process=", ids[0], "\n");
   }
-  if (int untraced = CountUntraced(ring_dir); untraced > 0 && !json) {
+  if (int untraced = not_followed.untraced; untraced > 0 && !json) {
     absl::StrAppend(&report, "==", child.pid, "== (", untraced,
                     untraced == 1 ? " process the program started ran without being followed: "
                                     "what it allocated is"
                                   : " processes the program started ran without being followed: "
                                     "what they allocated is",
                     " not in this report; --trace-children follows them)\n");
+  }
+  if (not_followed.not_go > 0 && !json) {
+    absl::StrAppend(&report, "==", child.pid, "== ", NotGoLine(not_followed), "\n");
   }
   if (report_path.empty()) {
     std::cerr << report;

@@ -1,11 +1,13 @@
 #include "common/flags.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace cgoheap {
 
@@ -27,6 +29,21 @@ void FlagSet::Bool(const std::string& name, bool* dst, const std::string& help) 
                         return absl::InvalidArgumentError(
                             absl::StrCat("--", name, " takes true or false, not '", v, "'"));
                       }
+                      return absl::OkStatus();
+                    }});
+}
+
+void FlagSet::Choice(const std::string& name, std::string* dst,
+                     const std::vector<std::string>& choices, const std::string& bare_value,
+                     const std::string& help) {
+  const std::string list = absl::StrJoin(choices, "|");  // the metavar: --name[=a|b]
+  flags_.push_back({name, list, help, true, [=](const std::string& v) {
+                      const std::string& value = v.empty() ? bare_value : v;
+                      if (std::find(choices.begin(), choices.end(), value) == choices.end()) {
+                        return absl::InvalidArgumentError(absl::StrCat(
+                            "--", name, " takes ", absl::StrJoin(choices, ", "), ", not '", v, "'"));
+                      }
+                      *dst = value;
                       return absl::OkStatus();
                     }});
 }
@@ -121,7 +138,10 @@ absl::StatusOr<std::vector<std::string>> FlagSet::Parse(const std::vector<std::s
 std::string FlagSet::Usage() const {
   std::string out = absl::StrCat("Flags of ", command_, ":\n");
   for (const Flag& f : flags_) {
-    std::string left = absl::StrCat("  --", f.name, f.metavar.empty() ? "" : "=", f.metavar);
+    std::string left =
+        f.metavar.empty() ? absl::StrCat("  --", f.name)
+        : f.is_bool       ? absl::StrCat("  --", f.name, "[=", f.metavar, "]")  // a choice
+                          : absl::StrCat("  --", f.name, "=", f.metavar);
     if (left.size() < 28) left.resize(28, ' ');
     absl::StrAppend(&out, left, " ", f.help, "\n");
   }

@@ -1,6 +1,7 @@
 // A strict command-line flag parser for cgoheap and cgoheapd.
 //
-// Accepts --name=value and --name value (booleans: --name, --name=true|false).
+// Accepts --name=value and --name value (booleans: --name, --name=true|false;
+// a choice with a bare form: --name, --name=CHOICE).
 // Anything unknown or malformed is an error that names the flag and the
 // command, so the user knows what to fix; nothing is silently ignored.
 //
@@ -27,6 +28,10 @@ class FlagSet {
   void String(const std::string& name, std::string* dst, const std::string& metavar,
               const std::string& help);
   void Bool(const std::string& name, bool* dst, const std::string& help);
+  // One of choices; given bare (--name, no value), bare_value. As a boolean,
+  // a bare flag never takes the next argument for its value.
+  void Choice(const std::string& name, std::string* dst, const std::vector<std::string>& choices,
+              const std::string& bare_value, const std::string& help);
   // Every number and duration has the range that makes sense for it; a value
   // outside is an error that gives the range.
   void Uint(const std::string& name, uint64_t* dst, const std::string& metavar,

@@ -54,6 +54,26 @@ TEST(FlagsTest, ErrorsNameTheFlagAndTheCommand) {
   EXPECT_NE(help.status().message().find("--server=ADDR"), std::string::npos);
 }
 
+// A choice given bare takes its bare value and never the next argument (the
+// program); given a value, one of its choices, or an error that lists them.
+TEST(FlagsTest, ChoicesBareOrGiven) {
+  FlagSet f("cgoheap run");
+  std::string children = "unset";
+  f.Choice("trace-children", &children, {"go", "all", "none"}, "go", "which children");
+  auto rest = f.Parse({"--trace-children", "go", "run", "."}, true);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(children, "go");
+  EXPECT_EQ(*rest, (std::vector<std::string>{"go", "run", "."}));
+  ASSERT_TRUE(f.Parse({"--trace-children=all", "--", "sh"}, true).ok());
+  EXPECT_EQ(children, "all");
+  ASSERT_TRUE(f.Parse({"--trace-children=none"}, true).ok());
+  EXPECT_EQ(children, "none");
+  EXPECT_EQ(f.Parse({"--trace-children=some"}).status().message(),
+            "--trace-children takes go, all, none, not 'some'");
+  EXPECT_NE(f.Usage().find("--trace-children[=go|all|none] which children"), std::string::npos)
+      << f.Usage();
+}
+
 TEST(FlagsTest, Durations) {
   EXPECT_EQ(*ParseDuration("250ms"), 0.25);
   EXPECT_EQ(*ParseDuration("90s"), 90);

@@ -998,8 +998,9 @@ TEST(RunTest, BootstrapBlocksNeverReachTheRealFree) {
 
 // A fork without exec: the child starts over as a process of its own
 // (AtForkChild: the parent's ring let go, the mode entered again). Untraced
-// (the default) it must run on, its frees sent to the real free and nothing
-// of it reported; traced, exactly its own leak, not one of the thousand
+// (the default, and with --trace-children=go: forks is a C program) it must
+// run on, its frees sent to the real free and nothing of it reported;
+// traced (--trace-children=all), exactly its own leak, not one of the thousand
 // blocks it allocated and freed (in exact mode every one of their frees
 // must reach the slow path again after the fork), nor the parent's block it
 // freed. In exact and sampled mode (every block sampled).
@@ -1007,9 +1008,9 @@ TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
   const std::string src = ProgramsSrc() + "/forks/forks.c";
   for (const std::string rate : {"0", "1"}) {
     for (bool children : {false, true}) {
-      SCOPED_TRACE("--sample-bytes=" + rate + (children ? " --trace-children" : ""));
+      SCOPED_TRACE("--sample-bytes=" + rate + (children ? " --trace-children=all" : ""));
       std::vector<std::string> flags = {"--sample-bytes=" + rate};
-      if (children) flags.push_back("--trace-children");
+      if (children) flags.push_back("--trace-children=all");
       Report r = RunUnder(Program("forks"), {}, flags);
       EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
       ASSERT_EQ(r.num_leaks(), children ? 2 : 1) << r.json;
@@ -1033,15 +1034,24 @@ TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
   RunResult alone = RunProcess({BinDir() + "/cgoheap", "run", "--", Program("forks")});
   EXPECT_NE(alone.err.find(note), std::string::npos) << alone.err;
   RunResult both =
-      RunProcess({BinDir() + "/cgoheap", "run", "--trace-children", "--", Program("forks")});
+      RunProcess({BinDir() + "/cgoheap", "run", "--trace-children=all", "--", Program("forks")});
   EXPECT_EQ(both.err.find("without being followed"), std::string::npos) << both.err;
+  EXPECT_EQ(both.err.find("not followed"), std::string::npos) << both.err;
+  // Only Go children (a bare --trace-children): the C child is named.
+  RunResult go_only =
+      RunProcess({BinDir() + "/cgoheap", "run", "--trace-children", "--", Program("forks")});
+  EXPECT_NE(go_only.err.find("(1 process the program started is not a Go program and was not "
+                             "followed (forks); --trace-children=all follows them)"),
+            std::string::npos)
+      << go_only.err;
+  EXPECT_EQ(go_only.err.find("without being followed"), std::string::npos) << go_only.err;
 }
 
 // --trace-children in exact mode: a child that is a Go program is traced
 // and scanned at its exit as the program itself is (the seed's two leaks,
 // under a shell that runs it and goes on: one lost, one still reachable);
-// a child that is not one (forks, a C program, and its forked child) is not
-// traced, and the report says why.
+// with --trace-children=all a child that is not one (forks, a C program,
+// and its forked child) is recorded but not traced, and the report says why.
 TEST(RunTest, GoChildrenAreScannedAtTheirExitAndOtherChildrenSayWhyNot) {
   const std::vector<std::string> flags = {"--trace-children"};
   Report go = RunUnder("/bin/sh", {"-c", "\"$0\"; true", Program("seed_cmalloc")}, flags);
@@ -1062,13 +1072,78 @@ TEST(RunTest, GoChildrenAreScannedAtTheirExitAndOtherChildrenSayWhyNot) {
   }
   EXPECT_EQ(seen, 2) << go.json;
 
-  Report c = RunUnder("/bin/sh", {"-c", "\"$0\"; true", Program("forks")}, flags);
+  Report c = RunUnder("/bin/sh", {"-c", "\"$0\"; true", Program("forks")}, {"--trace-children=all"});
   EXPECT_EQ(c.run.exit_code, 0) << c.run.err;
   EXPECT_EQ(Num(c.doc, "not_scanned"), 2) << c.json;  // forks and its child
   const auto& why = Field(c.doc, "not_scanned_reasons").list_value();
   ASSERT_EQ(why.values_size(), 1) << c.json;  // the same reason, once
   EXPECT_EQ(why.values(0).string_value().rfind("only the children that are Go programs", 0), 0u)
       << c.json;
+}
+
+// `cgoheap run -- go run .` and `-- go test`: the go command builds the
+// program and runs it as its child. What is reported is that program, whole
+// and scanned at its exit, and nothing of the go command or the C compilers
+// it runs; --trace-children=none asks for the go command alone, which (a
+// static binary) the agent never starts in, and the error says where it did.
+TEST(RunTest, GoRunAndGoTestReportTheProgramNotTheToolchain) {
+  const std::vector<std::string> env = {"GOCACHE=" CGOHEAP_GOCACHE, "GOPATH=" CGOHEAP_GOPATH,
+                                        "GOTOOLCHAIN=local", "GOENV=off",
+                                        "GOFLAGS=-buildvcs=false", "GOROOT="};
+  const std::string main_go = ProgramsSrc() + "/seed_cmalloc/main.go";
+  const std::string cgoheap = BinDir() + "/cgoheap";
+  TempDir dir;
+  const std::string report_path = dir.path() + "/report.json";
+  RunResult run = RunProcess({cgoheap, "run", "--json", "--report=" + report_path, "--",
+                              CGOHEAP_GO_BIN, "run", main_go},
+                             env, std::chrono::seconds(300));
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.err.find("cgoheap run: `go run` builds the program and runs it as its child: "
+                         "following the Go programs it runs, not the go command "
+                         "(--trace-children=go)"),
+            std::string::npos)
+      << run.err;
+  const std::string json = ReadFile(report_path);
+  ASSERT_FALSE(json.empty()) << run.err;
+  Value doc = ParseJson(json);
+  EXPECT_EQ(Num(doc, "processes"), 1) << json;
+  EXPECT_EQ(Num(doc, "not_scanned"), 0) << json;
+  const auto& leaks = Field(doc, "leaks").list_value();
+  ASSERT_EQ(leaks.values_size(), 2) << json;
+  const Value& lost = leaks.values(0);  // the C.CString: lost comes first
+  EXPECT_EQ(Num(lost, "bytes"), 17) << json;
+  EXPECT_EQ(Num(lost, "reachable_blocks"), 0) << json;
+  EXPECT_EQ(Num(lost, "scanned_processes"), 1) << json;
+  ExpectFrameAt(Frames(lost), "main.main", main_go, LineOf(main_go, "// LEAK: 17 bytes"));
+  const Value& held = leaks.values(1);  // by a C global
+  EXPECT_EQ(Num(held, "bytes"), 134217728) << json;
+  EXPECT_EQ(Num(held, "reachable_bytes"), 134217728) << json;
+  ExpectFrameAt(Frames(held), "main.main", main_go, LineOf(main_go, "// CALLS-F1"));
+
+  RunResult go_only = RunProcess({cgoheap, "run", "--trace-children=none", "--", CGOHEAP_GO_BIN,
+                                  "run", main_go},
+                                 env, std::chrono::seconds(300));
+  EXPECT_EQ(go_only.exit_code, 0) << go_only.err;
+  EXPECT_EQ(go_only.err.find("LEAK SUMMARY"), std::string::npos) << go_only.err;
+  EXPECT_NE(go_only.err.find(" was not recorded: the agent did not start in it, but in "),
+            std::string::npos)
+      << go_only.err;
+  EXPECT_NE(go_only.err.find(" it started, which --trace-children follows."), std::string::npos)
+      << go_only.err;
+
+  const std::string pkg = ProgramsSrc() + "/gotest";
+  RunResult test = RunProcess({cgoheap, "run", "--error-exitcode=23", "--", CGOHEAP_GO_BIN, "test",
+                               "-C", pkg, "-count=1", "-run=TestLeaks", "."},
+                              env, std::chrono::seconds(300));
+  EXPECT_EQ(test.exit_code, 23) << test.out << test.err;
+  EXPECT_NE(test.out.find("ok  \texample.com/gotest"), std::string::npos) << test.out;
+  EXPECT_NE(test.err.find("==    by example.com/gotest.TestLeaks "), std::string::npos) << test.err;
+  const std::string test_line = "(" + pkg + "/leak_test.go:" +
+                                std::to_string(LineOf(pkg + "/leak_test.go", "// TEST-LEAKS")) + ")";
+  EXPECT_NE(test.err.find(test_line), std::string::npos) << test.err;
+  EXPECT_NE(test.err.find("LEAK SUMMARY: 77 bytes in 1 block never freed, from 1 stack\n"),
+            std::string::npos)
+      << test.err;
 }
 
 // A wrapper that execs the program (`exec "$@"`): what the wrapper held
