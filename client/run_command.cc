@@ -25,6 +25,7 @@
 
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/pool_env.h"
 #include "cgoheap.grpc.pb.h"
@@ -36,6 +37,7 @@
 #include "common/escape.h"
 #include "server/server.h"
 #include "symbolize/elf_image.h"
+#include "symbolize/go_module.h"
 
 namespace cgoheap::client {
 namespace {
@@ -187,6 +189,35 @@ bool GoCommandRunsTheProgram(const std::vector<std::string>& argv) {
          (argv[1] == "run" || argv[1] == "test");
 }
 
+// `go run` and `go test` link the program with -s -w (cmd/go's OmitDebug):
+// no symbol table, no DWARF, so its C functions would show as ?? in the
+// report, with no file:line. Unless the user chose -ldflags (on the command
+// line or in $GOFLAGS), the go command is asked to keep them: the entry to
+// add to $GOFLAGS, or "" to leave it as it is. Up to Go 1.22 -s=false
+// alone brings both back; later releases need -w=false too, and two flags
+// need the quoting GOFLAGS takes since Go 1.20 (1.19 splits it at every
+// space, and refuses a quote).
+std::string GoflagsKeepingSymbols(const std::vector<std::string>& argv) {
+  const char* goflags = getenv("GOFLAGS");
+  if (goflags != nullptr && strstr(goflags, "-ldflags") != nullptr) return "";
+  for (const std::string& a : argv) {
+    if (a.rfind("-ldflags", 0) == 0 || a.rfind("--ldflags", 0) == 0) return "";
+  }
+  ElfImage elf;
+  GoModule go;
+  int minor = 0;
+  if (elf.Open(FindExecutable(argv[0]).c_str())) {
+    ReadGoModule(elf, &go);  // the build info is read even when the rest is not found
+    std::string_view version = go.version;  // "go1.22.12", "devel go1.27-..."
+    if (size_t at = version.find("go1."); at != std::string_view::npos) {
+      std::string_view digits = version.substr(at + 4);
+      digits = digits.substr(0, digits.find_first_not_of("0123456789"));
+      if (!absl::SimpleAtoi(std::string(digits), &minor)) minor = 0;
+    }
+  }
+  return minor >= 21 ? "'-ldflags=-s=false -w=false'" : "-ldflags=-s=false";
+}
+
 // The processes under the agent that were not followed: a child of the
 // program without --trace-children leaves DIR/PID.untraced; one that is not
 // a Go program, with --trace-children=go, DIR/PID.notgo holding its name.
@@ -233,10 +264,11 @@ std::string NotGoLine(const NotFollowed& n) {
                       " not followed (", names, "); --trace-children=all follows them)");
 }
 
-// driver: the program is the go command running the real one (not tracked).
+// driver: the program is the go command running the real one (not tracked);
+// goflags: its $GOFLAGS, if not "".
 Child Launch(const std::vector<std::string>& argv, const std::string& agent,
              const std::string& ring_dir, uint64_t sample_bytes, Children children, bool driver,
-             const std::string& service, const std::string& debuginfod_urls, bool trace_exit,
+             const std::string& goflags, const std::string& service, const std::string& debuginfod_urls, bool trace_exit,
              bool await_tracer, std::string* trace_error) {
   Child c;
   int pipefd[2], gofd[2] = {-1, -1};
@@ -271,6 +303,7 @@ Child Launch(const std::vector<std::string>& argv, const std::string& agent,
     setenv("CGOHEAP_TRACE_CHILDREN",
            children == Children::kAll ? "1" : children == Children::kGo ? "2" : "0", 1);
     setenv("CGOHEAP_ROOT_IS_DRIVER", driver ? "1" : "0", 1);
+    if (!goflags.empty()) setenv("GOFLAGS", goflags.c_str(), 1);
     setenv("CGOHEAP_NOTE_UNTRACED", "1", 1);
     // Children wait at start-up until the forwarder has looked at their ring
     // (and traced them, if it does: --trace-children in exact mode).
@@ -523,13 +556,23 @@ int RunCommand(const std::vector<std::string>& args) {
                   "if traced";
   }
   const bool await_tracer = scan_wanted && children != Children::kNone && (trace_exit || driver);
-  if (driver && children_flag.empty()) {
+  const std::string keep_symbols = driver ? GoflagsKeepingSymbols(*rest) : "";
+  std::string goflags;
+  if (!keep_symbols.empty()) {
+    const char* old = getenv("GOFLAGS");
+    goflags = old != nullptr && *old ? absl::StrCat(old, " ", keep_symbols) : keep_symbols;
+  }
+  if (driver) {
     std::cerr << "cgoheap run: `go " << (*rest)[1] << "` builds "
               << ((*rest)[1] == "test" ? "each package's test binary" : "the program")
-              << " and runs it as its child: following the Go programs it runs, not the go "
-                 "command (--trace-children=go)\n";
+              << " and runs it as its child: following "
+              << (children == Children::kAll ? "every process" : "the Go programs")
+              << " it runs, not the go command"
+              << (children_flag.empty() ? " (--trace-children=go)" : "")
+              << (keep_symbols.empty() ? "" : "; linked with GOFLAGS+=" + keep_symbols + " to name its C code")
+              << "\n";
   }
-  Child child = Launch(*rest, agent, ring_dir, sample_bytes, children, driver, service,
+  Child child = Launch(*rest, agent, ring_dir, sample_bytes, children, driver, goflags, service,
                        debuginfod_urls, trace_exit, await_tracer, &trace_error);
   const bool traced = trace_exit && child.pid >= 0 && trace_error.empty();
   if (traced) fwd.WatchExit(child.pid);

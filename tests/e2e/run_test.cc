@@ -1083,9 +1083,11 @@ TEST(RunTest, GoChildrenAreScannedAtTheirExitAndOtherChildrenSayWhyNot) {
 
 // `cgoheap run -- go run .` and `-- go test`: the go command builds the
 // program and runs it as its child. What is reported is that program, whole
-// and scanned at its exit, and nothing of the go command or the C compilers
-// it runs; --trace-children=none asks for the go command alone, which (a
-// static binary) the agent never starts in, and the error says where it did.
+// and scanned at its exit, with its C functions named and placed (the go
+// command is asked to keep the symbols its -s -w would drop, unless the user
+// gave -ldflags), and nothing of the go command or the C compilers it runs;
+// --trace-children=none asks for the go command alone, which (a static
+// binary) the agent never starts in, and the error says where it did.
 TEST(RunTest, GoRunAndGoTestReportTheProgramNotTheToolchain) {
   const std::vector<std::string> env = {"GOCACHE=" CGOHEAP_GOCACHE, "GOPATH=" CGOHEAP_GOPATH,
                                         "GOTOOLCHAIN=local", "GOENV=off",
@@ -1100,7 +1102,7 @@ TEST(RunTest, GoRunAndGoTestReportTheProgramNotTheToolchain) {
   EXPECT_EQ(run.exit_code, 0) << run.err;
   EXPECT_NE(run.err.find("cgoheap run: `go run` builds the program and runs it as its child: "
                          "following the Go programs it runs, not the go command "
-                         "(--trace-children=go)"),
+                         "(--trace-children=go); linked with GOFLAGS+="),
             std::string::npos)
       << run.err;
   const std::string json = ReadFile(report_path);
@@ -1119,6 +1121,15 @@ TEST(RunTest, GoRunAndGoTestReportTheProgramNotTheToolchain) {
   EXPECT_EQ(Num(held, "bytes"), 134217728) << json;
   EXPECT_EQ(Num(held, "reachable_bytes"), 134217728) << json;
   ExpectFrameAt(Frames(held), "main.main", main_go, LineOf(main_go, "// CALLS-F1"));
+  ExpectFrameAt(Frames(held), "f1", main_go, LineOf(main_go, "// CLEAK"));
+
+  // The user's own -ldflags win: the go command's -s -w stays, f1 unnamed.
+  Report own = RunUnder(CGOHEAP_GO_BIN, {"run", "-ldflags=-X=main.unused=1", main_go}, {}, env);
+  EXPECT_EQ(own.run.exit_code, 0) << own.run.err;
+  EXPECT_EQ(own.run.err.find("linked with"), std::string::npos) << own.run.err;
+  ASSERT_EQ(own.num_leaks(), 2) << own.json;
+  EXPECT_LT(FindFrame(Frames(own.leak(1)), "f1"), 0) << own.json;
+  ExpectFrameAt(Frames(own.leak(1)), "main.main", main_go, LineOf(main_go, "// CALLS-F1"));
 
   RunResult go_only = RunProcess({cgoheap, "run", "--trace-children=none", "--", CGOHEAP_GO_BIN,
                                   "run", main_go},
@@ -1141,6 +1152,10 @@ TEST(RunTest, GoRunAndGoTestReportTheProgramNotTheToolchain) {
   const std::string test_line = "(" + pkg + "/leak_test.go:" +
                                 std::to_string(LineOf(pkg + "/leak_test.go", "// TEST-LEAKS")) + ")";
   EXPECT_NE(test.err.find(test_line), std::string::npos) << test.err;
+  const std::string c_line =
+      "(" + pkg + "/leak.go:" + std::to_string(LineOf(pkg + "/leak.go", "// C-KEEP")) + ")";
+  EXPECT_NE(test.err.find("==    by keep "), std::string::npos) << test.err;
+  EXPECT_NE(test.err.find(c_line), std::string::npos) << test.err;
   EXPECT_NE(test.err.find("LEAK SUMMARY: 77 bytes in 1 block never freed, from 1 stack\n"),
             std::string::npos)
       << test.err;
