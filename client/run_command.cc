@@ -246,7 +246,7 @@ NotFollowed CountNotFollowed(const std::string& ring_dir) {
 }
 
 // "(49 processes the program started are not Go programs and were not
-// followed: gcc 12, cc1 10, ...; --trace-children=all follows them)".
+// followed (gcc ×16, cc1 ×12, ...); --trace-children=all follows them)".
 std::string NotGoLine(const NotFollowed& n) {
   std::vector<std::pair<int, std::string>> by_count;
   for (const auto& [name, count] : n.not_go_names) by_count.emplace_back(-count, name);
@@ -268,8 +268,9 @@ std::string NotGoLine(const NotFollowed& n) {
 // goflags: its $GOFLAGS, if not "".
 Child Launch(const std::vector<std::string>& argv, const std::string& agent,
              const std::string& ring_dir, uint64_t sample_bytes, Children children, bool driver,
-             const std::string& goflags, const std::string& service, const std::string& debuginfod_urls, bool trace_exit,
-             bool await_tracer, std::string* trace_error) {
+             const std::string& goflags, const std::string& service,
+             const std::string& debuginfod_urls, bool trace_exit, bool await_tracer,
+             std::string* trace_error) {
   Child c;
   int pipefd[2], gofd[2] = {-1, -1};
   if (pipe2(pipefd, O_CLOEXEC) != 0 || (trace_exit && pipe2(gofd, O_CLOEXEC) != 0)) {
@@ -569,7 +570,9 @@ int RunCommand(const std::vector<std::string>& args) {
               << (children == Children::kAll ? "every process" : "the Go programs")
               << " it runs, not the go command"
               << (children_flag.empty() ? " (--trace-children=go)" : "")
-              << (keep_symbols.empty() ? "" : "; linked with GOFLAGS+=" + keep_symbols + " to name its C code")
+              << (keep_symbols.empty() ? ""
+                                       : "; linked with GOFLAGS+=" + keep_symbols +
+                                             " to name its C code")
               << "\n";
   }
   Child child = Launch(*rest, agent, ring_dir, sample_bytes, children, driver, goflags, service,
@@ -734,7 +737,8 @@ int RunCommand(const std::vector<std::string>& args) {
                                    : "")
                 << ". " << kWhatIsSeen << ring_dir << ".\n";
     } else {
-      std::cerr << "cgoheap run: " << (*rest)[0] << " was not recorded: the agent did not start in it"
+      std::cerr << "cgoheap run: " << (*rest)[0]
+                << " was not recorded: the agent did not start in it"
                 << (not_followed.untraced > 0
                         ? absl::StrCat(", but in ", not_followed.untraced,
                                        not_followed.untraced == 1 ? " process" : " processes",
