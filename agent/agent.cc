@@ -372,13 +372,18 @@ void ReleaseRing() {
 enum class Followed {
   kYes,
   kNotAsked,  // no ring directory, or a child when children are not traced
-  kDriver,    // the root, when it is the go command that runs the program
+  kDriver,    // the go command (or a tool of Go's), running the program
   kNotGo,     // a child that is not a Go program, when only those are traced
 };
 
 // A Go runtime in the executable or a library loaded at start-up: looked
 // for by Initialize before anything asks.
 bool HasGoRuntime() { return __atomic_load_n(&g_boundary.asmcgocall_lo, __ATOMIC_RELAXED) != 0; }
+
+// The executable is one of Go's own commands (the go command: Debian's is
+// built with cgo, and `make` or a script may run `go run` under
+// --trace-children): a tool of the build, never the user's program.
+constinit bool g_go_toolchain = false;
 
 // go_known: whether HasGoRuntime has been settled (Initialize asks before
 // it has, to learn whether the libraries are worth looking at).
@@ -393,7 +398,8 @@ Followed Decide(bool go_known = true) {
   switch (EnvU64("CGOHEAP_TRACE_CHILDREN", 0)) {
     case 1:
       return Followed::kYes;
-    case 2:
+    case 2:  // only Go programs, and not the go command: the programs it runs
+      if (g_go_toolchain) return Followed::kDriver;
       return !go_known || HasGoRuntime() ? Followed::kYes : Followed::kNotGo;
     default:
       return Followed::kNotAsked;
@@ -594,7 +600,7 @@ const uint8_t* CodeAt(const ElfSection& text, uint64_t lo, uint64_t hi) {
 
 }  // namespace
 
-bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out) {
+bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out, bool* toolchain) {
   ElfImage elf;
   if (!elf.Open(exe)) return false;
   ElfSection text;
@@ -603,6 +609,7 @@ bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out) {
   bool have_text = elf.FindSection(".text", &text);
   bool have_tab = ReadGoModule(elf, &module) &&
                   tab.Init(module.pclntab, module.pclntab_size, module.text_start);
+  if (toolchain != nullptr) *toolchain = strncmp(module.main_package, "cmd/", 4) == 0;
   const GoPclntab* pcln = have_tab ? &tab : nullptr;
   uint64_t lo, hi;
   if (!FindFunction(elf, pcln, {"runtime.asmcgocall.abi0", "runtime.asmcgocall"}, &lo, &hi)) {
@@ -723,7 +730,7 @@ __attribute__((cold, noinline)) void Initialize() {
     // The Go runtime is the executable's, or, in a C program that links a
     // Go library (-buildmode=c-shared), that library's: looked for only in
     // a process that may be tracked (the others' libraries are not opened).
-    if (!FindGoBoundary("/proc/self/exe", bias, &g_boundary) &&
+    if (!FindGoBoundary("/proc/self/exe", bias, &g_boundary, &g_go_toolchain) &&
         Decide(/*go_known=*/false) == Followed::kYes) {
       FindGoLibraryBoundary(&g_boundary);
     }

@@ -151,7 +151,9 @@ void Initialize();
 // Finds asmcgocall and Go's text in exe (loaded at bias) and decodes
 // asmcgocall's frame layout. False when exe has no asmcgocall (no Go, or no
 // cgo); out->crossing.known() is false when its layout is not understood.
-bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out);
+// toolchain, if given: set to whether exe is one of Go's own commands (the
+// go command, vet, cgo: build info's main package under "cmd/").
+bool FindGoBoundary(const char* exe, uint64_t bias, GoBoundary* out, bool* toolchain = nullptr);
 // The same for the first loaded shared library that holds a Go runtime (a Go
 // library built with -buildmode=c-shared, in a program that is not Go).
 // Each library is looked at once: a later call looks only at those loaded

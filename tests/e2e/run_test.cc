@@ -21,6 +21,7 @@
 
 #include "client/ring_reader.h"
 #include "common/escape.h"
+#include "symbolize/elf_image.h"
 #include "tests/testing/test_util.h"
 
 namespace cgoheap::testing {
@@ -1159,6 +1160,39 @@ TEST(RunTest, GoRunAndGoTestReportTheProgramNotTheToolchain) {
   EXPECT_NE(test.err.find("LEAK SUMMARY: 77 bytes in 1 block never freed, from 1 stack\n"),
             std::string::npos)
       << test.err;
+}
+
+// Whether the executable at path loads shared libraries (needs libc).
+bool DynamicallyLinked(const std::string& path) {
+  ElfImage elf;
+  return elf.Open(path.c_str()) && !elf.NeededStartingWith("libc.so").empty();
+}
+
+// Under --trace-children, a go command that the agent starts in (Debian's
+// Go 1.19 is built with cgo; later releases are static) is a tool of the
+// build, not the program: a shell running `go run` reports the shell and the
+// program it builds, never the go command (a third process, with its own C
+// blocks, before).
+TEST(RunTest, TheGoCommandAChildRunsIsNotFollowedButTheProgramItRunsIs) {
+  const std::string go = CGOHEAP_GO_BIN_OLDEST;
+  ASSERT_TRUE(DynamicallyLinked(go)) << go << " is static: this test needs a go command that "
+                                     << "loads shared libraries (Debian's golang-1.19)";
+  const std::vector<std::string> env = {"GOCACHE=" CGOHEAP_GOCACHE_OLDEST,
+                                        "GOPATH=" CGOHEAP_GOPATH, "GOTOOLCHAIN=local",
+                                        "GOENV=off", "GOFLAGS=-buildvcs=false", "GOROOT="};
+  const std::string main_go = ProgramsSrc() + "/seed_cmalloc/main.go";
+  Report r = RunUnder("/bin/sh", {"-c", "\"$0\" run \"$1\"", go, main_go}, {"--trace-children"},
+                      env);
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
+  EXPECT_EQ(Num(r.doc, "processes"), 2) << r.json;  // the shell, the program
+  int seen = 0;
+  for (const Value& l : r.leaks().list_value().values()) {
+    if (FindFrame(Frames(l), "main.main") < 0) continue;  // the shell's
+    ++seen;
+    EXPECT_EQ(Num(l, "scanned_processes"), 1) << r.json;
+    EXPECT_TRUE(Num(l, "bytes") == 17 || Num(l, "bytes") == 134217728) << r.json;
+  }
+  EXPECT_EQ(seen, 2) << r.json;
 }
 
 // A wrapper that execs the program (`exec "$@"`): what the wrapper held
