@@ -181,12 +181,25 @@ std::string AddressSanitizerOf(const std::string& executable) {
 // Which children of the program are followed (--trace-children).
 enum class Children { kNone, kGo, kAll };
 
+// The minor release in "go1.22.12", "devel go1.27-abcdef" or a
+// golang.org/dl wrapper's name "go1.22.3"; 0 when there is none.
+int GoMinor(std::string_view version) {
+  size_t at = version.find("go1.");
+  if (at == std::string_view::npos) return 0;
+  std::string_view digits = version.substr(at + 4);
+  digits = digits.substr(0, digits.find_first_not_of("0123456789"));
+  int minor = 0;
+  return absl::SimpleAtoi(std::string(digits), &minor) ? minor : 0;
+}
+
 // `go run` and `go test` build the program and run it as their child: the go
-// command is the driver, not the program, and the Go programs it runs are
-// followed (Children::kGo) unless the user says otherwise.
+// command (or a golang.org/dl wrapper, go1.22.3, which runs it) is the
+// driver, not the program, and the Go programs it runs are followed
+// (Children::kGo) unless the user says otherwise.
 bool GoCommandRunsTheProgram(const std::vector<std::string>& argv) {
-  return argv.size() >= 2 && fs::path(argv[0]).filename() == "go" &&
-         (argv[1] == "run" || argv[1] == "test");
+  if (argv.size() < 2 || (argv[1] != "run" && argv[1] != "test")) return false;
+  const std::string name = fs::path(argv[0]).filename();
+  return name == "go" || (name.rfind("go1.", 0) == 0 && GoMinor(name) > 0);
 }
 
 // `go run` and `go test` link the program with -s -w (cmd/go's OmitDebug):
@@ -203,17 +216,14 @@ std::string GoflagsKeepingSymbols(const std::vector<std::string>& argv) {
   for (const std::string& a : argv) {
     if (a.rfind("-ldflags", 0) == 0 || a.rfind("--ldflags", 0) == 0) return "";
   }
+  // A wrapper's release is in its name; the go command's in its build info
+  // (read even when the rest of the Go module is not found).
+  int minor = GoMinor(fs::path(argv[0]).filename().string());
   ElfImage elf;
   GoModule go;
-  int minor = 0;
-  if (elf.Open(FindExecutable(argv[0]).c_str())) {
-    ReadGoModule(elf, &go);  // the build info is read even when the rest is not found
-    std::string_view version = go.version;  // "go1.22.12", "devel go1.27-..."
-    if (size_t at = version.find("go1."); at != std::string_view::npos) {
-      std::string_view digits = version.substr(at + 4);
-      digits = digits.substr(0, digits.find_first_not_of("0123456789"));
-      if (!absl::SimpleAtoi(std::string(digits), &minor)) minor = 0;
-    }
+  if (minor == 0 && elf.Open(FindExecutable(argv[0]).c_str())) {
+    ReadGoModule(elf, &go);
+    minor = GoMinor(go.version);
   }
   return minor >= 21 ? "'-ldflags=-s=false -w=false'" : "-ldflags=-s=false";
 }
