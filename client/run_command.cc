@@ -196,10 +196,13 @@ int GoMinor(std::string_view version) {
 // command (or a golang.org/dl wrapper, go1.22.3, which runs it) is the
 // driver, not the program, and the Go programs it runs are followed
 // (Children::kGo) unless the user says otherwise.
-bool GoCommandRunsTheProgram(const std::vector<std::string>& argv) {
-  if (argv.size() < 2 || (argv[1] != "run" && argv[1] != "test")) return false;
-  const std::string name = fs::path(argv[0]).filename();
+bool IsGoCommand(const std::string& program) {
+  const std::string name = fs::path(program).filename();
   return name == "go" || (name.rfind("go1.", 0) == 0 && GoMinor(name) > 0);
+}
+
+bool GoCommandRunsTheProgram(const std::vector<std::string>& argv) {
+  return argv.size() >= 2 && (argv[1] == "run" || argv[1] == "test") && IsGoCommand(argv[0]);
 }
 
 // `go run` and `go test` link the program with -s -w (cmd/go's OmitDebug):
@@ -746,6 +749,14 @@ int RunCommand(const std::vector<std::string>& args) {
                                                   "errors are above)")
                                    : "")
                 << ". " << kWhatIsSeen << ring_dir << ".\n";
+    } else if (rest->size() >= 2 && IsGoCommand((*rest)[0]) && !GoCommandRunsTheProgram(*rest)) {
+      // `go build`, `go install`, `go generate`: the go command and the
+      // tools it runs, never the user's program.
+      std::cerr << "cgoheap run: `go " << (*rest)[1]
+                << "` runs no program of yours, and the go command is not recorded: build the "
+                   "program, then run it under cgoheap (cgoheap run -- ./PROGRAM), or give "
+                   "cgoheap run `go run` or `go test`, which it follows to the program they "
+                   "run.\n";
     } else {
       std::cerr << "cgoheap run: " << (*rest)[0]
                 << " was not recorded: the agent did not start in it"

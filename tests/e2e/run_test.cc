@@ -1143,6 +1143,15 @@ TEST(RunTest, GoRunAndGoTestReportTheProgramNotTheToolchain) {
   EXPECT_NE(go_only.err.find(" it started, which --trace-children follows."), std::string::npos)
       << go_only.err;
 
+  // Another subcommand runs no program of the user's: they are told what to run.
+  RunResult other = RunProcess({cgoheap, "run", "--", CGOHEAP_GO_BIN, "env", "GOOS"}, env);
+  EXPECT_EQ(other.exit_code, 0) << other.err;
+  EXPECT_EQ(other.out, "linux\n");
+  EXPECT_NE(other.err.find("cgoheap run: `go env` runs no program of yours, and the go command is "
+                           "not recorded: build the program, then run it under cgoheap"),
+            std::string::npos)
+      << other.err;
+
   const std::string pkg = ProgramsSrc() + "/gotest";
   RunResult test = RunProcess({cgoheap, "run", "--error-exitcode=23", "--", CGOHEAP_GO_BIN, "test",
                                "-C", pkg, "-count=1", "-run=TestLeaks", "."},
