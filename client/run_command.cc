@@ -192,27 +192,31 @@ int GoMinor(std::string_view version) {
   return absl::SimpleAtoi(std::string(digits), &minor) ? minor : 0;
 }
 
-// `go run` and `go test` build the program and run it as their child: the go
-// command (or a golang.org/dl wrapper, go1.22.3, which runs it) is the
-// driver, not the program, and the Go programs it runs are followed
-// (Children::kGo) unless the user says otherwise.
+// The go command, or a golang.org/dl wrapper (go1.22.3) that runs one.
 bool IsGoCommand(const std::string& program) {
   const std::string name = fs::path(program).filename();
   return name == "go" || (name.rfind("go1.", 0) == 0 && GoMinor(name) > 0);
 }
 
+// `go run` and `go test` build the program and run it as their child: the go
+// command is the driver, not the program, and the Go programs it runs are
+// followed (Children::kGo) unless the user says otherwise.
 bool GoCommandRunsTheProgram(const std::vector<std::string>& argv) {
   return argv.size() >= 2 && (argv[1] == "run" || argv[1] == "test") && IsGoCommand(argv[0]);
 }
+
+// What the report says of children not followed.
+constexpr char kFollowHint[] =
+    "--trace-children follows those that are Go programs, --trace-children=all every one";
 
 // `go run` and `go test` link the program with -s -w (cmd/go's OmitDebug):
 // no symbol table, no DWARF, so its C functions would show as ?? in the
 // report, with no file:line. Unless the user chose -ldflags (on the command
 // line or in $GOFLAGS), the go command is asked to keep them: the entry to
-// add to $GOFLAGS, or "" to leave it as it is. Up to Go 1.22 -s=false
-// alone brings both back; later releases need -w=false too, and two flags
-// need the quoting GOFLAGS takes since Go 1.20 (1.19 splits it at every
-// space, and refuses a quote).
+// add to $GOFLAGS, or "" to leave it as it is. On Go 1.19 and 1.22
+// -s=false alone brings both back; 1.26 needs -w=false too, and two flags
+// in GOFLAGS need quotes, which Go 1.21 reads and 1.19 refuses (it splits
+// GOFLAGS at every space; 1.20 was not tried).
 std::string GoflagsKeepingSymbols(const std::vector<std::string>& argv) {
   const char* goflags = getenv("GOFLAGS");
   if (goflags != nullptr && strstr(goflags, "-ldflags") != nullptr) return "";
@@ -763,7 +767,7 @@ int RunCommand(const std::vector<std::string>& args) {
                 << (not_followed.untraced > 0
                         ? absl::StrCat(", but in ", not_followed.untraced,
                                        not_followed.untraced == 1 ? " process" : " processes",
-                                       " it started, which --trace-children follows")
+                                       " it started (", kFollowHint, ")")
                         : "")
                 << ". " << kWhatIsSeen << ring_dir << ".\n";
     }
@@ -811,7 +815,7 @@ int RunCommand(const std::vector<std::string>& args) {
                                     "what it allocated is"
                                   : " processes the program started ran without being followed: "
                                     "what they allocated is",
-                    " not in this report; --trace-children follows them)\n");
+                    " not in this report; ", kFollowHint, ")\n");
   }
   if (not_followed.not_go > 0 && !json) {
     absl::StrAppend(&report, "==", child.pid, "== ", NotGoLine(not_followed), "\n");

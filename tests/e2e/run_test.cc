@@ -1031,7 +1031,8 @@ TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
   // The text report says when a child was not followed, and only then.
   const std::string note =
       "(1 process the program started ran without being followed: what it allocated is not in "
-      "this report; --trace-children follows them)";
+      "this report; --trace-children follows those that are Go programs, --trace-children=all "
+      "every one)";
   RunResult alone = RunProcess({BinDir() + "/cgoheap", "run", "--", Program("forks")});
   EXPECT_NE(alone.err.find(note), std::string::npos) << alone.err;
   RunResult both =
@@ -1140,7 +1141,9 @@ TEST(RunTest, GoRunAndGoTestReportTheProgramNotTheToolchain) {
   EXPECT_NE(go_only.err.find(" was not recorded: the agent did not start in it, but in "),
             std::string::npos)
       << go_only.err;
-  EXPECT_NE(go_only.err.find(" it started, which --trace-children follows."), std::string::npos)
+  EXPECT_NE(go_only.err.find(" it started (--trace-children follows those that are Go programs, "
+                            "--trace-children=all every one)."),
+            std::string::npos)
       << go_only.err;
 
   // Another subcommand runs no program of the user's: they are told what to run.
