@@ -342,7 +342,7 @@ std::string LeakJson(const v1::Leak& leak) {
       ",\"frames\":[", absl::StrJoin(frames, ","), "]}");
 }
 
-std::string LeaksJson(const v1::LeaksResponse& r) {
+std::string LeaksJson(const v1::LeaksResponse& r, std::string_view extra) {
   std::vector<std::string> leaks;
   for (const v1::Leak& leak : r.leaks()) leaks.push_back(LeakJson(leak));
   std::vector<std::string> foreign;
@@ -365,7 +365,8 @@ std::string LeaksJson(const v1::LeaksResponse& r) {
                       ",\"reachable_hidden_blocks\":", r.reachable_hidden_blocks(),
                       ",\"exec_hidden\":", r.exec_hidden(),
                       ",\"exec_hidden_bytes\":", r.exec_hidden_bytes(),
-                      ",\"exec_hidden_blocks\":", r.exec_hidden_blocks(), "}\n");
+                      ",\"exec_hidden_blocks\":", r.exec_hidden_blocks(), std::string(extra),
+                      "}\n");
 }
 
 // "handle (/src/main.go:16)": the user's frame of a stack, else the allocator's caller.

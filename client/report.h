@@ -15,7 +15,8 @@ struct TextOptions {
 
 std::string LeaksText(const v1::LeaksResponse& leaks, const TextOptions& opts);
 // {"leaks": [{"kind","bytes","blocks","processes","frames":[...]}], ...}
-std::string LeaksJson(const v1::LeaksResponse& leaks);
+// extra: more members of the document, each ",\"name\":value" (cgoheap run's).
+std::string LeaksJson(const v1::LeaksResponse& leaks, std::string_view extra = "");
 std::string LeakJson(const v1::Leak& leak);  // one entry of LeaksJson, one line
 std::string WatchLine(const v1::Leak& leak);
 std::string TopText(const v1::TopResponse& r, const std::string& by);

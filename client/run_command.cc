@@ -27,6 +27,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "agent/pool_env.h"
 #include "cgoheap.grpc.pb.h"
 #include "client/commands.h"
@@ -279,6 +280,17 @@ std::string NotGoLine(const NotFollowed& n) {
                       n.not_go == 1 ? " process the program started is not a Go program and was"
                                     : " processes the program started are not Go programs and were",
                       " not followed (", names, "); --trace-children=all follows them)");
+}
+
+// The same as members of the JSON report: "not_followed" (without
+// --trace-children), "not_go" and "not_go_names" ({"gcc": 16, ...}).
+std::string NotFollowedJson(const NotFollowed& n) {
+  std::vector<std::string> names;
+  for (const auto& [name, count] : n.not_go_names) {
+    names.push_back(absl::StrCat(JsonString(name), ":", count));
+  }
+  return absl::StrCat(",\"not_followed\":", n.untraced, ",\"not_go\":", n.not_go,
+                      ",\"not_go_names\":{", absl::StrJoin(names, ","), "}");
 }
 
 // driver: the program is the go command running the real one (not tracked);
@@ -798,7 +810,7 @@ int RunCommand(const std::vector<std::string>& args) {
       return unchecked(exit_code);
     }
     if (local) {
-      report = json ? LeaksJson(resp)
+      report = json ? LeaksJson(resp, NotFollowedJson(not_followed))
                     : LeaksText(resp, TextOptions{absl::StrCat("==", child.pid, "=="), all});
     }
     if (error_exitcode != 0 && resp.leaks_size() > 0) exit_code = static_cast<int>(error_exitcode);

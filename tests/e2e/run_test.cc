@@ -1016,6 +1016,8 @@ TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
       EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
       ASSERT_EQ(r.num_leaks(), children ? 2 : 1) << r.json;
       EXPECT_EQ(Num(r.doc, "processes"), children ? 2 : 1) << r.json;
+      EXPECT_EQ(Num(r.doc, "not_followed"), children ? 0 : 1) << r.json;
+      EXPECT_EQ(Num(r.doc, "not_go"), 0) << r.json;
       for (int i = 0; i < r.num_leaks(); ++i) {
         const bool child = children && i == 0;  // 222 bytes first
         SCOPED_TRACE(child ? "the child's leak" : "the parent's leak");
@@ -1047,6 +1049,11 @@ TEST(RunTest, AForkedChildIsTrackedOnlyWhenAskedInEveryMode) {
             std::string::npos)
       << go_only.err;
   EXPECT_EQ(go_only.err.find("without being followed"), std::string::npos) << go_only.err;
+  Report go_json = RunUnder(Program("forks"), {}, {"--trace-children"});
+  EXPECT_EQ(Num(go_json.doc, "processes"), 1) << go_json.json;
+  EXPECT_EQ(Num(go_json.doc, "not_followed"), 0) << go_json.json;
+  EXPECT_EQ(Num(go_json.doc, "not_go"), 1) << go_json.json;
+  EXPECT_EQ(Num(Field(go_json.doc, "not_go_names"), "forks"), 1) << go_json.json;
 }
 
 // --trace-children in exact mode: a child that is a Go program is traced
