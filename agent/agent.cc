@@ -91,8 +91,23 @@ size_t AppendU64(char* buf, size_t pos, size_t cap, uint64_t v, int base) {
   return pos;
 }
 
+}  // namespace
+
+// The environment, read from environ (as glibc's getenv does), not
+// through getenv: bash defines getenv, setenv and putenv of its own, which
+// before its main look in its shell variables (not made yet) and set them.
+const char* Env(const char* name) {
+  const size_t len = strlen(name);
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    if (strncmp(*e, name, len) == 0 && (*e)[len] == '=') return *e + len + 1;
+  }
+  return nullptr;
+}
+
+namespace {
+
 uint64_t EnvU64(const char* name, uint64_t fallback) {
-  const char* s = getenv(name);
+  const char* s = Env(name);
   if (s == nullptr || *s == 0) return fallback;
   uint64_t v = 0;
   for (; *s; ++s) {
@@ -204,7 +219,7 @@ int MainBias(dl_phdr_info* info, size_t, void* out) {
 bool CpuHasRdtscp() {
   if constexpr (kAllocGuard) {
     // Test builds only: a CPU without it, to prove the fallback.
-    if (getenv("CGOHEAP_TEST_NO_RDTSCP") != nullptr) return false;
+    if (Env("CGOHEAP_TEST_NO_RDTSCP") != nullptr) return false;
   }
   unsigned eax, ebx, ecx, edx;
   constexpr unsigned kRdtscp = 1u << 27;
@@ -215,7 +230,7 @@ bool CpuHasRdtscp() {
 // stripe keys with.
 bool CpuHasCmpxchg16b() {
   if constexpr (kAllocGuard) {
-    if (getenv("CGOHEAP_TEST_NO_CX16") != nullptr) return false;  // test builds: prove the fallback
+    if (Env("CGOHEAP_TEST_NO_CX16") != nullptr) return false;  // test builds: prove the fallback
   }
   unsigned eax, ebx, ecx, edx;
   constexpr unsigned kCx16 = 1u << 13;
@@ -248,14 +263,14 @@ ring::Clock ChooseClock() {
   ReadSmall("/sys/devices/system/clocksource/clocksource0/available_clocksource", available,
             sizeof available);
   ClockFacts facts;
-  facts.forced = getenv("CGOHEAP_CLOCK");
+  facts.forced = Env("CGOHEAP_CLOCK");
   facts.cx16 = CpuHasCmpxchg16b();
   facts.rdtscp = CpuHasRdtscp();
   facts.invariant_tsc = CpuHasInvariantTsc();
   if constexpr (kAllocGuard) {
     // Test builds only: another kernel's clocksources, "CURRENT;AVAILABLE"
     // (a kvm-clock VM that still offers the TSC, or one that withdrew it).
-    if (const char* c = getenv("CGOHEAP_TEST_CLOCKSOURCES")) {
+    if (const char* c = Env("CGOHEAP_TEST_CLOCKSOURCES")) {
       size_t i = 0;
       for (; c[i] != '\0' && c[i] != ';' && i + 1 < sizeof current; ++i) current[i] = c[i];
       current[i] = '\0';
@@ -318,7 +333,7 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
   h->version = ring::kVersion;
   if constexpr (kAllocGuard) {
     // Test builds only: the ring an agent of another release would write.
-    if (const char* v = getenv("CGOHEAP_TEST_RING_VERSION")) {
+    if (const char* v = Env("CGOHEAP_TEST_RING_VERSION")) {
       h->version = static_cast<uint32_t>(strtoul(v, nullptr, 10));
     }
   }
@@ -342,7 +357,7 @@ ring::RingHeader* CreateRing(const char* dir, uint64_t sample_bytes) {
     h->cmdline_len = got > 0 ? static_cast<uint32_t>(got) : 0;
     close(cfd);
   }
-  if (const char* svc = getenv("CGOHEAP_SERVICE")) AppendStr(h->service, 0, sizeof h->service, svc);
+  if (const char* svc = Env("CGOHEAP_SERVICE")) AppendStr(h->service, 0, sizeof h->service, svc);
   uint64_t generation = 0;
   dl_iterate_phdr(CountObjectChanges, &generation);
   g_maps_generation.store(generation, std::memory_order_relaxed);
@@ -388,7 +403,7 @@ constinit bool g_go_toolchain = false;
 // go_known: whether HasGoRuntime has been settled (Initialize asks before
 // it has, to learn whether the libraries are worth looking at).
 Followed Decide(bool go_known = true) {
-  const char* dir = getenv("CGOHEAP_RING_DIR");
+  const char* dir = Env("CGOHEAP_RING_DIR");
   if (dir == nullptr || *dir == 0) return Followed::kNotAsked;
   uint64_t root = EnvU64("CGOHEAP_ROOT_PID", 0);
   if (root == 0) return Followed::kYes;
@@ -440,17 +455,26 @@ void OnThreadExit(void* value) {
 // A child not followed because it is not a Go program (children traced
 // with CGOHEAP_TRACE_CHILDREN=2) leaves DIR/PID.notgo instead, holding the
 // name it was run by (gcc, cc1, as: what `go run` starts), which the report
-// lists.
-void NoteUntraced(bool not_go) {
-  const char* dir = getenv("CGOHEAP_RING_DIR");
+// lists. A process is one pid through its execs (bash forks, the child is
+// bash until it execs the program): the note is the latest image's, and an
+// image that is followed takes back what an earlier one noted
+// (not_followed false).
+void NoteUntraced(bool not_followed, bool not_go) {
+  const char* dir = Env("CGOHEAP_RING_DIR");
   if (dir == nullptr || *dir == 0 || EnvU64("CGOHEAP_NOTE_UNTRACED", 0) != 1) return;
-  const char* suffix = not_go ? ".notgo" : ".untraced";
   char path[512];
   size_t n = AppendStr(path, 0, sizeof path, dir);
   n = AppendStr(path, n, sizeof path, "/");
   n = AppendU64(path, n, sizeof path, getpid(), 10);
-  if (AppendStr(path, n, sizeof path, suffix) != n + strlen(suffix)) return;  // too long a path
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  const char* suffix = not_go ? ".notgo" : ".untraced";
+  // (The longer suffix fits, so the shorter does.)
+  if (AppendStr(path, n, sizeof path, ".untraced") != n + 9) return;  // too long a path
+  AppendStr(path, n, sizeof path, suffix);
+  if (!not_followed) {
+    unlink(path);
+    return;
+  }
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return;
   if (not_go) {
     const char* name = program_invocation_short_name;
@@ -482,12 +506,13 @@ void AwaitTracer(ring::RingHeader* h) {
 void StartTracking() {
   switch (Decide()) {
     case Followed::kYes:
+      NoteUntraced(/*not_followed=*/false, /*not_go=*/true);  // bash forked, then exec'd a Go program
       break;
     case Followed::kNotAsked:
-      NoteUntraced(false);
+      NoteUntraced(true, false);
       return;
     case Followed::kNotGo:
-      NoteUntraced(true);
+      NoteUntraced(true, true);
       return;
     case Followed::kDriver:
       return;
@@ -502,7 +527,7 @@ void StartTracking() {
     while (slots < (size_t{1} << 22) && slots / 2 < (uint64_t{8} << 30) / rate) slots <<= 1;
     if (!g_sampled.Init(slots)) return;
   }
-  ring::RingHeader* h = CreateRing(getenv("CGOHEAP_RING_DIR"), rate);
+  ring::RingHeader* h = CreateRing(Env("CGOHEAP_RING_DIR"), rate);
   if (h == nullptr) return;
   g_sample_bytes = rate;
   g_writer.Reset(h, EnvU64("CGOHEAP_FULL_WAIT_MS", 2000) * 1'000'000, ReserveLane,
@@ -703,8 +728,12 @@ bool FindGoLibraryBoundary(GoBoundary* out) {
 // agent/pool_env.h says why. Here only: the constructor runs before any
 // thread. Go never sees the change (it keeps the environment it started
 // with), so neither do the processes it starts.
+// The C library's setenv, not one the executable defines (bash's, above).
 void AskPoolsForMalloc() {
-  for (const EnvSetting& e : kPoolsUseMalloc) setenv(e.name, e.value, 0);
+  using SetenvFn = int (*)(const char*, const char*, int);
+  auto libc_setenv = reinterpret_cast<SetenvFn>(dlsym(RTLD_NEXT, "setenv"));
+  if (libc_setenv == nullptr) return;
+  for (const EnvSetting& e : kPoolsUseMalloc) libc_setenv(e.name, e.value, 0);
 }
 
 // The allocator functions that the program's calls do not reach the agent
@@ -745,8 +774,8 @@ __attribute__((cold, noinline)) void Initialize() {
   if constexpr (kAllocGuard) {
     // Test builds only: behave as with a Go release whose asmcgocall is not
     // understood, to prove that it is said and that nothing is hidden.
-    if (getenv("CGOHEAP_TEST_UNKNOWN_GO_CROSSING") != nullptr) g_boundary.crossing = GoCrossing{};
-    if (const char* f = getenv("CGOHEAP_TEST_FALLOCATE"); f != nullptr) {
+    if (Env("CGOHEAP_TEST_UNKNOWN_GO_CROSSING") != nullptr) g_boundary.crossing = GoCrossing{};
+    if (const char* f = Env("CGOHEAP_TEST_FALLOCATE"); f != nullptr) {
       g_fallocate_fault = strcmp(f, "unsupported") == 0 ? FallocateFault::kUnsupported
                           : strcmp(f, "full") == 0      ? FallocateFault::kFull
                                                         : FallocateFault::kNone;

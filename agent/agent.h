@@ -146,6 +146,9 @@ inline const GoCrossing& Crossing() { return g_boundary.crossing; }
 // cgoheap_last_capture_cut_short).
 extern constinit __attribute__((tls_model("initial-exec"))) thread_local bool t_capture_cut_short;
 
+// The value of an environment variable, or null: as getenv, which a
+// program may define itself (bash does).
+const char* Env(const char* name);
 // Start-up and fork entry points (agent.cc).
 void Initialize();
 // Finds asmcgocall and Go's text in exe (loaded at bias) and decodes

@@ -118,7 +118,7 @@ void Resolve(T* fn, const char* name) {
 __attribute__((cold, noinline)) void ResolveReal() {
   g_resolving = true;
   if constexpr (cgoheap::agent::kAllocGuard) {
-    if (getenv("CGOHEAP_TEST_BOOTSTRAP") != nullptr) g_test_bootstrap_block = calloc(1, 40);
+    if (cgoheap::agent::Env("CGOHEAP_TEST_BOOTSTRAP") != nullptr) g_test_bootstrap_block = calloc(1, 40);
   }
   Resolve(&g_real.malloc, "malloc");
   Resolve(&g_real.calloc, "calloc");
@@ -386,7 +386,7 @@ __attribute__((constructor(101))) void AgentStart() {
   }
   // CGOHEAP_HEADERS=0: the filter even before glibc (for the tests, and a
   // way out should a glibc ever break the header test's premise).
-  const char* headers = getenv("CGOHEAP_HEADERS");
+  const char* headers = cgoheap::agent::Env("CGOHEAP_HEADERS");
   if ((headers == nullptr || strcmp(headers, "0") != 0) && NextIsGlibc()) {
     g_headers = true;
     g_free_impl = HeaderFree;

@@ -256,7 +256,7 @@ NotFollowed CountNotFollowed(const std::string& ring_dir) {
       char name[256];
       std::ifstream in(e.path());
       in.read(name, sizeof name - 1);
-      std::string got = Printable(std::string(name, static_cast<size_t>(in.gcount())));
+      std::string got(name, static_cast<size_t>(in.gcount()));
       ++n.not_go_names[got.empty() ? "?" : got];
     }
   }
@@ -272,7 +272,7 @@ std::string NotGoLine(const NotFollowed& n) {
   std::string names;
   constexpr size_t kShown = 6;
   for (size_t i = 0; i < by_count.size() && i < kShown; ++i) {
-    absl::StrAppend(&names, i ? ", " : "", by_count[i].second,
+    absl::StrAppend(&names, i ? ", " : "", Printable(by_count[i].second),
                     by_count[i].first < -1 ? absl::StrCat(" ×", -by_count[i].first) : "");
   }
   if (by_count.size() > kShown) absl::StrAppend(&names, " and ", by_count.size() - kShown, " more");
