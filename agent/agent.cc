@@ -506,7 +506,8 @@ void AwaitTracer(ring::RingHeader* h) {
 void StartTracking() {
   switch (Decide()) {
     case Followed::kYes:
-      NoteUntraced(/*not_followed=*/false, /*not_go=*/true);  // bash forked, then exec'd a Go program
+      // (bash forked, then exec'd a Go program: the fork noted "bash".)
+      NoteUntraced(/*not_followed=*/false, /*not_go=*/true);
       break;
     case Followed::kNotAsked:
       NoteUntraced(true, false);

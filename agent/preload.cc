@@ -118,7 +118,9 @@ void Resolve(T* fn, const char* name) {
 __attribute__((cold, noinline)) void ResolveReal() {
   g_resolving = true;
   if constexpr (cgoheap::agent::kAllocGuard) {
-    if (cgoheap::agent::Env("CGOHEAP_TEST_BOOTSTRAP") != nullptr) g_test_bootstrap_block = calloc(1, 40);
+    if (cgoheap::agent::Env("CGOHEAP_TEST_BOOTSTRAP") != nullptr) {
+      g_test_bootstrap_block = calloc(1, 40);
+    }
   }
   Resolve(&g_real.malloc, "malloc");
   Resolve(&g_real.calloc, "calloc");
