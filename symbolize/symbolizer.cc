@@ -170,8 +170,12 @@ std::string GoName(std::string_view name) {
   return out;
 }
 
+// Only a C++ function's mangled name (_Z...) is demangled: __cxa_demangle
+// also reads a bare type encoding, and many C names are one ("i" is "int",
+// "re" "long double restrict", "Pc" "char*").
 std::string Demangle(const char* name) {
   if (name == nullptr) return {};
+  if (name[0] != '_' || name[1] != 'Z') return name;
   int status = 0;
   char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
   std::string out = status == 0 && d != nullptr ? d : name;

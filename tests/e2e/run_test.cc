@@ -683,14 +683,16 @@ TEST(RunTest, SampledBlocksCarryTheAgentsHeaderWhereGlibcIsNext) {
 
 // Function names as the user's other tools show them (tests/programs/
 // cppnames): C++ frames by their demangled qualified names (two classes
-// with an Insert each, a templated method, an inlined method), Go frames as
+// with an Insert each, a templated method, an inlined method), C frames by
+// their names as written, even where a name is also a C++ type's encoding
+// ("re", "i": never demangled to "long double restrict", "int"), Go frames as
 // Go prints them (a method with its receiver, a closure, a generic function
 // as pprof shows it).
 TEST_P(CgoProgramTest, FunctionsAreNamedAsGdbAndPprofNameThem) {
   std::string go = ProgramsSrc() + "/cppnames/main.go", cpp = ProgramsSrc() + "/cppnames/kv.cpp";
   Report r = RunUnder(P("cppnames"));
   EXPECT_EQ(r.run.exit_code, 0) << r.run.err;
-  EXPECT_EQ(r.run.out, "leaked 3\n");
+  EXPECT_EQ(r.run.out, "leaked 5\n");
   // Each expected frame is in exactly one leak, with this many bytes, at
   // the marked line, and is that leak's first frame of the program's code.
   struct Case {
@@ -702,6 +704,8 @@ TEST_P(CgoProgramTest, FunctionsAreNamedAsGdbAndPprofNameThem) {
       {"kv::Index::Insert(int)", cpp, "// LEAK: Index::Insert", 16},
       {"void kv::Store::Put<int>(int)", cpp, "// LEAK: Store::Put", 16},
       {"kv::Table::Grow(int)", cpp, "// LEAK: Table::Grow", 32},
+      {"re", go, "// LEAK: re", 20},
+      {"i", go, "// LEAK: i", 21},
       {"main.(*Buffer).Fill", go, "// LEAK: method", 31},
       {"main.Keep[...]", go, "// LEAK: generic", 48},
       {"main.run.func1", go, "// LEAK: closure", 33},
@@ -738,6 +742,9 @@ TEST_P(CgoProgramTest, FunctionsAreNamedAsGdbAndPprofNameThem) {
     auto it = names.lower_bound(fn);
     EXPECT_TRUE(it != names.end() && it->rfind(fn, 0) == 0) << fn << " in " << bare.json;
   }
+  // A C name from the symbol table is not demangled either ("i", not "int").
+  EXPECT_TRUE(names.contains("i")) << bare.json;
+  EXPECT_FALSE(names.contains("int")) << bare.json;
   // The inlined method is a frame of its own, its caller keeps its line.
   for (int i = 0; i < r.num_leaks(); ++i) {
     std::vector<FrameRef> frames = Frames(r.leak(i));
