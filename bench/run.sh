@@ -16,8 +16,9 @@
 #
 # CGOHEAP_BENCH_ROUNDS sets the churn loop's rounds (default 31: the median
 # of 15 moved by some 2% from one run to the next here). --sampled runs only
-# plain, sampled and the agent preloaded with tracking off, for 121 rounds by
-# default (about 7 minutes): the medians of 31 rounds of the same two runs
+# plain, sampled, the agent preloaded with tracking off and an interposer
+# that does nothing (bench/passthrough_preload.cc), for 121 rounds by
+# default (about 9 minutes): the medians of 31 rounds of the same two runs
 # differed by up to 3% from one run of the bench to the next here, more than
 # sampled mode's whole cost, and 121 rounds bring the interval to about
 # +-2%. It prints the churn table alone. --instructions counts the
@@ -62,7 +63,7 @@ run() {
 
 echo "cgoheap benchmark on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)" >&2
 CS=/sys/devices/system/clocksource/clocksource0
-echo "clocksource: $(cat $CS/current_clocksource 2>/dev/null) (available: $(cat $CS/available_clocksource 2>/dev/null | xargs)); exact runs on the three ordering paths: address stripes (the default on every machine, kvm-clock VMs too), CGOHEAP_CLOCK=tsc (RDTSCP per record, where the TSC is usable) and CGOHEAP_CLOCK=counter (one shared counter: what kvm-clock machines without a usable TSC got before stripes); sampled runs on the default and the counter, and in two parts: the agent preloaded with tracking off, and cgoheap run with the program not preloaded" >&2
+echo "clocksource: $(cat $CS/current_clocksource 2>/dev/null) (available: $(cat $CS/available_clocksource 2>/dev/null | xargs)); exact runs on the three ordering paths: address stripes (the default on every machine, kvm-clock VMs too), CGOHEAP_CLOCK=tsc (RDTSCP per record, where the TSC is usable) and CGOHEAP_CLOCK=counter (one shared counter: what kvm-clock machines without a usable TSC got before stripes); sampled runs on the default and the counter, and in two parts: the agent preloaded with tracking off, and cgoheap run with the program not preloaded; and the floor under any interposer: one whose entry points only jump to glibc's" >&2
 # The ordering path the agent takes (agent/clock_choice.h), as its process
 # told a cgoheapd of our own: probe_clock [ENV=VALUE...] prints tsc or counter.
 probe_clock() {
@@ -97,6 +98,9 @@ one_run() {
     # preloaded, tracking off), and the launcher with its local server alone
     # (the program runs without the agent).
     preload_off) run preload_off env LD_PRELOAD="$B/lib/cgoheap/libcgoheap_agent.so" "$CHURN" 4 "$ITER" ;;
+    # The floor under any interposer: malloc, calloc, realloc and free each
+    # one jump to glibc's, no instruction of the agent's.
+    passthrough) run passthrough env LD_PRELOAD="$B/bench/libcgoheap_bench_passthrough.so" "$CHURN" 4 "$ITER" ;;
     launcher_only) run launcher_only "$CGOHEAP" run --sample-bytes=524288 -- env -u LD_PRELOAD "$CHURN" 4 "$ITER" ;;
   esac
 }
@@ -108,8 +112,8 @@ one_run() {
 # fall changes the plain loop's speed by up to 4-7%, as much as an
 # LD_PRELOAD library that allocates a few bytes at start-up moves it, so a
 # fixed layout would credit or charge any run with that luck.
-RUNS=(plain exact exact_noscan exact_tsc exact_counter sampled sampled_counter preload_off launcher_only)
-[ $MODE = sampled ] && RUNS=(plain sampled preload_off)
+RUNS=(plain exact exact_noscan exact_tsc exact_counter sampled sampled_counter preload_off passthrough launcher_only)
+[ $MODE = sampled ] && RUNS=(plain sampled preload_off passthrough)
 for ((r = 0; r < ROUNDS; r++)); do
   ROUND=$r
   export CHURN_HEAP_SHIFT=$(((RANDOM % 256) * 16))
@@ -186,7 +190,7 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
   END {
     printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | wall, 95%% interval | program CPU vs plain | all processes vs plain |\n"
     printf "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
-    split("plain exact exact_noscan exact_tsc exact_counter sampled sampled_counter preload_off launcher_only", names, " ")
+    split("plain exact exact_noscan exact_tsc exact_counter sampled sampled_counter preload_off passthrough launcher_only", names, " ")
     label["plain"] = "plain"
     label["exact"] = "cgoheap exact, " dpath " path (default)"
     label["exact_noscan"] = "cgoheap exact, " dpath " path, program untraced (--exit-scan=false)"
@@ -195,8 +199,9 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
     label["sampled"] = "cgoheap sampled 524288, " dpath " path (default)"
     label["sampled_counter"] = "cgoheap sampled 524288, " cpath " path (CGOHEAP_CLOCK=counter)"
     label["preload_off"] = "(sampled, in parts) the agent preloaded, tracking off"
+    label["passthrough"] = "(the floor) an interposer that does nothing: each entry point one jump to glibc"
     label["launcher_only"] = "(sampled, in parts) cgoheap run, the program without the agent"
-    for (k = 1; k <= 9; k++) {
+    for (k = 1; k <= 10; k++) {
       e = median(names[k], 2); c = median(names[k], 3); t = median(names[k], 4)
       if (e == 0) continue  # not run (--sampled)
       w = ratio(names[k], 2); wlo = lo; whi = hi
