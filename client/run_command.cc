@@ -218,6 +218,13 @@ constexpr char kFollowHint[] =
 // -s=false alone brings both back; 1.26 needs -w=false too, and two flags
 // in GOFLAGS need quotes, which Go 1.21 reads and 1.19 refuses (it splits
 // GOFLAGS at every space; 1.20 was not tried).
+// Whether the program is an ELF executable that names no dynamic loader
+// (static or static-pie): nothing loads the agent into it.
+bool StaticallyLinked(const std::string& program) {
+  ElfImage elf;
+  return elf.Open(FindExecutable(program).c_str()) && !elf.HasInterpreter();
+}
+
 std::string GoflagsKeepingSymbols(const std::vector<std::string>& argv) {
   const char* goflags = getenv("GOFLAGS");
   if (goflags != nullptr && strstr(goflags, "-ldflags") != nullptr) return "";
@@ -773,6 +780,18 @@ int RunCommand(const std::vector<std::string>& args) {
                    "program, then run it under cgoheap (cgoheap run -- ./PROGRAM), or give "
                    "cgoheap run `go run` or `go test`, which it follows to the program they "
                    "run.\n";
+    } else if (StaticallyLinked((*rest)[0])) {
+      std::cerr << "cgoheap run: " << (*rest)[0]
+                << " was not recorded: it is statically linked, and LD_PRELOAD needs the dynamic "
+                   "loader to load the agent. A Go program built with CGO_ENABLED=0 makes no C "
+                   "allocations to record; a cgo program linked with -extldflags=-static is "
+                   "recorded once built without -static"
+                << (not_followed.untraced > 0
+                        ? absl::StrCat(" (the agent did start in ", not_followed.untraced,
+                                       not_followed.untraced == 1 ? " process" : " processes",
+                                       " it started: ", kFollowHint, ")")
+                        : "")
+                << ".\n";
     } else {
       std::cerr << "cgoheap run: " << (*rest)[0]
                 << " was not recorded: the agent did not start in it"

@@ -189,20 +189,28 @@ bool ElfImage::ForEachSymbol(bool dynamic, SymbolVisitor fn, void* ctx) const {
   return true;
 }
 
-bool ElfImage::ExecSegment(uint64_t* vaddr, uint64_t* offset, uint64_t* filesz) const {
+bool ElfImage::FindProgramHeader(uint32_t type, uint32_t flags, Elf64_Phdr* out) const {
   Elf64_Ehdr eh;
   if (!ReadAt(data_, size_, 0, &eh) || eh.e_phentsize != sizeof(Elf64_Phdr)) return false;
   for (uint16_t i = 0; i < eh.e_phnum; ++i) {
-    Elf64_Phdr ph;
-    if (!ReadAt(data_, size_, eh.e_phoff + uint64_t{i} * sizeof ph, &ph)) return false;
-    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X)) {
-      *vaddr = ph.p_vaddr;
-      *offset = ph.p_offset;
-      *filesz = ph.p_filesz;
-      return true;
-    }
+    if (!ReadAt(data_, size_, eh.e_phoff + uint64_t{i} * sizeof *out, out)) return false;
+    if (out->p_type == type && (out->p_flags & flags) == flags) return true;
   }
   return false;
+}
+
+bool ElfImage::ExecSegment(uint64_t* vaddr, uint64_t* offset, uint64_t* filesz) const {
+  Elf64_Phdr ph;
+  if (!FindProgramHeader(PT_LOAD, PF_X, &ph)) return false;
+  *vaddr = ph.p_vaddr;
+  *offset = ph.p_offset;
+  *filesz = ph.p_filesz;
+  return true;
+}
+
+bool ElfImage::HasInterpreter() const {
+  Elf64_Phdr ph;
+  return FindProgramHeader(PT_INTERP, 0, &ph);
 }
 
 bool ElfImage::NoteDesc(std::string_view section, const uint8_t** desc, uint32_t* size) const {

@@ -60,6 +60,9 @@ class ElfImage {
   // from (runtime pc - mapping start + mapping offset) gives the link address.
   bool ExecSegment(uint64_t* vaddr, uint64_t* offset, uint64_t* filesz) const;
   bool IsSharedObject() const;  // ET_DYN (PIE or shared library)
+  // Whether it names a dynamic loader (PT_INTERP): a statically linked
+  // executable does not, and nothing loads an LD_PRELOAD library into it.
+  bool HasInterpreter() const;
   // The first library the dynamic section needs (DT_NEEDED) whose name
   // starts with prefix; empty when none does, or there is no such section.
   std::string_view NeededStartingWith(std::string_view prefix) const;
@@ -69,6 +72,8 @@ class ElfImage {
 
  private:
   bool Parse();
+  // The first program header of this type with all of these p_flags.
+  bool FindProgramHeader(uint32_t type, uint32_t flags, Elf64_Phdr* out) const;
   // The view of a section header's contents, checked against the file.
   bool SectionOf(const Elf64_Shdr& sh, ElfSection* out) const;
   // The descriptor of the first note in a note section.

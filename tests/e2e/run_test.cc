@@ -1919,6 +1919,17 @@ TEST(RunTest, BadInputGetsAClearError) {
       << unrecorded.err;
   EXPECT_EQ(unrecorded.err.find("LEAK SUMMARY"), std::string::npos) << unrecorded.err;
 
+  // A statically linked program: said so, and what to build instead.
+  RunResult static_exe = RunProcess({cgoheap, "run", "--", Program("staticexe")});
+  EXPECT_EQ(static_exe.exit_code, 0);
+  EXPECT_NE(static_exe.err.find("staticexe was not recorded: it is statically linked, and "
+                                "LD_PRELOAD needs the dynamic loader to load the agent"),
+            std::string::npos)
+      << static_exe.err;
+  EXPECT_NE(static_exe.err.find("recorded once built without -static"), std::string::npos)
+      << static_exe.err;
+  EXPECT_EQ(static_exe.err.find("LEAK SUMMARY"), std::string::npos) << static_exe.err;
+
   // An agent of another release: its ring is not read, and the user is
   // told why and what to do, not that the agent did not start.
   RunResult other_version = RunProcess(
