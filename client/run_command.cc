@@ -780,18 +780,14 @@ int RunCommand(const std::vector<std::string>& args) {
                    "program, then run it under cgoheap (cgoheap run -- ./PROGRAM), or give "
                    "cgoheap run `go run` or `go test`, which it follows to the program they "
                    "run.\n";
-    } else if (StaticallyLinked((*rest)[0])) {
+    } else if (not_followed.untraced == 0 && StaticallyLinked((*rest)[0])) {
+      // (A static program whose children the agent started in, as the go
+      // command's, gets the hint to follow them below.)
       std::cerr << "cgoheap run: " << (*rest)[0]
                 << " was not recorded: it is statically linked, and LD_PRELOAD needs the dynamic "
                    "loader to load the agent. A Go program built with CGO_ENABLED=0 makes no C "
                    "allocations to record; a cgo program linked with -extldflags=-static is "
-                   "recorded once built without -static"
-                << (not_followed.untraced > 0
-                        ? absl::StrCat(" (the agent did start in ", not_followed.untraced,
-                                       not_followed.untraced == 1 ? " process" : " processes",
-                                       " it started: ", kFollowHint, ")")
-                        : "")
-                << ".\n";
+                   "recorded once built without -static.\n";
     } else {
       std::cerr << "cgoheap run: " << (*rest)[0]
                 << " was not recorded: the agent did not start in it"
