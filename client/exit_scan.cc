@@ -42,6 +42,9 @@ class Marker {
               [&](size_t a, size_t b) { return blocks[a].address < blocks[b].address; });
     starts_.reserve(order_.size());
     for (size_t i : order_) starts_.push_back(blocks[i].address);
+    lead_order_ = order_;
+    std::stable_sort(lead_order_.begin(), lead_order_.end(),
+                     [&](size_t a, size_t b) { return blocks[a].seq < blocks[b].seq; });
     marked_.assign(blocks.size(), false);
     for (const LiveBlock& b : blocks) {
       lo_ = std::min(lo_, b.address);
@@ -110,12 +113,15 @@ class Marker {
   // After the roots: tells the lost blocks that only other lost blocks point
   // to ("indirectly lost") from those nothing points to, as valgrind does.
   // Each lost block not yet reached leads a group: what it reaches, and any
-  // leader reached before, join it (a lost cycle keeps one leader). False
-  // once a limit is reached.
+  // leader reached before, join it (a lost cycle keeps one leader). The
+  // blocks lead in allocation order (valgrind goes by address, which its
+  // own allocator hands out in about that order and glibc's does not): the
+  // leader of a cycle is the block allocated first. False once a limit is
+  // reached.
   bool SplitLost(uint64_t* counted) {
     indirect_.assign(blocks_.size(), false);
     std::vector<bool> led(blocks_.size(), false);
-    for (size_t i : order_) {
+    for (size_t i : lead_order_) {
       if (marked_[i] || led[i] || indirect_[i]) continue;
       led[i] = true;
       leader_ = i;
@@ -187,6 +193,7 @@ class Marker {
   const ExitScanOptions& options_;
   std::vector<uint64_t> buf_;
   std::vector<size_t> order_;      // block indexes by address
+  std::vector<size_t> lead_order_;  // by allocation order, then address (SplitLost)
   std::vector<uint64_t> starts_;   // their addresses, ascending
   std::vector<bool> marked_;
   std::vector<size_t> work_;       // marked, not yet scanned

@@ -62,6 +62,11 @@ namespace cgoheap::client {
 struct LiveBlock {
   uint64_t address;
   uint64_t size;
+  // Allocation order (0: unknown). Of a group of lost blocks that point to
+  // one another (a document and its nodes, each pointing back), the one
+  // allocated first is told "definitely lost" and the rest "indirectly":
+  // an owner is allocated before its parts. Ties go by address.
+  uint64_t seq = 0;
 };
 
 struct ExitScanOptions {

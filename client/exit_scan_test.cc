@@ -275,6 +275,59 @@ TEST(ExitScanTest, TheStacksOfThreadsThatEndedAreNoRoots) {
   EXPECT_GE(r.scan.ended_threads, 1u);
 }
 
+// A lost cycle (each block pointing to the other, nothing else to either)
+// is one "definitely lost" block and the rest "indirectly": the block
+// allocated first leads, wherever the allocator put it (a document before
+// its nodes, though a node may sit at a lower address).
+TEST(ExitScanTest, ALostCycleIsLedByTheBlockAllocatedFirst) {
+  int report[2], release[2];
+  ASSERT_EQ(pipe(report), 0);
+  ASSERT_EQ(pipe(release), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(report[0]);
+    close(release[1]);
+    void** p = static_cast<void**>(calloc(1, 48));
+    void** q = static_cast<void**>(calloc(1, 48));
+    if (p == nullptr || q == nullptr) _exit(2);
+    p[0] = q;
+    q[0] = p;
+    uint64_t r[3] = {reinterpret_cast<uint64_t>(p), reinterpret_cast<uint64_t>(q), 0};
+    p = q = nullptr;
+    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &r[2]) != 0) _exit(5);
+    (void)!write(report[1], r, sizeof r);
+    char c;
+    (void)!read(release[0], &c, 1);
+    _exit(0);
+  }
+  close(report[1]);
+  close(release[0]);
+  uint64_t r[3] = {};
+  ASSERT_EQ(read(report[0], r, sizeof r), static_cast<ssize_t>(sizeof r));
+  ExitScanOptions opts;
+  opts.main_tp = r[2];
+  // As allocated (p first), and as if q had been allocated first.
+  ExitScanResult p_first = ScanReachable(pid, {{r[0], 48, 1}, {r[1], 48, 2}}, opts);
+  ExitScanResult q_first = ScanReachable(pid, {{r[0], 48, 2}, {r[1], 48, 1}}, opts);
+  close(release[1]);
+  int status;
+  waitpid(pid, &status, 0);
+  for (const ExitScanResult* scan : {&p_first, &q_first}) {
+    ASSERT_TRUE(scan->done) << scan->skipped;
+    ASSERT_EQ(scan->reachable.size(), 2u);
+    EXPECT_FALSE(scan->reachable[0]);
+    EXPECT_FALSE(scan->reachable[1]);
+  }
+  ASSERT_EQ(p_first.indirect.size(), 2u);
+  ASSERT_EQ(q_first.indirect.size(), 2u);
+  EXPECT_FALSE(p_first.indirect[0]);  // p leads
+  EXPECT_TRUE(p_first.indirect[1]);
+  EXPECT_TRUE(q_first.indirect[0]);
+  EXPECT_FALSE(q_first.indirect[1]);  // q leads, though at the higher address
+  EXPECT_LT(r[0], r[1]);
+}
+
 // glibc's main arena remembers the chunk its latest split left over
 // (last_remainder) after that chunk is merged and handed out again: in a
 // block's middle then, as in tests/programs/remainder, where a 1,000-byte

@@ -109,7 +109,7 @@ void CapStack(v1::Stack* stack) {
   for (int i = frames->size() - 1; i > inner; --i) frames->SwapElements(i, i - 1);
 }
 
-// The exit scan keeps a process's live blocks (about 40 bytes each) up to
+// The exit scan keeps a process's live blocks (about 50 bytes each) up to
 // this many.
 constexpr size_t kMaxScanBlocks = 20'000'000;
 
@@ -171,13 +171,14 @@ struct Forwarder::Tracked {
   absl::Time first_event;
   absl::Time last_sent = absl::Now();  // the hello, then each batch
   // Watched for its exit scan (Forwarder::WatchExit, exact mode): its live
-  // blocks as sent, address -> size and stack.
+  // blocks as sent, address -> size, stack and allocation order.
   bool keep_live = false;
+  uint64_t allocs_kept = 0;  // the allocation order's counter
   // Not watched, and why (ForwarderOptions::watch_exit_of's answer): its end
   // says so, unless it was replaced by exec (which has no exit to scan).
   std::string unscanned_why;
   struct LiveEntry {
-    uint64_t size, stack;
+    uint64_t size, stack, seq;
   };
   absl::flat_hash_map<uint64_t, LiveEntry> live;
 };
@@ -599,7 +600,7 @@ void Forwarder::Flush(Tracked& t, bool force, std::span<const RingRecord> unread
   if (t.keep_live) {
     for (int i = 0; i < kept; ++i) {
       if (b.kinds(i) == v1::EVENT_KIND_ALLOC) {
-        t.live[b.addresses(i)] = {b.sizes(i), b.stack_ids(i)};
+        t.live[b.addresses(i)] = {b.sizes(i), b.stack_ids(i), ++t.allocs_kept};
       } else {
         t.live.erase(b.addresses(i));
       }
@@ -681,7 +682,7 @@ void Forwarder::ScanAtExit(pid_t pid, ExitScanOptions opts) {
   blocks.reserve(t->live.size());
   stacks.reserve(t->live.size());
   for (const auto& [address, e] : t->live) {
-    blocks.push_back({address, e.size});
+    blocks.push_back({address, e.size, e.seq});
     stacks.push_back(e.stack);
   }
   opts.skip_files.push_back(options_.ring_dir);
