@@ -206,6 +206,13 @@ bool GoCommandRunsTheProgram(const std::vector<std::string>& argv) {
   return argv.size() >= 2 && (argv[1] == "run" || argv[1] == "test") && IsGoCommand(argv[0]);
 }
 
+// Whether the program is an ELF executable that names no dynamic loader
+// (static or static-pie): nothing loads the agent into it.
+bool StaticallyLinked(const std::string& program) {
+  ElfImage elf;
+  return elf.Open(FindExecutable(program).c_str()) && !elf.HasInterpreter();
+}
+
 // What the report says of children not followed.
 constexpr char kFollowHint[] =
     "--trace-children follows those that are Go programs, --trace-children=all every one";
@@ -218,13 +225,6 @@ constexpr char kFollowHint[] =
 // -s=false alone brings both back; 1.26 needs -w=false too, and two flags
 // in GOFLAGS need quotes, which Go 1.21 reads and 1.19 refuses (it splits
 // GOFLAGS at every space; 1.20 was not tried).
-// Whether the program is an ELF executable that names no dynamic loader
-// (static or static-pie): nothing loads the agent into it.
-bool StaticallyLinked(const std::string& program) {
-  ElfImage elf;
-  return elf.Open(FindExecutable(program).c_str()) && !elf.HasInterpreter();
-}
-
 std::string GoflagsKeepingSymbols(const std::vector<std::string>& argv) {
   const char* goflags = getenv("GOFLAGS");
   if (goflags != nullptr && strstr(goflags, "-ldflags") != nullptr) return "";
