@@ -4,9 +4,21 @@
 
 namespace cgoheap::agent {
 
+// Every probe reads a slot before it writes one, and an anonymous page read
+// first maps the kernel's shared zero page: the write that follows copies
+// it and flushes the old mapping from every CPU the program runs on (an IPI
+// to the other cores, inside someone else's allocation). The hash spreads
+// the samples over the whole table, so every page would take those two
+// faults early on. A table of up to kPopulateBytes (256 KiB at
+// --sample-bytes=524288, 2 MiB at 65536) is mapped written from the start:
+// a few hundred or thousand samples would have touched all of it anyway.
+constexpr size_t kPopulateBytes = size_t{2} << 20;
+
 bool SampledSet::Init(size_t slots) {
-  void* p = mmap(nullptr, slots * sizeof(uint64_t), PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  const size_t bytes = slots * sizeof(uint64_t);
+  const int populate = bytes <= kPopulateBytes ? MAP_POPULATE : 0;
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | populate, -1, 0);
   if (p == MAP_FAILED) return false;
   slots_ = static_cast<std::atomic<uint64_t>*>(p);
   mask_ = slots - 1;
