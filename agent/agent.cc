@@ -520,9 +520,9 @@ void StartTracking() {
   }
   uint64_t rate = EnvU64("CGOHEAP_SAMPLE_BYTES", 0);
   // Room for the samples of 8 GiB of live heap at this rate, at most half
-  // full; small enough at production rates (128 KiB at 512 KiB) to stay in
-  // cache (every free of a sampled block, or one the filter is unsure of,
-  // probes it).
+  // full; small enough at production rates (256 KiB at 512 KiB, mapped
+  // written from the start: sampled_set.cc) to stay in cache (every free
+  // of a sampled block, or one the filter is unsure of, probes it).
   if (rate != 0 && !g_sampled.ready()) {
     size_t slots = 4096;
     while (slots < (size_t{1} << 22) && slots / 2 < (uint64_t{8} << 30) / rate) slots <<= 1;
