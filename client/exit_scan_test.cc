@@ -7,7 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <cstring>
 
 #include "gtest/gtest.h"
@@ -140,21 +142,31 @@ TEST(ExitScanTest, RootsAreGlobalsThreadLocalStorageAndBlocksTheAgentNeverSaw) {
 
 // Forks a child that makes one block of size bytes (make_block), then
 // waits at its "exit"; scans it with its thread pointer as the main one's.
-struct OneBlockScan {
-  uint64_t address = 0;
-  ExitScanResult scan;
-};
-OneBlockScan ScanAChildsBlock(size_t size, void* (*make_block)(size_t)) {
-  OneBlockScan out;
+// Forks a child that makes blocks (make returns their addresses) and waits,
+// as a program at its exit; while it waits, scan is given its pid, the
+// addresses and options holding its main thread's thread pointer. False
+// when the child could not be made or did not report.
+bool WithAChildsBlocks(const std::function<std::vector<uint64_t>()>& make,
+                       const std::function<void(pid_t, const std::vector<uint64_t>&,
+                                                const ExitScanOptions&)>& scan) {
+  constexpr size_t kMax = 8;
   int report[2], release[2];
-  if (pipe(report) != 0 || pipe(release) != 0) return out;
+  if (pipe(report) != 0 || pipe(release) != 0) return false;
   pid_t pid = fork();
-  if (pid < 0) return out;
+  if (pid < 0) return false;
   if (pid == 0) {
     close(report[0]);
     close(release[1]);
-    uint64_t r[2] = {reinterpret_cast<uint64_t>(make_block(size)), 0};
-    if (r[0] == 0 || syscall(SYS_arch_prctl, ARCH_GET_FS, &r[1]) != 0) _exit(5);
+    uint64_t r[kMax + 2] = {};  // count, addresses, thread pointer
+    {
+      std::vector<uint64_t> made = make();
+      if (made.empty() || made.size() > kMax) _exit(2);
+      r[0] = made.size();
+      std::copy(made.begin(), made.end(), r + 1);
+      // The vector's own block, unknown to the scan, would be a root.
+      std::fill(made.begin(), made.end(), 0);
+    }
+    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &r[kMax + 1]) != 0) _exit(5);
     (void)!write(report[1], r, sizeof r);
     char c;
     (void)!read(release[0], &c, 1);
@@ -162,17 +174,31 @@ OneBlockScan ScanAChildsBlock(size_t size, void* (*make_block)(size_t)) {
   }
   close(report[1]);
   close(release[0]);
-  uint64_t r[2] = {};
-  if (read(report[0], r, sizeof r) == static_cast<ssize_t>(sizeof r)) {
+  uint64_t r[kMax + 2] = {};
+  const bool reported = read(report[0], r, sizeof r) == static_cast<ssize_t>(sizeof r);
+  if (reported) {
     ExitScanOptions opts;
-    opts.main_tp = r[1];
-    out.address = r[0];
-    out.scan = ScanReachable(pid, {{r[0], size}}, opts);
+    opts.main_tp = r[kMax + 1];
+    scan(pid, std::vector<uint64_t>(r + 1, r + 1 + r[0]), opts);
   }
   close(report[0]);
   close(release[1]);
   int status;
   waitpid(pid, &status, 0);
+  return reported;
+}
+
+struct OneBlockScan {
+  uint64_t address = 0;
+  ExitScanResult scan;
+};
+OneBlockScan ScanAChildsBlock(size_t size, void* (*make_block)(size_t)) {
+  OneBlockScan out;
+  WithAChildsBlocks([&] { return std::vector<uint64_t>{reinterpret_cast<uint64_t>(make_block(size))}; },
+                    [&](pid_t pid, const std::vector<uint64_t>& a, const ExitScanOptions& opts) {
+                      out.address = a[0];
+                      out.scan = ScanReachable(pid, {{a[0], size}}, opts);
+                    });
   return out;
 }
 
@@ -280,39 +306,21 @@ TEST(ExitScanTest, TheStacksOfThreadsThatEndedAreNoRoots) {
 // allocated first leads, wherever the allocator put it (a document before
 // its nodes, though a node may sit at a lower address).
 TEST(ExitScanTest, ALostCycleIsLedByTheBlockAllocatedFirst) {
-  int report[2], release[2];
-  ASSERT_EQ(pipe(report), 0);
-  ASSERT_EQ(pipe(release), 0);
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    close(report[0]);
-    close(release[1]);
-    void** p = static_cast<void**>(calloc(1, 48));
-    void** q = static_cast<void**>(calloc(1, 48));
-    if (p == nullptr || q == nullptr) _exit(2);
-    p[0] = q;
-    q[0] = p;
-    uint64_t r[3] = {reinterpret_cast<uint64_t>(p), reinterpret_cast<uint64_t>(q), 0};
-    p = q = nullptr;
-    if (syscall(SYS_arch_prctl, ARCH_GET_FS, &r[2]) != 0) _exit(5);
-    (void)!write(report[1], r, sizeof r);
-    char c;
-    (void)!read(release[0], &c, 1);
-    _exit(0);
-  }
-  close(report[1]);
-  close(release[0]);
-  uint64_t r[3] = {};
-  ASSERT_EQ(read(report[0], r, sizeof r), static_cast<ssize_t>(sizeof r));
-  ExitScanOptions opts;
-  opts.main_tp = r[2];
-  // As allocated (p first), and as if q had been allocated first.
-  ExitScanResult p_first = ScanReachable(pid, {{r[0], 48, 1}, {r[1], 48, 2}}, opts);
-  ExitScanResult q_first = ScanReachable(pid, {{r[0], 48, 2}, {r[1], 48, 1}}, opts);
-  close(release[1]);
-  int status;
-  waitpid(pid, &status, 0);
+  ExitScanResult p_first, q_first;
+  ASSERT_TRUE(WithAChildsBlocks(
+      [] {
+        void** p = static_cast<void**>(calloc(1, 48));
+        void** q = static_cast<void**>(calloc(1, 48));
+        if (p == nullptr || q == nullptr) return std::vector<uint64_t>{};
+        p[0] = q;
+        q[0] = p;
+        return std::vector<uint64_t>{reinterpret_cast<uint64_t>(p), reinterpret_cast<uint64_t>(q)};
+      },
+      [&](pid_t pid, const std::vector<uint64_t>& a, const ExitScanOptions& opts) {
+        // As allocated (p first), and as if q had been allocated first.
+        p_first = ScanReachable(pid, {{a[0], 48, 1}, {a[1], 48, 2}}, opts);
+        q_first = ScanReachable(pid, {{a[0], 48, 2}, {a[1], 48, 1}}, opts);
+      }));
   for (const ExitScanResult* scan : {&p_first, &q_first}) {
     ASSERT_TRUE(scan->done) << scan->skipped;
     ASSERT_EQ(scan->reachable.size(), 2u);
