@@ -190,7 +190,7 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
   END {
     printf "\n| run | program wall ms | program CPU ms | CPU of all processes s | wall vs plain | wall, 95%% interval | program CPU vs plain | all processes vs plain |\n"
     printf "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
-    split("plain exact exact_noscan exact_tsc exact_counter sampled sampled_counter preload_off passthrough launcher_only", names, " ")
+    nnames = split("plain exact exact_noscan exact_tsc exact_counter sampled sampled_counter preload_off passthrough launcher_only", names, " ")
     label["plain"] = "plain"
     label["exact"] = "cgoheap exact, " dpath " path (default)"
     label["exact_noscan"] = "cgoheap exact, " dpath " path, program untraced (--exit-scan=false)"
@@ -201,7 +201,7 @@ awk -v calls="$HEAPTRACK_CALLS" -v small="$SMALL" -v dpath="$DEFAULT_PATH" -v tp
     label["preload_off"] = "(sampled, in parts) the agent preloaded, tracking off"
     label["passthrough"] = "(the floor) an interposer that does nothing: each entry point one jump to glibc"
     label["launcher_only"] = "(sampled, in parts) cgoheap run, the program without the agent"
-    for (k = 1; k <= 10; k++) {
+    for (k = 1; k <= nnames; k++) {
       e = median(names[k], 2); c = median(names[k], 3); t = median(names[k], 4)
       if (e == 0) continue  # not run (--sampled)
       w = ratio(names[k], 2); wlo = lo; whi = hi
